@@ -1,0 +1,84 @@
+"""The settings of one report (a frozen dataclass, validated on construction)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The bit widths the detailed sections cover by default (the 4-8 bit band hardware targets).
+DEFAULT_BITS: tuple[int, ...] = (4, 5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What a report covers.
+
+    Args:
+        runs: results database (SQLite, ``explorer.train.store`` schema) or None for law-only.
+        law: ``"paper"`` (Sun et al. Table 2 constants) or the path of a ``fpx fit`` JSON file.
+        propose: format spec strings (``get_format`` grammar, e.g. ``"e3m4b5"``) that each get
+            their own section.
+        bits: total widths P = E + M + 1 of the detailed recommendation table (2..24).
+        params: model size N (non-embedding parameters) for the critical data size and the
+            predicted losses.
+        tokens: training tokens D for the predicted losses; None = 20·N (Chinchilla ratio).
+        budget: compute budget C (k·P·N·D units, k = 6/16) for the compute-optimal precision.
+        block: scaling block of the predicted losses: an int block size, ``"channel"`` or
+            ``"tensor"`` (both log2 B = 13.1567, the paper's channel-wise value).
+        sqnr_samples: elements per distribution for the measured SQNR (keep it modest: the
+            default report must finish in a minute on two cores).
+        seed: seed of the random test data.
+        command_line: the command line shown in the reproducibility section.
+    """
+
+    runs: str | Path | None = None
+    law: str = "paper"
+    propose: tuple[str, ...] = ()
+    bits: tuple[int, ...] = DEFAULT_BITS
+    params: float = 1e9
+    tokens: float | None = None
+    budget: float = 1e23
+    block: int | str = "channel"
+    sqnr_samples: int = 1 << 14
+    seed: int = 0
+    command_line: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "propose", tuple(self.propose))
+        object.__setattr__(self, "bits", tuple(sorted(set(int(b) for b in self.bits))))
+        if not self.bits:
+            raise ValueError("bits must name at least one width")
+        for b in self.bits:
+            if not 2 <= b <= 24:
+                raise ValueError(f"bits must be in 2..24 (P = E + M + 1), got {b}")
+        for pname in ("params", "budget"):
+            v = getattr(self, pname)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{pname} must be a positive finite number, got {v!r}")
+        if self.tokens is not None and (not math.isfinite(self.tokens) or self.tokens <= 0):
+            raise ValueError(f"tokens must be a positive finite number, got {self.tokens!r}")
+        if isinstance(self.block, str):
+            if self.block not in ("channel", "tensor"):
+                if not self.block.isdigit():
+                    raise ValueError(f"block must be an int, 'channel' or 'tensor', got {self.block!r}")
+                object.__setattr__(self, "block", int(self.block))
+        if isinstance(self.block, int) and self.block < 2:
+            raise ValueError(f"block must be at least 2 elements, got {self.block}")
+        if not 256 <= self.sqnr_samples <= 1 << 22:
+            raise ValueError(f"sqnr_samples must be in 256..{1 << 22}, got {self.sqnr_samples}")
+        if not isinstance(self.law, str) or not self.law:
+            raise ValueError("law must be 'paper' or the path of a fit JSON file")
+
+    @property
+    def tokens_or_default(self) -> float:
+        """D used for predicted losses: ``tokens`` or 20·N."""
+        return float(self.tokens) if self.tokens is not None else 20.0 * float(self.params)
+
+    @property
+    def log2_block(self) -> float:
+        return 13.1567 if isinstance(self.block, str) else math.log2(self.block)
+
+    @property
+    def block_label(self) -> str:
+        return f"channel-wise (log2 B = 13.1567)" if isinstance(self.block, str) else f"B = {self.block}"

@@ -1,0 +1,17 @@
+"""fpformat: a bit-exact emulator of arbitrary ExMy floating-point formats with block scaling.
+
+    from fpformat import FloatFormat, BlockFormat, get_format
+    f = get_format("float8_e4m3fn")
+    codes = f.encode(x, rounding="rne", saturate=False)
+    y = f.quantize(x)                      # == f.decode(codes), in x's dtype
+
+One scalar core (:mod:`fpformat.core`) is compiled for the CPU (:mod:`fpformat.kernels`) and for
+CUDA (:mod:`fpformat.cuda`); semantics are pinned in docs/numerics.md.
+"""
+
+from .format import FloatFormat
+from .block import BlockFormat
+from .presets import get_format, ELEMENT_PRESETS
+
+__all__ = ["FloatFormat", "BlockFormat", "get_format", "ELEMENT_PRESETS"]
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""Input and output arrays: which dtypes the kernels accept and how they travel.
+
+The kernels read float32 or float64 bit patterns.  float16 and bfloat16 inputs are widened to
+float32 exactly (every float16/bfloat16 is a float32), and results that must come back in the
+input's dtype are narrowed exactly (the caller checks that the format's values fit that dtype).
+bfloat16 arrays may be ml_dtypes arrays or torch tensors; ml_dtypes itself is never imported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
+
+
+def is_cuda_array(x) -> bool:
+    """True for anything exposing ``__cuda_array_interface__`` (numba, CuPy, torch CUDA)."""
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def as_float_array(x) -> tuple[np.ndarray, str]:
+    """Return ``(array, kind)``: a float32/float64 numpy array holding ``x``'s values exactly and
+    the name of ``x``'s float kind.  Raises ``TypeError`` for non-float inputs."""
+    if _is_torch(x):
+        from .torch import to_numpy, _kind
+        kind = _kind(x)
+        arr = to_numpy(x)
+        if kind == "bfloat16" and arr.dtype.name == "float32":     # widened without ml_dtypes
+            return arr, kind
+        x = arr
+    if isinstance(x, np.ndarray) or np.isscalar(x) and hasattr(x, "dtype"):
+        arr = np.asarray(x)
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind in "iub":                  # Python ints/lists: treat as real numbers
+            arr = arr.astype(np.float64)
+    kind = arr.dtype.name
+    if kind not in FLOAT_KINDS:
+        raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, got dtype {arr.dtype}")
+    if kind == "float16":
+        return arr.astype(np.float32), kind
+    if kind == "bfloat16":
+        wide = (np.ascontiguousarray(arr).view(np.uint16).astype(np.uint32) << np.uint32(16))
+        return wide.view(np.float32), kind
+    return arr, kind
+
+
+def restore_dtype(out: np.ndarray, kind, like=None):
+    """Convert a float32/float64 result back to ``kind`` (exact when the values fit it), and to a
+    torch tensor when ``like`` is one."""
+    name = kind if isinstance(kind, str) else getattr(kind, "name", str(kind))
+    if name == "float16":
+        out = out.astype(np.float16)
+    elif name == "bfloat16":
+        f32 = np.ascontiguousarray(out, dtype=np.float32)
+        u16 = (f32.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        if like is not None and not _is_torch(like):
+            out = u16.view(np.asarray(like).dtype)
+        else:
+            out = _bf16_dtype_view(u16)
+    elif name in ("float32", "float64"):
+        out = out.astype(name, copy=False)
+    else:
+        raise TypeError(f"dtype must be one of {', '.join(FLOAT_KINDS)}, got {kind}")
+    if like is not None and _is_torch(like):
+        from .torch import from_numpy
+        return from_numpy(out, like)
+    return out
+
+
+def _bf16_dtype_view(u16: np.ndarray):
+    try:
+        import ml_dtypes  # optional: only to give bfloat16 numpy results a bfloat16 dtype
+    except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
+        return u16
+    return u16.view(ml_dtypes.bfloat16)

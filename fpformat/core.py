@@ -1,0 +1,250 @@
+"""The scalar numeric core: one element encoded, one code decoded.
+
+Every function here is decorated with :func:`numba.extending.register_jitable`, so the *same
+source* runs as plain Python, inside the CPU kernels (``numba.njit``) and inside the CUDA kernels
+(``numba.cuda.jit``): one core for every target, parameters rather than copies.
+
+Integers only.  The input is the bit pattern of an IEEE binary float (float32 or float64, the
+*source layout* ``S``); the format and the call are described by small integer tuples built on the
+host by :mod:`fpformat.params` (the ``F_*``/``C_*``/``S_*`` indices below).  Reading these tuples
+with constant indices costs nothing once compiled.
+
+Semantics: docs/numerics.md.  In short, ``|x| = sig * 2**(ex - src_m)`` is split at the
+format's quantum ``2**q`` into ``n`` (the integer significand of the lower neighbour, hidden bit
+included) and a remainder; the rounding mode decides whether ``n`` goes up by one; the magnitude
+code follows from ``n`` and the exponent, a carry out of the binade landing naturally on the next
+exponent field.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+# Rounding modes (the integer codes the kernels see).
+RNE, RNA, RTZ, RTP, RTN, RTO, SR = 0, 1, 2, 3, 4, 5, 6
+
+# Format tuple F (int64), built by fpformat.params.format_tuple.
+F_E = 0            # exponent bits
+F_M = 1            # mantissa bits
+F_BIAS = 2
+F_EMIN = 3         # exponent of the smallest normal (1 - bias, or -bias without zero)
+F_EMAXFIELD = 4    # 2**E - 1, the largest exponent field
+F_MAXMAG = 5       # largest finite magnitude code
+F_INFMAG = 6       # magnitude code of infinity, -1 if none
+F_SIGNBIT = 7      # 1 << (E + M) for signed formats, 0 for unsigned
+F_SUBNORMALS = 8   # 1: exponent field 0 holds subnormals; 0: flush to zero
+F_HASZERO = 9      # 0 for E8M0-like formats: exponent field 0 is normal
+F_NEGZERO = 10     # 1: the sign-bit-only code is -0; 0: it is NaN (fnuz)
+F_NANPOS = 11      # code for +NaN results, -1 if the format has no NaN
+F_NANNEG = 12      # code for -NaN results, -1 if the format has no NaN
+F_LEN = 13
+
+# Call tuple C (int64), built by fpformat.params.call_tuple: the rounding mode and the results of
+# the special cases, precomputed on the host so the core stays branch-light.
+C_MODE = 0
+C_OVF_POS = 1      # code for a positive overflow (rounded magnitude > max)
+C_OVF_NEG = 2
+C_INF_POS = 3      # code for +inf input
+C_INF_NEG = 4
+C_NAN_POS = 5      # code for a NaN input with sign bit clear
+C_NAN_NEG = 6
+C_ZERO_POS = 7     # code for +0 input
+C_ZERO_NEG = 8     # code for -0 input
+C_NEG_UNSIGNED = 9 # code for x < 0 into an unsigned format
+C_SR_BITS = 10     # 1..64 random bits per stochastic rounding decision
+C_LEN = 11
+
+# Value tuple V (int64): the call's special results as bit patterns in the source layout, for
+# quantize (built by fpformat.rounding.value_tuple).
+V_OVF_POS, V_OVF_NEG, V_INF_POS, V_INF_NEG, V_NAN_POS, V_NAN_NEG = 0, 1, 2, 3, 4, 5
+V_ZERO_POS, V_ZERO_NEG, V_NEG_UNSIGNED = 6, 7, 8
+V_LOWQ = 9         # bits of the quantum 2**q below the normal range (2**emin when flushing)
+V_MAXBITS = 10     # bits of the largest finite magnitude
+V_MIN = 11         # bits of the smallest value (formats without zero)
+V_LEN = 12
+
+# Source layout tuple S: (mantissa bits, exponent bias, exponent-field mask, sign shift).
+S_M = 0
+S_BIAS = 1
+S_EMASK = 2
+S_SIGNSHIFT = 3
+SRC_FLOAT32 = (23, 127, 0xFF, 31)
+SRC_FLOAT64 = (52, 1023, 0x7FF, 63)
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@register_jitable
+def _mix64(z):
+    """The splitmix64 finaliser: a bijective 64-bit avalanche mix."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@register_jitable
+def sr_key(seed):
+    """Stream key for a user seed (any int64); nearby seeds give unrelated streams."""
+    return _mix64(np.uint64(seed) + _GOLDEN)
+
+
+@register_jitable
+def sr_random(key, i):
+    """The 64 random bits for element ``i`` of the stream ``key``: counter-based (splitmix64),
+    a pure function of (key, i), so results depend on neither threads, chunks nor device."""
+    return _mix64(key + (np.uint64(i) + np.uint64(1)) * _GOLDEN)
+
+
+@register_jitable
+def round_parts(b, S, F, C, u):
+    """The shared front end: split the input at the format's quantum and round.
+
+    ``b`` is the int64 bit pattern of a float in source layout ``S``; ``u`` the element's 64-bit
+    random number (stochastic rounding only).  Returns ``(negative, a, fe, mant, low, ex, sh, n,
+    up)``: sign, magnitude bits, source exponent field and mantissa, whether ``|x|`` lies below
+    the format's normal range, its binade exponent, the number of significand bits below the
+    quantum (clamped to 54), the rounded integer significand ``n`` and whether it was rounded up.
+
+    Straight-line: every mode's decision is one expression, so compilers turn the conditionals
+    into selects and vectorise the loops around it.
+    """
+    src_m = S[S_M]
+    M = F[F_M]
+    emin = F[F_EMIN]
+    mode = C[C_MODE]
+    one = np.int64(1)
+
+    negative = ((b >> S[S_SIGNSHIFT]) & 1) == 1
+    a = b & ((one << S[S_SIGNSHIFT]) - 1)                   # magnitude bits
+    fe = (a >> src_m) & S[S_EMASK]                          # biased source exponent field
+    mant = a & ((one << src_m) - 1)
+    # |x| = sig * 2**(ex - src_m); source subnormals use the smallest normal exponent, and are
+    # always below the format's normal range (routing guarantees emin >= the source's).
+    sig = mant | (np.int64(fe != 0) << src_m)
+    ex = max(fe, one) - S[S_BIAS]
+    low = ex < emin or fe == 0
+    q = (emin if F[F_SUBNORMALS] == 0 else emin - M) if low else ex - M
+    shift = q - ex + src_m                                   # >= 0: M <= src_m by routing
+    sh = min(shift, 54)                                      # sig < 2**53: n = 0 beyond this
+    n = sig >> sh
+    rem = sig & ((one << sh) - 1)
+    half = (one << sh) >> 1
+    odd = (n & 1) == 1
+
+    if mode == RNE:
+        up = rem > half or (rem == half and odd)
+    elif mode == RNA:
+        up = rem >= half
+    elif mode == RTP:
+        up = not negative
+    elif mode == RTN:
+        up = negative
+    elif mode == RTO:
+        up = not odd
+    elif mode == SR:                                         # P(up) = floor(r * 2**bits) / 2**bits
+        bits = C[C_SR_BITS]
+        urem = np.uint64(rem)
+        t = (urem >> np.uint64(min(shift - bits, 63))) if shift >= bits \
+            else (urem << np.uint64(max(bits - shift, 0)))
+        up = (u >> np.uint64(64 - bits)) < t
+    else:                                                    # RTZ
+        up = False
+    up = up and rem != 0
+    n += np.int64(up)
+    return negative, a, fe, mant, low, ex, sh, n, up
+
+
+@register_jitable
+def _specials(code, negative, a, fe, mant, low, F, C, S, zero_low, neg_unsigned, zero_pos,
+              zero_neg, nan_pos, nan_neg, inf_pos, inf_neg):
+    """Select the special-case results over the finite result ``code`` (codes or value bits)."""
+    if low and F[F_HASZERO] == 0:                            # no zero: clamp to the smallest
+        code = zero_low
+    if negative and F[F_SIGNBIT] == 0:
+        code = neg_unsigned
+    if a == 0:
+        code = zero_neg if negative else zero_pos
+    if fe == S[S_EMASK]:                                     # inf or NaN
+        if mant != 0:
+            code = nan_neg if negative else nan_pos
+        else:
+            code = inf_neg if negative else inf_pos
+    return code
+
+
+@register_jitable
+def encode_bits(b, S, F, C, u):
+    """Encode one input given as the int64 bit pattern ``b`` of a float in source layout ``S``.
+
+    ``u`` is the element's 64-bit random number (stochastic rounding only).  Returns the full
+    code (sign bit included) as int64.
+    """
+    negative, a, fe, mant, low, ex, sh, n, up = round_parts(b, S, F, C, u)
+    M = F[F_M]
+    if low:
+        mag = n << M if F[F_SUBNORMALS] == 0 else n
+    else:
+        mag = (min(ex + F[F_BIAS], F[F_EMAXFIELD] + 1) << M) + n - (np.int64(1) << M)
+    overflow = mag > F[F_MAXMAG] or mag < 0                  # < 0: wrapped past 2**63
+    if negative:
+        # fnuz formats have no -0: a negative result that rounds to zero is +0.
+        drop_sign = mag == 0 and F[F_HASZERO] == 1 and F[F_NEGZERO] == 0
+        code = C[C_OVF_NEG] if overflow else (mag if drop_sign else mag | F[F_SIGNBIT])
+    else:
+        code = C[C_OVF_POS] if overflow else mag
+    return _specials(code, negative, a, fe, mant, low, F, C, S, np.int64(0), C[C_NEG_UNSIGNED],
+                     C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG], C[C_INF_POS],
+                     C[C_INF_NEG])
+
+
+@register_jitable
+def quantize_bits(b, S, F, C, V, u):
+    """``decode(encode(x))`` for one input, as the bit pattern of the result in the *source*
+    layout (the format's values must be values of the source type).
+
+    ``V`` holds the special results as source-layout bits (indices ``V_*``).  The rounded value
+    is formed in place: dropping ``sh`` low bits and adding the round-up carries into the
+    exponent field exactly as the value does; below the source's precision the result is 0 or
+    the quantum ``2**q``.
+    """
+    negative, a, fe, mant, low, ex, sh, n, up = round_parts(b, S, F, C, u)
+    if sh <= S[S_M]:
+        y = ((a >> sh) + np.int64(up)) << sh
+    else:
+        y = V[V_LOWQ] if up else np.int64(0)
+    overflow = y > V[V_MAXBITS]
+    if negative:
+        drop_sign = y == 0 and F[F_HASZERO] == 1 and F[F_NEGZERO] == 0
+        y = V[V_OVF_NEG] if overflow else (y if drop_sign else y | (np.int64(1) << S[S_SIGNSHIFT]))
+    else:
+        y = V[V_OVF_POS] if overflow else y
+    return _specials(y, negative, a, fe, mant, low, F, C, S, V[V_MIN], V[V_NEG_UNSIGNED],
+                     V[V_ZERO_POS], V[V_ZERO_NEG], V[V_NAN_POS], V[V_NAN_NEG], V[V_INF_POS],
+                     V[V_INF_NEG])
+
+
+@register_jitable
+def decode_code(code, F, sub_unit):
+    """The float64 value of ``code``; ``sub_unit`` is ``2.0**(emin - M)``, the subnormal quantum.
+
+    Straight-line like :func:`encode_bits`."""
+    signbit = F[F_SIGNBIT]
+    M = F[F_M]
+    negative = (code & signbit) != 0
+    mag = code & (signbit - 1) if signbit != 0 else code
+    e = mag >> M
+    m = mag & ((np.int64(1) << M) - 1)
+    normal = np.int64(((min(e, 2046) - F[F_BIAS] + 1023) << 52) | (m << (52 - M))).view(np.float64)
+    if e == 0 and F[F_HASZERO] == 1:
+        v = np.float64(m) * sub_unit if F[F_SUBNORMALS] == 1 else 0.0
+    else:
+        v = normal
+    if mag > F[F_MAXMAG]:
+        v = np.inf if mag == F[F_INFMAG] else np.nan
+    v = -v if negative else v
+    if negative and mag == 0 and F[F_NEGZERO] == 0 and F[F_HASZERO] == 1:
+        v = np.nan
+    return v

@@ -1,0 +1,323 @@
+"""`FloatFormat`: the description of one ExMy floating-point element format.
+
+A format is pure data (a frozen dataclass); encoding, decoding and quantizing delegate to the
+compiled kernels in :mod:`fpformat.kernels`.  Semantics are pinned in docs/numerics.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from . import core
+
+MAX_EXP_BITS = 11
+MAX_MAN_BITS = 52
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """An ExMy floating-point format.
+
+    Args:
+        exp_bits: E, exponent field width, 0..11.
+        man_bits: M, mantissa (trailing significand) field width, 0..52.
+        bias: exponent bias; default ``2**(E-1) - 1`` (``1`` for ``E == 0``).
+        signed: sign-magnitude with one extra (top) sign bit.
+        subnormals: exponent field 0 holds subnormals; ``False`` flushes them (decode as zero,
+            never produced; rounding on ``{0} ∪ normals``).
+        nan_codes: how many of the top magnitude codes are NaN.
+        inf: the magnitude code just below the NaN codes is infinity.
+        negative_zero: ``False`` (signed only) makes the sign-bit-only code NaN (fnuz layouts).
+        has_zero: ``False`` (E8M0-like): exponent field 0 is an ordinary normal binade and the
+            format has no zero; requires ``subnormals=False``.
+        name: display name (a preset name or spec string); not part of equality.
+
+    Every finite value must be a float64 (``ValueError`` otherwise).
+    """
+
+    exp_bits: int
+    man_bits: int
+    bias: int | None = None
+    signed: bool = True
+    subnormals: bool = True
+    nan_codes: int = 0
+    inf: bool = False
+    negative_zero: bool = True
+    has_zero: bool = True
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for pname in ("exp_bits", "man_bits", "nan_codes"):
+            v = getattr(self, pname)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{pname} must be an int, got {type(v).__name__}")
+        for pname in ("signed", "subnormals", "inf", "negative_zero", "has_zero"):
+            v = getattr(self, pname)
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{pname} must be a bool, got {type(v).__name__}")
+        E, M = int(self.exp_bits), int(self.man_bits)
+        if not 0 <= E <= MAX_EXP_BITS:
+            raise ValueError(f"exp_bits must be in 0..{MAX_EXP_BITS}, got {E}")
+        if not 0 <= M <= MAX_MAN_BITS:
+            raise ValueError(f"man_bits must be in 0..{MAX_MAN_BITS}, got {M}")
+        if E + M == 0:
+            raise ValueError("exp_bits + man_bits must be at least 1 (a format needs a magnitude bit)")
+        object.__setattr__(self, "exp_bits", E)
+        object.__setattr__(self, "man_bits", M)
+        if self.bias is None:
+            object.__setattr__(self, "bias", (1 << (E - 1)) - 1 if E >= 1 else 1)
+        elif isinstance(self.bias, bool) or not isinstance(self.bias, (int, np.integer)):
+            raise TypeError(f"bias must be an int, got {type(self.bias).__name__}")
+        else:
+            object.__setattr__(self, "bias", int(self.bias))
+        ncodes = 1 << (E + M)
+        if not 0 <= self.nan_codes < ncodes - int(self.inf):
+            raise ValueError(
+                f"nan_codes must be in 0..{ncodes - 1 - int(self.inf)} for {ncodes} magnitude codes"
+                f"{' and an infinity' if self.inf else ''}, got {self.nan_codes}")
+        if not self.negative_zero and not self.signed:
+            raise ValueError("negative_zero=False needs signed=True (it turns the -0 code into NaN)")
+        if not self.has_zero:
+            if self.subnormals:
+                raise ValueError("has_zero=False needs subnormals=False (exponent field 0 is normal)")
+            if E == 0:
+                raise ValueError("has_zero=False needs exp_bits >= 1")
+        smallest_nonzero = (1 if self.subnormals else 1 << M) if self.has_zero else 0
+        if self._maxmag < smallest_nonzero:
+            raise ValueError("nan_codes and inf leave this format no finite nonzero value")
+        # Every value must be a float64: the kernels decode through float64.
+        if self.emin - M < -1074 or self.emin < -1022:
+            raise ValueError(f"bias={self.bias} puts the smallest values below float64's range")
+        if self.emax > 1023:
+            raise ValueError(f"bias={self.bias} puts the largest values beyond float64's range")
+
+    # ----------------------------------------------------------------------------- structure
+    @property
+    def bits(self) -> int:
+        """Total code width: E + M + signed."""
+        return self.exp_bits + self.man_bits + int(self.signed)
+
+    @property
+    def emin(self) -> int:
+        """Exponent of the smallest normal binade (``1 - bias``; ``-bias`` without zero)."""
+        return (1 if self.has_zero else 0) - self.bias
+
+    @property
+    def _maxmag(self) -> int:
+        return (1 << (self.exp_bits + self.man_bits)) - 1 - self.nan_codes - int(self.inf)
+
+    @property
+    def emax(self) -> int:
+        """Exponent of the binade holding the largest finite value."""
+        e = self._maxmag >> self.man_bits
+        if e == 0 and self.has_zero:
+            return self.emin
+        return e - self.bias
+
+    @property
+    def has_nan(self) -> bool:
+        return self.nan_codes > 0 or (self.signed and not self.negative_zero)
+
+    @property
+    def has_inf(self) -> bool:
+        return self.inf
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The narrowest unsigned integer dtype holding a code."""
+        for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+            if self.bits <= 8 * np.dtype(dt).itemsize:
+                return np.dtype(dt)
+        raise AssertionError("unreachable: bits <= 64")
+
+    # ----------------------------------------------------------------------------- values
+    def code_value(self, code: int) -> Fraction | float:
+        """The exact value of one code: a Fraction, or ``float('nan')``/``±inf``."""
+        return _exact(self, int(code))
+
+    @cached_property
+    def _stats(self) -> dict[str, float]:
+        maxv = float(_exact(self, self._maxmag))
+        if self.has_zero:
+            min_normal = 2.0 ** self.emin
+            if self.subnormals and self.man_bits > 0:
+                min_sub = 2.0 ** (self.emin - self.man_bits)
+            else:
+                min_sub = min_normal
+        else:
+            min_normal = min_sub = 2.0 ** self.emin
+        return {"max": maxv, "min_normal": min_normal, "min_subnormal": min_sub}
+
+    @property
+    def max(self) -> float:
+        """Largest finite value."""
+        return self._stats["max"]
+
+    @property
+    def min_normal(self) -> float:
+        """Smallest positive normal value, ``2**emin``."""
+        return self._stats["min_normal"]
+
+    @property
+    def min_subnormal(self) -> float:
+        """Smallest positive value (equal to ``min_normal`` without subnormals)."""
+        return self._stats["min_subnormal"]
+
+    @property
+    def epsilon(self) -> float:
+        """Distance from 1 to the next larger value, ``2**-M`` (relative precision)."""
+        return 2.0 ** -self.man_bits
+
+    @property
+    def dynamic_range(self) -> float:
+        """``log2(max / smallest positive value)``, in binades (octaves)."""
+        return float(np.log2(self.max) - np.log2(self.min_subnormal))
+
+    @property
+    def num_finite(self) -> int:
+        """Number of distinct finite values (+0 and -0 count once)."""
+        per_sign = self._maxmag + 1
+        if self.has_zero and not self.subnormals:
+            per_sign -= (1 << self.man_bits) - 1        # flushed codes decode as zero
+        if not self.signed:
+            return per_sign
+        return 2 * per_sign - (1 if self.has_zero else 0)
+
+    def values(self) -> np.ndarray:
+        """All distinct finite values, sorted, as float64 (for formats of at most 24 bits)."""
+        if self.exp_bits + self.man_bits > 24:
+            raise ValueError(f"values() enumerates at most 2**24 magnitude codes; this format has "
+                             f"2**{self.exp_bits + self.man_bits}")
+        mags = np.arange(self._maxmag + 1, dtype=np.uint64)
+        pos = self.decode(mags.astype(self.dtype))
+        vals = np.concatenate([pos, -pos]) if self.signed else pos
+        return np.unique(vals)
+
+    # ----------------------------------------------------------------------------- naming
+    @property
+    def spec(self) -> str:
+        """A spec string that `get_format` parses back to an equal format."""
+        from .presets import format_spec
+        return format_spec(self)
+
+    def __str__(self) -> str:
+        return self.name or self.spec
+
+    def describe(self) -> dict[str, Any]:
+        """Properties as a JSON-ready dict (what `fpx info` prints)."""
+        return {
+            "name": str(self), "spec": self.spec, "bits": self.bits,
+            "exp_bits": self.exp_bits, "man_bits": self.man_bits, "bias": self.bias,
+            "signed": self.signed, "subnormals": self.subnormals, "nan_codes": self.nan_codes,
+            "inf": self.inf, "negative_zero": self.negative_zero, "has_zero": self.has_zero,
+            "max": self.max, "min_normal": self.min_normal, "min_subnormal": self.min_subnormal,
+            "epsilon": self.epsilon, "dynamic_range_binades": self.dynamic_range,
+            "num_finite": self.num_finite, "emin": self.emin, "emax": self.emax,
+            "has_nan": self.has_nan,
+        }
+
+    # ----------------------------------------------------------------------------- kernels
+    def encode(self, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
+               sr_bits: int | None = None) -> np.ndarray:
+        """Round ``x`` (float16/bfloat16/float32/float64, any shape) once into this format.
+
+        Returns unsigned codes of dtype :attr:`dtype`, shaped like ``x``.  ``rounding`` is one of
+        ``rne rna rtz rtp rtn rto sr``; ``saturate`` clamps overflow to ±max (otherwise IEEE 754
+        §7.4 rules, docs/numerics.md); ``seed``/``sr_bits`` drive stochastic rounding.
+        """
+        from .kernels import encode
+        return encode(self, x, rounding, saturate, seed, sr_bits)
+
+    def decode(self, codes, dtype=np.float64) -> np.ndarray:
+        """Values of ``codes`` (any unsigned or non-negative integer array) as ``dtype``."""
+        from .kernels import decode
+        return decode(self, codes, dtype)
+
+    def quantize(self, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
+                 sr_bits: int | None = None):
+        """``decode(encode(x))`` in one pass, with ``x``'s dtype and shape."""
+        from .kernels import quantize
+        return quantize(self, x, rounding, saturate, seed, sr_bits)
+
+    # ----------------------------------------------------------------------------- kernel params
+    @cached_property
+    def params(self) -> tuple[int, ...]:
+        """The format tuple the scalar core reads (indices ``core.F_*``)."""
+        M = self.man_bits
+        signbit = (1 << (self.exp_bits + M)) if self.signed else 0
+        if self.signed and not self.negative_zero:
+            nanpos = nanneg = signbit
+        elif self.nan_codes > 0:
+            mags = range(self._maxmag + 1 + int(self.inf), 1 << (self.exp_bits + M))
+            quiet = [c for c in mags if M > 0 and (c >> (M - 1)) & 1]
+            nanmag = quiet[0] if quiet else (1 << (self.exp_bits + M)) - 1
+            nanpos, nanneg = nanmag, nanmag | signbit
+        else:
+            nanpos = nanneg = -1
+        t = [0] * core.F_LEN
+        t[core.F_E] = self.exp_bits
+        t[core.F_M] = M
+        t[core.F_BIAS] = self.bias
+        t[core.F_EMIN] = self.emin
+        t[core.F_EMAXFIELD] = (1 << self.exp_bits) - 1
+        t[core.F_MAXMAG] = self._maxmag
+        t[core.F_INFMAG] = self._maxmag + 1 if self.inf else -1
+        t[core.F_SIGNBIT] = signbit
+        t[core.F_SUBNORMALS] = int(self.subnormals)
+        t[core.F_HASZERO] = int(self.has_zero)
+        t[core.F_NEGZERO] = int(self.negative_zero)
+        t[core.F_NANPOS] = nanpos
+        t[core.F_NANNEG] = nanneg
+        return tuple(int(v) for v in t)
+
+    def fits(self, dtype) -> bool:
+        """Whether every finite value of this format is exactly a value of float ``dtype``
+        (float16, bfloat16, float32 or float64)."""
+        dm, dqmin, demax = _FLOAT_LAYOUTS[_float_kind(dtype)]
+        return self.man_bits <= dm and self.emin - self.man_bits >= dqmin and self.emax <= demax
+
+
+# (mantissa bits, exponent of the smallest subnormal quantum, largest exponent)
+_FLOAT_LAYOUTS = {"float16": (10, -24, 15), "bfloat16": (7, -133, 127),
+                  "float32": (23, -149, 127), "float64": (52, -1074, 1023)}
+
+
+def _float_kind(dtype) -> str:
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.replace("torch.", "")
+    if name in _FLOAT_LAYOUTS:
+        return name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        pass
+    if name in _FLOAT_LAYOUTS:
+        return name
+    raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
+
+
+def _exact(fmt: FloatFormat, code: int) -> Fraction | float:
+    """Exact value of a code (plain Python; used by `fpx info` and for documentation)."""
+    M = fmt.man_bits
+    signbit = 1 << (fmt.exp_bits + M) if fmt.signed else 0
+    if not 0 <= code < (1 << fmt.bits):
+        raise ValueError(f"code must be in 0..{(1 << fmt.bits) - 1}, got {code}")
+    neg = bool(code & signbit) if signbit else False
+    mag = code & (signbit - 1) if signbit else code
+    if neg and mag == 0 and not fmt.negative_zero and fmt.has_zero:
+        return float("nan")
+    if mag > fmt._maxmag:
+        if fmt.inf and mag == fmt._maxmag + 1:
+            return float("-inf") if neg else float("inf")
+        return float("nan")
+    e, m = mag >> M, mag & ((1 << M) - 1)
+    if e == 0 and fmt.has_zero:
+        v = Fraction(m, 1 << M) * Fraction(2) ** (1 - fmt.bias) if fmt.subnormals else Fraction(0)
+    else:
+        v = (1 + Fraction(m, 1 << M)) * Fraction(2) ** (e - fmt.bias)
+    return -v if neg else v

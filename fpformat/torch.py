@@ -1,0 +1,112 @@
+"""The torch face of fpformat: autograd-aware fake quantization for CPU and CUDA tensors.
+
+    from fpformat.torch import quantize
+    y = quantize(x, "float8_e4m3fn", rounding="rne")          # y.dtype == x.dtype, same device
+    y.sum().backward()                                        # straight-through: dy/dx = 1
+
+CPU tensors go to the numba kernels without a copy (float32/float64; float16 and bfloat16 are
+widened exactly); CUDA tensors go to the numba.cuda kernels through
+``__cuda_array_interface__``.  This is the only module of fpformat that imports torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_KINDS = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
+          torch.float64: "float64"}
+
+
+def _kind(t: torch.Tensor) -> str:
+    if t.dtype not in _KINDS:
+        raise TypeError(f"tensor dtype must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    return _KINDS[t.dtype]
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy view (float32/float64) or exact widened copy (float16, bfloat16) of a CPU tensor.
+
+    bfloat16 comes back as a numpy array with ml_dtypes' bfloat16 dtype when ml_dtypes is
+    installed, else widened to float32 (exact)."""
+    if t.device.type != "cpu":
+        raise ValueError(f"expected a CPU tensor, got device {t.device}")
+    t = t.detach()
+    kind = _kind(t)
+    if kind in ("float32", "float64", "float16"):
+        return t.contiguous().numpy()
+    u16 = t.contiguous().view(torch.int16).numpy().view(np.uint16)
+    try:
+        import ml_dtypes
+        return u16.view(ml_dtypes.bfloat16)
+    except ImportError:  # widen exactly: bfloat16 is the top half of a float32
+        return (u16.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def from_numpy(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A tensor with ``like``'s dtype and device holding ``a``'s values (exact when they fit)."""
+    if a.dtype.name == "bfloat16" or (like.dtype == torch.bfloat16 and a.dtype == np.uint16):
+        t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+def _resolve(fmt):
+    from . import get_format
+    return get_format(fmt)
+
+
+def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool = True,
+                    seed: int | None = None, sr_bits: int | None = None) -> torch.Tensor:
+    """Fake-quantize ``x`` (no autograd): same dtype, shape and device."""
+    f = _resolve(fmt)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    _kind(x)
+    if x.device.type == "cuda":
+        from . import cuda
+        return cuda.quantize(f, x.contiguous(), rounding, saturate, seed, sr_bits)
+    if x.device.type != "cpu":
+        raise ValueError(f"device must be cpu or cuda, got {x.device}")
+    y = f.quantize(to_numpy(x), rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
+    return from_numpy(y, x)
+
+
+class _Quantize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fmt, rounding, saturate, seed, sr_bits, zero_grad_saturated):
+        y = quantize_values(x, fmt, rounding, saturate, seed, sr_bits)
+        if zero_grad_saturated:
+            limit = _max_of(fmt)
+            ctx.save_for_backward(x.abs() <= limit)
+        ctx.zero_grad_saturated = zero_grad_saturated
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.zero_grad_saturated:
+            (inside,) = ctx.saved_tensors
+            grad = grad * inside
+        return grad, None, None, None, None, None, None
+
+
+def _max_of(fmt) -> float:
+    f = _resolve(fmt)
+    element = getattr(f, "element", None)
+    if element is not None:       # block formats: elements are scaled, so no fixed limit
+        return float("inf")
+    return f.max
+
+
+def quantize(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool = True,
+             seed: int | None = None, sr_bits: int | None = None,
+             zero_grad_saturated: bool = False) -> torch.Tensor:
+    """Fake-quantize ``x`` into ``fmt`` (a FloatFormat, BlockFormat or name) with a
+    straight-through gradient.
+
+    ``saturate`` defaults to True here (training clamps rather than producing inf/NaN).  With
+    ``zero_grad_saturated=True`` the gradient is zero where ``|x|`` exceeds the format's max
+    (element formats only).  ``seed`` makes stochastic rounding reproducible.
+    """
+    return _Quantize.apply(x, _resolve(fmt), rounding, saturate, seed, sr_bits, zero_grad_saturated)
