@@ -53,11 +53,13 @@ def warm(n: int, repeat: int) -> None:
 
     fns = {
         "np.copyto": lambda: np.copyto(y, x),
-        "e4m3fn rne": lambda: f.quantize(x),
-        "e4m3fn sr": lambda: f.quantize(x, rounding="sr", seed=1),
+        "np.copy (allocates)": lambda: x.copy(),
+        "e4m3fn rne (allocates)": lambda: f.quantize(x),
+        "e4m3fn rne": lambda: f.quantize(x, out=y),
+        "e4m3fn sr": lambda: f.quantize(x, rounding="sr", seed=1, out=y),
         "e4m3fn encode": lambda: f.encode(x),
-        "e4m3fn rne (generic kernel)": generic(lambda: f.quantize(x)),
-        "e4m3fn sr (generic kernel)": generic(lambda: f.quantize(x, rounding="sr", seed=1)),
+        "e4m3fn rne (generic kernel)": generic(lambda: f.quantize(x, out=y)),
+        "e4m3fn sr (generic kernel)": generic(lambda: f.quantize(x, rounding="sr", seed=1, out=y)),
     }
     try:
         mx = get_format("mxfp4")

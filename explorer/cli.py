@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"explorer.commands.{name}")
+        try:
+            module = importlib.import_module(f"explorer.commands.{name}")
+        except ModuleNotFoundError as exc:  # TODO(lead): remove once every command exists
+            if exc.name != f"explorer.commands.{name}":
+                raise
+            continue
         p = module.add_parser(sub)
         p.set_defaults(_run=module.run)
     return parser

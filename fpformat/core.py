@@ -72,6 +72,15 @@ S_SIGNSHIFT = 3
 SRC_FLOAT32 = (23, 127, 0xFF, 31)
 SRC_FLOAT64 = (52, 1023, 0x7FF, 63)
 
+
+
+def as_int64_tuple(values) -> tuple[int, ...]:
+    """Parameters as int64 two's complement: a tuple the compiler types as UniTuple(int64) (a
+    value >= 2**63, such as a 64-bit sign bit, would make it a mixed tuple and the arithmetic
+    float)."""
+    return tuple(int(v) - (1 << 64) if int(v) >= (1 << 63) else int(v) for v in values)
+
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -118,7 +127,7 @@ def round_parts(b, S, F, C, u):
     one = np.int64(1)
 
     negative = ((b >> S[S_SIGNSHIFT]) & 1) == 1
-    a = b & ((one << S[S_SIGNSHIFT]) - 1)                   # magnitude bits
+    a = b & ~(one << S[S_SIGNSHIFT])                        # magnitude bits
     fe = (a >> src_m) & S[S_EMASK]                          # biased source exponent field
     mant = a & ((one << src_m) - 1)
     # |x| = sig * 2**(ex - src_m); source subnormals use the smallest normal exponent, and are
@@ -234,7 +243,7 @@ def decode_code(code, F, sub_unit):
     signbit = F[F_SIGNBIT]
     M = F[F_M]
     negative = (code & signbit) != 0
-    mag = code & (signbit - 1) if signbit != 0 else code
+    mag = code & ~signbit
     e = mag >> M
     m = mag & ((np.int64(1) << M) - 1)
     normal = np.int64(((min(e, 2046) - F[F_BIAS] + 1023) << 52) | (m << (52 - M))).view(np.float64)

@@ -239,10 +239,13 @@ class FloatFormat:
         return decode(self, codes, dtype)
 
     def quantize(self, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
-                 sr_bits: int | None = None):
-        """``decode(encode(x))`` in one pass, with ``x``'s dtype and shape."""
+                 sr_bits: int | None = None, out=None):
+        """``decode(encode(x))`` in one pass, with ``x``'s dtype and shape.
+
+        ``out``: optional preallocated float32/float64 numpy array (x's dtype and shape) to write
+        into, as with numpy's ``out=``; it is returned."""
         from .kernels import quantize
-        return quantize(self, x, rounding, saturate, seed, sr_bits)
+        return quantize(self, x, rounding, saturate, seed, sr_bits, out)
 
     # ----------------------------------------------------------------------------- kernel params
     @cached_property
@@ -253,9 +256,13 @@ class FloatFormat:
         if self.signed and not self.negative_zero:
             nanpos = nanneg = signbit
         elif self.nan_codes > 0:
-            mags = range(self._maxmag + 1 + int(self.inf), 1 << (self.exp_bits + M))
-            quiet = [c for c in mags if M > 0 and (c >> (M - 1)) & 1]
-            nanmag = quiet[0] if quiet else (1 << (self.exp_bits + M)) - 1
+            # The IEEE quiet NaN: the smallest NaN code with the mantissa MSB set, else the top.
+            first, top = self._maxmag + 1 + int(self.inf), (1 << (self.exp_bits + M)) - 1
+            nanmag = top
+            if M > 0:
+                quiet = first if (first >> (M - 1)) & 1 else \
+                    (first & ~((1 << M) - 1)) | (1 << (M - 1))
+                nanmag = quiet if quiet <= top else top
             nanpos, nanneg = nanmag, nanmag | signbit
         else:
             nanpos = nanneg = -1
@@ -273,7 +280,7 @@ class FloatFormat:
         t[core.F_NEGZERO] = int(self.negative_zero)
         t[core.F_NANPOS] = nanpos
         t[core.F_NANNEG] = nanneg
-        return tuple(int(v) for v in t)
+        return core.as_int64_tuple(t)
 
     def fits(self, dtype) -> bool:
         """Whether every finite value of this format is exactly a value of float ``dtype``

@@ -84,6 +84,26 @@ def _quantize_specialized(S, F, C, V):
     return quantize_specialized
 
 
+SERIAL_BELOW = 1 << 15              # elements under which a call runs on one thread
+
+
+class _threads_for:
+    """Run small calls on one thread: waking the pool costs more than the work (and much more
+    on a busy machine)."""
+
+    def __init__(self, n: int):
+        self.serial = n < SERIAL_BELOW
+
+    def __enter__(self):
+        if self.serial:
+            self.saved = numba.get_num_threads()
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.serial:
+            numba.set_num_threads(self.saved)
+
+
 _seen: dict[tuple, int] = {}
 _seen_lock = threading.Lock()
 
@@ -145,6 +165,14 @@ def sr_random_u64(seed: int, index) -> np.ndarray | np.uint64:
         return np.array([core.sr_random(key, i) for i in idx], dtype=np.uint64)
 
 
+def _run_quantize(S, F, C, V, bits, obits, key) -> None:
+    with _threads_for(bits.size):
+        if _want_specialized(("q", S, F, C), bits.size):
+            _quantize_specialized(S, F, C, V)(bits, obits, key)
+        else:
+            _quantize_generic(bits, obits, S, F, C, V, key)
+
+
 def _flat_input(x):
     arr, kind = as_float_array(x)
     return arr, kind, np.ascontiguousarray(arr).reshape(-1)
@@ -161,10 +189,11 @@ def encode(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None) -> n
     out = np.empty(flat.size, dtype=fmt.dtype)
     key = seed_key(seed, C[core.C_MODE])
     F = fmt.params
-    if _want_specialized(("enc", S, F, C), flat.size):
-        _encode_specialized(S, F, C)(bits, out, key)
-    else:
-        _encode_generic(bits, out, S, F, C, key)
+    with _threads_for(flat.size):
+        if _want_specialized(("enc", S, F, C), flat.size):
+            _encode_specialized(S, F, C)(bits, out, key)
+        else:
+            _encode_generic(bits, out, S, F, C, key)
     return out.reshape(arr.shape)
 
 
@@ -180,7 +209,8 @@ def decode(fmt, codes, dtype=np.float64) -> np.ndarray:
         raise ValueError(f"codes must be in 0..{(1 << fmt.bits) - 1} for the {fmt.bits}-bit format {fmt}")
     flat = np.ascontiguousarray(c).reshape(-1)
     out = np.empty(flat.size, dtype=np.float64)
-    _decode_kernel(flat, out, fmt.params, float(2.0 ** (fmt.emin - fmt.man_bits)))
+    with _threads_for(flat.size):
+        _decode_kernel(flat, out, fmt.params, float(2.0 ** (fmt.emin - fmt.man_bits)))
     out = out.reshape(c.shape)
     if str(dtype) != "float64" and np.dtype(dtype) != np.float64:
         if not fmt.fits(dtype):
@@ -189,11 +219,15 @@ def decode(fmt, codes, dtype=np.float64) -> np.ndarray:
     return out
 
 
-def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None):
+def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None, out=None):
     """``decode(encode(x))`` in one pass, in ``x``'s dtype (see :meth:`FloatFormat.quantize`)."""
     if is_cuda_array(x):
+        if out is not None:
+            raise ValueError("out= is supported for CPU numpy arrays only")
         from . import cuda
         return cuda.quantize(fmt, x, rounding, saturate, seed, sr_bits)
+    if out is not None:
+        return _quantize_into(fmt, x, out, rounding, saturate, seed, sr_bits)
     C = call_tuple(fmt, rounding, saturate, sr_bits)
     arr, kind, flat = _flat_input(x)
     if not fmt.fits(kind):
@@ -206,8 +240,29 @@ def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None):
     key = seed_key(seed, C[core.C_MODE])
     F = fmt.params
     V = value_tuple(fmt, C, S)
-    if _want_specialized(("q", S, F, C), flat.size):
-        _quantize_specialized(S, F, C, V)(bits, obits, key)
-    else:
-        _quantize_generic(bits, obits, S, F, C, V, key)
+    _run_quantize(S, F, C, V, bits, obits, key)
     return restore_dtype(out.reshape(arr.shape), kind, like=x)
+
+
+def _quantize_into(fmt, x, out, rounding, saturate, seed, sr_bits):
+    """``quantize`` writing into ``out`` (float32/float64 numpy, x's dtype and shape, C-contiguous)."""
+    if not (isinstance(x, np.ndarray) and isinstance(out, np.ndarray)):
+        raise TypeError("out= needs numpy arrays for x and out")
+    if x.dtype not in (np.float32, np.float64) or out.dtype != x.dtype or out.shape != x.shape:
+        raise ValueError(f"out must be a float32/float64 array with x's dtype and shape "
+                         f"({x.dtype}, {x.shape}), got ({out.dtype}, {out.shape})")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    C = call_tuple(fmt, rounding, saturate, sr_bits)
+    if not fmt.fits(x.dtype):
+        raise ValueError(f"format {fmt} has values that are not {x.dtype} values")
+    flat = np.ascontiguousarray(x).reshape(-1)
+    bits, S = _source_bits(fmt, flat)
+    if (S == core.SRC_FLOAT32) != (x.dtype == np.float32):
+        raise ValueError(f"out= cannot be used for {x.dtype} inputs to {fmt}; omit out")
+    obits = out.reshape(-1).view(np.uint32 if S == core.SRC_FLOAT32 else np.uint64)
+    key = seed_key(seed, C[core.C_MODE])
+    F = fmt.params
+    V = value_tuple(fmt, C, S)
+    _run_quantize(S, F, C, V, bits, obits, key)
+    return out

@@ -95,7 +95,7 @@ def call_tuple(fmt, rounding: str = "rne", saturate: bool = False,
     t[core.C_ZERO_POS], t[core.C_ZERO_NEG] = zero_pos, zero_neg
     t[core.C_NEG_UNSIGNED] = neg_unsigned
     t[core.C_SR_BITS] = bits
-    return tuple(int(v) for v in t)
+    return core.as_int64_tuple(t)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -126,4 +126,4 @@ def value_tuple(fmt, C: tuple[int, ...], S: tuple[int, ...]) -> tuple[int, ...]:
     t[core.V_LOWQ] = bits_of(2.0 ** qlow)
     t[core.V_MAXBITS] = bits_of(fmt.max)
     t[core.V_MIN] = code_bits(0)
-    return tuple(t)
+    return core.as_int64_tuple(t)

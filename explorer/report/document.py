@@ -105,7 +105,7 @@ class Document:
 
 
 # ----------------------------------------------------------------------------------- inline marks
-_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*")
+_INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*")
 
 
 def _inline_html(text: str) -> str:
@@ -115,7 +115,7 @@ def _inline_html(text: str) -> str:
         if m.group(1) is not None:
             out.append(f"<code>{html.escape(m.group(1))}</code>")
         else:
-            out.append(f"<strong>{html.escape(m.group(2))}</strong>")
+            out.append(f"<strong>{_inline_html(m.group(2))}</strong>")
         pos = m.end()
     out.append(html.escape(text[pos:]))
     return "".join(out)
@@ -165,7 +165,7 @@ p.lead{font-size:1.05em;color:#3a4256}
 nav ol{columns:2;padding-left:1.4em}
 nav a,main a{color:#1f5fbf;text-decoration:none}
 table{border-collapse:collapse;margin:.8em 0 1.2em;font-size:.92em}
-caption{caption-side:top;text-align:left;font-style:italic;color:#555;padding-bottom:.3em}
+p.caption{font-style:italic;color:#555;margin:1em 0 -.5em}
 th,td{border:1px solid #d7dbe3;padding:4px 9px;text-align:left;vertical-align:top}
 th{background:#eef1f6}
 tr:nth-child(even) td{background:#fafbfc}
@@ -204,9 +204,9 @@ def render_html(doc: Document) -> str:
                 out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items)
                            + "</ul>")
             elif isinstance(b, Table):
-                out.append("<table>")
                 if b.caption:
-                    out.append(f"<caption>{_inline_html(b.caption)}</caption>")
+                    out.append(f'<p class="caption">{_inline_html(b.caption)}</p>')
+                out.append("<table>")
                 out.append("<thead><tr>" + "".join(f"<th>{_inline_html(h)}</th>" for h in b.headers)
                            + "</tr></thead><tbody>")
                 for row in b.rows:

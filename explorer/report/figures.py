@@ -16,8 +16,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 DPI = 100
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-           "#17becf", "#7f7f7f", "#bcbd22"]
+# Tableau colours without red: red is reserved for highlighted (proposed) formats.
+_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22", "#393b79"]
 HIGHLIGHT = "#d62728"
 
 
@@ -58,13 +59,13 @@ def loss_heatmap(exp_bits: Sequence[int], man_bits: Sequence[int], loss: np.ndar
     for i, m in enumerate(M):
         for j, e in enumerate(E):
             light = norm(pen[i, j]) > 0.55
-            ax.text(e, m, f"{loss[i, j]:.3f}", ha="center", va="center", fontsize=6.5,
+            ax.text(e, m, f"{loss[i, j]:.4f}", ha="center", va="center", fontsize=5.8,
                     color="black" if light else "white")
     for P, (e, m) in optima.items():
         if E[0] <= e <= E[-1] and M[0] <= m <= M[-1]:
             ax.add_patch(_rect(e, m))
-            ax.annotate(f"P={P}", (e + .45, m + .45), fontsize=6.5, color=HIGHLIGHT,
-                        ha="right", va="top", fontweight="bold")
+            ax.annotate(f"P={P}", (e - .46, m + .47), fontsize=5.5, color=HIGHLIGHT,
+                        ha="left", va="top", fontweight="bold")
     ax.set_xticks(E)
     ax.set_yticks(M)
     ax.set_xlabel("exponent bits E")
@@ -177,7 +178,7 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], y
         ax.bar(x, vals, width * .92, label=name, color=_COLORS[k % len(_COLORS)],
                edgecolor="black" if hl else "none", linewidth=1.6 if hl else 0,
                hatch="//" if hl else None)
-    ax.set_xticks(np.arange(len(groups)), groups, fontsize=8)
+    ax.set_xticks(np.arange(len(groups)), [g.replace(", ", "\n") for g in groups], fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, axis="y", alpha=.3)

@@ -1,0 +1,210 @@
+"""What the report needs from the analyzer, in one place.
+
+Thin functions over the analyzer's public API (``explorer.laws.CapybaraLaw``,
+``explorer.fit.fit_capybara``, ``explorer.hwcost``) plus the few derived quantities the report
+shows that the analyzer does not return directly (all layouts of one width ranked by predicted
+loss, a Pareto front, SQNR with the report's scaling cases).  Block sizes are passed around as
+log2 B (channel-wise = 13.1567).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .formats import sqnr_db
+
+# ----------------------------------------------------------------------------------- the law
+PAPER_SOURCE = ("Capybara scaling law of Sun et al., \"Scaling Laws for Floating-Point Quantization "
+                "Training\" (arXiv 2501.02423, ICML 2025), Table 2 constants as published")
+
+
+def load_law(spec: str):
+    """``"paper"`` -> ``(CapybaraLaw.paper(), source)``; a path -> the law of a ``fpx fit`` JSON."""
+    from explorer.laws import CapybaraLaw
+    if spec == "paper":
+        return CapybaraLaw.paper(), PAPER_SOURCE
+    from pathlib import Path
+    p = Path(spec)
+    if not p.is_file():
+        raise FileNotFoundError(f"--law: expected 'paper' or a fit JSON file, no such file: {spec}")
+    from explorer.fit import load_fit
+    law = load_fit(p)
+    return law, f"Capybara law fitted by `fpx fit` ({p.name})"
+
+
+def _B(log2_block: float) -> float:
+    return float(2.0 ** log2_block)
+
+
+def loss(law, N: float, D: float, E: int, M: int, log2_block: float) -> float:
+    """Predicted validation loss (nats/token) of a run quantized with (E, M, B)."""
+    return float(law.loss(N, D, E, M, _B(log2_block)))
+
+
+def floor_loss(law, N: float, D: float) -> float:
+    """Predicted loss without quantization (B = 1 zeroes the quantization term)."""
+    return float(law.loss(N, D, 1, 1, 1.0))
+
+
+def critical_data_size(law, N: float, E: int, M: int, log2_block: float) -> float:
+    """Tokens beyond which more data raises the loss of this format."""
+    return float(law.critical_data_size(N, E, M, _B(log2_block)))
+
+
+def optimal_layout(law, P: int) -> tuple[int, int]:
+    e, m = law.optimal_layout(int(P))
+    return int(e), int(m)
+
+
+def optimal_precision(law, C: float, log2_block: float) -> float:
+    """Compute-optimal precision P (bits, continuous) at budget C."""
+    r = law.optimal_precision(float(C), _B(log2_block))
+    return float(getattr(r, "P", r))
+
+
+def ranked_layouts(law, P: int, N: float, D: float, log2_block: float) -> list[tuple[int, int, float]]:
+    """Every split of P = E + M + 1 bits with E >= 1 as (E, M, predicted loss), best first."""
+    out = [(e, P - 1 - e, loss(law, N, D, e, P - 1 - e, log2_block)) for e in range(1, P)]
+    out.sort(key=lambda t: (t[2], -t[0]))
+    return out
+
+
+def constants(law) -> dict[str, float]:
+    """The law's named constants, in the paper's order where present."""
+    from dataclasses import asdict, is_dataclass
+    if is_dataclass(law):
+        items = asdict(law)
+    else:
+        items = dict(vars(law))
+    return {k: float(v) for k, v in items.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ----------------------------------------------------------------------------------- cost, front
+def hw_cost(E: int, M: int) -> float:
+    """Relative area of a multiply-accumulate unit for the (E, M) format (analyzer's proxy)."""
+    from explorer import hwcost
+    return float(hwcost.mac_cost(E, M))
+
+
+def hw_cost_doc() -> str:
+    from explorer import hwcost
+    return hwcost.SOURCE
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats in both coordinates (lower cost, lower error),
+    sorted by cost."""
+    names = sorted(points, key=lambda n: points[n])
+    front, best = [], np.inf
+    for n in names:
+        if points[n][1] < best - 1e-15:
+            front.append(n)
+            best = points[n][1]
+    return front
+
+
+# ----------------------------------------------------------------------------------- SQNR
+DISTRIBUTIONS = ("Gaussian", "Laplace", "Student-t(3)")
+SCALINGS = ("per-tensor", "block 32")
+
+
+@dataclass(frozen=True)
+class SqnrTable:
+    columns: tuple[str, ...]
+    values: dict[str, dict[str, float]]      # format -> column -> dB
+
+
+def test_data(dist: str, n: int, seed: int) -> np.ndarray:
+    """``n`` float64 samples of a named distribution (seeded, reproducible)."""
+    rng = np.random.default_rng(seed)
+    if dist == "Gaussian":
+        return rng.standard_normal(n)
+    if dist == "Laplace":
+        return rng.laplace(size=n)
+    if dist == "Student-t(3)":
+        return rng.standard_t(3, size=n)
+    raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
+
+
+def scaled_quantize(fmt, x: np.ndarray, block: int | None) -> np.ndarray:
+    """Quantize with an amax scale held exactly: per tensor (``block=None``) or per ``block``
+    consecutive elements (Sun et al.'s rule: multiply by max_elem / amax, round, scale back)."""
+    xb = x.reshape(-1, block) if block else x.reshape(1, -1)
+    amax = np.max(np.abs(xb), axis=1, keepdims=True)
+    scale = np.where(amax > 0, amax / fmt.max, 1.0)
+    q = fmt.quantize(xb / scale, rounding="rne", saturate=True) * scale
+    return q.reshape(x.shape)
+
+
+def sqnr_table(names: list[str], samples: int, seed: int) -> SqnrTable:
+    """SQNR (dB) of each format for every distribution and scaling case."""
+    from fpformat import get_format
+    samples -= samples % 32
+    data = {d: test_data(d, samples, seed + i) for i, d in enumerate(DISTRIBUTIONS)}
+    cols = tuple(f"{d}, {s}" for d in DISTRIBUTIONS for s in SCALINGS)
+    values: dict[str, dict[str, float]] = {}
+    for name in names:
+        f = get_format(name)
+        row = {}
+        for d in DISTRIBUTIONS:
+            for s in SCALINGS:
+                q = scaled_quantize(f, data[d], None if s == "per-tensor" else 32)
+                row[f"{d}, {s}"] = sqnr_db(data[d], q)
+        values[name] = row
+    return SqnrTable(cols, values)
+
+
+# ----------------------------------------------------------------------------------- fit
+MIN_FIT_RUNS = 12
+
+
+def fit_blocks(runs, paper_law) -> list:
+    """Blocks of the fit-diagnostics section: the Capybara law fitted to the quantized runs,
+    its constants beside the paper's, predicted against measured loss, relative residuals and
+    the held-out error of leave-one-model-size-out refits."""
+    from explorer.fit import fit_capybara
+
+    from . import figures as fig
+    from .document import Figure, Para, Table
+    from .runs import fit_arrays
+
+    a = fit_arrays(runs)
+    n = len(a["loss"])
+    if n < MIN_FIT_RUNS:
+        return [Para(f"Only {n} finished quantized runs: too few to fit the law's 8 constants "
+                     f"(the report fits from {MIN_FIT_RUNS} runs on). Add runs with `fpx sweep`.")]
+    fitted = fit_capybara(**a)
+    pred = np.asarray(fitted.loss(a["N"], a["D"], a["E"], a["M"], a["B"]), dtype=float)
+    rel = (a["loss"] - pred) / a["loss"]
+    blocks: list = [Para(
+        f"The Capybara law fitted to the {n} quantized runs (`fit_capybara`): relative residuals "
+        f"have RMS {100 * np.sqrt(np.mean(rel ** 2)):.2f}% and maximum "
+        f"{100 * np.max(np.abs(rel)):.2f}%. Small CPU runs give constants unlike the paper's; "
+        f"what carries over is the method and whether the law's shape fits.")]
+    paper, mine = constants(paper_law), constants(fitted)
+    blocks.append(Table(("constant", "paper", "fitted"),
+                        tuple((k, f"{paper[k]:.6g}", f"{mine[k]:.6g}") for k in paper if k in mine),
+                        caption="Fitted constants beside the published ones."))
+    sizes = np.unique(a["N"])
+    held = []
+    if len(sizes) >= 3:
+        for size in sizes:
+            train = a["N"] != size
+            sub = fit_capybara(**{k: v[train] for k, v in a.items()}) if train.sum() >= MIN_FIT_RUNS else None
+            if sub is None:
+                continue
+            p = np.asarray(sub.loss(a["N"][~train], a["D"][~train], a["E"][~train], a["M"][~train],
+                                    a["B"][~train]), dtype=float)
+            held.append((size, float(np.mean(np.abs(p - a["loss"][~train]) / a["loss"][~train]))))
+    if held:
+        blocks.append(Table(("held-out model size N", "mean |relative error|"),
+                            tuple((f"{s:.3g}", f"{100 * e:.2f}%") for s, e in held),
+                            caption="Leave-one-model-size-out: fit without that size, predict it."))
+    groups = [f"N={x:.3g}" for x in a["N"]]
+    blocks.append(Figure("fit_diagnostics", fig.fit_diagnostics(
+        a["loss"], pred, groups, "Capybara law fitted to the runs"),
+        "Left: predicted against measured validation loss (dotted: equality). Right: relative "
+        "residual per run, coloured by model size."))
+    return blocks

@@ -1,0 +1,415 @@
+"""Quantized linear layers: each of the six GEMM inputs of ``y = x W^T + b`` optionally quantized.
+
+A linear layer runs three GEMMs per training step, each with two inputs:
+
+=============  ======================  =====================  ==========================
+target name    GEMM                    operand                reduction (block) axis
+=============  ======================  =====================  ==========================
+``fwd_x``      forward  y  = x W^T     activation x           in-features
+``fwd_w``      forward                 weight W               in-features
+``dgrad_dy``   input grad dx = dy W    output gradient dy     out-features
+``dgrad_w``    input grad              weight W               out-features
+``wgrad_dy``   weight grad dW = dy^T x output gradient dy     tokens
+``wgrad_x``    weight grad             activation x           tokens
+=============  ======================  =====================  ==========================
+
+Each target may have its own element format, block size and rounding (stochastic rounding
+included).  Blocks always run along the GEMM's reduction axis, as hardware with block-scaled
+inputs requires.  The default targets are Sun et al.'s three: ``fwd_w``, ``dgrad_w``,
+``wgrad_x``.  Quantization goes through :func:`fpformat.torch.quantize_values` /
+:func:`fpformat.torch.quantize` (fake quantization: values rounded into the format, kept in the
+tensor's dtype; the GEMM itself then runs in that dtype, i.e. with a wide accumulator).
+
+:func:`quantize_model` swaps the ``nn.Linear`` layers of any torch model for :class:`QuantLinear`
+(the classifier stays unquantized unless asked); :func:`dequantize_model` reverses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+TARGETS = ("fwd_x", "fwd_w", "dgrad_dy", "dgrad_w", "wgrad_dy", "wgrad_x")
+DEFAULT_TARGETS = ("fwd_w", "dgrad_w", "wgrad_x")
+ROUNDINGS = ("rne", "rna", "rtz", "rtp", "rtn", "rto", "sr")
+HEAD_NAMES = ("head", "lm_head", "classifier", "output")
+
+
+def parse_block(block: object) -> int | str | None:
+    """Normalise a block spec: int >= 1, ``"channel"``, ``"tensor"`` or None (no scaling).
+
+    Strings of digits become ints; ``"none"``/``""`` become None.
+    """
+    if block is None:
+        return None
+    if isinstance(block, bool):
+        raise TypeError(f"block must be an int, 'channel', 'tensor' or 'none', got {block!r}")
+    if isinstance(block, int):
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
+        return block
+    if isinstance(block, str):
+        s = block.strip().lower()
+        if s in ("", "none"):
+            return None
+        if s in ("channel", "tensor"):
+            return s
+        if s.isdigit():
+            return parse_block(int(s))
+    raise ValueError(f"block must be an int, 'channel', 'tensor' or 'none', got {block!r}")
+
+
+def parse_targets(targets: object) -> tuple[str, ...]:
+    """Normalise targets: a comma-separated string or a sequence of names from :data:`TARGETS`.
+
+    ``"default"`` means :data:`DEFAULT_TARGETS`, ``"all"`` means all six.
+    """
+    if isinstance(targets, str):
+        items = [t.strip() for t in targets.split(",") if t.strip()]
+    else:
+        items = list(targets)
+    out: list[str] = []
+    for t in items:
+        if t == "default":
+            out.extend(DEFAULT_TARGETS)
+        elif t == "all":
+            out.extend(TARGETS)
+        elif t in TARGETS:
+            out.append(t)
+        else:
+            raise ValueError(f"targets: unknown GEMM input {t!r}; choose from {', '.join(TARGETS)}, "
+                             "'default' or 'all'")
+    return tuple(t for t in TARGETS if t in out)   # canonical order, no duplicates
+
+
+@dataclass(frozen=True)
+class OperandSpec:
+    """How one GEMM input is quantized.
+
+    fmt: a format name for :func:`fpformat.get_format` (``"e2m3"``, ``"float8_e4m3fn"``,
+        ``"mxfp4"``...).  Block presets (``mxfp4``...) carry their own scaling; then ``block``
+        must be None.
+    block: int block size, ``"channel"`` (one scale per row along the reduction axis),
+        ``"tensor"`` (one scale) or None (cast the elements directly, no scale).  Scales follow
+        Sun et al.: S = amax / max_elem, kept in float32.
+    rounding: one of :data:`ROUNDINGS`.
+    """
+
+    fmt: str
+    block: int | str | None = "channel"
+    rounding: str = "rne"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fmt, str) or not self.fmt:
+            raise TypeError(f"fmt must be a non-empty format name, got {self.fmt!r}")
+        object.__setattr__(self, "block", parse_block(self.block))
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
+
+    def label(self) -> str:
+        """A short string, e.g. ``"e2m3@32"``, ``"e4m3@channel"``, ``"mxfp4"``."""
+        return self.fmt if self.block is None else f"{self.fmt}@{self.block}"
+
+    def build(self):
+        """The fpformat object (FloatFormat or BlockFormat) quantizing along the last axis."""
+        from fpformat import BlockFormat, get_format
+        f = get_format(self.fmt)
+        if self.block is None:
+            return f
+        if getattr(f, "element", None) is not None:
+            raise ValueError(f"format {self.fmt!r} is already a block format; use block 'none'")
+        return BlockFormat(element=f, block_size=self.block, axis=-1, scale_format=None,
+                           scale_rule="amax")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Which GEMM inputs are quantized and how.
+
+    fmt/block/rounding: the spec shared by every target in ``targets`` (fmt None: nothing).
+    targets: GEMM inputs quantized with that spec (default: Sun et al.'s three).
+    overrides: ``((target, OperandSpec), ...)``: a target-specific spec; it applies even if the
+        target is not in ``targets``.
+    seed: base seed for stochastic rounding (combined with layer, target and step).
+    include_head: also quantize the classifier (``head``/``lm_head``/... Linear layers).
+    attention: a spec for q, k and v before the attention products (forward only, gradient
+        straight-through); None leaves the attention products unquantized.
+    """
+
+    fmt: str | None = None
+    block: int | str | None = "channel"
+    rounding: str = "rne"
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    overrides: tuple[tuple[str, OperandSpec], ...] = ()
+    seed: int = 0
+    include_head: bool = False
+    attention: OperandSpec | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", parse_targets(self.targets))
+        object.__setattr__(self, "block", parse_block(self.block))
+        if self.fmt is not None and (not isinstance(self.fmt, str) or self.fmt.lower() == "none"):
+            if isinstance(self.fmt, str):
+                object.__setattr__(self, "fmt", None)
+            else:
+                raise TypeError(f"fmt must be a format name or None, got {self.fmt!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
+        for t, spec in self.overrides:
+            if t not in TARGETS:
+                raise ValueError(f"overrides: unknown GEMM input {t!r}")
+            if not isinstance(spec, OperandSpec):
+                raise TypeError(f"overrides[{t!r}] must be an OperandSpec, got {type(spec).__name__}")
+
+    def spec(self, target: str) -> OperandSpec | None:
+        """The spec for one GEMM input, or None if it stays unquantized."""
+        for t, s in self.overrides:
+            if t == target:
+                return s
+        if self.fmt is None or target not in self.targets:
+            return None
+        return OperandSpec(self.fmt, self.block, self.rounding)
+
+    @property
+    def active(self) -> bool:
+        """True when at least one GEMM input (or the attention inputs) is quantized."""
+        return any(self.spec(t) is not None for t in TARGETS) or self.attention is not None
+
+    def to_dict(self) -> dict:
+        """A JSON-able description (used in run configs and their hash)."""
+        return {"fmt": self.fmt, "block": self.block, "rounding": self.rounding,
+                "targets": list(self.targets),
+                "overrides": [[t, s.fmt, s.block, s.rounding] for t, s in self.overrides],
+                "seed": self.seed, "include_head": self.include_head,
+                "attention": None if self.attention is None else
+                [self.attention.fmt, self.attention.block, self.attention.rounding]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantConfig":
+        """Inverse of :meth:`to_dict`."""
+        att = d.get("attention")
+        return cls(fmt=d.get("fmt"), block=d.get("block", "channel"), rounding=d.get("rounding", "rne"),
+                   targets=tuple(d.get("targets", DEFAULT_TARGETS)),
+                   overrides=tuple((t, OperandSpec(f, b, r)) for t, f, b, r in d.get("overrides", [])),
+                   seed=int(d.get("seed", 0)), include_head=bool(d.get("include_head", False)),
+                   attention=None if att is None else OperandSpec(*att))
+
+
+def _seed(base: int, layer: int, target: int, step: int) -> int:
+    h = hashlib.blake2b(f"{base}/{layer}/{target}/{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
+class _Operand:
+    """A resolved OperandSpec: the fpformat object plus rounding; quantizes along an axis."""
+
+    def __init__(self, spec: OperandSpec):
+        self.spec = spec
+        self.fmt = spec.build()
+        self.blocked = spec.block is not None or getattr(self.fmt, "element", None) is not None
+        # Same values whichever axis the blocks run along: reusable across GEMMs.
+        self.axis_free = not self.blocked or spec.block == "tensor"
+
+    def __call__(self, t: torch.Tensor, axis: int, seed: int | None) -> torch.Tensor:
+        """Quantize 2-D ``t`` with blocks along ``axis`` (0 or 1); no autograd."""
+        from fpformat.torch import quantize_values
+        seed = seed if self.spec.rounding == "sr" else None
+        if axis == 1 or not self.blocked:
+            return quantize_values(t.contiguous(), self.fmt, rounding=self.spec.rounding,
+                                   saturate=True, seed=seed)
+        q = quantize_values(t.t().contiguous(), self.fmt, rounding=self.spec.rounding,
+                            saturate=True, seed=seed)
+        return q.t()
+
+
+class _QGemm(torch.autograd.Function):
+    """y = q(x) q(W)^T + b with quantized inputs in both backward GEMMs."""
+
+    @staticmethod
+    def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias, layer: "QuantLinear"):
+        ops, step, lid = layer._ops, layer.step, layer.layer_id
+        cdtype = x2.dtype
+        if torch.is_autocast_enabled(x2.device.type):
+            cdtype = torch.get_autocast_dtype(x2.device.type)
+        seeds = [_seed(layer.qcfg.seed, lid, i, step) for i in range(6)]
+        qx = ops[0](x2, 1, seeds[0]) if ops[0] is not None else x2
+        qw = ops[1](weight, 1, seeds[1]) if ops[1] is not None else weight
+        with torch.autocast(x2.device.type, enabled=False):
+            y = qx.to(cdtype) @ qw.to(cdtype).t()
+            if bias is not None:
+                y = y + bias.to(cdtype)
+        # Operands of the backward GEMMs, quantized now where the spec allows reuse.
+        if ops[5] is None:
+            xw = x2
+        elif ops[0] is ops[5] and ops[5].axis_free and ops[5].spec.rounding != "sr":
+            xw = qx
+        else:
+            xw = ops[5](x2, 0, seeds[5])
+        if ops[3] is None:
+            wd = weight
+        elif ops[1] is ops[3] and ops[3].axis_free and ops[3].spec.rounding != "sr":
+            wd = qw
+        else:
+            wd = ops[3](weight, 0, seeds[3])
+        ctx.save_for_backward(xw, wd)
+        ctx.has_bias = bias is not None
+        ctx.cdtype = cdtype
+        ctx.ops = (ops[2], ops[4])
+        ctx.seeds = (seeds[2], seeds[4])
+        ctx.wdtype = weight.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        xw, wd = ctx.saved_tensors
+        op_dd, op_wd = ctx.ops
+        cd = ctx.cdtype
+        gy = gy.contiguous()
+        with torch.autocast(gy.device.type, enabled=False):
+            gx = gw = gb = None
+            if ctx.needs_input_grad[0]:
+                g = op_dd(gy, 1, ctx.seeds[0]) if op_dd is not None else gy
+                gx = g.to(cd) @ wd.to(cd)
+            if ctx.needs_input_grad[1]:
+                g = op_wd(gy, 0, ctx.seeds[1]) if op_wd is not None else gy
+                gw = (g.to(cd).t() @ xw.to(cd)).to(ctx.wdtype)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                gb = gy.sum(0).to(ctx.wdtype)
+        return gx, gw, gb, None
+
+
+class QuantLinear(nn.Linear):
+    """An ``nn.Linear`` whose GEMM inputs are quantized per a :class:`QuantConfig`.
+
+    ``step`` (set by the trainer each optimizer step) and ``layer_id`` feed the stochastic-rounding
+    seeds, so a run is reproducible and resumes bit-identically.  With no spec active the layer
+    computes exactly what ``nn.Linear`` computes (same values and gradients).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 qcfg: QuantConfig | None = None, layer_id: int = 0, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.layer_id = layer_id
+        self.step = 0
+        self.set_config(qcfg or QuantConfig())
+
+    def set_config(self, qcfg: QuantConfig) -> None:
+        """Replace the quantization config (builds the fpformat objects once)."""
+        if not isinstance(qcfg, QuantConfig):
+            raise TypeError(f"qcfg must be a QuantConfig, got {type(qcfg).__name__}")
+        self.qcfg = qcfg
+        cache: dict[OperandSpec, _Operand] = {}
+        ops = []
+        for t in TARGETS:
+            s = qcfg.spec(t)
+            if s is not None and s not in cache:
+                cache[s] = _Operand(s)
+            ops.append(None if s is None else cache[s])
+        self._ops = ops
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, qcfg: QuantConfig, layer_id: int = 0) -> "QuantLinear":
+        """A QuantLinear sharing ``lin``'s parameters (no copy)."""
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        q.in_features, q.out_features = lin.in_features, lin.out_features
+        q.weight = lin.weight
+        q.bias = lin.bias
+        q.layer_id = layer_id
+        q.step = 0
+        q.set_config(qcfg)
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not any(op is not None for op in self._ops):
+            return super().forward(x)
+        shape = x.shape
+        if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return self._forward_only(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.out_features)
+        y = _QGemm.apply(x.reshape(-1, shape[-1]), self.weight, self.bias, self)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def _forward_only(self, x2: torch.Tensor) -> torch.Tensor:
+        """The forward GEMM alone (evaluation): same values as the training forward."""
+        ops = self._ops
+        qx = ops[0](x2, 1, _seed(self.qcfg.seed, self.layer_id, 0, self.step)) if ops[0] else x2
+        qw = ops[1](self.weight, 1, _seed(self.qcfg.seed, self.layer_id, 1, self.step)) if ops[1] \
+            else self.weight
+        return torch.nn.functional.linear(qx, qw.to(qx.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        specs = [f"{t}={op.spec.label()}/{op.spec.rounding}" for t, op in zip(TARGETS, self._ops)
+                 if op is not None]
+        return super().extra_repr() + (", " + ", ".join(specs) if specs else ", unquantized")
+
+
+class _QKV:
+    """Forward quantization of attention inputs with a straight-through gradient."""
+
+    def __init__(self, spec: OperandSpec, seed: int):
+        self.spec, self.fmt, self.seed = spec, spec.build(), seed
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        from fpformat.torch import quantize
+        return quantize(t, self.fmt, rounding=self.spec.rounding, saturate=True,
+                        seed=self.seed if self.spec.rounding == "sr" else None)
+
+
+def quantize_model(model: nn.Module, qcfg: QuantConfig) -> nn.Module:
+    """Swap every ``nn.Linear`` of ``model`` (in place) for a :class:`QuantLinear` sharing its
+    parameters; layers named like a classifier (:data:`HEAD_NAMES`) are skipped unless
+    ``qcfg.include_head``.  Modules with a ``qk_quant`` attribute (our attention) get the
+    ``qcfg.attention`` spec.  Returns ``model``.  Calling it again re-configures the layers.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(qcfg, QuantConfig):
+        raise TypeError(f"qcfg must be a QuantConfig, got {type(qcfg).__name__}")
+    counter = 0
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            if name in HEAD_NAMES and not qcfg.include_head:
+                if isinstance(child, QuantLinear):
+                    setattr(parent, name, _plain(child))
+                continue
+            if isinstance(child, QuantLinear):
+                child.set_config(qcfg)
+                child.layer_id = counter
+            else:
+                setattr(parent, name, QuantLinear.from_linear(child, qcfg, layer_id=counter))
+            counter += 1
+        if hasattr(parent, "qk_quant"):
+            parent.qk_quant = None if qcfg.attention is None else _QKV(qcfg.attention, qcfg.seed)
+    return model
+
+
+def _plain(q: QuantLinear) -> nn.Linear:
+    lin = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(lin)
+    lin.in_features, lin.out_features = q.in_features, q.out_features
+    lin.weight, lin.bias = q.weight, q.bias
+    return lin
+
+
+def dequantize_model(model: nn.Module) -> nn.Module:
+    """Reverse :func:`quantize_model`: QuantLinear -> nn.Linear (same parameters), attention
+    quantization off.  Returns ``model``."""
+    for _, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantLinear):
+                setattr(parent, name, _plain(child))
+        if hasattr(parent, "qk_quant"):
+            parent.qk_quant = None
+    return model
+
+
+def set_quant_step(model: nn.Module, step: int) -> None:
+    """Tell every QuantLinear the optimizer step (feeds the stochastic-rounding seeds)."""
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.step = step

@@ -1,0 +1,620 @@
+"""Bit-exact emulation of a chip's dot-product (multiply-accumulate) unit.
+
+    from fpformat import FloatFormat
+    from fpformat.gemm import matmul
+    y = matmul(a, b, acc_format=FloatFormat(8, 13), acc_rounding="rtz")        # 22-bit accumulator
+    y = matmul(a, b, acc_format="e8m13", chunk=128)       # DeepSeek-V3: promote to fp32 every 128
+    y = matmul(a, b, acc_format="e8m23", order="pairwise") # adder tree
+    y = matmul(a, b, acc_format="e8m23", fused_width=4)    # 4-term fused dot-product unit
+
+The model (docs/gemm.md has the full statement and the hardware each option stands for).  For
+every output element ``y[i, j]``:
+
+1. The products ``a[i, k] * b[k, j]`` of the *element values* are exact (checked: each operand's
+   significand bits must sum to at most 53, which holds for every format of up to 25 mantissa bits
+   against another of up to 26; quantize wider data with ``a_format=``/``b_format=``).
+2. ``k`` is cut into *segments*: ``chunk`` products when ``chunk`` is set, else one scale block
+   (``block_k``) when block scales are given, else all of ``k``.
+3. Within a segment the products enter the accumulator (``acc_format``, rounding ``acc_rounding``)
+   in groups of ``fused_width`` consecutive products whose sum is exact:
+
+   * ``order="sequential"``: ``P = round(P + group)``, one rounding per group (``P`` starts at +0;
+     ``fused_width=1`` is the classic MAC ``P = round(P + a*b)``);
+   * ``order="pairwise"``: each group is rounded into the accumulator format, then a balanced
+     adder tree combines neighbours level by level (an odd one out passes up unchanged), each
+     adder rounding ``round(left + right)``.
+
+4. When ``chunk`` or block scales are set, every segment's result ``P`` is *promoted*: ``O =
+   round_p(O + s*P)`` in ``promote_format`` (float32 by default; one rounding, as the fused
+   multiply-add of a CUDA core does), with ``s = round_p(sa * sb)`` the product of the two
+   operands' block scales (1 without scales).  The result is ``O``; otherwise it is ``P``.
+
+Every rounding is a correct rounding of the exact value (see :mod:`fpformat.gemm_core` for the
+proof); the tests hold the kernels to a Fraction reference.  Exact zero sums are +0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import core, gemm_core
+from .format import FloatFormat
+from .kernels import seed_key
+from .rounding import call_tuple
+
+ORDERS = ("sequential", "pairwise")
+MAX_ACC_MAN_BITS = 50
+MAX_FUSED_WIDTH = 1 << 16
+_NDIG = int(gemm_core.digits_for_window(-1074, 1025))    # covers every float64 term
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class Accumulator:
+    """How a dot-product unit accumulates (see the module docstring for the semantics).
+
+    acc_format: the accumulator's format (a FloatFormat or a name for ``get_format``), signed,
+        with a zero, at most 50 mantissa bits (``e8m23`` = float32, ``e8m13`` = a 22-bit one).
+    rounding: the accumulator's rounding mode (``rne rna rtz rtp rtn rto sr``).
+    order: ``"sequential"`` (k order) or ``"pairwise"`` (adder tree).
+    fused_width: W >= 1 products summed exactly, then rounded once into the accumulator.
+    chunk: promote the partial sum into ``promote_format`` every ``chunk`` products (None: never,
+        unless block scales are given).
+    promote_format, promote_rounding: the outer accumulator (float32, RNE: a CUDA core).
+    saturate: clamp accumulator overflow to +-max instead of the IEEE rule.
+    sr_bits: random bits per stochastic-rounding decision (None: 64).
+    """
+
+    acc_format: Any = "float32"
+    rounding: str = "rne"
+    order: str = "sequential"
+    fused_width: int = 1
+    chunk: int | None = None
+    promote_format: Any = "float32"
+    promote_rounding: str = "rne"
+    saturate: bool = False
+    sr_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "acc_format", _accumulator_format(self.acc_format, "acc_format"))
+        object.__setattr__(self, "promote_format",
+                           _accumulator_format(self.promote_format, "promote_format"))
+        call_tuple(self.acc_format, self.rounding, bool(self.saturate), self.sr_bits)  # validates
+        call_tuple(self.promote_format, self.promote_rounding, False, self.sr_bits)
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if isinstance(self.fused_width, bool) or not isinstance(self.fused_width, (int, np.integer)) \
+                or not 1 <= self.fused_width <= MAX_FUSED_WIDTH:
+            raise ValueError(f"fused_width must be an int in 1..{MAX_FUSED_WIDTH}, got {self.fused_width!r}")
+        object.__setattr__(self, "fused_width", int(self.fused_width))
+        if self.chunk is not None:
+            if isinstance(self.chunk, bool) or not isinstance(self.chunk, (int, np.integer)) \
+                    or self.chunk < 1:
+                raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
+            object.__setattr__(self, "chunk", int(self.chunk))
+        if not isinstance(self.saturate, (bool, np.bool_)):
+            raise TypeError(f"saturate must be a bool, got {type(self.saturate).__name__}")
+
+    def label(self) -> str:
+        """A short description, e.g. ``"e8m13/rtz"``, ``"e8m13/rne chunk128->float32"``."""
+        s = f"{self.acc_format}/{self.rounding}"
+        if self.order != "sequential":
+            s += f" {self.order}"
+        if self.fused_width > 1:
+            s += f" fused{self.fused_width}"
+        if self.chunk is not None:
+            s += f" chunk{self.chunk}->{self.promote_format}"
+        return s
+
+
+def _accumulator_format(fmt, pname: str) -> FloatFormat:
+    from .presets import get_format
+    f = get_format(fmt) if isinstance(fmt, str) else fmt
+    if not isinstance(f, FloatFormat):
+        raise TypeError(f"{pname} must be a FloatFormat or an element format name, got {fmt!r}")
+    if f.man_bits > MAX_ACC_MAN_BITS:
+        raise ValueError(f"{pname} must have at most {MAX_ACC_MAN_BITS} mantissa bits (exact "
+                         f"rounding goes through float64), got {f.man_bits}")
+    if not f.signed or not f.has_zero:
+        raise ValueError(f"{pname} must be a signed format with a zero, got {f}")
+    return f
+
+
+# ------------------------------------------------------------------------------------ kernel
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _gemm_kernel(a, bt, sa, sbt, block_k, seg_len, W, pairwise, promote, scaled,
+                 Fa, Ca, sub_a, Fp, Cp, sub_p, Cs, key_a, key_p, out_val, out_code):
+    M, K = a.shape
+    N = bt.shape[0]
+    nseg = (K + seg_len - 1) // seg_len if K > 0 else 0
+    stride_a = 2 * K + 2                    # bound on accumulator roundings per output element
+    stride_p = nseg + 1
+    sr_a = Ca[core.C_MODE] == core.SR
+    sr_p = Cp[core.C_MODE] == core.SR
+    ngroups = (seg_len + W - 1) // W
+    for idx in prange(M * N):
+        i = idx // N
+        j = idx - i * N
+        terms = np.empty(max(W + 1, 64), dtype=np.float64)
+        digits = np.empty(_NDIG, dtype=np.int64)
+        tree = np.empty(ngroups if pairwise else 1, dtype=np.float64)
+        tcode = np.empty(ngroups if pairwise else 1, dtype=np.int64)
+        ev = 0
+        pev = 0
+        P = 0.0
+        Pcode = Ca[core.C_ZERO_POS]
+        O = 0.0
+        Ocode = Cp[core.C_ZERO_POS]
+        u = np.uint64(0)
+        for sg in range(nseg):
+            k0 = sg * seg_len
+            k1 = min(k0 + seg_len, K)
+            if not pairwise:
+                P = 0.0
+                Pcode = Ca[core.C_ZERO_POS]
+                k = k0
+                while k < k1:
+                    g1 = min(k + W, k1)
+                    if sr_a:
+                        u = core.sr_random(key_a, idx * stride_a + ev)
+                    if g1 - k == 1:
+                        Pcode = gemm_core.round_add(P, a[i, k] * bt[j, k], Fa, Ca, u)
+                    else:
+                        terms[0] = P
+                        n = 1
+                        for kk in range(k, g1):
+                            terms[n] = a[i, kk] * bt[j, kk]
+                            n += 1
+                        Pcode = gemm_core.round_sum(terms, n, digits, Fa, Ca, u)
+                    ev += 1
+                    P = core.decode_code(Pcode, Fa, sub_a)
+                    k = g1
+            else:
+                nl = 0
+                k = k0
+                while k < k1:
+                    g1 = min(k + W, k1)
+                    n = 0
+                    for kk in range(k, g1):
+                        terms[n] = a[i, kk] * bt[j, kk]
+                        n += 1
+                    if sr_a:
+                        u = core.sr_random(key_a, idx * stride_a + ev)
+                    c = gemm_core.round_sum(terms, n, digits, Fa, Ca, u)
+                    ev += 1
+                    tcode[nl] = c
+                    tree[nl] = core.decode_code(c, Fa, sub_a)
+                    nl += 1
+                    k = g1
+                while nl > 1:
+                    h = nl // 2
+                    for t in range(h):
+                        if sr_a:
+                            u = core.sr_random(key_a, idx * stride_a + ev)
+                        c = gemm_core.round_add(tree[2 * t], tree[2 * t + 1], Fa, Ca, u)
+                        ev += 1
+                        tcode[t] = c
+                        tree[t] = core.decode_code(c, Fa, sub_a)
+                    if nl % 2 == 1:
+                        tcode[h] = tcode[nl - 1]
+                        tree[h] = tree[nl - 1]
+                        nl = h + 1
+                    else:
+                        nl = h
+                P = tree[0]
+                Pcode = tcode[0]
+            if promote:
+                s = 1.0
+                if scaled:
+                    blk = k0 // block_k
+                    sc = core.encode_bits(gemm_core.f64_bits(sa[i, blk] * sbt[j, blk]),
+                                          core.SRC_FLOAT64, Fp, Cs, np.uint64(0))
+                    s = core.decode_code(sc, Fp, sub_p)
+                if sr_p:
+                    u = core.sr_random(key_p, idx * stride_p + pev)
+                pev += 1
+                n = _scaled_terms(terms, O, s, P)
+                Ocode = gemm_core.round_sum(terms, n, digits, Fp, Cp, u)
+                O = core.decode_code(Ocode, Fp, sub_p)
+        if promote:
+            out_val[i, j] = O
+            out_code[i, j] = Ocode
+        else:
+            out_val[i, j] = P
+            out_code[i, j] = Pcode
+
+
+@numba.njit(inline="always")
+def _scaled_terms(terms, O, s, P):
+    """Write ``O`` and the exact pieces of ``s * P`` into ``terms``; return the count.
+
+    ``P``'s odd integer significand is cut into pieces of ``53 - bits(s)`` bits, so each piece
+    times ``s`` is exact in float64 (barring float64 underflow below 2**-1022)."""
+    terms[0] = O
+    if s == 1.0 or P == 0.0 or not (np.isfinite(P) and np.isfinite(s)):
+        terms[1] = s * P
+        return 2
+    ms, es = math.frexp(abs(s))
+    ss = np.int64(ms * 9007199254740992.0)
+    sbits = 53
+    while (ss & 1) == 0:
+        ss >>= 1
+        sbits -= 1
+    w = 53 - sbits
+    mp, ep = math.frexp(abs(P))
+    sig = np.int64(mp * 9007199254740992.0)
+    lsb = ep - 53
+    n = 1
+    mask = (np.int64(1) << w) - 1
+    sign = -1.0 if P < 0.0 else 1.0
+    while sig != 0:
+        piece = sig & mask
+        if piece != 0:
+            terms[n] = s * (sign * math.ldexp(np.float64(piece), lsb))
+            n += 1
+        sig >>= w
+        lsb += w
+    return n
+
+
+# ------------------------------------------------------------------------------------ host
+def _as_2d(x, pname: str) -> np.ndarray:
+    if hasattr(x, "detach"):                      # a torch tensor, without importing torch
+        x = x.detach().cpu().double().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
+        raise TypeError(f"{pname} must be a real float array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{pname} must be 2-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr.astype(np.float64))
+
+
+def significand_info(x: np.ndarray) -> tuple[int, int, int]:
+    """``(bits, lsb, top)`` over the finite nonzero values of float64 array ``x``: the largest
+    number of significant bits, the smallest exponent of a last set bit (``|v| = odd * 2**lsb``)
+    and the largest ``e`` with ``|v| < 2**e``.  ``(0, 0, -1075)`` when there are none."""
+    v = np.abs(x[np.isfinite(x) & (x != 0)])
+    if v.size == 0:
+        return 0, 0, -1075
+    m, e = np.frexp(v)
+    sig = (m * 2.0 ** 53).astype(np.int64)
+    tz = np.zeros(sig.shape, dtype=np.int64)
+    low = sig & -sig
+    tz = np.log2(low.astype(np.float64)).astype(np.int64)      # exact: low is a power of two
+    bits = 53 - tz
+    return int(bits.max()), int((e - 53 + tz).min()), int(e.max())
+
+
+def _check_products(a: np.ndarray, b: np.ndarray, what: str = "a and b") -> None:
+    ba, la, ta = significand_info(a)
+    bb, lb, tb = significand_info(b)
+    if ba == 0 or bb == 0:
+        return
+    if ba + bb > 53:
+        raise ValueError(f"products of {what} are not exact in float64: their values have {ba} and "
+                         f"{bb} significant bits (at most 53 together); quantize the inputs to "
+                         f"element formats (a_format=, b_format=)")
+    if la + lb < -1074 or ta + tb > 1024:
+        raise ValueError(f"products of {what} leave float64's exponent range (underflow or "
+                         f"overflow); scale the inputs")
+
+
+def _element_and_scales(x: np.ndarray, fmt, rounding: str, pname: str
+                        ) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """Quantize rows of ``x`` (blocks along the last axis, the k axis) into ``fmt``: an element
+    format gives ``(values, None, None)``; a block format gives the element values, the scale
+    values per (row, block) and the block size."""
+    from .presets import get_format
+    f = get_format(fmt) if isinstance(fmt, str) else fmt
+    if isinstance(f, FloatFormat):
+        return np.asarray(f.quantize(x, rounding=rounding, saturate=True), dtype=np.float64), None, None
+    element = getattr(f, "element", None)
+    block = getattr(f, "block_size", None)
+    if not isinstance(element, FloatFormat) or not isinstance(block, (int, np.integer)):
+        raise TypeError(f"{pname} must be a FloatFormat, a block format with an integer block "
+                        f"size, or a name of one; got {fmt!r} (for channel/tensor scaling or "
+                        f"other scale layouts pass element values and a_scale/b_scale, block_k)")
+    enc = f.encode(x, rounding=rounding, saturate=True)
+    values = element.decode(enc.codes)
+    scales = f.decode_scales(enc) if hasattr(f, "decode_scales") else None
+    if scales is None:
+        sfmt = getattr(f, "scale_format", None)
+        scales = np.asarray(enc.scales, dtype=np.float64) if sfmt is None else sfmt.decode(enc.scales)
+    scales = np.asarray(scales, dtype=np.float64).reshape(x.shape[0], -1)
+    return np.asarray(values, dtype=np.float64), scales, int(block)
+
+
+def matmul(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: int | None = None,
+           a_format: Any = None, b_format: Any = None, *, order: str = "sequential",
+           fused_width: int = 1, promote_format: Any = "float32", promote_rounding: str = "rne",
+           a_scale=None, b_scale=None, block_k: int | None = None, acc_saturate: bool = False,
+           seed: int | None = None, sr_bits: int | None = None, input_rounding: str = "rne",
+           return_codes: bool = False, accumulator: Accumulator | None = None):
+    """Emulate ``a @ b`` on a dot-product unit (semantics: module docstring, docs/gemm.md).
+
+    Args:
+        a: (M, K) element values (any float/int array or CPU tensor); b: (K, N).
+        acc_format, acc_rounding, chunk, order, fused_width, promote_format, promote_rounding,
+            acc_saturate, sr_bits: the accumulator (see :class:`Accumulator`); or pass a whole
+            ``accumulator=Accumulator(...)``, which then overrides them.
+        a_format, b_format: quantize the inputs first (rounding ``input_rounding``, saturating):
+            an element format, or a block format with an integer block size whose blocks run
+            along k (its scales become ``a_scale``/``b_scale``).
+        a_scale: (M, ceil(K/block_k)) block scales of ``a``; b_scale: (ceil(K/block_k), N).  The
+            result is ``sum over blocks of (sa*sb) * (block dot product of element values)``, the
+            scale product applied at each promotion (``chunk`` must divide ``block_k``).
+        seed: stochastic rounding (accumulator: element ``r`` of output ``(i, j)`` draws
+            ``sr_random(seed, (i*N + j)*(2K + 2) + r)``, ``r`` counting its roundings).
+        return_codes: also return the result codes (in ``promote_format`` when promoting, else in
+            ``acc_format``).
+
+    Returns:
+        float64 (M, N) values, or ``(values, codes)``.
+    """
+    if accumulator is None:
+        accumulator = Accumulator(acc_format, acc_rounding, order, fused_width, chunk,
+                                  promote_format, promote_rounding, acc_saturate, sr_bits)
+    elif not isinstance(accumulator, Accumulator):
+        raise TypeError(f"accumulator must be an Accumulator, got {type(accumulator).__name__}")
+    acc = accumulator
+    A = _as_2d(a, "a")
+    B = _as_2d(b, "b")
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"a and b do not chain: a is {A.shape}, b is {B.shape}")
+    M, K = A.shape
+    N = B.shape[1]
+    Bt = np.ascontiguousarray(B.T)
+    fa_block = fb_block = None
+    if a_format is not None:
+        A, sa_q, fa_block = _element_and_scales(A, a_format, input_rounding, "a_format")
+        if sa_q is not None:
+            if a_scale is not None:
+                raise ValueError("a_scale: a block a_format already supplies the scales")
+            a_scale = sa_q
+    if b_format is not None:
+        Bt, sb_q, fb_block = _element_and_scales(Bt, b_format, input_rounding, "b_format")
+        if sb_q is not None:
+            if b_scale is not None:
+                raise ValueError("b_scale: a block b_format already supplies the scales")
+            b_scale = sb_q.T
+    blocks = {x for x in (fa_block, fb_block) if x is not None}
+    if len(blocks) > 1:
+        raise ValueError(f"a_format and b_format have different block sizes {sorted(blocks)}")
+    if blocks:
+        bk = blocks.pop()
+        if block_k is not None and block_k != bk:
+            raise ValueError(f"block_k={block_k} disagrees with the block formats' {bk}")
+        block_k = bk
+    _check_products(A, Bt)
+
+    scaled = a_scale is not None or b_scale is not None
+    if scaled:
+        if block_k is None:
+            raise ValueError("block_k is required with a_scale/b_scale")
+        if isinstance(block_k, bool) or not isinstance(block_k, (int, np.integer)) or block_k < 1:
+            raise ValueError(f"block_k must be a positive int, got {block_k!r}")
+        nblk = -(-K // block_k) if K else 0
+        SA = np.ones((M, nblk)) if a_scale is None else _as_2d(a_scale, "a_scale")
+        SBt = np.ones((N, nblk)) if b_scale is None else np.ascontiguousarray(_as_2d(b_scale, "b_scale").T)
+        if SA.shape != (M, nblk):
+            raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of {block_k}), got {SA.shape}")
+        if SBt.shape != (N, nblk):
+            raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, columns), got {SBt.T.shape}")
+        _check_products(SA, SBt, "a_scale and b_scale")
+        if acc.chunk is not None and block_k % acc.chunk != 0:
+            raise ValueError(f"chunk={acc.chunk} must divide block_k={block_k}: a promotion "
+                             f"applies one block's scale")
+        seg_len = acc.chunk if acc.chunk is not None else block_k
+    else:
+        SA = np.ones((1, 1))
+        SBt = np.ones((1, 1))
+        block_k = max(K, 1)
+        seg_len = acc.chunk if acc.chunk is not None else max(K, 1)
+    promote = scaled or acc.chunk is not None
+
+    fa, fp = acc.acc_format, acc.promote_format
+    Ca = call_tuple(fa, acc.rounding, bool(acc.saturate), acc.sr_bits)
+    Cp = call_tuple(fp, acc.promote_rounding, False, acc.sr_bits)
+    Cs = call_tuple(fp, "rne", False, None)
+    key_a = seed_key(seed, Ca[core.C_MODE])
+    key_p = seed_key(None if seed is None else int(seed) + 0x5EED, Cp[core.C_MODE])
+    out_val = np.empty((M, N), dtype=np.float64)
+    out_code = np.empty((M, N), dtype=np.int64)
+    _gemm_kernel(A, Bt, SA, SBt, int(block_k), int(seg_len), acc.fused_width,
+                 acc.order == "pairwise", promote, scaled, fa.params, Ca,
+                 float(2.0 ** (fa.emin - fa.man_bits)), fp.params, Cp,
+                 float(2.0 ** (fp.emin - fp.man_bits)), Cs, key_a, key_p, out_val, out_code)
+    if return_codes:
+        final = fp if promote else fa
+        return out_val, out_code.astype(final.dtype)
+    return out_val
+
+
+def result_format(accumulator: Accumulator, scaled: bool = False) -> FloatFormat:
+    """The format of :func:`matmul`'s result codes: the promotion format when promoting."""
+    return accumulator.promote_format if (scaled or accumulator.chunk is not None) \
+        else accumulator.acc_format
+
+
+def dot(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: int | None = None,
+        **kwargs) -> float:
+    """The emulated dot product of two 1-D vectors (keywords as :func:`matmul`)."""
+    A = np.asarray(a, dtype=np.float64)
+    B = np.asarray(b, dtype=np.float64)
+    if A.ndim != 1 or B.ndim != 1:
+        raise ValueError(f"a and b must be 1-D, got shapes {A.shape} and {B.shape}")
+    if "a_scale" in kwargs and kwargs["a_scale"] is not None:
+        kwargs["a_scale"] = np.asarray(kwargs["a_scale"], dtype=np.float64).reshape(1, -1)
+    if "b_scale" in kwargs and kwargs["b_scale"] is not None:
+        kwargs["b_scale"] = np.asarray(kwargs["b_scale"], dtype=np.float64).reshape(-1, 1)
+    out = matmul(A[None, :], B[:, None], acc_format, acc_rounding, chunk, **kwargs)
+    if kwargs.get("return_codes"):
+        return float(out[0][0, 0]), int(out[1][0, 0])
+    return float(out[0, 0])
+
+
+# ------------------------------------------------------------------------------------ golden vectors
+@dataclass(frozen=True)
+class DotVector:
+    """One golden vector for a MAC unit: input codes and the expected accumulator result.
+
+    kind: ``random``, ``gaussian``, ``tie`` (a running sum lands on an accumulator midpoint),
+        ``cancel`` (large terms cancelling), ``overflow`` (the accumulator overflows) or
+        ``zero``.
+    a_codes, b_codes: k codes each (element formats ``a_fmt``, ``b_fmt``).
+    acc_code: the expected result code (format :func:`result_format`); acc_value its value.
+    """
+    kind: str
+    a_codes: tuple[int, ...]
+    b_codes: tuple[int, ...]
+    acc_code: int
+    acc_value: float
+
+
+def _element_format(fmt, pname: str) -> FloatFormat:
+    from .presets import get_format
+    f = get_format(fmt) if isinstance(fmt, str) else fmt
+    if not isinstance(f, FloatFormat):
+        raise TypeError(f"{pname} must be an element FloatFormat or its name, got {fmt!r}")
+    return f
+
+
+def _finite_codes(f: FloatFormat) -> np.ndarray:
+    """Every code of ``f`` with a finite value (formats of at most 16 bits)."""
+    codes = np.arange(1 << f.bits, dtype=np.uint64).astype(f.dtype)
+    return codes[np.isfinite(f.decode(codes))]
+
+
+def _tie_pairs(fa: FloatFormat, fb: FloatFormat, acc: FloatFormat, rng, want: int
+               ) -> list[tuple[int, int, int, int]]:
+    """Code pairs ``(a0, b0, a1, b1)`` with ``a0*b0`` an accumulator value and ``a0*b0 + a1*b1``
+    exactly the midpoint between it and its upper neighbour."""
+    ca, cb = _finite_codes(fa), _finite_codes(fb)
+    va, vb = fa.decode(ca), fb.decode(cb)
+    bidx = {float(v): int(c) for v, c in zip(vb, cb)}
+    pos_a = [(float(v), int(c)) for v, c in zip(va, ca) if v > 0]
+    out = []
+    for _ in range(200 * want):
+        if len(out) >= want:
+            break
+        v0, c0 = pos_a[rng.integers(len(pos_a))]
+        w0 = float(vb[rng.integers(len(vb))])
+        p0 = v0 * w0
+        if p0 <= 0 or float(acc.quantize(np.array([p0]))[0]) != p0 or p0 >= acc.max:
+            continue
+        e = int(np.floor(np.log2(p0)))
+        half = 2.0 ** (max(e, acc.emin) - acc.man_bits - 1)
+        for v1, c1 in pos_a:
+            w1 = half / v1
+            if w1 in bidx:
+                out.append((c0, bidx[w0], c1, bidx[w1]))
+                break
+    return out
+
+
+def dot_vectors(a_fmt, b_fmt, acc_format, acc_rounding: str = "rne", k: int = 16,
+                count: int = 100, seed: int = 0, chunk: int | None = None,
+                **acc_options) -> list[DotVector]:
+    """Golden vectors for a MAC unit computing a length-``k`` dot product of ``a_fmt`` and
+    ``b_fmt`` codes into ``acc_format`` under ``acc_rounding`` (``chunk``/``acc_options``: the
+    other :class:`Accumulator` fields, e.g. ``order``, ``fused_width``, ``saturate``).
+
+    Besides ``count`` random vectors (codes uniform over the finite codes, half of them) and
+    Gaussian data quantized into the formats (the other half), the set always holds tie cases
+    (where the formats allow them), a cancellation case, an overflow case (where the products
+    can reach the accumulator's range) and an all-zero case.  Deterministic in ``seed``.
+    """
+    fa = _element_format(a_fmt, "a_fmt")
+    fb = _element_format(b_fmt, "b_fmt")
+    if fa.bits > 16 or fb.bits > 16:
+        raise ValueError("dot_vectors: a_fmt and b_fmt must have at most 16 bits")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k must be an int >= 2, got {k!r}")
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    acc = Accumulator(acc_format, acc_rounding, chunk=chunk, **acc_options)
+    rng = np.random.default_rng(seed)
+    ca, cb = _finite_codes(fa), _finite_codes(fb)
+    rows_a: list[np.ndarray] = []
+    rows_b: list[np.ndarray] = []
+    kinds: list[str] = []
+
+    def add(kind, xa, xb):
+        rows_a.append(np.asarray(xa, dtype=np.uint64))
+        rows_b.append(np.asarray(xb, dtype=np.uint64))
+        kinds.append(kind)
+
+    zero_a, zero_b = int(fa.encode(np.zeros(1))[0]), int(fb.encode(np.zeros(1))[0])
+    for c0, d0, c1, d1 in _tie_pairs(fa, fb, acc.acc_format, rng, 4):
+        xa = np.full(k, zero_a)
+        xb = np.full(k, zero_b)
+        xa[:2], xb[:2] = (c0, c1), (d0, d1)
+        add("tie", xa, xb)
+        if fa.signed:                                     # the negative tie
+            xa2 = xa.copy()
+            xa2[:2] |= 1 << (fa.bits - 1)
+            add("tie", xa2, xb)
+    big_a = int(fa.encode(np.array([fa.max]))[0])
+    big_b = int(fb.encode(np.array([fb.max]))[0])
+    if fa.signed:
+        neg_big_a = big_a | (1 << (fa.bits - 1))
+        small = rng.choice(ca, size=k)
+        xa = small.astype(np.uint64)
+        xa[0], xa[-1] = big_a, neg_big_a
+        xb = rng.choice(cb, size=k).astype(np.uint64)
+        xb[0] = xb[-1] = big_b
+        add("cancel", xa, xb)
+    if fa.max * fb.max * k > acc.acc_format.max:
+        add("overflow", np.full(k, big_a), np.full(k, big_b))
+    add("zero", np.full(k, zero_a), np.full(k, zero_b))
+    n_rand = count - count // 2
+    for _ in range(n_rand):
+        add("random", rng.choice(ca, size=k), rng.choice(cb, size=k))
+    for _ in range(count // 2):
+        xa = fa.encode(rng.standard_normal(k), saturate=True)
+        xb = fb.encode(rng.standard_normal(k), saturate=True)
+        add("gaussian", xa, xb)
+    codes_a = np.stack(rows_a)
+    codes_b = np.stack(rows_b)
+    A = fa.decode(codes_a.astype(fa.dtype))
+    Bv = fb.decode(codes_b.astype(fb.dtype))
+    # One dot product per row (stochastic rounding: vector r uses the stream of seed + r).
+    vals = np.empty(len(kinds))
+    codes = np.empty(len(kinds), dtype=np.int64)
+    for r in range(len(kinds)):
+        v, c = matmul(A[r:r + 1], Bv[r:r + 1].T, accumulator=acc, seed=seed + r, return_codes=True)
+        vals[r], codes[r] = v[0, 0], int(c[0, 0])
+    return [DotVector(kinds[r], tuple(int(x) for x in codes_a[r]), tuple(int(x) for x in codes_b[r]),
+                      int(codes[r]), float(vals[r])) for r in range(len(kinds))]
+
+
+def write_dot_vectors(vectors: list[DotVector], a_fmt, b_fmt, out_fmt, path: str,
+                      style: str = "csv", header: list[str] | None = None) -> None:
+    """Write dot vectors as CSV (``index,kind,a_codes,b_codes,acc_code,acc_value``; code lists
+    are space-separated hex, k order) or hex lines (``AA.. BB.. RR``: all a codes, all b codes,
+    the result code, for ``$readmemh``-style testbenches)."""
+    fa = _element_format(a_fmt, "a_fmt")
+    fb = _element_format(b_fmt, "b_fmt")
+    fo = _element_format(out_fmt, "out_fmt")
+    wa, wb, wo = ((f.bits + 3) // 4 for f in (fa, fb, fo))
+    if style not in ("csv", "hex"):
+        raise ValueError(f"style must be csv or hex, got {style!r}")
+    with open(path, "w") as fh:
+        for line in header or []:
+            fh.write(("# " if style == "csv" else "// ") + line + "\n")
+        if style == "csv":
+            fh.write("index,kind,a_codes,b_codes,acc_code,acc_value\n")
+        for i, v in enumerate(vectors):
+            a_hex = " ".join(f"{c:0{wa}X}" for c in v.a_codes)
+            b_hex = " ".join(f"{c:0{wb}X}" for c in v.b_codes)
+            if style == "csv":
+                fh.write(f"{i},{v.kind},{a_hex},{b_hex},{v.acc_code:0{wo}X},{v.acc_value!r}\n")
+            else:
+                fh.write(f"{''.join(f'{c:0{wa}X}' for c in v.a_codes)} "
+                         f"{''.join(f'{c:0{wb}X}' for c in v.b_codes)} {v.acc_code:0{wo}X}\n")

@@ -1,0 +1,99 @@
+"""Torch face of the dot-product emulator: GEMMs of a linear layer through :func:`fpformat.gemm.matmul`.
+
+    from fpformat.gemm import Accumulator
+    from fpformat.gemm_torch import emulated_linear, emulated_mm
+    acc = Accumulator("e8m13", "rtz", chunk=128)
+    y = emulated_linear(x, weight, bias, acc)          # autograd: backward GEMMs emulated too
+    y = emulated_mm(qx, qw.t(), acc)                   # one GEMM, no autograd (for custom layers)
+
+The slow path, for small models: every multiply-accumulate goes through the emulated accumulator
+on the CPU (CUDA tensors are copied to the host and back).  The inputs are taken as they are
+(already quantized, or float32/bfloat16 values: any two float32 values multiply exactly in
+float64); the result is the accumulator's value converted to the input's dtype (exact when the
+result format fits that dtype, else rounded to nearest by torch).  The bias is added afterwards
+in the tensor's dtype, as a GEMM epilogue does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .gemm import Accumulator, matmul
+
+
+def emulated_mm(a: torch.Tensor, b: torch.Tensor, acc: Accumulator, seed: int | None = None
+                ) -> torch.Tensor:
+    """``a @ b`` (2-D tensors) with every dot product accumulated as ``acc`` says; no autograd.
+
+    Returns a tensor with ``a``'s dtype and device."""
+    if not isinstance(acc, Accumulator):
+        raise TypeError(f"acc must be an fpformat.gemm.Accumulator, got {type(acc).__name__}")
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"a and b must be 2-D, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    A = a.detach().to("cpu", torch.float64).numpy()
+    B = b.detach().to("cpu", torch.float64).numpy()
+    y = matmul(A, B, accumulator=acc, seed=seed)
+    return torch.from_numpy(np.ascontiguousarray(y)).to(device=a.device, dtype=a.dtype)
+
+
+class EmulatedLinearFunction(torch.autograd.Function):
+    """``y = x W^T + b`` with the forward GEMM accumulated by ``acc`` and the two backward GEMMs
+    (``dx = dy W``, ``dW = dy^T x``) by ``backward_acc`` (None: ordinary torch GEMMs)."""
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, acc, backward_acc, seed):
+        y = emulated_mm(x2, weight.t(), acc, seed)
+        if bias is not None:
+            y = y + bias.to(y.dtype)
+        ctx.save_for_backward(x2, weight)
+        ctx.has_bias = bias is not None
+        ctx.backward_acc = backward_acc
+        ctx.seed = seed
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x2, weight = ctx.saved_tensors
+        bacc = ctx.backward_acc
+        gy = gy.contiguous()
+        gx = gw = gb = None
+        s = ctx.seed
+        if ctx.needs_input_grad[0]:
+            gx = gy @ weight.to(gy.dtype) if bacc is None else \
+                emulated_mm(gy, weight.to(gy.dtype), bacc, None if s is None else s + 1)
+        if ctx.needs_input_grad[1]:
+            gw = gy.t() @ x2.to(gy.dtype) if bacc is None else \
+                emulated_mm(gy.t(), x2.to(gy.dtype), bacc, None if s is None else s + 2)
+            gw = gw.to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        return gx, gw, gb, None, None, None
+
+
+def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                    acc: Accumulator | None = None, backward_acc: Accumulator | None | str = "same",
+                    seed: int | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear(x, weight, bias)`` with emulated accumulation.
+
+    Args:
+        x: (..., in_features); weight: (out_features, in_features); bias: (out_features,) or None.
+        acc: the forward GEMM's accumulator (default: ``Accumulator()``, float32 RNE sequential).
+        backward_acc: the backward GEMMs' accumulator; ``"same"`` (default) uses ``acc``, None
+            uses ordinary torch GEMMs.
+        seed: stochastic-rounding seed (forward ``seed``, backward ``seed + 1``/``seed + 2``).
+    """
+    acc = Accumulator() if acc is None else acc
+    if isinstance(backward_acc, str):
+        if backward_acc != "same":
+            raise ValueError(f"backward_acc must be an Accumulator, None or 'same', got {backward_acc!r}")
+        backward_acc = acc
+    elif backward_acc is not None and not isinstance(backward_acc, Accumulator):
+        raise TypeError(f"backward_acc must be an Accumulator, None or 'same', got "
+                        f"{type(backward_acc).__name__}")
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x (..., {weight.shape[-1] if weight.dim() == 2 else '?'}) and weight "
+                         f"(out, in) do not chain: x {tuple(x.shape)}, weight {tuple(weight.shape)}")
+    shape = x.shape
+    y = EmulatedLinearFunction.apply(x.reshape(-1, shape[-1]), weight, bias, acc, backward_acc, seed)
+    return y.reshape(*shape[:-1], weight.shape[0])

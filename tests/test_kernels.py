@@ -1,0 +1,157 @@
+"""The kernels' plumbing: generic and specialised compilations agree, dtypes and shapes travel,
+the torch face is straight-through.  (Numeric correctness: test_reference*.py, test_mldtypes.py.)"""
+
+import os
+
+import numpy as np
+import pytest
+
+from fpformat import FloatFormat, get_format
+from fpformat import kernels
+
+FORMATS = ["float8_e4m3fn", "float8_e5m2", "e2m1", "e3m2_ftz", "float8_e8m0fnu", "ue4m3fn",
+           "float8_e4m3fnuz", "e5m10b3", "e0m7", "bfloat16"]
+MODES = ["rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"]
+
+
+def _inputs(n=4096, seed=0):
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32).copy()
+    x[: n // 2] = (rng.standard_normal(n // 2) * np.exp2(rng.uniform(-20, 20, n // 2))).astype(np.float32)
+    return x
+
+
+def _check_specialized_equals_generic(name, mode, saturate, src_dtype, monkeypatch):
+    fmt = get_format(name)
+    src = _inputs().astype(src_dtype)
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    c0 = fmt.encode(src, mode, saturate, seed=5)
+    q0 = fmt.quantize(src, mode, saturate, seed=5) if fmt.fits(src.dtype) else None
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "always")
+    c1 = fmt.encode(src, mode, saturate, seed=5)
+    assert np.array_equal(c0, c1), (name, mode, src.dtype)
+    if q0 is not None:
+        q1 = fmt.quantize(src, mode, saturate, seed=5)
+        assert np.array_equal(q0.view(np.uint8), q1.view(np.uint8)), (name, mode)
+        # quantize == decode(encode) bit for bit, NaNs included (canonical NaN, same sign)
+        d = fmt.decode(c0).astype(src.dtype)
+        assert np.array_equal(d.view(np.uint8), q0.view(np.uint8)), (name, mode)
+
+
+# Each specialised combination costs a compilation (~1 s): a representative set by default,
+# the whole matrix with -m slow.
+@pytest.mark.parametrize("name,mode,saturate,src", [
+    ("float8_e4m3fn", "rne", False, "float32"), ("float8_e4m3fn", "sr", True, "float32"),
+    ("float8_e5m2", "rtp", False, "float64"), ("float8_e8m0fnu", "rne", False, "float32"),
+    ("e3m2_ftz", "rto", False, "float32"), ("float8_e4m3fnuz", "rtn", True, "float64"),
+])
+def test_specialized_equals_generic(name, mode, saturate, src, monkeypatch):
+    _check_specialized_equals_generic(name, mode, saturate, np.dtype(src), monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("src", ["float32", "float64"])
+def test_specialized_equals_generic_matrix(name, mode, saturate, src, monkeypatch):
+    _check_specialized_equals_generic(name, mode, saturate, np.dtype(src), monkeypatch)
+
+
+def test_generic_quantize_equals_decode_encode_everywhere():
+    x = _inputs()
+    for name in FORMATS:
+        fmt = get_format(name)
+        for src in (x, x.astype(np.float64)):
+            if not fmt.fits(src.dtype):
+                continue
+            for mode in MODES:
+                for saturate in (False, True):
+                    q = fmt.quantize(src, mode, saturate, seed=2)
+                    d = fmt.decode(fmt.encode(src, mode, saturate, seed=2)).astype(src.dtype)
+                    assert np.array_equal(d.view(np.uint8), q.view(np.uint8)), (name, mode, saturate)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_dtype_shape_and_layout_travel(dtype):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dt = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((20, 30)) * np.exp2(rng.uniform(-12, 12, (20, 30)))
+    x = np.clip(base, -1e4, 1e4).astype(dt)
+    xt = x.T                                               # non-contiguous
+    fmt = get_format("float8_e4m3fn")
+    y = fmt.quantize(xt)
+    assert y.dtype == x.dtype and y.shape == xt.shape
+    ref = fmt.quantize(np.ascontiguousarray(xt).astype(np.float64))
+    assert np.array_equal(y.astype(np.float64), ref, equal_nan=True)
+    assert fmt.encode(xt).shape == xt.shape and fmt.encode(xt).dtype == np.uint8
+
+
+def test_quantize_refuses_dtype_that_cannot_hold_the_values():
+    with pytest.raises(ValueError, match="float16"):
+        get_format("e8m3").quantize(np.ones(3, np.float16))
+    with pytest.raises(ValueError, match="float32"):
+        get_format("e5m30").quantize(np.ones(3, np.float32))
+    # float64 holds every format; float32 inputs can still be encoded
+    assert get_format("e5m30").encode(np.ones(3, np.float32)).dtype == np.uint64
+
+
+@pytest.mark.parametrize("bad", [np.arange(3), np.array([1 + 2j]), np.array(["a"]), np.array([None])])
+def test_non_float_inputs_raise_type_error(bad):
+    with pytest.raises(TypeError, match="x must be"):
+        get_format("e4m3").encode(bad)
+
+
+def test_python_scalars_and_lists():
+    f = get_format("e2m1")
+    assert f.quantize([0.3, 2.6, 7]).tolist() == [0.5, 3.0, 6.0]
+    assert f.encode(2.5).dtype == np.uint8
+
+
+def test_stochastic_rounding_prefix_and_seed():
+    f = get_format("e3m2")
+    x = _inputs(5000)
+    x = x[np.isfinite(x)]
+    a = f.encode(x, "sr", seed=11)
+    assert np.array_equal(a, f.encode(x, "sr", seed=11))
+    assert np.array_equal(a[:1000], f.encode(x[:1000], "sr", seed=11))
+    assert not np.array_equal(a, f.encode(x, "sr", seed=12))
+
+
+def test_decode_validates_codes():
+    f = get_format("e2m1")
+    with pytest.raises(ValueError, match="codes must be in 0..15"):
+        f.decode(np.array([16]))
+    with pytest.raises(TypeError, match="codes must be an integer array"):
+        f.decode(np.array([1.0]))
+
+
+def test_sr_random_u64_matches_kernel_stream():
+    # element i rounds up iff u_i < floor(r * 2**64): with r = 1/2 exactly, up iff top bit clear
+    f = FloatFormat(2, 1)
+    x = np.full(256, 1.25, dtype=np.float64)          # halfway between 1.0 and 1.5
+    codes = f.encode(x, "sr", seed=3)
+    u = kernels.sr_random_u64(3, np.arange(256))
+    assert np.array_equal(codes == 3, (u >> np.uint64(63)) == 0)
+
+
+def test_torch_face_straight_through_and_dtypes():
+    torch = pytest.importorskip("torch")
+    from fpformat.torch import quantize
+    x = torch.linspace(-600, 600, 101, dtype=torch.float32, requires_grad=True)
+    y = quantize(x, "float8_e4m3fn")
+    assert torch.equal(y.detach(), torch.from_numpy(get_format("float8_e4m3fn").quantize(
+        x.detach().numpy(), saturate=True)))
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, torch.ones_like(x))
+    x.grad = None
+    quantize(x, "float8_e4m3fn", zero_grad_saturated=True).sum().backward()
+    assert torch.equal(x.grad, (x.detach().abs() <= 448).float())
+    for dt in (torch.float16, torch.bfloat16, torch.float64):
+        t = x.detach().to(dt)
+        q = quantize(t, "e2m3")
+        assert q.dtype == dt and q.shape == t.shape
+        assert torch.equal(q.double(), torch.from_numpy(get_format("e2m3").quantize(
+            t.double().numpy(), saturate=True)))
