@@ -284,7 +284,6 @@ def significand_info(x: np.ndarray) -> tuple[int, int, int]:
         return 0, 0, -1075
     m, e = np.frexp(v)
     sig = (m * 2.0 ** 53).astype(np.int64)
-    tz = np.zeros(sig.shape, dtype=np.int64)
     low = sig & -sig
     tz = np.log2(low.astype(np.float64)).astype(np.int64)      # exact: low is a power of two
     bits = 53 - tz

@@ -140,7 +140,8 @@ def _source_bits(fmt, flat: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     S = _source_layout(fmt, flat.dtype)
     if S == core.SRC_FLOAT32:
         return flat.view(np.uint32), S
-    return flat.astype(np.float64, copy=False).view(np.uint64), S
+    with np.errstate(invalid="ignore"):      # signalling NaNs quieten; only their sign matters
+        return flat.astype(np.float64, copy=False).view(np.uint64), S
 
 
 def seed_key(seed, mode: int) -> np.uint64:

@@ -6,7 +6,6 @@ per accumulator step by :func:`ref_round` (docs/numerics.md's table), no float64
 
 from __future__ import annotations
 
-import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -424,3 +423,54 @@ def test_dot_vectors_overflow_saturation_and_chunk():
         dot_vectors("e4m3", "e4m3", "e8m13", k=1)
     with pytest.raises(ValueError, match="count"):
         dot_vectors("e4m3", "e4m3", "e8m13", count=-1)
+
+
+def test_write_dot_vectors_csv_and_hex(tmp_path):
+    from fpformat.gemm import write_dot_vectors
+    vecs = dot_vectors("e2m1", "e4m3", "e6m4", "rtz", k=3, count=4, seed=0)
+    p = tmp_path / "d.csv"
+    write_dot_vectors(vecs, "e2m1", "e4m3", "e6m4", str(p), header=["hello"])
+    lines = p.read_text().splitlines()
+    assert lines[0] == "# hello" and lines[1] == "index,kind,a_codes,b_codes,acc_code,acc_value"
+    assert len(lines) == 2 + len(vecs)
+    i, kind, a_hex, b_hex, code, value = lines[2].split(",")
+    assert [int(x, 16) for x in a_hex.split()] == list(vecs[0].a_codes)
+    assert [int(x, 16) for x in b_hex.split()] == list(vecs[0].b_codes)
+    assert int(code, 16) == vecs[0].acc_code and float(value) == vecs[0].acc_value
+    h = tmp_path / "d.hex"
+    write_dot_vectors(vecs, "e2m1", "e4m3", "e6m4", str(h), style="hex")
+    first = h.read_text().splitlines()[0].split()
+    assert len(first[0]) == 3 and len(first[1]) == 6 and int(first[2], 16) == vecs[0].acc_code
+    with pytest.raises(ValueError, match="style"):
+        write_dot_vectors(vecs, "e2m1", "e4m3", "e6m4", str(h), style="xml")
+
+
+def test_block_format_operands_via_the_block_interface():
+    """A block format (element, block_size, scale_format, encode -> codes/scales) as a_format:
+    its scales are applied per k block, equal to passing element values and scales by hand."""
+    from types import SimpleNamespace
+    e2m1, e8m0 = get_format("float4_e2m1fn"), get_format("float8_e8m0fnu")
+
+    class FakeMX:                                     # OCP MX rule, blocks along the last axis
+        element, block_size, scale_format = e2m1, 8, e8m0
+
+        def encode(self, x, rounding="rne", saturate=True):
+            r, k = x.shape
+            blocks = x.reshape(r, k // 8, 8)
+            amax = np.abs(blocks).max(axis=2)
+            X = 2.0 ** (np.floor(np.log2(np.where(amax > 0, amax, 1.0))) - 2)
+            codes = e2m1.encode((blocks / X[..., None]).reshape(r, k), rounding, saturate=True)
+            return SimpleNamespace(codes=codes, scales=e8m0.encode(X))
+
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((3, 32))
+    b = rng.standard_normal((32, 2))
+    y = matmul(a, b, "e8m13", a_format=FakeMX(), b_format=FakeMX())
+    ea, eb = FakeMX().encode(a), FakeMX().encode(b.T)
+    va, vb = e2m1.decode(ea.codes), e2m1.decode(eb.codes).T
+    sa, sb = e8m0.decode(ea.scales), e8m0.decode(eb.scales).T
+    want = matmul(va, vb, "e8m13", a_scale=sa, b_scale=sb, block_k=8)
+    assert np.array_equal(y, want)
+    check(va, vb, Accumulator("e8m13"), a_scale=sa, b_scale=sb, block_k=8)
+    np.testing.assert_allclose(y, sum((va[:, i:i + 8] * sa[:, [i // 8]]) @ (vb[i:i + 8] * sb[[i // 8]])
+                                      for i in range(0, 32, 8)), rtol=1e-4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from explorer.accumulation import (accumulation_figure, accumulation_png, accumulation_study,

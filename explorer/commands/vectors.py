@@ -16,7 +16,19 @@ def add_parser(sub):
                        description="Write golden vectors: float32 input bits, expected code and "
                                    "decoded value, always including every tie, the overflow and "
                                    "underflow boundaries, NaN, +-inf and +-0, plus COUNT random inputs.")
-    p.add_argument("--format", "-f", required=True, help="format name or spec")
+    p.add_argument("--op", choices=["convert", "dot"], default="convert",
+                   help="convert: float32 -> format (default); dot: a multiply-accumulate unit")
+    p.add_argument("--format", "-f", required=True,
+                   help="format name or spec (with --op dot: the A operand's element format)")
+    p.add_argument("--b-format", default=None, help="--op dot: B operand's format (default: --format)")
+    p.add_argument("--acc-format", default=None, help="--op dot: accumulator format, e.g. e8m13")
+    p.add_argument("--k", type=int, default=16, help="--op dot: products per dot product (default 16)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="--op dot: promote the partial sum to float32 every CHUNK products")
+    p.add_argument("--order", choices=["sequential", "pairwise"], default="sequential",
+                   help="--op dot: accumulation order (default sequential)")
+    p.add_argument("--fused-width", type=int, default=1,
+                   help="--op dot: W products summed exactly, then rounded once into the accumulator")
     p.add_argument("--rounding", "-r", default="rne", help="rne rna rtz rtp rtn rto sr (default rne)")
     p.add_argument("--saturate", action="store_true", help="clamp overflow to +-max")
     p.add_argument("--count", type=int, default=1000, help="random inputs (default 1000)")
@@ -28,9 +40,34 @@ def add_parser(sub):
     return p
 
 
+def _run_dot(args, header: list[str]) -> int:
+    from fpformat.gemm import Accumulator, dot_vectors, result_format, write_dot_vectors
+    if not args.acc_format:
+        raise ValueError("--op dot needs --acc-format (e.g. e8m13, float32)")
+    bf = args.b_format or args.format
+    kw = dict(order=args.order, fused_width=args.fused_width, saturate=args.saturate)
+    vecs = dot_vectors(args.format, bf, args.acc_format, args.rounding, k=args.k, count=args.count,
+                       seed=args.seed, chunk=args.chunk, **kw)
+    out_fmt = result_format(Accumulator(args.acc_format, args.rounding, chunk=args.chunk, **kw))
+    write_dot_vectors(vecs, args.format, bf, out_fmt, args.out, args.style, header)
+    kinds = {k: sum(v.kind == k for v in vecs) for k in sorted({v.kind for v in vecs})}
+    summary = {"out": args.out, "vectors": len(vecs), "op": "dot", "result_format": str(out_fmt),
+               "kinds": kinds}
+    print(json.dumps(summary) if args.json else f"wrote {len(vecs)} dot vectors to {args.out} {kinds}")
+    return 0
+
+
 def run(args) -> int:
     if args.count < 0:
         raise ValueError(f"--count must be >= 0, got {args.count}")
+    if args.op == "dot":
+        header = [f"fpx vectors (fpformat {fpformat.__version__}): " + shlex.join(sys.argv[1:]),
+                  f"dot product: A {args.format}, B {args.b_format or args.format}, accumulator "
+                  f"{args.acc_format} {args.rounding}, k {args.k}, chunk {args.chunk}, "
+                  f"order {args.order}, fused width {args.fused_width}"]
+        return _run_dot(args, header)
+    if args.b_format or args.acc_format or args.chunk or args.fused_width != 1:
+        raise ValueError("--b-format, --acc-format, --chunk and --fused-width need --op dot")
     fmt = get_format(args.format)
     header = [f"fpx vectors (fpformat {fpformat.__version__}): " + shlex.join(sys.argv[1:]),
               f"format {fmt} = {fmt.spec if isinstance(fmt, FloatFormat) else fmt}",
