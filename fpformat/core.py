@@ -112,39 +112,40 @@ def round_parts(b, S, F, C, u):
     """The shared front end: split the input at the format's quantum and round.
 
     ``b`` is the int64 bit pattern of a float in source layout ``S``; ``u`` the element's 64-bit
-    random number (stochastic rounding only).  Returns ``(negative, a, fe, mant, low, ex, sh, n,
-    up)``: sign, magnitude bits, source exponent field and mantissa, whether ``|x|`` lies below
-    the format's normal range, its binade exponent, the number of significand bits below the
-    quantum (clamped to 54), the rounded integer significand ``n`` and whether it was rounded up.
+    random number (stochastic rounding only).  Returns ``(negative, a, fe, low, ex, sh, n, up)``:
+    the sign, the magnitude bits, the source exponent field, whether ``|x|`` lies below the
+    format's normal range, its binade exponent, the number of significand bits below the
+    quantum (clamped to ``src_m + 2``, beyond which nothing changes), the rounded integer
+    significand ``n`` (hidden bit included) and whether it was rounded up.
 
-    Straight-line: every mode's decision is one expression, so compilers turn the conditionals
-    into selects and vectorise the loops around it.
+    Straight-line and lean on purpose: every mode's decision is one expression and the format's
+    constants fold at compile time in the specialised kernels, so the loops around it
+    vectorise (this function is most of the kernels' cost).
     """
     src_m = S[S_M]
     M = F[F_M]
-    emin = F[F_EMIN]
     mode = C[C_MODE]
     one = np.int64(1)
 
-    negative = ((b >> S[S_SIGNSHIFT]) & 1) == 1
-    a = b & ~(one << S[S_SIGNSHIFT])                        # magnitude bits
-    fe = (a >> src_m) & S[S_EMASK]                          # biased source exponent field
-    mant = a & ((one << src_m) - 1)
-    # |x| = sig * 2**(ex - src_m); source subnormals use the smallest normal exponent, and are
-    # always below the format's normal range (routing guarantees emin >= the source's).
-    sig = mant | (np.int64(fe != 0) << src_m)
-    ex = max(fe, one) - S[S_BIAS]
-    low = ex < emin or fe == 0
-    q = (emin if F[F_SUBNORMALS] == 0 else emin - M) if low else ex - M
-    shift = q - ex + src_m                                   # >= 0: M <= src_m by routing
-    sh = min(shift, 54)                                      # sig < 2**53: n = 0 beyond this
+    signmask = one << S[S_SIGNSHIFT]
+    negative = (b & signmask) != 0
+    a = b & ~signmask                                        # magnitude bits
+    fe = a >> src_m                                          # source exponent field
+    # Below the format's normal range (source subnormals always are: routing guarantees the
+    # format's emin >= the source's).  There the quantum is fixed at 2**qlow.
+    low = fe < max(F[F_EMIN] + S[S_BIAS], 1)
+    qlow = F[F_EMIN] if F[F_SUBNORMALS] == 0 else F[F_EMIN] - M
+    shift = qlow + S[S_BIAS] + src_m - max(fe, one) if low else src_m - M
+    sh = min(shift, src_m + 2)                               # sig < 2**(src_m+1): n = 0 beyond
+    sig = (a & ((one << src_m) - 1)) | (np.int64(fe != 0) << src_m)
+    mask = (one << sh) - 1
+    half = (mask + 1) >> 1
+    rem = sig & mask
     n = sig >> sh
-    rem = sig & ((one << sh) - 1)
-    half = (one << sh) >> 1
-    odd = (n & 1) == 1
+    odd = n & 1
 
     if mode == RNE:
-        up = rem > half or (rem == half and odd)
+        up = rem + odd > half                                # rem > half, or a tie and n odd
     elif mode == RNA:
         up = rem >= half
     elif mode == RTP:
@@ -152,7 +153,7 @@ def round_parts(b, S, F, C, u):
     elif mode == RTN:
         up = negative
     elif mode == RTO:
-        up = not odd
+        up = odd == 0
     elif mode == SR:                                         # P(up) = floor(r * 2**bits) / 2**bits
         bits = C[C_SR_BITS]
         urem = np.uint64(rem)
@@ -163,12 +164,13 @@ def round_parts(b, S, F, C, u):
         up = False
     up = up and rem != 0
     n += np.int64(up)
-    return negative, a, fe, mant, low, ex, sh, n, up
+    ex = max(fe, one) - S[S_BIAS]
+    return negative, a, fe, low, ex, sh, n, up
 
 
 @register_jitable
-def _specials(code, negative, a, fe, mant, low, F, C, S, zero_low, neg_unsigned, zero_pos,
-              zero_neg, nan_pos, nan_neg, inf_pos, inf_neg):
+def _specials(code, negative, a, low, F, S, zero_low, neg_unsigned, zero_pos, zero_neg,
+              nan_pos, nan_neg, inf_pos, inf_neg):
     """Select the special-case results over the finite result ``code`` (codes or value bits)."""
     if low and F[F_HASZERO] == 0:                            # no zero: clamp to the smallest
         code = zero_low
@@ -176,8 +178,9 @@ def _specials(code, negative, a, fe, mant, low, F, C, S, zero_low, neg_unsigned,
         code = neg_unsigned
     if a == 0:
         code = zero_neg if negative else zero_pos
-    if fe == S[S_EMASK]:                                     # inf or NaN
-        if mant != 0:
+    inf_bits = S[S_EMASK] << S[S_M]
+    if a >= inf_bits:                                        # inf (== inf_bits) or NaN
+        if a > inf_bits:
             code = nan_neg if negative else nan_pos
         else:
             code = inf_neg if negative else inf_pos
@@ -191,7 +194,7 @@ def encode_bits(b, S, F, C, u):
     ``u`` is the element's 64-bit random number (stochastic rounding only).  Returns the full
     code (sign bit included) as int64.
     """
-    negative, a, fe, mant, low, ex, sh, n, up = round_parts(b, S, F, C, u)
+    negative, a, fe, low, ex, sh, n, up = round_parts(b, S, F, C, u)
     M = F[F_M]
     if low:
         mag = n << M if F[F_SUBNORMALS] == 0 else n
@@ -204,7 +207,7 @@ def encode_bits(b, S, F, C, u):
         code = C[C_OVF_NEG] if overflow else (mag if drop_sign else mag | F[F_SIGNBIT])
     else:
         code = C[C_OVF_POS] if overflow else mag
-    return _specials(code, negative, a, fe, mant, low, F, C, S, np.int64(0), C[C_NEG_UNSIGNED],
+    return _specials(code, negative, a, low, F, S, np.int64(0), C[C_NEG_UNSIGNED],
                      C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG], C[C_INF_POS],
                      C[C_INF_NEG])
 
@@ -219,7 +222,7 @@ def quantize_bits(b, S, F, C, V, u):
     exponent field exactly as the value does; below the source's precision the result is 0 or
     the quantum ``2**q``.
     """
-    negative, a, fe, mant, low, ex, sh, n, up = round_parts(b, S, F, C, u)
+    negative, a, fe, low, ex, sh, n, up = round_parts(b, S, F, C, u)
     if sh <= S[S_M]:
         y = ((a >> sh) + np.int64(up)) << sh
     else:
@@ -230,7 +233,7 @@ def quantize_bits(b, S, F, C, V, u):
         y = V[V_OVF_NEG] if overflow else (y if drop_sign else y | (np.int64(1) << S[S_SIGNSHIFT]))
     else:
         y = V[V_OVF_POS] if overflow else y
-    return _specials(y, negative, a, fe, mant, low, F, C, S, V[V_MIN], V[V_NEG_UNSIGNED],
+    return _specials(y, negative, a, low, F, S, V[V_MIN], V[V_NEG_UNSIGNED],
                      V[V_ZERO_POS], V[V_ZERO_NEG], V[V_NAN_POS], V[V_NAN_NEG], V[V_INF_POS],
                      V[V_INF_NEG])
 
