@@ -92,7 +92,18 @@ def describe_any(fmt) -> dict:
         d["specials"] = specials(fmt)
         d["look_alikes"] = look_alikes(fmt)
         return d
-    return fmt.describe()
+    d = fmt.describe() if hasattr(fmt, "describe") else {"name": str(fmt)}
+    d.setdefault("spec", getattr(fmt, "spec", str(fmt)))
+    element = getattr(fmt, "element", None)
+    if element is not None and "element" not in d:
+        d["element"] = element.describe()
+    scale = getattr(fmt, "scale_format", None)
+    if "scale_format" not in d:
+        d["scale_format"] = scale.describe() if scale is not None else "float32 (exact)"
+    for attr in ("block_size", "axis", "tile", "scale_rule"):
+        if hasattr(fmt, attr) and attr not in d:
+            d[attr] = getattr(fmt, attr)
+    return d
 
 
 def run(args) -> int:
