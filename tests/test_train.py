@@ -267,3 +267,26 @@ def test_block_scaled_operands_run_along_the_reduction_axis():
     torch.testing.assert_close(q(X), X @ quantize_values(W, bf).t())                # W along in
     torch.testing.assert_close(x.grad, gy @ quantize_values(W.t().contiguous(), bf).t())  # W along out
     torch.testing.assert_close(base.weight.grad, gy.t() @ quantize_values(X.t().contiguous(), bf).t())
+
+
+def test_emulated_accumulator_layer_matches_exact_when_wide_and_differs_when_narrow():
+    """QuantLinear with an accumulator runs its GEMMs through fpformat.gemm: a float32-like
+    accumulator reproduces torch's GEMM closely, a 10-bit-mantissa truncating one does not."""
+    import torch
+    from explorer.train.qlinear import QuantConfig, QuantLinear
+    torch.manual_seed(0)
+    x = torch.randn(8, 64, dtype=torch.float64, requires_grad=True)
+    plain = torch.nn.Linear(64, 16, dtype=torch.float64)
+    q = dict(fmt="e4m3", block=None, targets="all")      # exact products need format inputs
+    ref = QuantLinear.from_linear(plain, QuantConfig(**q))(x)
+    wide = QuantLinear.from_linear(plain, QuantConfig(**q, accumulator="float32"))
+    narrow = QuantLinear.from_linear(plain, QuantConfig(**q, accumulator="e5m4/rtz"))
+    yw, yn = wide(x), narrow(x)
+    assert torch.allclose(yw, ref, rtol=1e-5, atol=1e-5)
+    assert (yn - ref).abs().max() > 1e-3
+    yn.sum().backward()                                   # backward GEMMs emulated too
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert QuantConfig(accumulator="e8m13/rtz").to_dict()["accumulator"] == "e8m13/rtz"
+    assert "accumulator" not in QuantConfig().to_dict()
+    with pytest.raises(ValueError):
+        QuantConfig(accumulator="e8m13/bogus")

@@ -39,6 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                              "separated formats (needs --db)")
     p.add_argument("--ptq-block", default="channel", help="block for --ptq (default channel)")
     p.add_argument("--ptq-method", default="rtn", choices=["rtn", "gptq"])
+    p.add_argument("--accumulator", default=None,
+                   help="run every quantized layer's GEMMs through an emulated accumulator, e.g. "
+                        "e8m13/rtz or e8m13/rtz/chunk128 (slow, exact; small models)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.qlinear import QuantConfig
     from ..train.trainer import TrainConfig, train
     q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=args.block,
-                    rounding=args.rounding, targets=args.targets, seed=args.seed)
+                    rounding=args.rounding, targets=args.targets, seed=args.seed,
+                    accumulator=args.accumulator)
     if q.fmt is not None:
         from ..train.qlinear import OperandSpec
         OperandSpec(q.fmt, q.block, q.rounding).build()      # unknown format -> error now

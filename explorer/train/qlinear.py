@@ -137,6 +137,12 @@ class QuantConfig:
     include_head: also quantize the classifier (``head``/``lm_head``/... Linear layers).
     attention: a spec for q, k and v before the attention products (forward only, gradient
         straight-through); None leaves the attention products unquantized.
+    accumulator: None (torch's own GEMMs) or an accumulator spec for
+        :func:`explorer.accumulation.parse_accumulator` (``"e8m13/rtz"``, ``"e8m13/rtz/chunk128"``,
+        ``"bfloat16/pairwise"``...): all three GEMMs of every quantized layer then run through
+        :func:`fpformat.gemm_torch.emulated_mm`, each addition rounded into that accumulator.
+        A slow, exact path for small models: it measures what accumulator precision does to
+        training.
     """
 
     fmt: str | None = None
@@ -147,9 +153,13 @@ class QuantConfig:
     seed: int = 0
     include_head: bool = False
     attention: OperandSpec | None = None
+    accumulator: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", parse_targets(self.targets))
+        if self.accumulator is not None:
+            from explorer.accumulation import parse_accumulator
+            parse_accumulator(self.accumulator)          # ValueError naming the bad part
         object.__setattr__(self, "block", parse_block(self.block))
         if self.fmt is not None and (not isinstance(self.fmt, str) or self.fmt.lower() == "none"):
             if isinstance(self.fmt, str):
@@ -175,8 +185,10 @@ class QuantConfig:
 
     @property
     def active(self) -> bool:
-        """True when at least one GEMM input (or the attention inputs) is quantized."""
-        return any(self.spec(t) is not None for t in TARGETS) or self.attention is not None
+        """True when at least one GEMM input (or the attention inputs) is quantized, or the
+        GEMMs run through an emulated accumulator."""
+        return (any(self.spec(t) is not None for t in TARGETS) or self.attention is not None
+                or self.accumulator is not None)
 
     def to_dict(self) -> dict:
         """A JSON-able description (used in run configs and their hash)."""
@@ -185,7 +197,9 @@ class QuantConfig:
                 "overrides": [[t, s.fmt, s.block, s.rounding] for t, s in self.overrides],
                 "seed": self.seed, "include_head": self.include_head,
                 "attention": None if self.attention is None else
-                [self.attention.fmt, self.attention.block, self.attention.rounding]}
+                [self.attention.fmt, self.attention.block, self.attention.rounding],
+                # only when set, so configs (and run keys) without it are unchanged
+                **({"accumulator": self.accumulator} if self.accumulator else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantConfig":
@@ -195,7 +209,8 @@ class QuantConfig:
                    targets=tuple(d.get("targets", DEFAULT_TARGETS)),
                    overrides=tuple((t, OperandSpec(f, b, r)) for t, f, b, r in d.get("overrides", [])),
                    seed=int(d.get("seed", 0)), include_head=bool(d.get("include_head", False)),
-                   attention=None if att is None else OperandSpec(*att))
+                   attention=None if att is None else OperandSpec(*att),
+                   accumulator=d.get("accumulator"))
 
 
 def _seed(base: int, layer: int, target: int, step: int) -> int:
@@ -225,6 +240,14 @@ class _Operand:
         return q.t()
 
 
+def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
+    """``a @ b``, through the emulated accumulator when one is configured."""
+    if acc is None:
+        return a @ b
+    from fpformat.gemm_torch import emulated_mm
+    return emulated_mm(a, b, acc)
+
+
 class _QGemm(torch.autograd.Function):
     """y = q(x) q(W)^T + b with quantized inputs in both backward GEMMs."""
 
@@ -238,7 +261,7 @@ class _QGemm(torch.autograd.Function):
         qx = ops[0](x2, 1, seeds[0]) if ops[0] is not None else x2
         qw = ops[1](weight, 1, seeds[1]) if ops[1] is not None else weight
         with torch.autocast(x2.device.type, enabled=False):
-            y = qx.to(cdtype) @ qw.to(cdtype).t()
+            y = _mm(qx.to(cdtype), qw.to(cdtype).t(), layer._acc)
             if bias is not None:
                 y = y + bias.to(cdtype)
         # Operands of the backward GEMMs, quantized now where the spec allows reuse.
@@ -260,6 +283,7 @@ class _QGemm(torch.autograd.Function):
         ctx.ops = (ops[2], ops[4])
         ctx.seeds = (seeds[2], seeds[4])
         ctx.wdtype = weight.dtype
+        ctx.acc = layer._acc
         return y
 
     @staticmethod
@@ -272,10 +296,10 @@ class _QGemm(torch.autograd.Function):
             gx = gw = gb = None
             if ctx.needs_input_grad[0]:
                 g = op_dd(gy, 1, ctx.seeds[0]) if op_dd is not None else gy
-                gx = g.to(cd) @ wd.to(cd)
+                gx = _mm(g.to(cd), wd.to(cd), ctx.acc)
             if ctx.needs_input_grad[1]:
                 g = op_wd(gy, 0, ctx.seeds[1]) if op_wd is not None else gy
-                gw = (g.to(cd).t() @ xw.to(cd)).to(ctx.wdtype)
+                gw = _mm(g.to(cd).t().contiguous(), xw.to(cd), ctx.acc).to(ctx.wdtype)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 gb = gy.sum(0).to(ctx.wdtype)
         return gx, gw, gb, None
@@ -301,6 +325,10 @@ class QuantLinear(nn.Linear):
         if not isinstance(qcfg, QuantConfig):
             raise TypeError(f"qcfg must be a QuantConfig, got {type(qcfg).__name__}")
         self.qcfg = qcfg
+        self._acc = None
+        if qcfg.accumulator is not None:
+            from explorer.accumulation import parse_accumulator
+            self._acc = parse_accumulator(qcfg.accumulator)
         cache: dict[OperandSpec, _Operand] = {}
         ops = []
         for t in TARGETS:
@@ -324,7 +352,7 @@ class QuantLinear(nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not any(op is not None for op in self._ops):
+        if not any(op is not None for op in self._ops) and self._acc is None:
             return super().forward(x)
         shape = x.shape
         if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
@@ -338,7 +366,10 @@ class QuantLinear(nn.Linear):
         qx = ops[0](x2, 1, _seed(self.qcfg.seed, self.layer_id, 0, self.step)) if ops[0] else x2
         qw = ops[1](self.weight, 1, _seed(self.qcfg.seed, self.layer_id, 1, self.step)) if ops[1] \
             else self.weight
-        return torch.nn.functional.linear(qx, qw.to(qx.dtype), self.bias)
+        if self._acc is None:
+            return torch.nn.functional.linear(qx, qw.to(qx.dtype), self.bias)
+        y = _mm(qx, qw.to(qx.dtype).t(), self._acc)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
         specs = [f"{t}={op.spec.label()}/{op.spec.rounding}" for t, op in zip(TARGETS, self._ops)
