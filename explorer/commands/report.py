@@ -38,6 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sqnr-samples", type=int, default=1 << 14, metavar="N",
                    help="samples per distribution for measured SQNR (default 16384)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test data (default 0)")
+    p.add_argument("--accumulator", nargs="+", default=[], metavar="SPEC",
+                   help="add an accumulation-error section for these accumulators, e.g. "
+                        "e8m23 e8m13/rtz e8m13/rtz/chunk128")
     p.add_argument("--json", action="store_true", help="print the written paths as JSON")
     return p
 
@@ -46,7 +49,7 @@ def run(args) -> int:
     config = ReportConfig(
         runs=args.runs, law=args.law, propose=tuple(args.propose), bits=tuple(args.bits),
         params=args.params, tokens=args.tokens, budget=args.budget, block=args.block,
-        sqnr_samples=args.sqnr_samples, seed=args.seed,
+        sqnr_samples=args.sqnr_samples, seed=args.seed, accumulators=tuple(args.accumulator),
         command_line="fpx " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"]
         else "fpx report " + _reconstruct(args))
     paths = build_report(args.out, config, progress=True)

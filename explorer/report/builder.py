@@ -72,6 +72,8 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
              ("precision", _section_precision), ("block size", _section_block),
              ("sqnr", _section_sqnr), ("pareto", _section_pareto)]
     steps += [(f"proposal {f}", _proposal_section(f)) for f in proposed]
+    if config.accumulators:
+        steps.append(("accumulation", _section_accumulation))
     if runs:
         steps += [("sweep", _section_sweep), ("fit", _section_fit)]
     steps.append(("reproducibility", _section_repro))
@@ -349,6 +351,30 @@ def _section_pareto(ctx: _Context) -> Section:
                                       highlight=[str(f) for f in ctx.proposed]),
                  "Predicted loss against hardware cost; the Pareto front in green."))
     s.add(Para("Pareto-optimal layouts: " + ", ".join(f"`{n}`" for n in front) + "."))
+    return s
+
+
+def _section_accumulation(ctx: _Context) -> Section:
+    """Accumulation error of the dot-product unit against K and accumulator width."""
+    from explorer.accumulation import accumulation_png, accumulation_study
+    study = accumulation_study(ctx.config.accumulators, seed=ctx.config.seed, progress=False)
+    s = Section("Accumulator precision", anchor="accumulation")
+    s.add(Para("A format is half of a chip's numerics; the other half is how its multiply-"
+               "accumulate unit rounds. Each line is one accumulator (format / rounding / "
+               "promotion), emulated bit-exactly by `fpformat.gemm`: products of e4m3 Gaussian "
+               "operands are exact, each addition is rounded into the accumulator, and with "
+               "`chunkN` the partial sum is promoted into float32 every N products (the scheme "
+               "DeepSeek-V3 used on Hopper's FP8 tensor cores). The error is normalised by the "
+               "sum of |products|; a rising line means rounding errors pile up with K."))
+    s.add(Figure("accumulation", accumulation_png(study),
+                 "Median normalised accumulation error against dot-product length K; dotted: "
+                 "each accumulator's unit roundoff."))
+    s.add(Table(("accumulator", "K", "median err / Σ|p|", "p95 err / Σ|p|", "median rel. err"),
+                tuple((f"`{p.accumulator}`", str(p.k), f"{p.median_normalized:.2e}",
+                       f"{p.p95_normalized:.2e}", f"{p.median_relative:.2e}")
+                      for p in study.points),
+                caption=f"{study.trials}² dot products per point, {study.element_format} operands, "
+                        f"seed {study.seed}."))
     return s
 
 

@@ -29,6 +29,9 @@ class ReportConfig:
         sqnr_samples: elements per distribution for the measured SQNR (keep it modest: the
             default report must finish in a minute on two cores).
         seed: seed of the random test data.
+        accumulators: accumulator specs (``explorer.accumulation.parse_accumulator``, e.g.
+            ``"e8m13/rtz"``, ``"e8m13/rtz/chunk128"``) for the accumulation-error section; empty:
+            no such section.
         command_line: the command line shown in the reproducibility section.
     """
 
@@ -42,10 +45,16 @@ class ReportConfig:
     block: int | str = "channel"
     sqnr_samples: int = 1 << 14
     seed: int = 0
+    accumulators: tuple[str, ...] = ()
     command_line: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "propose", tuple(self.propose))
+        object.__setattr__(self, "accumulators", tuple(self.accumulators))
+        if self.accumulators:
+            from explorer.accumulation import parse_accumulator
+            for spec in self.accumulators:
+                parse_accumulator(spec)                  # ValueError naming the bad part
         object.__setattr__(self, "bits", tuple(sorted(set(int(b) for b in self.bits))))
         if not self.bits:
             raise ValueError("bits must name at least one width")
