@@ -1,0 +1,498 @@
+"""Fitting the Capybara law (and the Kumar and QiD laws) to measured runs, with diagnostics.
+
+Method (:func:`fit_capybara`):
+
+1. *Multi-start by variable projection.*  For fixed exponents (α, β, δ, ν) the law is linear and
+   non-negative in (n, d, ε, 1/γ); a grid of exponent starts is solved by relative-weighted NNLS and
+   the best few starts are kept.
+2. *Robust bounded refinement.*  All eight constants are refined together by
+   ``scipy.optimize.least_squares`` on the residual log(L_pred) − log(L_obs) with a Huber loss
+   (scale 1e-3 in log-loss by default, as Hoffmann et al. 2022 used for Chinchilla), within bounds
+   (exponents in (0.01, 2) for α, β and (0.01, 12) for δ, ν; ε between 0 and the smallest loss).
+3. *Diagnostics* (:func:`fit_capybara_detailed`): bootstrap percentile intervals on every constant
+   (runs resampled with replacement, each refit started from the full fit), leave-one-group-out
+   held-out error by model size (fit without that N, predict it), and relative residuals.
+
+Data come as arrays, from a results database (``runs`` table, see explorer/train/store.py) or a CSV
+with columns ``N,D,E,M,B,loss`` (or the database's names ``n_params,tokens,exp_bits,man_bits,
+block,val_loss``).  Losses are nats/token; B as for :meth:`CapybaraLaw.loss`.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares, nnls
+
+from .laws import CapybaraLaw, KumarLaw, QiDLaw, log2_block
+
+PARAM_NAMES = ("n", "alpha", "d", "beta", "eps", "gamma", "delta", "nu")
+#: Huber scale on log loss (Hoffmann et al. 2022, App. D.2, use 1e-3).
+DEFAULT_HUBER = 1e-3
+MIN_POINTS = 9
+
+# exponent starts for the variable-projection grid
+_ALPHAS = (0.1, 0.25, 0.45, 0.7)
+_BETAS = (0.15, 0.3, 0.5, 0.75)
+_DELTAS = (1.0, 3.0, 6.0)
+_NUS = (1.0, 3.0, 6.0)
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _prepare(N, D, E, M, B, loss) -> tuple[np.ndarray, ...]:
+    arrs = []
+    for name, v in (("N", N), ("D", D), ("E", E), ("M", M), ("loss", loss)):
+        if v is None:
+            raise TypeError(f"{name}: required")
+        a = np.asarray(v, dtype=float).ravel()
+        arrs.append(a)
+    lb = np.asarray(log2_block(B), dtype=float).ravel()
+    N, D, E, M, loss = arrs
+    n = len(loss)
+    if lb.size == 1 and n != 1:
+        lb = np.full(n, float(lb[0]))
+    for name, a in (("N", N), ("D", D), ("E", E), ("M", M), ("B", lb)):
+        if len(a) != n:
+            raise ValueError(f"{name}: length {len(a)} differs from loss length {n}")
+    if n < MIN_POINTS:
+        raise ValueError(f"loss: need at least {MIN_POINTS} runs to fit 8 constants, got {n}")
+    if not np.all(np.isfinite(loss)) or np.any(loss <= 0):
+        raise ValueError("loss: every loss must be finite and > 0")
+    if np.any(N <= 0) or np.any(D <= 0):
+        raise ValueError("N, D: must be > 0")
+    if np.any(E < 0) or np.any(M < 0):
+        raise ValueError("E, M: must be >= 0")
+    return N, D, E, M, lb, loss
+
+
+def _predict(theta: np.ndarray, N, D, E, M, lb) -> np.ndarray:
+    ln_n, a, ln_d, b, eps, ln_g, de, nu = theta
+    lnN, lnD = np.log(N), np.log(D)
+    base = np.exp(ln_n - a * lnN) + np.exp(ln_d - b * lnD) + eps
+    pen = np.exp(b * lnD - a * lnN - ln_g - de * np.log(E + 0.5) - nu * np.log(M + 0.5)) * lb
+    return base + pen
+
+
+def _theta_to_law(theta: np.ndarray) -> CapybaraLaw:
+    ln_n, a, ln_d, b, eps, ln_g, de, nu = (float(t) for t in theta)
+    return CapybaraLaw(n=math.exp(ln_n), alpha=a, d=math.exp(ln_d), beta=b, eps=eps,
+                       gamma=math.exp(ln_g), delta=de, nu=nu)
+
+
+def _law_to_theta(law: CapybaraLaw) -> np.ndarray:
+    return np.array([math.log(law.n), law.alpha, math.log(law.d), law.beta, law.eps,
+                     math.log(law.gamma), law.delta, law.nu])
+
+
+def _bounds(loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.array([-20.0, 0.01, -20.0, 0.01, 0.0, -30.0, 0.01, 0.01])
+    hi = np.array([40.0, 2.0, 60.0, 2.0, float(np.min(loss)), 60.0, 12.0, 12.0])
+    return lo, hi
+
+
+def _clip(theta: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    span = hi - lo
+    return np.clip(theta, lo + 1e-9 * span, hi - 1e-9 * span)
+
+
+def _vp_starts(N, D, E, M, lb, loss, keep: int) -> list[np.ndarray]:
+    """Best ``keep`` starts from the exponent grid, linear coefficients by weighted NNLS."""
+    w = 1.0 / loss
+    lnN, lnD = np.log(N), np.log(D)
+    quantized = np.any(lb > 0)
+    scored = []
+    for a, b, de, nu in itertools.product(_ALPHAS, _BETAS, _DELTAS, _NUS):
+        cols = [np.exp(-a * lnN), np.exp(-b * lnD), np.ones_like(loss)]
+        if quantized:
+            cols.append(np.exp(b * lnD - a * lnN) * lb / ((E + 0.5) ** de * (M + 0.5) ** nu))
+        X = np.stack(cols, axis=1) * w[:, None]
+        coef, rnorm = nnls(X, loss * w)
+        scored.append((rnorm, a, b, de, nu, coef))
+    scored.sort(key=lambda t: t[0])
+    starts = []
+    tiny = 1e-12
+    for rnorm, a, b, de, nu, coef in scored[:keep]:
+        n, d, eps = max(coef[0], tiny), max(coef[1], tiny), coef[2]
+        inv_g = coef[3] if quantized else 0.0
+        g = 1.0 / max(inv_g, tiny)
+        starts.append(np.array([math.log(n), a, math.log(d), b, eps, math.log(g), de, nu]))
+    return starts
+
+
+def _refine(theta0, N, D, E, M, lb, loss, huber: float) -> tuple[np.ndarray, float]:
+    lo, hi = _bounds(loss)
+    y = np.log(loss)
+
+    def resid(t):
+        p = _predict(t, N, D, E, M, lb)
+        return np.log(np.maximum(p, 1e-300)) - y
+
+    r = least_squares(resid, _clip(np.asarray(theta0, float), lo, hi), bounds=(lo, hi),
+                      loss="huber", f_scale=huber, x_scale="jac", max_nfev=4000,
+                      xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    return r.x, float(r.cost)
+
+
+def _fit_theta(N, D, E, M, lb, loss, huber: float, starts: int,
+               init: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    cands = [init] if init is not None else _vp_starts(N, D, E, M, lb, loss, starts)
+    best, best_cost = None, np.inf
+    for t0 in cands:
+        t, cost = _refine(t0, N, D, E, M, lb, loss, huber)
+        if cost < best_cost:
+            best, best_cost = t, cost
+    return best, best_cost
+
+
+def fit_capybara(*, N, D, E, M, B, loss, huber_delta: float = DEFAULT_HUBER,
+                 starts: int = 6) -> CapybaraLaw:
+    """Fit the eight Capybara constants to runs (arrays of equal length; B may be a scalar).
+
+    Robust (Huber on log loss), bounded, multi-start (``starts`` best grid starts refined).
+    Returns the fitted :class:`CapybaraLaw`.  For intervals and diagnostics use
+    :func:`fit_capybara_detailed`."""
+    N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss)
+    theta, _ = _fit_theta(N, D, E, M, lb, loss, _check_huber(huber_delta), int(starts))
+    return _theta_to_law(theta)
+
+
+def _check_huber(h: float) -> float:
+    h = float(h)
+    if not h > 0:
+        raise ValueError(f"huber_delta: must be > 0, got {h}")
+    return h
+
+
+# ------------------------------------------------------------------------------------ diagnostics
+@dataclass(frozen=True)
+class HeldOut:
+    """Leave-one-model-size-out: fit without the runs of size ``N``, predict them."""
+
+    N: float
+    count: int
+    mean_abs_rel: float
+    max_abs_rel: float
+
+
+@dataclass(frozen=True)
+class CapybaraFit:
+    """A fitted law with its uncertainty and residual diagnostics.
+
+    ``residuals`` are relative, (measured − predicted)/measured, in input order; ``ci`` maps each
+    constant to a (2.5%, 97.5%) bootstrap percentile interval (empty when ``bootstrap`` is 0);
+    ``by_size`` is the mean relative residual per model size (a trend across sizes means the law's
+    N-dependence is off)."""
+
+    law: CapybaraLaw
+    n_points: int
+    cost: float
+    huber_delta: float
+    residuals: np.ndarray = field(repr=False)
+    rms_rel: float = 0.0
+    max_rel: float = 0.0
+    outliers: int = 0
+    by_size: tuple[tuple[float, float], ...] = ()
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    bootstrap: int = 0
+    heldout: tuple[HeldOut, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "capybara-fit",
+            "law": "Capybara (Sun et al., arXiv 2501.02423, Eq. 26)",
+            "constants": self.law.to_dict(),
+            "ci95": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()},
+            "bootstrap": self.bootstrap,
+            "diagnostics": {
+                "n_points": self.n_points,
+                "huber_delta": self.huber_delta,
+                "cost": self.cost,
+                "rms_rel": self.rms_rel,
+                "max_rel": self.max_rel,
+                "outliers": self.outliers,
+                "mean_rel_residual_by_size": [[float(n), float(r)] for n, r in self.by_size],
+                "heldout_by_size": [{"N": h.N, "count": h.count, "mean_abs_rel": h.mean_abs_rel,
+                                     "max_abs_rel": h.max_abs_rel} for h in self.heldout],
+                "residuals": [float(r) for r in self.residuals],
+            },
+        }
+
+
+def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: int = 0,
+                          heldout: bool = True, huber_delta: float = DEFAULT_HUBER,
+                          starts: int = 6, progress: Any = None) -> CapybaraFit:
+    """:func:`fit_capybara` plus bootstrap intervals (``bootstrap`` resamples), held-out error by
+    model size (``heldout``) and residual diagnostics.  ``progress``: an optional callable
+    ``progress(done, total)`` for long bootstraps."""
+    N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss)
+    huber = _check_huber(huber_delta)
+    if isinstance(bootstrap, bool) or int(bootstrap) < 0:
+        raise ValueError(f"bootstrap: must be an integer >= 0, got {bootstrap!r}")
+    bootstrap = int(bootstrap)
+    theta, cost = _fit_theta(N, D, E, M, lb, loss, huber, int(starts))
+    law = _theta_to_law(theta)
+    pred = _predict(theta, N, D, E, M, lb)
+    rel = (loss - pred) / loss
+    mad = 1.4826 * float(np.median(np.abs(rel - np.median(rel))))
+    outliers = int(np.sum(np.abs(rel) > 3 * max(mad, 1e-12)))
+    sizes = np.unique(N)
+    by_size = tuple((float(s), float(np.mean(rel[N == s]))) for s in sizes)
+
+    total = bootstrap + (len(sizes) if heldout else 0)
+    done = 0
+    ci: dict[str, tuple[float, float]] = {}
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        samples = []
+        for _ in range(bootstrap):
+            idx = rng.integers(0, len(loss), len(loss))
+            t, _c = _fit_theta(N[idx], D[idx], E[idx], M[idx], lb[idx], loss[idx], huber, 1, init=theta)
+            samples.append(_law_to_theta(_theta_to_law(t)))
+            done += 1
+            if progress:
+                progress(done, total)
+        S = np.array(samples)
+        nat = np.column_stack([np.exp(S[:, 0]), S[:, 1], np.exp(S[:, 2]), S[:, 3], S[:, 4],
+                               np.exp(S[:, 5]), S[:, 6], S[:, 7]])
+        for i, name in enumerate(PARAM_NAMES):
+            lo, hi = np.percentile(nat[:, i], [2.5, 97.5])
+            ci[name] = (float(lo), float(hi))
+
+    held: list[HeldOut] = []
+    if heldout and len(sizes) >= 3:
+        for s in sizes:
+            tr = N != s
+            if tr.sum() < MIN_POINTS:
+                continue
+            t, _c = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber, int(starts))
+            p = _predict(t, N[~tr], D[~tr], E[~tr], M[~tr], lb[~tr])
+            err = np.abs(p - loss[~tr]) / loss[~tr]
+            held.append(HeldOut(float(s), int((~tr).sum()), float(err.mean()), float(err.max())))
+            done += 1
+            if progress:
+                progress(done, total)
+
+    return CapybaraFit(law=law, n_points=len(loss), cost=cost, huber_delta=huber, residuals=rel,
+                       rms_rel=float(np.sqrt(np.mean(rel ** 2))), max_rel=float(np.max(np.abs(rel))),
+                       outliers=outliers, by_size=by_size, ci=ci, bootstrap=bootstrap,
+                       heldout=tuple(held))
+
+
+# ------------------------------------------------------------------------------------ other laws
+def fit_kumar(*, N, D, E, M, loss, huber_delta: float = DEFAULT_HUBER) -> KumarLaw:
+    """Fit Kumar et al.'s precision law in Sun et al.'s Eq. (6) form (P = 1 + E + M) by robust
+    bounded least squares on log loss, started from a small grid."""
+    N, D, E, M, _lb, loss = _prepare(N, D, E, M, 1.0, loss)
+    huber = _check_huber(huber_delta)
+    P = 1.0 + E + M
+    y = np.log(loss)
+    lo = np.array([-20.0, 0.01, -20.0, 0.01, 0.0, -5.0])
+    hi = np.array([40.0, 2.0, 60.0, 2.0, float(np.min(loss)), 5.0])
+
+    def pred(t):
+        ln_n, a, ln_d, b, eps, ln_g = t
+        neff = N * -np.expm1(-P / math.exp(ln_g))
+        return np.exp(ln_n - a * np.log(neff)) + np.exp(ln_d - b * np.log(D)) + eps
+
+    best = None
+    for a, b, g in itertools.product((0.2, 0.4), (0.3, 0.5), (1.0, 3.0)):
+        eps0 = 0.5 * float(np.min(loss))
+        t0 = np.array([math.log(max(np.mean(loss) - eps0, 1e-3) / 2) + a * math.log(np.median(N)), a,
+                       math.log(max(np.mean(loss) - eps0, 1e-3) / 2) + b * math.log(np.median(D)), b,
+                       eps0, math.log(g)])
+        r = least_squares(lambda t: np.log(np.maximum(pred(t), 1e-300)) - y, _clip(t0, lo, hi),
+                          bounds=(lo, hi), loss="huber", f_scale=huber, x_scale="jac", max_nfev=4000)
+        if best is None or r.cost < best.cost:
+            best = r
+    ln_n, a, ln_d, b, eps, ln_g = best.x
+    return KumarLaw(n=math.exp(ln_n), alpha=float(a), d=math.exp(ln_d), beta=float(b),
+                    eps=float(eps), gamma=math.exp(ln_g))
+
+
+def fit_qid(*, N, D, P, delta_loss, huber_delta: float = 0.05) -> QiDLaw:
+    """Fit Ouyang et al.'s ΔL = k D^β / (N^α P^γ) to post-training-quantization degradations
+    (nats/token).  Linear in log space; Huber on log ΔL (scale 0.05 = 5%).  Rows with
+    ΔL <= 0 carry no information for a power law and are dropped."""
+    N, D, P, dl = (np.asarray(v, dtype=float).ravel() for v in (N, D, P, delta_loss))
+    if not (len(N) == len(D) == len(P) == len(dl)):
+        raise ValueError("N, D, P, delta_loss: must have equal lengths")
+    keep = dl > 0
+    if keep.sum() < 5:
+        raise ValueError(f"delta_loss: need at least 5 positive degradations, got {int(keep.sum())}")
+    N, D, P, dl = N[keep], D[keep], P[keep], dl[keep]
+    if np.any(N <= 0) or np.any(D <= 0) or np.any(P <= 0):
+        raise ValueError("N, D, P: must be > 0")
+    X = np.column_stack([np.ones_like(N), -np.log(N), np.log(D), -np.log(P)])
+    y = np.log(dl)
+    t0, *_ = np.linalg.lstsq(X, y, rcond=None)
+    r = least_squares(lambda t: X @ t - y, t0, loss="huber", f_scale=_check_huber(huber_delta))
+    lk, a, b, g = r.x
+    return QiDLaw(k=math.exp(lk), alpha=float(a), beta=float(b), gamma=float(g))
+
+
+# ------------------------------------------------------------------------------------ I/O
+_CSV_ALIASES = {
+    "N": ("N", "n_params"), "D": ("D", "tokens"), "E": ("E", "exp_bits"),
+    "M": ("M", "man_bits"), "B": ("B", "block"), "loss": ("loss", "val_loss"),
+}
+
+
+def is_sqlite(path: Path) -> bool:
+    """True when ``path`` starts with the SQLite header."""
+    with open(path, "rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"
+
+
+def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[str, np.ndarray]:
+    """Arrays ``N, D, E, M, B, loss`` (the keywords of :func:`fit_capybara`) from a results
+    database (finished quantized runs; a quantized run with no block is per-tensor) or a CSV.
+
+    ``include_baseline`` adds unquantized runs as B = 1 (no quantization penalty), which pins the
+    base-law constants.  B is returned as the block size (2**log2 B, channel = 2**13.1567)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    rows: list[tuple] = []
+    if is_sqlite(p):
+        try:
+            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+            try:
+                q = con.execute("SELECT n_params, tokens, exp_bits, man_bits, block, val_loss FROM runs "
+                                "WHERE status = 'finished' AND val_loss IS NOT NULL").fetchall()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{path}: not a results database ({exc})") from None
+        for n, d, e, m, blk, loss in q:
+            if e is None or m is None:
+                if include_baseline:
+                    rows.append((n, d, 0, 0, 1.0, loss))
+                continue
+            rows.append((n, d, e, m, blk if blk is not None else "tensor", loss))
+    else:
+        with open(p, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None:
+                raise ValueError(f"{path}: empty CSV")
+            cols = {}
+            for key, names in _CSV_ALIASES.items():
+                found = [c for c in reader.fieldnames if c.strip() in names]
+                if not found:
+                    raise ValueError(f"{path}: CSV needs a column {' or '.join(names)}")
+                cols[key] = found[0]
+            for i, row in enumerate(reader, start=2):
+                try:
+                    e_raw, m_raw = row[cols["E"]].strip(), row[cols["M"]].strip()
+                    blk = row[cols["B"]].strip()
+                    if e_raw in ("", "none") or m_raw in ("", "none"):
+                        if include_baseline:
+                            rows.append((float(row[cols["N"]]), float(row[cols["D"]]), 0, 0, 1.0,
+                                         float(row[cols["loss"]])))
+                        continue
+                    rows.append((float(row[cols["N"]]), float(row[cols["D"]]), float(e_raw),
+                                 float(m_raw), blk or "tensor", float(row[cols["loss"]])))
+                except ValueError as exc:
+                    raise ValueError(f"{path}: line {i}: {exc}") from None
+    if not rows:
+        raise ValueError(f"{path}: no finished quantized runs to fit")
+    lb = np.array([log2_block(r[4]) for r in rows], dtype=float)
+    return {
+        "N": np.array([r[0] for r in rows], dtype=float),
+        "D": np.array([r[1] for r in rows], dtype=float),
+        "E": np.array([r[2] for r in rows], dtype=float),
+        "M": np.array([r[3] for r in rows], dtype=float),
+        "B": 2.0 ** lb,
+        "loss": np.array([r[5] for r in rows], dtype=float),
+    }
+
+
+def load_ptq_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """``N, D, P, delta_loss`` from the ``ptq`` table of a results database (keywords of
+    :func:`fit_qid`): D = checkpoint tokens, P = bits, ΔL = loss after − before."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            q = con.execute("SELECT n_params, ckpt_tokens, bits, val_loss_before, val_loss_after FROM ptq "
+                            "WHERE val_loss_before IS NOT NULL AND val_loss_after IS NOT NULL").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{path}: not a results database ({exc})") from None
+    q = [r for r in q if r[0] and r[1] and r[2]]
+    return {
+        "N": np.array([r[0] for r in q], dtype=float),
+        "D": np.array([r[1] for r in q], dtype=float),
+        "P": np.array([r[2] for r in q], dtype=float),
+        "delta_loss": np.array([r[4] - r[3] for r in q], dtype=float),
+    }
+
+
+def save_fit(fit: CapybaraFit | CapybaraLaw, path: str | Path, extra: dict | None = None) -> dict:
+    """Write a fit (or a bare law) as JSON; returns the document written."""
+    doc = fit.to_dict() if isinstance(fit, CapybaraFit) else {"kind": "capybara-fit",
+                                                              "constants": fit.to_dict()}
+    if extra:
+        doc.update(extra)
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def load_fit(path: str | Path) -> CapybaraLaw:
+    """The law of a ``fpx fit`` JSON (``{"constants": {...}}``) or of a bare constants object."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return CapybaraLaw.from_dict(doc.get("constants", doc))
+
+
+# ------------------------------------------------------------------------------------ paper design
+#: Sun et al. Table 3: model sizes N (non-embedding parameters) and token counts D of the runs.
+PAPER_SIZES = (40894464, 84934656, 154140672, 679477248)
+PAPER_TOKENS = (10485760000, 20971520000, 52428800000, 104857600000)
+_PAPER_LAYOUTS = ((0, 7), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (2, 1), (2, 3), (3, 1), (3, 2),
+                  (4, 1), (4, 3), (4, 5), (5, 1), (5, 2), (6, 1))
+
+
+def paper_design() -> dict[str, np.ndarray]:
+    """The (N, D, E, M, B) grid of Sun et al.'s 359 fitting runs (Table 3, rows 0–358): per (N, D)
+    E1M1 with blocks 32..256 (and 512 for 41M and 679M), channel and tensor scaling, and 16
+    channel-scaled layouts (679M at 100B tokens lacks E5M1).  B is the block size (channel and
+    tensor as 2**13.1567)."""
+    rows = []
+    ch = 2.0 ** log2_block("channel")
+    for N in PAPER_SIZES:
+        blocks = (32, 64, 128, 256, 512) if N in (40894464, 679477248) else (32, 64, 128, 256)
+        for D in PAPER_TOKENS:
+            layouts = [(1, 1, float(b)) for b in blocks] + [(1, 1, ch), (1, 1, ch)]
+            layouts += [(e, m, ch) for e, m in _PAPER_LAYOUTS]
+            if N == 679477248 and D == 104857600000:
+                layouts.remove((5, 1, ch))
+            rows += [(N, D, e, m, b) for e, m, b in layouts]
+    a = np.array(rows, dtype=float)
+    return {"N": a[:, 0], "D": a[:, 1], "E": a[:, 2], "M": a[:, 3], "B": a[:, 4]}
+
+
+def paper_validation_design() -> dict[str, np.ndarray]:
+    """Sun et al.'s held-out validation runs (Table 3, rows 359–370): 1.2B, 7B and 70B models."""
+    rows = [(1233125376, D, e, m, 512) for D in PAPER_TOKENS for e, m in ((1, 2), (4, 3))]
+    rows += [(7083130880, 10485760000, 4, 3, 64), (7083130880, 104857600000, 4, 3, 64),
+             (71236059136, 10485760000, 4, 3, 64), (71236059136, 20971520000, 4, 3, 64)]
+    a = np.array(rows, dtype=float)
+    return {"N": a[:, 0], "D": a[:, 1], "E": a[:, 2], "M": a[:, 3], "B": a[:, 4]}
