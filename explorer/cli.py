@@ -28,12 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"explorer.commands.{name}")
-        except ModuleNotFoundError as exc:  # TODO(lead): remove once every command exists
-            if exc.name != f"explorer.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"explorer.commands.{name}")
         p = module.add_parser(sub)
         p.set_defaults(_run=module.run)
     return parser
