@@ -29,6 +29,8 @@ def add_parser(sub):
                    help="add emulator measurements (dynamic range, SQNR, MSE) per candidate")
     p.add_argument("--samples", type=int, default=16384, help="samples per distribution for --measure")
     p.add_argument("--seed", type=int, default=0, help="seed of the --measure test data")
+    p.add_argument("--tensors", default=None, metavar="FILE.npz",
+                   help="with --measure, also measure on these arrays (e.g. from fpx train --capture)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     return p
 
@@ -55,12 +57,25 @@ def load_law(spec: str):
     return load_fit(spec), f"fit {spec}"
 
 
+def _tensors(args):
+    if args.tensors is None:
+        return None
+    if not args.measure:
+        raise ValueError("--tensors needs --measure")
+    import os
+    import numpy as np
+    if not os.path.isfile(args.tensors):
+        raise FileNotFoundError(f"--tensors: file not found: {args.tensors}")
+    with np.load(args.tensors, allow_pickle=False) as z:   # numpy only: no torch import here
+        return {k: np.asarray(z[k]) for k in z.files}
+
+
 def run(args) -> int:
     law, source = load_law(args.law)
     rec = recommend(bits=args.bits, block=parse_block(args.block), law=law, law_source=source,
                     params=args.params, tokens=args.tokens, budget=args.budget, k=args.k,
                     runners_up=args.runners_up, measure=args.measure, samples=args.samples,
-                    seed=args.seed)
+                    seed=args.seed, tensors=_tensors(args))
     if args.json:
         print(json.dumps(rec.to_dict(), indent=2))
     else:

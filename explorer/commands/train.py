@@ -42,6 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--accumulator", default=None,
                    help="run every quantized layer's GEMMs through an emulated accumulator, e.g. "
                         "e8m13/rtz or e8m13/rtz/chunk128 (slow, exact; small models)")
+    p.add_argument("--capture", default=None, metavar="OUT.npz",
+                   help="after training, save the weights, activations and output gradients of "
+                        "every linear layer on a held-out batch (for fpx recommend --tensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -75,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         ptq_run(args.db, r.key, ptq_specs, ckpt_dir=args.ckpt_dir)
         from ..train.store import load_ptq
         ptq_rows = [row for row in load_ptq(args.db) if row["run_key"] == r.key]
+    if args.capture:
+        from ..train.capture import capture_from_run, save_tensors
+        from ..train.data import load_corpus
+        corpus = load_corpus(cfg.corpus)
+        save_tensors(args.capture, capture_from_run(r.ckpt_dir, corpus.val, 4, cfg.seq_len,
+                                                    seed=args.seed))
     out = {"key": r.key, "val_loss": r.val_loss, "params": r.params, "tokens": r.tokens,
            "format": args.format, "block": None if q.fmt is None or q.block is None else str(q.block),
            "targets": list(q.targets) if q.fmt else [], "skipped": r.skipped, "curve": r.curve,
