@@ -245,7 +245,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     if acc is None:
         return a @ b
     from fpformat.gemm_torch import emulated_mm
-    return emulated_mm(a, b, acc)
+    return emulated_mm(a.contiguous(), b.contiguous(), acc)
 
 
 class _QGemm(torch.autograd.Function):
@@ -299,7 +299,7 @@ class _QGemm(torch.autograd.Function):
                 gx = _mm(g.to(cd), wd.to(cd), ctx.acc)
             if ctx.needs_input_grad[1]:
                 g = op_wd(gy, 0, ctx.seeds[1]) if op_wd is not None else gy
-                gw = _mm(g.to(cd).t().contiguous(), xw.to(cd), ctx.acc).to(ctx.wdtype)
+                gw = _mm(g.to(cd).t(), xw.to(cd), ctx.acc).to(ctx.wdtype)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 gb = gy.sum(0).to(ctx.wdtype)
         return gx, gw, gb, None
