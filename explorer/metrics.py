@@ -59,27 +59,18 @@ def _resolve(fmt):
 
 
 def scaled_quantize(fmt, x: np.ndarray, block: int | None) -> np.ndarray:
-    """Quantize ``x`` with amax scaling held exactly: one scale per tensor (``block=None``) or per
-    ``block`` consecutive elements of the last axis.  Same shape as ``x``, float64."""
+    """Quantize ``x`` with amax scaling (Sun et al.; ``fpformat.BlockFormat`` rule ``"amax"``,
+    float32 scales): one scale per tensor (``block=None``) or per ``block`` consecutive elements
+    of the last axis.  Same shape as ``x``, float64."""
+    from fpformat import BlockFormat
     f = _resolve(fmt)
     x = np.asarray(x, dtype=np.float64)
     if block is not None and (isinstance(block, bool) or int(block) != block or block < 1):
         raise ValueError(f"block: expected a positive integer or None, got {block!r}")
-    shape = x.shape
-    if block is None:
-        rows = x.reshape(1, -1)
-    else:
-        last = shape[-1] if x.ndim else 1
-        width = last + (-last) % int(block)
-        flat = np.zeros((x.size // max(last, 1), width))
-        flat[:, :last] = x.reshape(-1, last)     # zero padding does not change a block's amax
-        rows = flat.reshape(-1, int(block))
-    amax = np.max(np.abs(rows), axis=1, keepdims=True)
-    scale = np.where(amax > 0, f.max / np.where(amax > 0, amax, 1.0), 1.0)
-    q = f.quantize(rows * scale, rounding="rne", saturate=True) / scale
-    if block is None:
-        return q.reshape(shape)
-    return q.reshape(-1, width)[:, :last].reshape(shape)
+    if x.ndim == 0:
+        x = x.reshape(1)
+    b = BlockFormat(f, "tensor" if block is None else int(block), scale_rule="amax")
+    return b.quantize(x, rounding="rne", saturate=True)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,470 @@
-"""Block scaling (being written): BlockFormat pairs an element format with a scale."""
+"""Block scaling: `BlockFormat` pairs an element format with a scale shared by a block.
+
+    b = get_format("mxfp4")                      # OCP MX: float4_e2m1fn elements, E8M0 scale / 32
+    enc = b.encode(x)                            # enc.codes (x's shape), enc.scales (per block)
+    y = b.decode(enc)                            # == b.quantize(x)
+    get_format("e4m3/channel")                   # Sun et al.: S = amax/max_elem per row, float32
+    get_format("e2m1/16/ue4m3fn/nvfp4")          # NVFP4 (= get_format("nvfp4"))
+    get_format("e4m3/128x128")                   # 2-D tiles over the last two axes
+
+Scale rules (``scale_rule``), for a block with largest magnitude ``amax``:
+
+* ``"ocp"`` (OCP Microscaling Formats v1.0): ``X = 2**(floor(log2 amax) - emax_elem)`` with
+  ``emax_elem = floor(log2(element.max))`` (E4M3FN 8, E5M2 15, E2M3 2, E3M2 4, E2M1 2, INT8 0),
+  the exponent clamped to E8M0's ``[-127, 127]``; a zero block gets ``2**-127``.
+* ``"amax"`` (Sun et al.): ``S = amax / element.max``; with ``scale_format=None`` it is held as
+  a float32 (rounded to nearest); with a scale format it is rounded into it, ``"up"`` (no element
+  overflows) or ``"nearest"`` (``scale_rounding``); a zero block gets scale 1 (elements 0).
+* ``"nvfp4"``: a float32 tensor scale ``s_t = amax_tensor / (448 * 6)`` (1 for an all-zero
+  tensor) and a per-block scale ``s_b = round_nearest_sat(amax_block / (6 * s_t))`` in the scale
+  format (UE4M3); elements are scaled by ``s_b * s_t`` (a zero ``s_b`` gives zero elements).
+
+Elements are ``round(x / scale)`` into the element format, saturating (values beyond the element
+max clamp to ±max, as OCP prescribes), with the chosen rounding mode; ``x / scale`` is formed in
+float64 (exact for power-of-two scales, correctly rounded otherwise).  A block holding a NaN or
+an infinity gets a NaN scale (E8M0 code 255, the scale format's NaN, or a float32 NaN) and all
+its elements decode as NaN.  Blocks may be ragged: the last block along the axis is shorter when
+the length is not a multiple of the block size.  Stochastic rounding draws element ``i``'s random
+bits from its flat index in ``x``, as for element formats.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
 
-class BlockFormat:  # replaced by the block-scaling implementation
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("BlockFormat is not implemented yet")
+import numpy as np
+
+from .arrays import as_float_array, restore_dtype
+from .format import FloatFormat
+
+SCALE_RULES = ("ocp", "amax", "nvfp4")
+SCALE_ROUNDINGS = ("up", "nearest")
 
 
-def get_block_format(name: str):
-    return None
+def _element(fmt) -> FloatFormat:
+    from .presets import element_format
+    f = element_format(fmt) if isinstance(fmt, str) else fmt
+    if not isinstance(f, FloatFormat):
+        raise TypeError(f"element must be an element format (FloatFormat or name), got {fmt!r}")
+    return f
+
+
+@dataclass(frozen=True)
+class BlockEncoding:
+    """What :meth:`BlockFormat.encode` returns.
+
+    codes: element codes, ``x``'s shape, the element format's code dtype.
+    scales: per-block scale codes (the scale format's code dtype) or float32 scale values
+        (``scale_format=None``); shape: ``x``'s shape with the block axis (or the two tile axes)
+        replaced by the number of blocks along it (``1`` for ``"tensor"``).
+    tensor_scale: the float32 per-tensor scale of the ``"nvfp4"`` rule, else None.
+    """
+    codes: np.ndarray
+    scales: np.ndarray
+    tensor_scale: float | None
+    format: "BlockFormat"
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class BlockFormat:
+    """An element format with a shared scale per block (see the module docstring).
+
+    Args:
+        element: the element format (FloatFormat or a name).
+        block_size: elements per block along ``axis`` (int >= 1), ``"channel"`` (the whole axis:
+            one scale per row) or ``"tensor"`` (one scale for the whole array).
+        axis: the axis blocks run along (default the last).
+        tile: ``(rows, cols)`` 2-D tiles over the last two axes instead (e.g. ``(128, 128)``
+            for weights, ``(1, 128)`` for activations); ``block_size`` is then ignored.
+        scale_format: None (float32 scales) or a FloatFormat (E8M0, UE4M3, any).
+        scale_rule: ``"ocp"``, ``"amax"`` or ``"nvfp4"``.
+        scale_rounding: for ``"amax"`` into a scale format: ``"up"`` or ``"nearest"``.
+        name: display name; not part of equality.
+    """
+
+    element: Any
+    block_size: int | str = 32
+    axis: int = -1
+    tile: tuple[int, int] | None = None
+    scale_format: Any = None
+    scale_rule: str = "amax"
+    scale_rounding: str = "up"
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "element", _element(self.element))
+        if self.scale_format is not None:
+            object.__setattr__(self, "scale_format", _element(self.scale_format))
+        bs = self.block_size
+        if isinstance(bs, str):
+            if bs not in ("channel", "tensor"):
+                raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', got {bs!r}")
+        elif isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', got {bs!r}")
+        else:
+            object.__setattr__(self, "block_size", int(bs))
+        if self.tile is not None:
+            t = tuple(self.tile)
+            if len(t) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                  for v in t):
+                raise ValueError(f"tile must be (rows, cols) with ints >= 1, got {self.tile!r}")
+            object.__setattr__(self, "tile", (int(t[0]), int(t[1])))
+        if isinstance(self.axis, bool) or not isinstance(self.axis, (int, np.integer)):
+            raise TypeError(f"axis must be an int, got {self.axis!r}")
+        if self.scale_rule not in SCALE_RULES:
+            raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, got {self.scale_rule!r}")
+        if self.scale_rounding not in SCALE_ROUNDINGS:
+            raise ValueError(f"scale_rounding must be 'up' or 'nearest', got {self.scale_rounding!r}")
+        if self.scale_rule == "ocp" and self.scale_format is not None and not _is_pow2_format(self.scale_format):
+            raise ValueError("scale_rule 'ocp' needs a power-of-two scale format (E8M0-like: "
+                             "unsigned, man_bits=0, no zero) or scale_format=None")
+        if self.scale_rule == "nvfp4" and self.scale_format is None:
+            raise ValueError("scale_rule 'nvfp4' needs a scale_format (UE4M3: 'ue4m3fn')")
+        if self.element.max <= 0:
+            raise ValueError("the element format needs a positive max")
+
+    # ----------------------------------------------------------------------------- naming
+    @property
+    def spec(self) -> str:
+        """A spec string ``ELEMENT/BLOCK[/SCALE][/RULE]`` that ``get_format`` parses back."""
+        blk = f"{self.tile[0]}x{self.tile[1]}" if self.tile else str(self.block_size)
+        parts = [self.element.spec, blk]
+        default_rule = "ocp" if self.scale_format is not None and _is_pow2_format(self.scale_format) \
+            else "amax"
+        if self.scale_format is not None:
+            parts.append(self.scale_format.spec)
+        if self.scale_rule != default_rule or self.scale_rounding != "up":
+            parts.append(self.scale_rule + ("" if self.scale_rounding == "up" else "-nearest"))
+        s = "/".join(parts)
+        return s if self.axis == -1 else f"{s}@axis{self.axis}"
+
+    def __str__(self) -> str:
+        return self.name or self.spec
+
+    @property
+    def bits_per_element(self) -> float:
+        """Element bits plus the scale's storage (whole bytes: UE4M3 takes 8) spread over its
+        block (for ``"channel"``/``"tensor"`` the scale is not counted)."""
+        if self.tile:
+            n = self.tile[0] * self.tile[1]
+        elif isinstance(self.block_size, int):
+            n = self.block_size
+        else:
+            return float(self.element.bits)
+        sbits = 32 if self.scale_format is None else -(-self.scale_format.bits // 8) * 8
+        return self.element.bits + sbits / n
+
+    def describe(self) -> dict[str, Any]:
+        """Properties as a JSON-ready dict (what `fpx info` prints)."""
+        return {"name": str(self), "spec": self.spec, "element": self.element.describe(),
+                "block_size": self.block_size, "axis": self.axis, "tile": self.tile,
+                "scale_format": "float32" if self.scale_format is None else self.scale_format.describe(),
+                "scale_rule": self.scale_rule, "scale_rounding": self.scale_rounding,
+                "bits_per_element": self.bits_per_element,
+                "emax_elem": _emax_elem(self.element)}
+
+    # ----------------------------------------------------------------------------- operations
+    def encode(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
+               sr_bits: int | None = None) -> BlockEncoding:
+        """Scales per block and element codes of ``x`` (float16/bfloat16/float32/float64)."""
+        arr, kind = as_float_array(x)
+        x64 = np.asarray(arr, dtype=np.float64)
+        sval, scodes, tscale = self._scales(x64)
+        full = self._broadcast(sval, x64.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = x64 / np.where(np.isfinite(full) & (full != 0), full, 1.0)
+        y = np.where(np.isfinite(full) & (full != 0), y, 0.0)
+        codes = self.element.encode(y, rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
+        return BlockEncoding(codes, scodes, tscale, self, tuple(x64.shape), kind)
+
+    def decode(self, enc: BlockEncoding, dtype=np.float64) -> np.ndarray:
+        """Values of an encoding (NaN throughout blocks whose scale is NaN)."""
+        if not isinstance(enc, BlockEncoding):
+            raise TypeError(f"enc must be a BlockEncoding from encode(), got {type(enc).__name__}")
+        sval = self._scale_values(enc.scales, enc.tensor_scale)
+        full = self._broadcast(sval, enc.codes.shape)
+        vals = self.element.decode(enc.codes)
+        with np.errstate(invalid="ignore"):
+            out = np.where(full == 0, 0.0 * vals, vals * full)
+        if str(dtype) in ("float64", "<class 'numpy.float64'>") or dtype is np.float64:
+            return out
+        return restore_dtype(out, str(dtype) if isinstance(dtype, str) else np.dtype(dtype).name)
+
+    def quantize(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
+                 sr_bits: int | None = None):
+        """``decode(encode(x))`` with ``x``'s dtype and shape (the product element × scale is
+        exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales)."""
+        enc = self.encode(x, rounding, saturate, seed, sr_bits)
+        out = self.decode(enc)
+        return restore_dtype(out, enc.dtype, like=x)
+
+    # ----------------------------------------------------------------------------- scales
+    def _layout(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+        """The scales' shape and, per axis, (axis, block length) for blocked axes."""
+        nd = len(shape)
+        if nd == 0:
+            raise ValueError("x must have at least one dimension")
+        if self.tile is not None:
+            if nd < 2:
+                raise ValueError(f"tile {self.tile} needs an array of at least 2 dimensions")
+            blocks = [(nd - 2, self.tile[0]), (nd - 1, self.tile[1])]
+        elif self.block_size == "tensor":
+            blocks = [(a, max(shape[a], 1)) for a in range(nd)]
+        else:
+            ax = self.axis
+            if not -nd <= ax < nd:
+                raise ValueError(f"axis {ax} is out of range for an array of {nd} dimensions")
+            ax %= nd
+            n = max(shape[ax], 1) if self.block_size == "channel" else self.block_size
+            blocks = [(ax, n)]
+        sshape = list(shape)
+        for a, n in blocks:
+            sshape[a] = -(-shape[a] // n) if shape[a] else 0
+        return tuple(sshape), blocks
+
+    def _block_reduce(self, a: np.ndarray, func) -> np.ndarray:
+        """Reduce ``a`` over each block with ``func`` (a numpy reduction taking ``axis``)."""
+        sshape, blocks = self._layout(a.shape)
+        out = a
+        for ax, n in blocks:
+            nb = sshape[ax]
+            pad = nb * n - out.shape[ax]
+            if pad:
+                widths = [(0, 0)] * out.ndim
+                widths[ax] = (0, pad)
+                out = np.pad(out, widths, constant_values=0)
+            new = out.shape[:ax] + (nb, n) + out.shape[ax + 1:]
+            out = func(out.reshape(new), axis=ax + 1)
+        return out
+
+    def _broadcast(self, s: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        _, blocks = self._layout(shape)
+        out = s
+        for ax, n in blocks:
+            out = np.repeat(out, n, axis=ax)
+            out = np.take(out, np.arange(shape[ax]), axis=ax)
+        return out
+
+    def _scales(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """(scale values, scale codes or float32 values, tensor scale) per block."""
+        mag = np.abs(x)
+        bad = ~np.isfinite(x)
+        amax = self._block_reduce(np.where(bad, 0.0, mag), np.max)
+        nonfinite = self._block_reduce(bad, np.any)
+        rule, sf = self.scale_rule, self.scale_format
+        tscale = None
+        if rule == "ocp":
+            with np.errstate(divide="ignore"):
+                _, e2 = np.frexp(amax)                     # amax = m * 2**e2, m in [0.5, 1)
+            exp = np.where(amax > 0, e2 - 1 - _emax_elem(self.element), -127)
+            exp = np.clip(exp, -127, 127)
+            values = np.ldexp(1.0, exp.astype(np.int64))
+            if sf is None:
+                codes = values.astype(np.float32)
+            else:
+                codes = sf.encode(values, rounding="rne", saturate=True)
+        elif rule == "amax":
+            with np.errstate(invalid="ignore"):
+                s = amax / self.element.max
+            if sf is None:
+                codes = np.where(s > 0, s, 1.0).astype(np.float32)
+                values = codes.astype(np.float64)
+            else:
+                mode = "rtp" if self.scale_rounding == "up" else "rne"
+                codes = sf.encode(np.where(s > 0, s, 1.0), rounding=mode, saturate=True)
+                values = sf.decode(codes)
+        else:  # nvfp4
+            finite = x[np.isfinite(x)]
+            at = float(np.max(np.abs(finite))) if finite.size else 0.0
+            tscale = float(np.float32(at / (448.0 * 6.0))) if at > 0 else 1.0
+            if not np.isfinite(x).all():
+                tscale = float("nan")
+            with np.errstate(invalid="ignore"):
+                sb = amax / (6.0 * tscale)
+            codes = sf.encode(np.where(np.isfinite(sb), sb, 0.0), rounding="rne", saturate=True)
+            values = sf.decode(codes) * tscale
+        # Blocks with NaN/inf: NaN scale.
+        if sf is None:
+            codes = np.where(nonfinite, np.float32(np.nan), codes).astype(np.float32)
+            values = np.where(nonfinite, np.nan, values)
+        else:
+            nan_code = _nan_code(sf)
+            codes = np.where(nonfinite, nan_code, codes).astype(sf.dtype)
+            values = np.where(nonfinite, np.nan, values)
+        return values, codes, tscale
+
+    def _scale_values(self, scales: np.ndarray, tscale: float | None) -> np.ndarray:
+        if self.scale_format is None:
+            return np.asarray(scales, dtype=np.float64)
+        v = self.scale_format.decode(np.asarray(scales))
+        return v * tscale if self.scale_rule == "nvfp4" else v
+
+
+def _is_pow2_format(f: FloatFormat) -> bool:
+    return f.man_bits == 0 and not f.signed
+
+
+def _emax_elem(f: FloatFormat) -> int:
+    """OCP's emax_elem: the exponent of the element format's largest binade."""
+    return int(math.floor(math.log2(f.max)))
+
+
+def _nan_code(f: FloatFormat) -> int:
+    if not f.has_nan:
+        raise ValueError(f"scale format {f} has no NaN to mark a block holding NaN/inf")
+    return int(f.encode(np.array([np.nan]))[0])
+
+
+# --------------------------------------------------------------------------------- presets
+def _mx(element: str, name: str) -> BlockFormat:
+    return BlockFormat(element, 32, scale_format="float8_e8m0fnu", scale_rule="ocp", name=name)
+
+
+BLOCK_PRESETS: dict[str, BlockFormat] = {
+    "mxfp8_e4m3": _mx("float8_e4m3fn", "mxfp8_e4m3"),
+    "mxfp8_e5m2": _mx("float8_e5m2", "mxfp8_e5m2"),
+    "mxfp6_e2m3": _mx("float6_e2m3fn", "mxfp6_e2m3"),
+    "mxfp6_e3m2": _mx("float6_e3m2fn", "mxfp6_e3m2"),
+    "mxfp4": _mx("float4_e2m1fn", "mxfp4"),
+    # MXINT8: 8-bit integers with an implicit scale 2**-6, k/64 for |k| <= 127 (sign-magnitude:
+    # -128 is never produced, as the OCP spec recommends).
+    "mxint8": BlockFormat(FloatFormat(0, 7, bias=0, name="int8_2m6"), 32,
+                          scale_format="float8_e8m0fnu", scale_rule="ocp", name="mxint8"),
+    "nvfp4": BlockFormat("float4_e2m1fn", 16, scale_format="ue4m3fn", scale_rule="nvfp4",
+                         name="nvfp4"),
+}
+
+_BLOCK_SPEC = re.compile(r"^(?P<el>[^/]+)/(?P<blk>\d+|channel|tensor|\d+x\d+)"
+                         r"(?:/(?P<scale>[^/@]+?))?(?:/(?P<rule>ocp|amax|nvfp4)(?P<near>-nearest)?)?"
+                         r"(?:@axis(?P<axis>-?\d+))?$")
+
+
+def get_block_format(name: str) -> BlockFormat | None:
+    """A block preset or ``ELEMENT/BLOCK[/SCALE][/RULE][@axisN]`` spec; None for other names.
+
+    ``BLOCK`` is an int, ``channel``, ``tensor`` or ``RxC`` tiles; ``SCALE`` any element format
+    name (``e8m0``, ``ue4m3fn``...); ``RULE`` ``ocp`` (default for power-of-two scales), ``amax``
+    (default otherwise) or ``nvfp4``, optionally ``-nearest`` for amax scales rounded to nearest.
+    """
+    key = name.strip().lower()
+    if key in BLOCK_PRESETS:
+        return BLOCK_PRESETS[key]
+    if "/" not in key:
+        return None
+    m = _BLOCK_SPEC.match(key)
+    if not m:
+        raise ValueError(f"unknown block format {name!r}: expected ELEMENT/BLOCK[/SCALE][/RULE], "
+                         f"e.g. 'e2m1/32/e8m0', 'e4m3/channel', 'e2m1/16/ue4m3fn/nvfp4', 'e4m3/128x128'")
+    from .presets import get_format
+    el = get_format(m["el"])
+    if not isinstance(el, FloatFormat):
+        raise ValueError(f"block format {name!r}: the element must be an element format")
+    scale = get_format(m["scale"]) if m["scale"] else None
+    if scale is not None and not isinstance(scale, FloatFormat):
+        raise ValueError(f"block format {name!r}: the scale must be an element format")
+    rule = m["rule"] or ("ocp" if scale is not None and _is_pow2_format(scale) else "amax")
+    blk = m["blk"]
+    kw: dict = dict(scale_format=scale, scale_rule=rule,
+                    scale_rounding="nearest" if m["near"] else "up", name=key)
+    if m["axis"] is not None:
+        kw["axis"] = int(m["axis"])
+    if "x" in blk:
+        r, c = blk.split("x")
+        return BlockFormat(el, 32, tile=(int(r), int(c)), **kw)
+    return BlockFormat(el, blk if blk in ("channel", "tensor") else int(blk), **kw)
+
+
+# --------------------------------------------------------------------------------- golden vectors
+@dataclass(frozen=True)
+class BlockVectors:
+    """Golden vectors of a block format: each row of ``inputs`` (float32) is encoded on its own
+    (one block, or one tensor for ``"nvfp4"``); ``encodings[r]`` and ``values[r]`` are row r's
+    expected result."""
+    inputs: np.ndarray          # (rows, block length) float32
+    kinds: list[str]
+    encodings: list[BlockEncoding]
+    values: np.ndarray          # decoded, float64
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True, count: int = 100,
+                  seed: int = 0) -> BlockVectors:
+    """Blocks to verify a block-quantization unit against: a zero block, blocks holding NaN, +inf
+    and -inf, a block whose maximum saturates after scaling, the element grid with its ties,
+    tiny and huge blocks at the scale's limits, and ``count`` random Gaussian blocks of random
+    magnitude.  Rows have the block length (32 for ``"channel"``/``"tensor"``/tiles) and are
+    encoded one at a time, so a NaN in one row does not spread to another."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    k = fmt.block_size if isinstance(fmt.block_size, int) and fmt.tile is None else 32
+    one_row = fmt if fmt.tile is None else BlockFormat(fmt.element, k, scale_format=fmt.scale_format,
+                                                       scale_rule=fmt.scale_rule,
+                                                       scale_rounding=fmt.scale_rounding)
+    rng = np.random.default_rng(seed)
+    el = fmt.element
+    rows: list[np.ndarray] = []
+    kinds: list[str] = []
+
+    def add(v, kind):
+        rows.append(np.asarray(v, dtype=np.float32).reshape(k))
+        kinds.append(kind)
+
+    add(np.zeros(k), "zero")
+    for special, kind in ((np.nan, "nan"), (np.inf, "+inf"), (-np.inf, "-inf")):
+        v = rng.standard_normal(k)
+        v[k // 2] = special
+        add(v, kind)
+    top = el.max * 1.99                                   # amax just below the next binade
+    add(np.linspace(-top, top, k), "saturating")
+    vals = el.values()
+    add(np.resize(np.concatenate([vals, (vals[1:] + vals[:-1]) / 2]), k), "element-grid+ties")
+    add(np.full(k, 1e-40), "tiny")
+    add(np.full(k, 3e38), "huge")
+    for _ in range(count):
+        add(rng.standard_normal(k) * np.exp2(rng.uniform(-20, 20)), "random")
+    x = np.stack(rows)
+    encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, seed=seed)
+            for r in range(len(rows))]
+    values = np.concatenate([one_row.decode(e) for e in encs])
+    return BlockVectors(x, kinds, encs, values)
+
+
+def write_block_vectors(vec: BlockVectors, fmt: BlockFormat, path: str, style: str = "csv",
+                        header: list[str] | None = None) -> None:
+    """CSV ``block,kind,element,input_f32_hex,scale_code,element_code,value[,tensor_scale_hex]``
+    (one line per element; scale codes in hex for a scale format, float32 bits otherwise), or hex
+    lines ``IIIIIIII SS CC [TTTTTTTT]`` (the last field: the float32 tensor scale, nvfp4 only)."""
+    bits = vec.inputs.view(np.uint32)
+    ew = (fmt.element.bits + 3) // 4
+    sw = 8 if fmt.scale_format is None else (fmt.scale_format.bits + 3) // 4
+    nv = fmt.scale_rule == "nvfp4"
+    with open(path, "w") as fh:
+        for line in header or []:
+            fh.write(("# " if style == "csv" else "// ") + line + "\n")
+        if style == "csv":
+            fh.write("block,kind,element,input_f32_hex,scale_code,element_code,value"
+                     + (",tensor_scale_hex" if nv else "") + "\n")
+        elif style != "hex":
+            raise ValueError(f"style must be csv or hex, got {style!r}")
+        for r, enc in enumerate(vec.encodings):
+            sc = enc.scales.reshape(-1)
+            if fmt.scale_format is None:
+                sc = sc.astype(np.float32).view(np.uint32)
+            ts = f"{int(np.float32(enc.tensor_scale).view(np.uint32)):08X}" if nv else ""
+            per = vec.inputs.shape[1] // len(sc)
+            for j in range(vec.inputs.shape[1]):
+                s = int(sc[min(j // per, len(sc) - 1)])
+                c = int(enc.codes.reshape(-1)[j])
+                if style == "csv":
+                    fh.write(f"{r},{vec.kinds[r]},{j},{int(bits[r, j]):08X},{s:0{sw}X},{c:0{ew}X},"
+                             f"{float(vec.values[r, j])!r}" + (f",{ts}" if nv else "") + "\n")
+                else:
+                    fh.write(f"{int(bits[r, j]):08X} {s:0{sw}X} {c:0{ew}X}" + (f" {ts}" if nv else "")
+                             + "\n")

@@ -126,6 +126,15 @@ def format_spec(fmt: FloatFormat) -> str:
     return repr(fmt)
 
 
+def element_format(name: str) -> FloatFormat:
+    """An element format by preset name or element spec (no block formats)."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _ELEMENT_PRESETS:
+        return _ELEMENT_PRESETS[key]
+    return parse_element_spec(key)
+
+
 def get_format(name):
     """A `FloatFormat` or `BlockFormat` by preset name or spec string (instances pass through).
 

@@ -109,3 +109,27 @@ def test_vectors_dot(tmp_path, capsys):
         bv = fa.decode(np.array([int(c, 16) for c in b.split()], dtype=np.uint8))
         y = matmul(av[None, :], bv[:, None], "e8m13", "rtz")
         assert float(y[0, 0]) == float(acc_value), kind
+
+
+def test_vectors_block_format(tmp_path, capsys):
+    path = tmp_path / "b.csv"
+    code, out, _ = run_cli(capsys, "vectors", "-f", "mxfp4", "--count", "3", "--out", str(path),
+                           "--json")
+    d = json.loads(out)
+    assert code == 0 and d["kinds"]["random"] == 3 and {"nan", "zero", "saturating"} <= set(d["kinds"])
+    rows = list(csv.DictReader(line for line in open(path) if not line.startswith("#")))
+    b = get_format("mxfp4")
+    x = np.array([int(r["input_f32_hex"], 16) for r in rows], dtype=np.uint32).view(np.float32)
+    blocks = x.reshape(-1, 32)
+    for i in range(len(blocks)):
+        enc = b.encode(blocks[i:i + 1])
+        got = [int(r["element_code"], 16) for r in rows[32 * i:32 * (i + 1)]]
+        assert got == enc.codes.reshape(-1).tolist()
+        assert int(rows[32 * i]["scale_code"], 16) == int(enc.scales[0, 0])
+
+
+def test_info_block_format(capsys):
+    code, out, _ = run_cli(capsys, "info", "nvfp4", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["scale_rule"] == "nvfp4" and d["block_size"] == 16
+    assert d["bits_per_element"] == 4.5

@@ -155,3 +155,14 @@ def test_torch_face_straight_through_and_dtypes():
         assert q.dtype == dt and q.shape == t.shape
         assert torch.equal(q.double(), torch.from_numpy(get_format("e2m3").quantize(
             t.double().numpy(), saturate=True)))
+
+
+def test_torch_face_block_formats():
+    torch = pytest.importorskip("torch")
+    from fpformat.torch import quantize
+    x = torch.randn(4, 64, dtype=torch.float32, requires_grad=True)
+    y = quantize(x, "mxfp4")
+    assert torch.equal(y.detach(), torch.from_numpy(get_format("mxfp4").quantize(x.detach().numpy())))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert quantize(x.detach().to(torch.bfloat16), "e4m3/channel").dtype == torch.bfloat16

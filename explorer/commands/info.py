@@ -140,7 +140,9 @@ def _print_text(fmt, info: dict) -> None:
             continue
         if isinstance(v, float):
             v = f"{v:.10g}"
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "spec" in v:
+            v = f"{v.get('name')} ({v['spec']}, {v.get('bits')} bits, max {v.get('max'):.6g})"
+        elif isinstance(v, dict):
             v = json.dumps(v, default=str)
         print(f"  {k:22s} {v}")
     sp = info.get("specials")

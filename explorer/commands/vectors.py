@@ -79,9 +79,11 @@ def run(args) -> int:
         kinds = {str(k): int((vec.kinds == k).sum()) for k in sorted(set(vec.kinds.tolist()))}
     else:
         from fpformat.block import block_vectors, write_block_vectors
-        vec = block_vectors(fmt, args.rounding, args.saturate, args.count, args.seed)
+        # OCP MX and NVFP4 clamp scaled elements to the element max: block formats saturate.
+        vec = block_vectors(fmt, args.rounding, True, args.count, args.seed)
         write_block_vectors(vec, fmt, args.out, args.style, header)
-        n, kinds = len(vec), {}
+        n = len(vec)
+        kinds = {k: vec.kinds.count(k) for k in sorted(set(vec.kinds))}
     summary = {"out": args.out, "vectors": n, "format": str(fmt), "kinds": kinds}
     print(json.dumps(summary) if args.json else f"wrote {n} vectors to {args.out} {kinds}")
     return 0
