@@ -169,10 +169,41 @@ class BlockFormat:
                 "emax_elem": _emax_elem(self.element)}
 
     # ----------------------------------------------------------------------------- operations
+    def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool):
+        """The fused numba pass (fpformat.block_kernels) when blocks run along the last axis;
+        None for tiles and other axes (the numpy path below handles those)."""
+        if self.tile is not None or arr.ndim == 0 or arr.size == 0:
+            return None
+        if self.block_size != "tensor" and self.axis % arr.ndim != arr.ndim - 1:
+            return None
+        from .block_kernels import run_blocks
+        x = np.ascontiguousarray(arr)
+        L = x.shape[-1]
+        if self.block_size == "tensor":
+            x2, k = x.reshape(1, -1), x.size
+        else:
+            x2 = x.reshape(-1, L)
+            k = L if self.block_size == "channel" else self.block_size
+        tscale = None
+        if self.scale_rule == "nvfp4":
+            tscale = _tensor_scale(x)
+        codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
+                                        sr_bits, want_out)
+        sshape, _ = self._layout(x.shape)
+        return (codes.reshape(x.shape), scales.reshape(sshape), tscale,
+                None if out is None else out.reshape(x.shape))
+
     def encode(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
                sr_bits: int | None = None) -> BlockEncoding:
         """Scales per block and element codes of ``x`` (float16/bfloat16/float32/float64)."""
         arr, kind = as_float_array(x)
+        fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=False)
+        if fused is not None:
+            codes, scales, tscale, _ = fused
+            return BlockEncoding(codes, scales, tscale, self, tuple(arr.shape), kind)
+        return self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
+
+    def _encode_numpy(self, arr, kind, rounding, saturate, seed, sr_bits) -> BlockEncoding:
         x64 = np.asarray(arr, dtype=np.float64)
         sval, scodes, tscale = self._scales(x64)
         full = self._broadcast(sval, x64.shape)
@@ -199,9 +230,12 @@ class BlockFormat:
                  sr_bits: int | None = None):
         """``decode(encode(x))`` with ``x``'s dtype and shape (the product element × scale is
         exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales)."""
-        enc = self.encode(x, rounding, saturate, seed, sr_bits)
-        out = self.decode(enc)
-        return restore_dtype(out, enc.dtype, like=x)
+        arr, kind = as_float_array(x)
+        fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=True)
+        if fused is not None:
+            return restore_dtype(fused[3], kind, like=x)
+        enc = self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
+        return restore_dtype(self.decode(enc), enc.dtype, like=x)
 
     # ----------------------------------------------------------------------------- scales
     def _layout(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
@@ -279,11 +313,7 @@ class BlockFormat:
                 codes = sf.encode(np.where(s > 0, s, 1.0), rounding=mode, saturate=True)
                 values = sf.decode(codes)
         else:  # nvfp4
-            finite = x[np.isfinite(x)]
-            at = float(np.max(np.abs(finite))) if finite.size else 0.0
-            tscale = float(np.float32(at / (448.0 * 6.0))) if at > 0 else 1.0
-            if not np.isfinite(x).all():
-                tscale = float("nan")
+            tscale = _tensor_scale(x)
             with np.errstate(invalid="ignore"):
                 sb = amax / (6.0 * tscale)
             codes = sf.encode(np.where(np.isfinite(sb), sb, 0.0), rounding="rne", saturate=True)
@@ -303,6 +333,15 @@ class BlockFormat:
             return np.asarray(scales, dtype=np.float64)
         v = self.scale_format.decode(np.asarray(scales))
         return v * tscale if self.scale_rule == "nvfp4" else v
+
+
+def _tensor_scale(x: np.ndarray) -> float:
+    """NVFP4's float32 per-tensor scale amax/(448*6): 1 for an all-zero tensor, NaN when the
+    tensor holds a NaN or an infinity."""
+    if not np.isfinite(x).all():
+        return float("nan")
+    at = float(np.max(np.abs(x))) if x.size else 0.0
+    return float(np.float32(at / (448.0 * 6.0))) if at > 0 else 1.0
 
 
 def _is_pow2_format(f: FloatFormat) -> bool:

@@ -193,3 +193,21 @@ def test_other_input_dtypes(dtype):
     b = get_format("mxfp8_e4m3")
     assert np.array_equal(b.decode(b.encode(x)), ref_mx(x.astype(np.float64), b.element)[0])
     assert b.quantize(x).dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e5m2", "mxint8", "nvfp4", "e4m3/channel", "e4m3/tensor",
+                                  "e2m1/7", "e2m1/16/ue4m3fn/amax-nearest", "e3m2/32/e8m0"])
+@pytest.mark.parametrize("mode,saturate", [("rne", True), ("sr", True), ("rtz", False), ("rna", False)])
+def test_fused_kernel_equals_numpy_path(name, mode, saturate):
+    b = get_format(name)
+    x = wide_data(5, 90, seed=13)
+    x[0, 7] = np.nan
+    x[3, 50] = -np.inf
+    for src in (x, x.astype(np.float64)):
+        fused = b.encode(src, mode, saturate, seed=4)
+        plain = b._encode_numpy(src, src.dtype.name, mode, saturate, 4, None)
+        assert np.array_equal(fused.codes, plain.codes), name
+        assert np.array_equal(fused.scales.view(np.uint8), plain.scales.view(np.uint8)), name
+        q = b.quantize(src, mode, saturate, seed=4)
+        ref = b.decode(plain).astype(src.dtype)
+        assert np.array_equal(q, ref, equal_nan=True), name

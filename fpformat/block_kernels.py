@@ -1,0 +1,161 @@
+"""The fused block-scaling kernel: per block, amax, scale and element rounding in one pass.
+
+Blocks run along the last axis of a C-contiguous 2-D view ``(rows, L)``; block ``b`` of a row
+holds elements ``[b*k, min((b+1)*k, L))``.  Per block the kernel finds ``amax`` (and whether a
+NaN/inf is present), forms the scale by the format's rule, rounds the scale into the scale format
+and every element ``x / scale`` into the element format, both through the scalar core
+(:func:`fpformat.core.encode_bits`), and writes element codes, scale codes and, for quantize,
+``decode(code) * scale``.  :mod:`fpformat.block` holds the semantics and the plain-numpy path
+(tiles, other axes) that the tests hold this kernel to.
+
+Like :mod:`fpformat.kernels`, each loop is compiled generic (tuples as arguments) and specialised
+(tuples as compile-time constants) once a combination has processed enough elements.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import core
+from .kernels import _JIT, _threads_for, _want_specialized
+
+RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
+
+# Block tuple B (float64): rule, block length, element max, OCP emax_elem, tensor scale,
+# whether scales are float32 values (1) or codes of a scale format (0), element/scale sub units.
+B_RULE, B_K, B_EMAX, B_EMAX_ELEM, B_TSCALE, B_F32, B_ESUB, B_SSUB, B_SNAN = range(9)
+
+
+@numba.njit(inline="always")
+def _f64bits(v):
+    return np.int64(np.float64(v).view(np.int64))
+
+
+@numba.njit(inline="always")
+def _block_scale(amax, bad, B, FS, CS):
+    """(scale value, scale code or float32 bits) for a block with largest magnitude ``amax``."""
+    rule = np.int64(B[B_RULE])
+    if bad:
+        return np.nan, np.int64(B[B_SNAN])
+    if rule == RULE_OCP:
+        if amax > 0:
+            m, e2 = math.frexp(amax)
+            e = e2 - 1 - np.int64(B[B_EMAX_ELEM])
+        else:
+            e = np.int64(-127)
+        e = min(max(e, np.int64(-127)), np.int64(127))
+        s = math.ldexp(1.0, e)
+    elif rule == RULE_AMAX:
+        s = amax / B[B_EMAX] if amax > 0 else 1.0
+    else:  # NVFP4: block scale relative to the tensor scale (0 when that is NaN)
+        s = amax / (6.0 * B[B_TSCALE])
+        if not (s <= 1.7976931348623157e308):
+            s = 0.0
+    if B[B_F32] == 1.0:
+        s32 = np.float32(s)
+        return np.float64(s32), np.int64(s32.view(np.uint32))
+    code = core.encode_bits(_f64bits(s), core.SRC_FLOAT64, FS, CS, np.uint64(0))
+    val = core.decode_code(code, FS, B[B_SSUB])
+    if rule == RULE_NVFP4:
+        val = val * B[B_TSCALE]
+    return val, code
+
+
+@numba.njit(inline="always")
+def _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out):
+    k = np.int64(B[B_K])
+    lo = b * k
+    hi = min(lo + k, L)
+    amax = 0.0
+    bad = False
+    for j in range(lo, hi):
+        v = abs(np.float64(x[r, j]))
+        if not (v <= 1.7976931348623157e308):           # NaN or inf
+            bad = True
+        elif v > amax:
+            amax = v
+    sval, scode = _block_scale(amax, bad, B, FS, CS)
+    scales[r, b] = scode
+    usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+    for j in range(lo, hi):
+        y = np.float64(x[r, j]) / sval if usable else 0.0
+        u = core.sr_random(key, r * L + j) if sr else np.uint64(0)
+        c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
+        codes[r, j] = c
+        if want_out:
+            d = core.decode_code(c, FE, B[B_ESUB])
+            out[r, j] = d * sval if sval != 0.0 else d * 0.0
+
+
+@numba.njit(**_JIT)
+def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out):
+    rows, L = x.shape
+    k = np.int64(B[B_K])
+    nb = (L + k - 1) // k
+    sr = CE[core.C_MODE] == core.SR
+    for t in prange(rows * nb):
+        r = t // nb
+        b = t - r * nb
+        _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+
+
+@functools.lru_cache(maxsize=None)
+def _block_specialized(B, FE, CE, FS, CS):
+    @numba.njit(**_JIT)
+    def block_specialized(x, key, codes, scales, out, want_out):
+        rows, L = x.shape
+        k = np.int64(B[B_K])
+        nb = (L + k - 1) // k
+        sr = CE[core.C_MODE] == core.SR
+        for t in prange(rows * nb):
+            r = t // nb
+            b = t - r * nb
+            _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+    return block_specialized
+
+
+_NO_SCALE_FORMAT = core.as_int64_tuple([0] * core.F_LEN)
+_NO_CALL = core.as_int64_tuple([0] * core.C_LEN)
+
+
+def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,
+               seed, sr_bits, want_out: bool):
+    """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
+    blocks of ``k`` along its last axis.  Returns ``(codes, scales, out)``."""
+    from .block import _emax_elem, _nan_code
+    from .kernels import seed_key
+    from .rounding import call_tuple
+    el, sf = fmt.element, fmt.scale_format
+    CE = call_tuple(el, rounding, saturate, sr_bits)
+    if sf is not None:
+        mode = "rtp" if fmt.scale_rule == "amax" and fmt.scale_rounding == "up" else "rne"
+        FS, CS = sf.params, call_tuple(sf, mode, True, None)
+        snan = float(_nan_code(sf))
+        ssub = 2.0 ** (sf.emin - sf.man_bits)
+    else:
+        FS, CS, snan, ssub = _NO_SCALE_FORMAT, _NO_CALL, float(np.float32(np.nan).view(np.uint32)), 1.0
+    rule = {"ocp": RULE_OCP, "amax": RULE_AMAX, "nvfp4": RULE_NVFP4}[fmt.scale_rule]
+    B = (float(rule), float(k), float(el.max), float(_emax_elem(el)),
+         float(tscale if tscale is not None else 1.0), 1.0 if sf is None else 0.0,
+         2.0 ** (el.emin - el.man_bits), ssub, snan)
+    rows, L = x2.shape
+    nb = -(-L // k)
+    codes = np.empty((rows, L), dtype=el.dtype)
+    scales = np.empty((rows, nb), dtype=np.uint32 if sf is None else sf.dtype)
+    out = np.empty((rows, L) if want_out else (1, 1), dtype=np.float64 if not want_out
+                   else (np.float32 if x2.dtype == np.float32 else np.float64))
+    key = seed_key(seed, CE[core.C_MODE])
+    FE = el.params
+    with _threads_for(x2.size):
+        if _want_specialized(("blk", B, FE, CE, FS, CS), x2.size):
+            _block_specialized(B, FE, CE, FS, CS)(x2, key, codes, scales, out, want_out)
+        else:
+            _block_generic(x2, B, FE, CE, FS, CS, key, codes, scales, out, want_out)
+    if sf is None:
+        scales = scales.view(np.float32)
+    return codes, scales, (out if want_out else None)
