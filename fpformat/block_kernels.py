@@ -15,7 +15,6 @@ Like :mod:`fpformat.kernels`, each loop is compiled generic (tuples as arguments
 from __future__ import annotations
 
 import functools
-import math
 
 import numba
 import numpy as np
@@ -28,7 +27,7 @@ RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
 
 # Block tuple B (float64): rule, block length, element max, OCP emax_elem, tensor scale,
 # whether scales are float32 values (1) or codes of a scale format (0), element/scale sub units.
-B_RULE, B_K, B_EMAX, B_EMAX_ELEM, B_TSCALE, B_F32, B_ESUB, B_SSUB, B_SNAN = range(9)
+B_RULE, B_K, B_EMAX, B_EMAX_ELEM, B_TSCALE, B_F32, B_ESUB, B_SSUB, B_SNAN, B_E8M0 = range(10)
 
 
 @numba.njit(inline="always")
@@ -43,13 +42,16 @@ def _block_scale(amax, bad, B, FS, CS):
     if bad:
         return np.nan, np.int64(B[B_SNAN])
     if rule == RULE_OCP:
+        # floor(log2 amax) from amax's float64 exponent field (amax, from float32/float64 data,
+        # is 0 or a float64 normal); 2**e built the same way: no libm calls per block.
         if amax > 0:
-            m, e2 = math.frexp(amax)
-            e = e2 - 1 - np.int64(B[B_EMAX_ELEM])
+            e = ((_f64bits(amax) >> 52) & 0x7FF) - 1023 - np.int64(B[B_EMAX_ELEM])
         else:
             e = np.int64(-127)
         e = min(max(e, np.int64(-127)), np.int64(127))
-        s = math.ldexp(1.0, e)
+        s = np.int64((e + 1023) << 52).view(np.float64)
+        if B[B_E8M0] == 1.0:                                 # E8M0: the code is e + 127
+            return s, e + 127
     elif rule == RULE_AMAX:
         s = amax / B[B_EMAX] if amax > 0 else 1.0
     else:  # NVFP4: block scale relative to the tensor scale (0 when that is NaN)
@@ -71,25 +73,28 @@ def _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_
     k = np.int64(B[B_K])
     lo = b * k
     hi = min(lo + k, L)
+    xr = x[r]
     amax = 0.0
     bad = False
-    for j in range(lo, hi):
-        v = abs(np.float64(x[r, j]))
-        if not (v <= 1.7976931348623157e308):           # NaN or inf
-            bad = True
-        elif v > amax:
-            amax = v
+    for j in range(lo, hi):                                 # a reduction: vectorises
+        v = abs(np.float64(xr[j]))
+        bad = bad or not (v <= 1.7976931348623157e308)      # NaN or inf
+        amax = max(amax, v if v <= 1.7976931348623157e308 else 0.0)
     sval, scode = _block_scale(amax, bad, B, FS, CS)
     scales[r, b] = scode
     usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+    div = sval if usable else 1.0
+    esub = B[B_ESUB]
+    cr = codes[r]
+    base = r * L
+    # The element loop has selects only (no early exits).
     for j in range(lo, hi):
-        y = np.float64(x[r, j]) / sval if usable else 0.0
-        u = core.sr_random(key, r * L + j) if sr else np.uint64(0)
+        y = np.float64(xr[j]) / div if usable else 0.0        # +0 in NaN/zero-scale blocks
+        u = core.sr_random(key, base + j) if sr else np.uint64(0)
         c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
-        codes[r, j] = c
+        cr[j] = c
         if want_out:
-            d = core.decode_code(c, FE, B[B_ESUB])
-            out[r, j] = d * sval if sval != 0.0 else d * 0.0
+            out[r, j] = core.decode_code(c, FE, esub) * sval
 
 
 @numba.njit(**_JIT)
@@ -105,9 +110,9 @@ def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out):
 
 
 @functools.lru_cache(maxsize=None)
-def _block_specialized(B, FE, CE, FS, CS):
+def _block_specialized(B, FE, CE, FS, CS, want_out):
     @numba.njit(**_JIT)
-    def block_specialized(x, key, codes, scales, out, want_out):
+    def block_specialized(x, key, codes, scales, out):
         rows, L = x.shape
         k = np.int64(B[B_K])
         nb = (L + k - 1) // k
@@ -127,6 +132,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
                seed, sr_bits, want_out: bool):
     """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
     blocks of ``k`` along its last axis.  Returns ``(codes, scales, out)``."""
+    from . import get_format
     from .block import _emax_elem, _nan_code
     from .kernels import seed_key
     from .rounding import call_tuple
@@ -142,7 +148,8 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     rule = {"ocp": RULE_OCP, "amax": RULE_AMAX, "nvfp4": RULE_NVFP4}[fmt.scale_rule]
     B = (float(rule), float(k), float(el.max), float(_emax_elem(el)),
          float(tscale if tscale is not None else 1.0), 1.0 if sf is None else 0.0,
-         2.0 ** (el.emin - el.man_bits), ssub, snan)
+         2.0 ** (el.emin - el.man_bits), ssub, snan,
+         1.0 if sf is not None and sf == get_format("float8_e8m0fnu") else 0.0)
     rows, L = x2.shape
     nb = -(-L // k)
     codes = np.empty((rows, L), dtype=el.dtype)
@@ -153,7 +160,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     FE = el.params
     with _threads_for(x2.size):
         if _want_specialized(("blk", B, FE, CE, FS, CS), x2.size):
-            _block_specialized(B, FE, CE, FS, CS)(x2, key, codes, scales, out, want_out)
+            _block_specialized(B, FE, CE, FS, CS, want_out)(x2, key, codes, scales, out)
         else:
             _block_generic(x2, B, FE, CE, FS, CS, key, codes, scales, out, want_out)
     if sf is None:
