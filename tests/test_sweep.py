@@ -113,3 +113,23 @@ def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path, env):
     assert {(r["run_key"]) for r in ptq} == unq and len(ptq) == 3 * 2   # 2 checkpoints each
     again = run_sweep(spec, db, workers=1, progress=False)    # a third call does nothing
     assert again.ran == 0 and again.already_done == 6 and _finished(db) == after
+
+
+@pytest.mark.slow          # starting Ray takes minutes on a busy 2-core machine
+def test_ray_backend_on_a_local_instance(tmp_path, env):
+    """`--backend ray` against a local Ray instance (ray is an optional extra: skipped without)."""
+    ray = pytest.importorskip("ray", reason="ray not installed (pip install 'fpx-explorer[ray]')")
+    p = tmp_path / "s.toml"
+    p.write_text(SPEC)
+    db = tmp_path / "ray.db"
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env={"env_vars": {k: env[k] for k in ("FPX_CACHE", "PYTHONPATH",
+                                                           "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}})
+    try:
+        run_sweep(p, db, workers=2, backend="ray", progress=False)
+        first = _finished(db)
+        assert len(first) == 6
+        run_sweep(p, db, workers=2, backend="ray", progress=False)      # nothing to do
+        assert _finished(db) == first
+    finally:
+        ray.shutdown()
