@@ -147,7 +147,7 @@ def test_sqnr_measurements():
     q = scaled_quantize(f, y, 32)
     for lo in (0, 32):                # each block's amax maps onto the format max: kept exactly
         i = lo + int(np.argmax(np.abs(y[lo:lo + 32])))
-        assert q[i] == pytest.approx(y[i], rel=1e-12)
+        assert q[i] == pytest.approx(y[i], rel=1e-6)     # float32 scale: amax kept to 2**-24
     assert not np.allclose(q, y)
     t = sqnr_table(["e2m1", "e4m3"], 1024, 0)
     for col in t.columns:

@@ -116,26 +116,22 @@ class SqnrTable:
     values: dict[str, dict[str, float]]      # format -> column -> dB
 
 
+# The analyzer's generators and quantizer (explorer.metrics), under the report's display names.
+_DIST_KEYS = {"Gaussian": "gaussian", "Laplace": "laplace", "Student-t(3)": "student_t3"}
+
+
 def test_data(dist: str, n: int, seed: int) -> np.ndarray:
     """``n`` float64 samples of a named distribution (seeded, reproducible)."""
-    rng = np.random.default_rng(seed)
-    if dist == "Gaussian":
-        return rng.standard_normal(n)
-    if dist == "Laplace":
-        return rng.laplace(size=n)
-    if dist == "Student-t(3)":
-        return rng.standard_t(3, size=n)
-    raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
+    from explorer.metrics import test_data as _data
+    if dist not in _DIST_KEYS:
+        raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
+    return _data(_DIST_KEYS[dist], n, seed)
 
 
 def scaled_quantize(fmt, x: np.ndarray, block: int | None) -> np.ndarray:
-    """Quantize with an amax scale held exactly: per tensor (``block=None``) or per ``block``
-    consecutive elements (Sun et al.'s rule: multiply by max_elem / amax, round, scale back)."""
-    xb = x.reshape(-1, block) if block else x.reshape(1, -1)
-    amax = np.max(np.abs(xb), axis=1, keepdims=True)
-    scale = np.where(amax > 0, amax / fmt.max, 1.0)
-    q = fmt.quantize(xb / scale, rounding="rne", saturate=True) * scale
-    return q.reshape(x.shape)
+    """Sun et al.'s amax scaling per tensor (``block=None``) or per ``block`` elements."""
+    from explorer.metrics import scaled_quantize as _sq
+    return _sq(fmt, x, block)
 
 
 def sqnr_table(names: list[str], samples: int, seed: int) -> SqnrTable:
