@@ -15,6 +15,8 @@ FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 
 def is_cuda_array(x) -> bool:
     """True for anything exposing ``__cuda_array_interface__`` (numba, CuPy, torch CUDA)."""
+    if _is_torch(x):                    # torch raises RuntimeError (not AttributeError) on the
+        return bool(getattr(x, "is_cuda", False))   # interface of a tensor requiring grad
     return hasattr(x, "__cuda_array_interface__")
 
 
@@ -57,7 +59,7 @@ def restore_dtype(out: np.ndarray, kind, like=None):
         out = out.astype(np.float16)
     elif name == "bfloat16":
         f32 = np.ascontiguousarray(out, dtype=np.float32)
-        u16 = (f32.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        u16 = _f32_to_bf16_bits(f32)
         if like is not None and not _is_torch(like):
             out = u16.view(np.asarray(like).dtype)
         else:
@@ -69,6 +71,17 @@ def restore_dtype(out: np.ndarray, kind, like=None):
     if like is not None and _is_torch(like):
         from .torch import from_numpy
         return from_numpy(out, like)
+    return out
+
+
+def _f32_to_bf16_bits(f32: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns, rounding to nearest even (exact for values that are
+    bfloat16 values; NaN stays a quiet NaN with its sign)."""
+    b = f32.view(np.uint32).astype(np.uint64)
+    rounded = (b + np.uint64(0x7FFF) + ((b >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+    nan = np.isnan(f32)
+    out = rounded.astype(np.uint16)
+    out[nan] = ((b[nan] >> np.uint64(16)) | np.uint64(0x0040)).astype(np.uint16)
     return out
 
 

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import as_float_array, restore_dtype
+from . import block_core
+from .arrays import as_float_array, is_cuda_array, restore_dtype
 from .format import FloatFormat
 
 SCALE_RULES = ("ocp", "amax", "nvfp4")
@@ -184,18 +185,26 @@ class BlockFormat:
         else:
             x2 = x.reshape(-1, L)
             k = L if self.block_size == "channel" else self.block_size
+        sshape, _ = self._layout(x.shape)
+        if block_core.ocp_f32_applies(self, x2):             # the vectorised float32 MX kernel
+            codes, scales, out = block_core.run_ocp_f32(self, x2, max(k, 1), rounding, saturate,
+                                                        seed, sr_bits, not want_out, want_out)
+            return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape),
+                    None, None if out is None else out.reshape(x.shape))
         tscale = None
         if self.scale_rule == "nvfp4":
             tscale = _tensor_scale(x)
         codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
                                         sr_bits, want_out)
-        sshape, _ = self._layout(x.shape)
         return (codes.reshape(x.shape), scales.reshape(sshape), tscale,
                 None if out is None else out.reshape(x.shape))
 
     def encode(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
                sr_bits: int | None = None) -> BlockEncoding:
         """Scales per block and element codes of ``x`` (float16/bfloat16/float32/float64)."""
+        if is_cuda_array(x):
+            from .cuda import block_encode
+            return block_encode(self, x, rounding, saturate, seed, sr_bits)
         arr, kind = as_float_array(x)
         fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=False)
         if fused is not None:
@@ -230,6 +239,9 @@ class BlockFormat:
                  sr_bits: int | None = None):
         """``decode(encode(x))`` with ``x``'s dtype and shape (the product element × scale is
         exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales)."""
+        if is_cuda_array(x):
+            from .cuda import block_quantize
+            return block_quantize(self, x, rounding, saturate, seed, sr_bits)
         arr, kind = as_float_array(x)
         fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=True)
         if fused is not None:

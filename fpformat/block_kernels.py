@@ -128,13 +128,11 @@ _NO_SCALE_FORMAT = core.as_int64_tuple([0] * core.F_LEN)
 _NO_CALL = core.as_int64_tuple([0] * core.C_LEN)
 
 
-def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,
-               seed, sr_bits, want_out: bool):
-    """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
-    blocks of ``k`` along its last axis.  Returns ``(codes, scales, out)``."""
+def block_params(fmt, k: int, tscale: float | None, rounding: str, saturate: bool, sr_bits):
+    """The tuples the per-block function reads, ``(B, FE, CE, FS, CS)``, for block format
+    ``fmt`` with blocks of ``k`` elements (shared by the CPU and CUDA kernels)."""
     from . import get_format
     from .block import _emax_elem, _nan_code
-    from .kernels import seed_key
     from .rounding import call_tuple
     el, sf = fmt.element, fmt.scale_format
     CE = call_tuple(el, rounding, saturate, sr_bits)
@@ -150,6 +148,16 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
          float(tscale if tscale is not None else 1.0), 1.0 if sf is None else 0.0,
          2.0 ** (el.emin - el.man_bits), ssub, snan,
          1.0 if sf is not None and sf == get_format("float8_e8m0fnu") else 0.0)
+    return B, el.params, CE, FS, CS
+
+
+def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,
+               seed, sr_bits, want_out: bool):
+    """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
+    blocks of ``k`` along its last axis.  Returns ``(codes, scales, out)``."""
+    from .kernels import seed_key
+    B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
+    el, sf = fmt.element, fmt.scale_format
     rows, L = x2.shape
     nb = -(-L // k)
     codes = np.empty((rows, L), dtype=el.dtype)
@@ -157,7 +165,6 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     out = np.empty((rows, L) if want_out else (1, 1), dtype=np.float64 if not want_out
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
     key = seed_key(seed, CE[core.C_MODE])
-    FE = el.params
     with _threads_for(x2.size):
         if _want_specialized(("blk", B, FE, CE, FS, CS), x2.size):
             _block_specialized(B, FE, CE, FS, CS, want_out)(x2, key, codes, scales, out)

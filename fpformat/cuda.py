@@ -47,8 +47,8 @@ from .rounding import call_tuple, value_tuple
 
 THREADS = 256            # threads per CUDA block on a real GPU
 WAVES = 32               # grid = min(blocks needed, WAVES * multiprocessors): grid-stride beyond
-SIM_THREADS = 32         # the simulator runs a Python thread per CUDA thread: keep grids tiny
-SIM_BLOCKS = 4
+SIM_THREADS = 8          # the simulator runs a Python thread per CUDA thread: keep grids tiny
+SIM_BLOCKS = 2
 
 
 cuda: Any = None          # numba.cuda once imported; a module global, because the simulator
@@ -65,7 +65,11 @@ def _cuda():
 
 
 def _simulator() -> bool:
-    from numba.cuda.core import config
+    """Whether numba.cuda is the CUDA simulator (NUMBA_ENABLE_CUDASIM=1 at its import)."""
+    try:
+        from numba.cuda.core import config           # numba-cuda >= 0.2x
+    except ImportError:  # pragma: no cover - older numba-cuda reads numba's own config
+        from numba.core import config
     return bool(config.ENABLE_CUDASIM)
 
 
@@ -207,10 +211,14 @@ def _family(x) -> str:
     return "numba"
 
 
+def _external_stream(ptr: int):
+    """A numba handle on a framework's stream (0, numba's default stream, for the null stream)."""
+    return _cuda().external_stream(ptr) if ptr else 0
+
+
 def _torch_stream(t):
     import torch
-    s = torch.cuda.current_stream(t.device)
-    return _cuda().external_stream(s.cuda_stream)
+    return _external_stream(torch.cuda.current_stream(t.device).cuda_stream)
 
 
 def _device(x, floats: bool) -> _Device:
@@ -219,7 +227,6 @@ def _device(x, floats: bool) -> _Device:
     cuda = _cuda()
     fam = _family(x)
     if fam == "torch":
-        import torch
         if x.device.type != "cuda":
             raise ValueError(f"expected a CUDA tensor, got device {x.device}")
         kind = str(x.dtype).replace("torch.", "")
@@ -229,18 +236,14 @@ def _device(x, floats: bool) -> _Device:
         if kind in ("float16", "bfloat16"):
             t = t.float()                                    # exact widening, by torch
         t = t.contiguous()
-        if not floats and t.dtype in (torch.uint16, torch.uint32, torch.uint64):
-            t = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
         stream = _torch_stream(x)
         with cuda.gpus[x.device.index]:
             view = cuda.as_cuda_array(t, sync=False)         # we launch on torch's stream
-        if view.dtype.kind == "i" and kind.startswith("uint"):
-            view = view.view(np.dtype(kind))
         return _Device(view, kind, fam, x, stream)
     if fam == "cupy":
         import cupy
         a = cupy.ascontiguousarray(x)
-        stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+        stream = _external_stream(cupy.cuda.get_current_stream().ptr)
         view = cuda.as_cuda_array(a, sync=False)
     elif getattr(x, "__cuda_ndarray__", False):              # numba's own (or simulated) arrays
         view, stream = x, 0
@@ -255,32 +258,55 @@ def _device(x, floats: bool) -> _Device:
     return _Device(view, kind, fam, x, stream)
 
 
-_TORCH_DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32",
-                 "float64": "float64", "uint8": "uint8", "uint16": "int16", "uint32": "int32",
-                 "uint64": "int64"}
-
-
 def _empty(d: _Device, shape: tuple[int, ...], dtype) -> tuple[Any, Any]:
-    """A new array of ``d``'s family (same device) and its numba device view.  Unsigned torch
-    tensors wider than 8 bits are allocated signed (torch exports no uint16/32/64 interface) and
-    viewed unsigned."""
+    """A new array of ``d``'s family (on the same device) and its numba device view."""
     cuda = _cuda()
     name = np.dtype(dtype).name
     if d.family == "torch":
         import torch
-        t = torch.empty(shape, dtype=getattr(torch, _TORCH_DTYPES[name]), device=d.like.device)
+        t = torch.empty(shape, dtype=getattr(torch, name), device=d.like.device)
         with cuda.gpus[d.like.device.index]:
-            view = cuda.as_cuda_array(t, sync=False)
-        if view.dtype != np.dtype(name):
-            view = view.view(np.dtype(name))
-            t = t.view(getattr(torch, name)) if hasattr(torch, name) else t
-        return t, view
+            return t, cuda.as_cuda_array(t, sync=False)
     if d.family == "cupy":
         import cupy
         a = cupy.empty(shape, dtype=name)
         return a, cuda.as_cuda_array(a, sync=False)
     a = cuda.device_array(shape, dtype=name)
     return a, a
+
+
+def _temp(d: _Device, n: int, dtype):
+    """A 1-D scratch array: allocated by torch for torch inputs (stream-ordered caching
+    allocator), else by numba.  The numba view keeps the owner alive."""
+    return _empty(d, (n,), dtype)[1]
+
+
+def _read(arr, d: _Device) -> np.ndarray:
+    """Copy a small device array to the host once the work queued on ``d``'s stream is done."""
+    host = arr.copy_to_host(stream=d.stream)
+    if d.stream != 0:
+        d.stream.synchronize()
+    return host
+
+
+def _on_device(x):
+    """The numba context of the device holding ``x`` (torch/CuPy; else numba's current one)."""
+    import contextlib
+    fam = _family(x)
+    if fam == "torch" and getattr(x, "is_cuda", False):
+        return _cuda().gpus[x.device.index]
+    if fam == "cupy":
+        return _cuda().gpus[x.device.id]
+    return contextlib.nullcontext()
+
+
+def _in_device_context(fn: Callable) -> Callable:
+    """Run ``fn(fmt, x, ...)`` with the numba context of ``x``'s device current."""
+    @functools.wraps(fn)
+    def wrapper(fmt, x, *args, **kwargs):
+        with _on_device(x):
+            return fn(fmt, x, *args, **kwargs)
+    return wrapper
 
 
 def _flat(view):
@@ -302,7 +328,7 @@ def _source(fmt, d: _Device):
     S = _source_layout(fmt, "float32" if d.kind == "bfloat16" else d.kind)
     want = np.float32 if S == core.SRC_FLOAT32 else np.float64
     if flat.dtype != want:                                   # widen on the device (exact)
-        wide = _cuda().device_array(flat.size, dtype=want)
+        wide = _temp(d, flat.size, want)
         if flat.size:
             _launch(_convert_kernel(), flat.size, d.stream, flat, wide)
         flat = wide
@@ -315,6 +341,7 @@ def _shape(d: _Device) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------------- element API
+@_in_device_context
 def encode(fmt, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
            sr_bits: int | None = None):
     """Codes of the CUDA array ``x`` in ``fmt`` (the format's code dtype, ``x``'s shape and kind);
@@ -333,6 +360,7 @@ def encode(fmt, x, rounding: str = "rne", saturate: bool = False, seed: int | No
     return obj
 
 
+@_in_device_context
 def quantize(fmt, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
              sr_bits: int | None = None):
     """``decode(encode(x))`` in one pass, with ``x``'s dtype, shape and kind (see
@@ -349,9 +377,12 @@ def quantize(fmt, x, rounding: str = "rne", saturate: bool = False, seed: int | 
     bits, S = _source(fmt, d)
     V = value_tuple(fmt, C, S)
     work = np.float32 if S == core.SRC_FLOAT32 else np.float64
-    return _finish(d, _shape(d), work, lambda out: _launch(
-        _quantize_kernel(S, fmt.params, C, V), bits.size, d.stream, bits,
-        out.view(np.uint32 if work == np.float32 else np.int64), key) if bits.size else None)
+    kernel = _quantize_kernel(S, fmt.params, C, V)
+
+    def fill(out):                                  # out: flat float32/float64 device array
+        if bits.size:
+            _launch(kernel, bits.size, d.stream, bits, out.view(bits.dtype), key)
+    return _finish(d, _shape(d), work, fill)
 
 
 def _finish(d: _Device, shape, work, fill: Callable) -> Any:
@@ -367,7 +398,7 @@ def _finish(d: _Device, shape, work, fill: Callable) -> Any:
         obj, out = _empty(d, shape, work)
         fill(_flat(out))
         return obj.to(getattr(torch, kind))
-    tmp = _cuda().device_array(int(np.prod(shape)), dtype=work)
+    tmp = _temp(d, int(np.prod(shape)), work)
     fill(tmp)
     obj, out = _empty(d, shape, kind)
     if tmp.size:
@@ -375,6 +406,7 @@ def _finish(d: _Device, shape, work, fill: Callable) -> Any:
     return obj
 
 
+@_in_device_context
 def decode(fmt, codes, dtype=np.float64):
     """Values of the CUDA array ``codes`` (unsigned or signed integers) in ``fmt`` as ``dtype``
     (float64 default; float32/float16/bfloat16 when the format's values fit), ``codes``' kind.
@@ -382,7 +414,10 @@ def decode(fmt, codes, dtype=np.float64):
     d = _device(codes, floats=False)
     if np.dtype(d.view.dtype).kind not in "ui":
         raise TypeError(f"codes must be an integer array, got dtype {d.view.dtype}")
-    name = "bfloat16" if str(dtype) in ("bfloat16", "torch.bfloat16") else np.dtype(dtype).name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:                                        # bfloat16, torch dtypes
+        name = str(dtype).replace("torch.", "")
     if name not in ("float16", "bfloat16", "float32", "float64"):
         raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
     if name != "float64" and not fmt.fits(name):
@@ -394,10 +429,14 @@ def decode(fmt, codes, dtype=np.float64):
     flat = _flat(d.view)
     kernel = _decode_kernel(fmt.params, float(2.0 ** (fmt.emin - fmt.man_bits)))
     out_kind = _Device(d.view, name, d.family, d.like, d.stream)
-    result = _finish(out_kind, _shape(d), np.float64,
-                     lambda out: _launch(kernel, flat.size, d.stream, flat, out, bad)
-                     if flat.size else None)
-    if int(bad.copy_to_host(stream=d.stream)[0]):
+    # the kernel writes the requested dtype directly (exact: the values fit); bfloat16 via float32
+    work = np.float32 if name == "bfloat16" else np.dtype(name)
+
+    def fill(out):
+        if flat.size:
+            _launch(kernel, flat.size, d.stream, flat, out, bad)
+    result = _finish(out_kind, _shape(d), work, fill)
+    if int(_read(bad, d)[0]):
         raise ValueError(f"codes must be in 0..{(1 << fmt.bits) - 1} for the {fmt.bits}-bit "
                          f"format {fmt}")
     return result
@@ -409,29 +448,9 @@ def _is_block(fmt) -> bool:
 
 
 def _block_params(fmt, k: int, tscale: float | None, rounding, saturate, sr_bits):
-    """The tuples the per-block function reads: ``(B, FE, CE, FS, CS)``.
-
-    Mirrors :func:`fpformat.block_kernels.run_blocks` (which builds them inline); the GPU and CPU
-    tests hold the two to each other."""
-    from . import get_format
-    from . import block_kernels as bk
-    from .block import _emax_elem, _nan_code
-    el, sf = fmt.element, fmt.scale_format
-    CE = call_tuple(el, rounding, saturate, sr_bits)
-    if sf is not None:
-        mode = "rtp" if fmt.scale_rule == "amax" and fmt.scale_rounding == "up" else "rne"
-        FS, CS = sf.params, call_tuple(sf, mode, True, None)
-        snan = float(_nan_code(sf))
-        ssub = 2.0 ** (sf.emin - sf.man_bits)
-    else:
-        FS, CS = bk._NO_SCALE_FORMAT, bk._NO_CALL
-        snan, ssub = float(np.float32(np.nan).view(np.uint32)), 1.0
-    rule = {"ocp": bk.RULE_OCP, "amax": bk.RULE_AMAX, "nvfp4": bk.RULE_NVFP4}[fmt.scale_rule]
-    B = (float(rule), float(k), float(el.max), float(_emax_elem(el)),
-         float(tscale if tscale is not None else 1.0), 1.0 if sf is None else 0.0,
-         2.0 ** (el.emin - el.man_bits), ssub, snan,
-         1.0 if sf is not None and sf == get_format("float8_e8m0fnu") else 0.0)
-    return B, el.params, CE, FS, CS
+    """The tuples the per-block function reads: the CPU kernel's own (one definition)."""
+    from .block_kernels import block_params
+    return block_params(fmt, k, tscale, rounding, saturate, sr_bits)
 
 
 def _tensor_scale_device(d: _Device, flat) -> float:
@@ -442,9 +461,9 @@ def _tensor_scale_device(d: _Device, flat) -> float:
     bad = cuda.to_device(np.zeros(1, dtype=np.int32), stream=d.stream)
     if flat.size:
         _launch(_amax_kernel(), flat.size, d.stream, flat, amax, bad)
-    if int(bad.copy_to_host(stream=d.stream)[0]):
+    if int(_read(bad, d)[0]):
         return _tensor_scale(np.array([np.nan]))
-    return _tensor_scale(amax.copy_to_host(stream=d.stream))
+    return _tensor_scale(_read(amax, d))
 
 
 def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool):
@@ -461,10 +480,9 @@ def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool):
     if fmt.block_size != "tensor" and fmt.axis % len(shape) != len(shape) - 1:
         raise ValueError(f"block format {fmt}: blocks along axis {fmt.axis} are not supported on "
                          f"the GPU (only the last axis); transpose or quantize on the host")
-    cuda = _cuda()
     flat = _flat(d.view)
     if flat.dtype not in (np.float32, np.float64):           # float16 (numba/CuPy): widen
-        wide = cuda.device_array(flat.size, dtype=np.float32)
+        wide = _temp(d, flat.size, np.float32)
         _launch(_convert_kernel(), flat.size, d.stream, flat, wide)
         flat = wide
     L = shape[-1]
@@ -491,14 +509,11 @@ def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool):
     if want_out:
         out = _finish(d, shape, work, lambda flat_out: fill(flat_out.reshape(rows, Lx)))
     else:
-        fill(cuda.device_array((1, 1), dtype=work))          # the kernel's unused output
+        fill(_temp(d, 1, work).reshape(1, 1))                # the kernel's unused output
     return d, shape, codes_obj, scales_obj, tscale, out
 
 
-def _reshape(obj, shape):
-    return obj.reshape(shape)
-
-
+@_in_device_context
 def block_encode(fmt, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
                  sr_bits: int | None = None):
     """:meth:`fpformat.BlockFormat.encode` on the GPU: a ``BlockEncoding`` whose ``codes`` and
@@ -510,16 +525,17 @@ def block_encode(fmt, x, rounding: str = "rne", saturate: bool = True, seed: int
     sshape, _ = fmt._layout(shape)
     if fmt.scale_format is None:
         scales = _as_float32(d, scales)
-    return BlockEncoding(_reshape(codes, shape), _reshape(scales, sshape), tscale, fmt, shape, d.kind)
+    return BlockEncoding(codes.reshape(shape), scales.reshape(sshape), tscale, fmt, shape, d.kind)
 
 
 def _as_float32(d: _Device, bits_obj):
     if d.family == "torch":
         import torch
-        return bits_obj.view(torch.int32).view(torch.float32)
+        return bits_obj.view(torch.float32)
     return bits_obj.view(np.float32)
 
 
+@_in_device_context
 def block_quantize(fmt, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
                    sr_bits: int | None = None):
     """:meth:`fpformat.BlockFormat.quantize` on the GPU: ``x``'s dtype, shape and kind (the

@@ -180,6 +180,28 @@ def run_sim() -> dict[str, str]:
             raise AssertionError(f"expected {exc.__name__}")
     case("bad-input", bad_input)
 
+    # the public API routes arrays with __cuda_array_interface__ here (simulated arrays lack
+    # the attribute, so a subclass adds it) and answers with device arrays
+    def dispatch():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        class WithInterface(FakeCUDAArray):
+            @property
+            def __cuda_array_interface__(self):
+                return {"shape": self._ary.shape, "typestr": self._ary.dtype.str,
+                        "data": (self._ary.ctypes.data, False), "version": 3, "strides": None}
+
+        fmt = fmts["float8_e5m2"]
+        x = inputs(fmt, N, seed=8).astype(np.float32).reshape(8, -1)
+        codes = fmt.encode(WithInterface(x), rounding="sr", seed=2)
+        assert getattr(codes, "__cuda_ndarray__", False), type(codes)
+        assert _same(codes.copy_to_host(), fmt.encode(x, rounding="sr", seed=2))
+        q = fmt.quantize(WithInterface(x), saturate=True)
+        assert _same(q.copy_to_host(), fmt.quantize(x, saturate=True))
+        c = fmt.encode(x)
+        assert _same(fmt.decode(WithInterface(c)).copy_to_host(), fmt.decode(c))
+    case("dispatch:FloatFormat", dispatch)
+
     def empty():
         fmt = fmts["e3m2"]
         got = fc.encode(fmt, dev(np.zeros((0, 3), np.float32))).copy_to_host()

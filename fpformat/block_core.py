@@ -1,0 +1,167 @@
+"""The fast OCP MX kernel: float32 input, E8M0 scales, blocks along the last axis.
+
+This is the hot path of MX fake-quantization (``get_format("mxfp4").quantize(x)`` on float32
+data).  It computes exactly what :mod:`fpformat.block_kernels` and the plain-numpy path in
+:mod:`fpformat.block` compute — the tests hold all three to each other and to an independent
+reference — but stays in float32 bit patterns, so its element loop vectorises:
+
+* ``amax``: an integer max over ``bits & 0x7FFFFFFF`` (a NaN or an infinity shows as a value
+  ``>= 0x7F800000``; the block's E8M0 code is then 255 and every element NaN, codes ``+0``);
+* ``X = 2**e``, ``e = clamp(floor(log2 amax) - emax_elem, -127, 127)`` from amax's exponent
+  field (subnormal amax: from its leading bit); ``e = -127`` for a zero block;
+* elements: ``y = x * 2**-e`` in float32, exact unless ``|y| < 2**-126``.  Such a ``y`` lies
+  far below half the element format's smallest subnormal (this path requires the element's
+  quantum ``2**(emin - man_bits) >= 2**-22``), where every rounding mode decides on sign and
+  "nonzero" alone (stochastic rounding never rounds up there: its threshold is 0), so it is
+  replaced by ``±2**-126``, which rounds identically;
+* ``P = decode(encode(y))`` through :func:`fpformat.core.quantize_bits` in the float32 layout
+  (codes through :func:`fpformat.core.encode_bits`), and ``P * X`` in float32, exact: ``P*X`` is
+  a multiple of ``2**(emin - man_bits - 127) >= 2**-149`` and below ``2**128``.
+
+Stochastic rounding draws element ``i``'s bits from its flat C-order index, as everywhere.
+Like :mod:`fpformat.kernels`, one source is compiled generic (tuples as arguments) and
+specialised (tuples as closure constants, compiled once a combination has processed enough
+elements, or always under ``FPFORMAT_SPECIALIZE=always``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import core
+from .kernels import _JIT, _threads_for, _want_specialized, seed_key
+from .rounding import call_tuple, value_tuple
+
+_ABS = np.int64(0x7FFFFFFF)
+_INF = np.int64(0x7F800000)
+_MIN_NORMAL = np.int64(0x00800000)
+_QNAN32 = np.int64(0x7FC00000)
+
+
+@numba.njit(inline="always")
+def _pow2_f32(e):
+    """``2.0**e`` as a float32 for ``-127 <= e <= 127`` (``2**-127`` is subnormal)."""
+    bits = ((e + 127) << 23) if e > -127 else np.int64(1 << 22)
+    return np.uint32(bits).view(np.float32)
+
+
+@numba.njit(inline="always")
+def _ocp_exponent(m, emax_elem):
+    """The OCP scale exponent for a block whose largest magnitude has float32 bits ``m``."""
+    fe = m >> 23
+    if fe > 0:
+        flog2 = fe - 127
+    else:                                    # subnormal (or zero) amax: its leading bit
+        lead = (np.int64(np.float64(m).view(np.int64)) >> 52) - 1023
+        flog2 = lead - 149
+    e = flog2 - emax_elem if m > 0 else np.int64(-127)
+    return min(max(e, np.int64(-127)), np.int64(127))
+
+
+@numba.njit(inline="always")
+def _ocp_block(x, xb, r, lo, hi, L, F, C, V, emax_elem, key, codes, scales, b, out,
+               want_codes, want_out):
+    m = np.int64(0)
+    for j in range(lo, hi):                                  # integer max: vectorises
+        m = max(m, np.int64(xb[r, j]) & _ABS)
+    if m >= _INF:                                            # NaN or inf in the block
+        scales[r, b] = 255
+        for j in range(lo, hi):
+            if want_codes:
+                codes[r, j] = C[core.C_ZERO_POS]
+            if want_out:
+                out[r, j] = np.uint32(_QNAN32).view(np.float32)
+        return
+    e = _ocp_exponent(m, emax_elem)
+    scales[r, b] = e + 127
+    inv = _pow2_f32(-e)
+    X = _pow2_f32(e)
+    sr = C[core.C_MODE] == core.SR
+    base = r * L
+    for j in range(lo, hi):
+        y = x[r, j] * inv
+        yb = np.int64(np.float32(y).view(np.uint32))
+        ya = yb & _ABS
+        # |y| < 2**-126 (inexact or flushed): the same rounding as any tiny value of its sign.
+        tiny = ya < _MIN_NORMAL and (np.int64(xb[r, j]) & _ABS) != 0
+        yb = ((yb & ~_ABS) | _MIN_NORMAL) if tiny else yb
+        u = core.sr_random(key, base + j) if sr else np.uint64(0)
+        if want_codes:
+            codes[r, j] = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)
+        if want_out:
+            q = core.quantize_bits(yb, core.SRC_FLOAT32, F, C, V, u)
+            out[r, j] = np.uint32(q).view(np.float32) * X
+
+
+@numba.njit(**_JIT)
+def _ocp_generic(x, xb, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out):
+    rows, L = x.shape
+    nb = (L + k - 1) // k
+    for t in prange(rows * nb):
+        r = t // nb
+        b = t - r * nb
+        lo = b * k
+        _ocp_block(x, xb, r, lo, min(lo + k, L), L, F, C, V, emax_elem, key, codes, scales, b,
+                   out, want_codes, want_out)
+
+
+@functools.lru_cache(maxsize=None)
+def _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out):
+    @numba.njit(**_JIT)
+    def ocp_specialized(x, xb, key, codes, scales, out):
+        rows, L = x.shape
+        nb = (L + k - 1) // k
+        for t in prange(rows * nb):
+            r = t // nb
+            b = t - r * nb
+            lo = b * k
+            _ocp_block(x, xb, r, lo, min(lo + k, L), L, F, C, V, emax_elem, key, codes, scales,
+                       b, out, want_codes, want_out)
+    return ocp_specialized
+
+
+def ocp_f32_applies(fmt, x2: np.ndarray) -> bool:
+    """Whether this kernel computes ``fmt`` on the 2-D array ``x2`` (blocks along its last
+    axis): float32 data, OCP rule with E8M0 scales, an element format whose values (and their
+    products with any E8M0 scale of a float32 block) are float32 values."""
+    from . import get_format
+    el = fmt.element
+    return (x2.dtype == np.float32 and fmt.scale_rule == "ocp" and fmt.tile is None
+            and fmt.scale_format == get_format("float8_e8m0fnu")
+            and el.man_bits <= 23 and el.emin >= -126 and el.emin - el.man_bits >= -22)
+
+
+def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed, sr_bits,
+                want_codes: bool, want_out: bool, out: np.ndarray | None = None):
+    """Run the kernel on the C-contiguous float32 ``(rows, L)`` array ``x2`` with blocks of
+    ``k`` along its last axis.  Returns ``(codes or None, E8M0 scale codes, out or None)``;
+    ``out`` (float32, ``x2``'s shape) may be given to write into."""
+    from .block import _emax_elem
+    el = fmt.element
+    C = call_tuple(el, rounding, saturate, sr_bits)
+    F = el.params
+    V = value_tuple(el, C, core.SRC_FLOAT32)
+    emax_elem = _emax_elem(el)
+    rows, L = x2.shape
+    nb = -(-L // k)
+    codes = np.empty((rows, L) if want_codes else (1, 1), dtype=el.dtype)
+    scales = np.empty((rows, nb), dtype=np.uint8)
+    if want_out:
+        if out is None:
+            out = np.empty((rows, L), dtype=np.float32)
+    else:
+        out = np.empty((1, 1), dtype=np.float32)
+    key = seed_key(seed, C[core.C_MODE])
+    xb = x2.view(np.uint32)
+    with _threads_for(x2.size):
+        if _want_specialized(("mx32", k, F, C, want_codes, want_out), x2.size):
+            _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out)(x2, xb, key, codes,
+                                                                        scales, out)
+        else:
+            _ocp_generic(x2, xb, np.int64(k), F, C, V, np.int64(emax_elem), key, codes, scales,
+                         out, want_codes, want_out)
+    return (codes if want_codes else None), scales, (out if want_out else None)
