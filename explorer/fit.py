@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from .laws import CapybaraLaw, KumarLaw, QiDLaw, log2_block
+from .laws import CapybaraLaw, KumarLaw, QiDLaw, load_law, log2_block
 
 PARAM_NAMES = ("n", "alpha", "d", "beta", "eps", "gamma", "delta", "nu")
 #: Huber scale on log loss (Hoffmann et al. 2022, App. D.2, use 1e-3).
@@ -47,7 +47,7 @@ _NUS = (1.0, 3.0, 6.0)
 
 
 # ------------------------------------------------------------------------------------ inputs
-def _prepare(N, D, E, M, B, loss) -> tuple[np.ndarray, ...]:
+def _prepare(N, D, E, M, B, loss, min_points: int = MIN_POINTS) -> tuple[np.ndarray, ...]:
     arrs = []
     for name, v in (("N", N), ("D", D), ("E", E), ("M", M), ("loss", loss)):
         if v is None:
@@ -62,8 +62,8 @@ def _prepare(N, D, E, M, B, loss) -> tuple[np.ndarray, ...]:
     for name, a in (("N", N), ("D", D), ("E", E), ("M", M), ("B", lb)):
         if len(a) != n:
             raise ValueError(f"{name}: length {len(a)} differs from loss length {n}")
-    if n < MIN_POINTS:
-        raise ValueError(f"loss: need at least {MIN_POINTS} runs to fit 8 constants, got {n}")
+    if n < min_points:
+        raise ValueError(f"loss: need at least {min_points} runs to fit {min_points - 1} constants, got {n}")
     if not np.all(np.isfinite(loss)) or np.any(loss <= 0):
         raise ValueError("loss: every loss must be finite and > 0")
     if np.any(N <= 0) or np.any(D <= 0):
@@ -103,65 +103,129 @@ def _clip(theta: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip(theta, lo + 1e-9 * span, hi - 1e-9 * span)
 
 
-def _vp_starts(N, D, E, M, lb, loss, keep: int) -> list[np.ndarray]:
-    """Best ``keep`` starts from the exponent grid, linear coefficients by weighted NNLS."""
+class _Spec:
+    """Which constants are fitted (``mask`` over :data:`PARAM_NAMES`) and the values of the
+    others (``ref``, in the internal parametrisation)."""
+
+    def __init__(self, free: Any = None, fixed: CapybaraLaw | None = None):
+        if free is None or (isinstance(free, str) and free.strip().lower() == "all"):
+            names = list(PARAM_NAMES)
+        else:
+            if isinstance(free, str):
+                free = [f for f in free.replace(",", " ").split() if f]
+            names = list(dict.fromkeys(free))
+            bad = [f for f in names if f not in PARAM_NAMES]
+            if bad or not names:
+                raise ValueError(f"free: expected names among {', '.join(PARAM_NAMES)} (or 'all'), "
+                                 f"got {free!r}")
+        if fixed is not None and not isinstance(fixed, CapybaraLaw):
+            raise TypeError(f"fixed: expected a CapybaraLaw, got {type(fixed).__name__}")
+        self.free = tuple(n for n in PARAM_NAMES if n in names)
+        self.mask = np.array([n in names for n in PARAM_NAMES])
+        self.fixed_law = fixed or CapybaraLaw.paper()
+        self.ref = _law_to_theta(self.fixed_law)
+
+    @property
+    def all_free(self) -> bool:
+        return bool(self.mask.all())
+
+    def law(self, theta: np.ndarray) -> CapybaraLaw:
+        """The law of ``theta`` with the fixed constants exactly as given (no log round trip)."""
+        d = _theta_to_law(theta).to_dict()
+        fx = self.fixed_law.to_dict()
+        return CapybaraLaw(**{k: (d[k] if k in self.free else fx[k]) for k in PARAM_NAMES})
+
+    def full(self, x: np.ndarray) -> np.ndarray:
+        t = self.ref.copy()
+        t[self.mask] = x
+        return t
+
+
+_LINEAR = {"n": 0, "d": 1, "eps": 2, "gamma": 3}     # column index in the NNLS design
+
+
+def _vp_starts(N, D, E, M, lb, loss, keep: int, spec: _Spec) -> list[np.ndarray]:
+    """Best ``keep`` starts from the exponent grid (free exponents only; fixed ones at their
+    values), the free linear coefficients (n, d, ε, 1/γ) by relative-weighted NNLS."""
     w = 1.0 / loss
     lnN, lnD = np.log(N), np.log(D)
     quantized = np.any(lb > 0)
+    ref = _theta_to_law(spec.ref)
+    free = set(spec.free)
+    grids = [g if name in free else (getattr(ref, name),)
+             for name, g in (("alpha", _ALPHAS), ("beta", _BETAS), ("delta", _DELTAS), ("nu", _NUS))]
     scored = []
-    for a, b, de, nu in itertools.product(_ALPHAS, _BETAS, _DELTAS, _NUS):
-        cols = [np.exp(-a * lnN), np.exp(-b * lnD), np.ones_like(loss)]
-        if quantized:
-            cols.append(np.exp(b * lnD - a * lnN) * lb / ((E + 0.5) ** de * (M + 0.5) ** nu))
-        X = np.stack(cols, axis=1) * w[:, None]
-        coef, rnorm = nnls(X, loss * w)
+    for a, b, de, nu in itertools.product(*grids):
+        cols = [np.exp(-a * lnN), np.exp(-b * lnD), np.ones_like(loss),
+                np.exp(b * lnD - a * lnN) * lb / ((E + 0.5) ** de * (M + 0.5) ** nu)]
+        fixed_vals = [ref.n, ref.d, ref.eps, 1.0 / ref.gamma]
+        use = [i for name, i in _LINEAR.items() if name in free and (i != 3 or quantized)]
+        target = loss - sum(fixed_vals[i] * cols[i] for name, i in _LINEAR.items() if name not in free)
+        coef = np.array(fixed_vals, dtype=float)
+        rnorm = float(np.linalg.norm(target * w))
+        if use:
+            X = np.stack([cols[i] for i in use], axis=1) * w[:, None]
+            c, rnorm = nnls(X, target * w)
+            coef[use] = c
         scored.append((rnorm, a, b, de, nu, coef))
     scored.sort(key=lambda t: t[0])
     starts = []
     tiny = 1e-12
     for rnorm, a, b, de, nu, coef in scored[:keep]:
         n, d, eps = max(coef[0], tiny), max(coef[1], tiny), coef[2]
-        inv_g = coef[3] if quantized else 0.0
-        g = 1.0 / max(inv_g, tiny)
+        g = 1.0 / max(coef[3], tiny)
         starts.append(np.array([math.log(n), a, math.log(d), b, eps, math.log(g), de, nu]))
     return starts
 
 
-def _refine(theta0, N, D, E, M, lb, loss, huber: float) -> tuple[np.ndarray, float]:
+def _refine(theta0, N, D, E, M, lb, loss, huber: float, spec: _Spec) -> tuple[np.ndarray, float]:
     lo, hi = _bounds(loss)
+    lo, hi = lo[spec.mask], hi[spec.mask]
     y = np.log(loss)
 
-    def resid(t):
-        p = _predict(t, N, D, E, M, lb)
+    def resid(x):
+        p = _predict(spec.full(x), N, D, E, M, lb)
         return np.log(np.maximum(p, 1e-300)) - y
 
-    r = least_squares(resid, _clip(np.asarray(theta0, float), lo, hi), bounds=(lo, hi),
-                      loss="huber", f_scale=huber, x_scale="jac", max_nfev=4000,
-                      xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    return r.x, float(r.cost)
+    x0 = _clip(np.asarray(theta0, float)[spec.mask], lo, hi)
+    r = least_squares(resid, x0, bounds=(lo, hi), loss="huber", f_scale=huber, x_scale="jac",
+                      max_nfev=4000, xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    return spec.full(r.x), float(r.cost)
 
 
-def _fit_theta(N, D, E, M, lb, loss, huber: float, starts: int,
+def _fit_theta(N, D, E, M, lb, loss, huber: float, starts: int, spec: _Spec,
                init: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    cands = [init] if init is not None else _vp_starts(N, D, E, M, lb, loss, starts)
+    if init is not None:
+        cands = [init]
+    else:
+        cands = _vp_starts(N, D, E, M, lb, loss, starts, spec)
+        if not spec.all_free:
+            cands.append(spec.ref.copy())      # the reference law itself is a natural start
     best, best_cost = None, np.inf
     for t0 in cands:
-        t, cost = _refine(t0, N, D, E, M, lb, loss, huber)
+        t, cost = _refine(t0, N, D, E, M, lb, loss, huber, spec)
         if cost < best_cost:
             best, best_cost = t, cost
     return best, best_cost
 
 
 def fit_capybara(*, N, D, E, M, B, loss, huber_delta: float = DEFAULT_HUBER,
-                 starts: int = 6) -> CapybaraLaw:
-    """Fit the eight Capybara constants to runs (arrays of equal length; B may be a scalar).
+                 starts: int = 6, free: Any = None, fixed: CapybaraLaw | None = None) -> CapybaraLaw:
+    """Fit the Capybara constants to runs (arrays of equal length; B may be a scalar).
 
     Robust (Huber on log loss), bounded, multi-start (``starts`` best grid starts refined).
-    Returns the fitted :class:`CapybaraLaw`.  For intervals and diagnostics use
-    :func:`fit_capybara_detailed`."""
-    N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss)
-    theta, _ = _fit_theta(N, D, E, M, lb, loss, _check_huber(huber_delta), int(starts))
-    return _theta_to_law(theta)
+    ``free`` names the constants to fit (default all eight; e.g. ``("n", "d", "eps", "gamma")``
+    or ``"n,d,eps,gamma"`` for a handful of small runs that cannot identify the exponents); the
+    others keep their values in ``fixed`` (default the paper's law).  Returns the fitted
+    :class:`CapybaraLaw`.  For intervals and diagnostics use :func:`fit_capybara_full`."""
+    spec = _Spec(free, fixed)
+    N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss, _min_points(spec))
+    theta, _ = _fit_theta(N, D, E, M, lb, loss, _check_huber(huber_delta), int(starts), spec)
+    return spec.law(theta)
+
+
+def _min_points(spec: _Spec) -> int:
+    return int(spec.mask.sum()) + 1
 
 
 def _check_huber(h: float) -> float:
@@ -203,6 +267,12 @@ class CapybaraFit:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     bootstrap: int = 0
     heldout: tuple[HeldOut, ...] = ()
+    free: tuple[str, ...] = PARAM_NAMES
+
+    @property
+    def held_out(self) -> tuple[HeldOut, ...]:
+        """Alias of ``heldout``."""
+        return self.heldout
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -211,6 +281,7 @@ class CapybaraFit:
             "constants": self.law.to_dict(),
             "ci95": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()},
             "bootstrap": self.bootstrap,
+            "free": list(self.free),
             "diagnostics": {
                 "n_points": self.n_points,
                 "huber_delta": self.huber_delta,
@@ -228,17 +299,21 @@ class CapybaraFit:
 
 def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: int = 0,
                           heldout: bool = True, huber_delta: float = DEFAULT_HUBER,
-                          starts: int = 6, progress: Any = None) -> CapybaraFit:
+                          starts: int = 6, progress: Any = None, free: Any = None,
+                          fixed: CapybaraLaw | None = None) -> CapybaraFit:
     """:func:`fit_capybara` plus bootstrap intervals (``bootstrap`` resamples), held-out error by
     model size (``heldout``) and residual diagnostics.  ``progress``: an optional callable
-    ``progress(done, total)`` for long bootstraps."""
-    N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss)
+    ``progress(done, total)`` for long bootstraps.  ``free``/``fixed`` as for
+    :func:`fit_capybara`; fixed constants get the degenerate interval (value, value)."""
+    spec = _Spec(free, fixed)
+    min_points = _min_points(spec)
+    N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss, min_points)
     huber = _check_huber(huber_delta)
     if isinstance(bootstrap, bool) or int(bootstrap) < 0:
         raise ValueError(f"bootstrap: must be an integer >= 0, got {bootstrap!r}")
     bootstrap = int(bootstrap)
-    theta, cost = _fit_theta(N, D, E, M, lb, loss, huber, int(starts))
-    law = _theta_to_law(theta)
+    theta, cost = _fit_theta(N, D, E, M, lb, loss, huber, int(starts), spec)
+    law = spec.law(theta)
     pred = _predict(theta, N, D, E, M, lb)
     rel = (loss - pred) / loss
     mad = 1.4826 * float(np.median(np.abs(rel - np.median(rel))))
@@ -254,14 +329,12 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
         samples = []
         for _ in range(bootstrap):
             idx = rng.integers(0, len(loss), len(loss))
-            t, _c = _fit_theta(N[idx], D[idx], E[idx], M[idx], lb[idx], loss[idx], huber, 1, init=theta)
-            samples.append(_law_to_theta(_theta_to_law(t)))
+            t, _c = _fit_theta(N[idx], D[idx], E[idx], M[idx], lb[idx], loss[idx], huber, 1, spec, init=theta)
+            samples.append([spec.law(t).to_dict()[k] for k in PARAM_NAMES])
             done += 1
             if progress:
                 progress(done, total)
-        S = np.array(samples)
-        nat = np.column_stack([np.exp(S[:, 0]), S[:, 1], np.exp(S[:, 2]), S[:, 3], S[:, 4],
-                               np.exp(S[:, 5]), S[:, 6], S[:, 7]])
+        nat = np.array(samples)
         for i, name in enumerate(PARAM_NAMES):
             lo, hi = np.percentile(nat[:, i], [2.5, 97.5])
             ci[name] = (float(lo), float(hi))
@@ -270,9 +343,9 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
     if heldout and len(sizes) >= 3:
         for s in sizes:
             tr = N != s
-            if tr.sum() < MIN_POINTS:
+            if tr.sum() < min_points:
                 continue
-            t, _c = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber, int(starts))
+            t, _c = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber, int(starts), spec)
             p = _predict(t, N[~tr], D[~tr], E[~tr], M[~tr], lb[~tr])
             err = np.abs(p - loss[~tr]) / loss[~tr]
             held.append(HeldOut(float(s), int((~tr).sum()), float(err.mean()), float(err.max())))
@@ -283,7 +356,17 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
     return CapybaraFit(law=law, n_points=len(loss), cost=cost, huber_delta=huber, residuals=rel,
                        rms_rel=float(np.sqrt(np.mean(rel ** 2))), max_rel=float(np.max(np.abs(rel))),
                        outliers=outliers, by_size=by_size, ci=ci, bootstrap=bootstrap,
-                       heldout=tuple(held))
+                       heldout=tuple(held), free=spec.free)
+
+
+def fit_capybara_full(**kwargs: Any) -> CapybaraFit:
+    """Same as :func:`fit_capybara_detailed` (the name the issue uses); returns a
+    :class:`FitResult` with ``.law``, ``.ci``, ``.held_out`` and ``.residuals``."""
+    return fit_capybara_detailed(**kwargs)
+
+
+#: The name the issue uses for the result of :func:`fit_capybara_full`.
+FitResult = CapybaraFit
 
 
 # ------------------------------------------------------------------------------------ other laws
@@ -317,7 +400,7 @@ def fit_kumar(*, N, D, E, M, loss, huber_delta: float = DEFAULT_HUBER) -> KumarL
                     eps=float(eps), gamma=math.exp(ln_g))
 
 
-def fit_qid(*, N, D, P, delta_loss, huber_delta: float = 0.05) -> QiDLaw:
+def fit_qid(N, D, P, delta_loss, *, huber_delta: float = 0.05) -> QiDLaw:
     """Fit Ouyang et al.'s ΔL = k D^β / (N^α P^γ) to post-training-quantization degradations
     (nats/token).  Linear in log space; Huber on log ΔL (scale 0.05 = 5%).  Rows with
     ΔL <= 0 carry no information for a power law and are dropped."""
@@ -449,17 +532,9 @@ def save_fit(fit: CapybaraFit | CapybaraLaw, path: str | Path, extra: dict | Non
 
 
 def load_fit(path: str | Path) -> CapybaraLaw:
-    """The law of a ``fpx fit`` JSON (``{"constants": {...}}``) or of a bare constants object."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return CapybaraLaw.from_dict(doc.get("constants", doc))
+    """The law of a ``fpx fit`` JSON (``{"constants": {...}}``) or of a bare constants object
+    (same as :func:`explorer.laws.load_law`)."""
+    return load_law(path)
 
 
 # ------------------------------------------------------------------------------------ paper design

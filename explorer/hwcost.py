@@ -22,7 +22,7 @@ with :class:`HwCostModel` when you have area numbers for your own library and no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 SOURCE = ("MAC area proxy: multiplier ∝ (M+1)², exponent adder ∝ E+1, alignment shifter ∝ "
           "2(M+1)(E+1), normalise/round ∝ M+1, plus fixed overhead (Ercegovac & Lang, Digital "
@@ -86,6 +86,16 @@ def _check(E: int, M: int) -> tuple[int, int]:
     return int(E), int(M)
 
 
-def mac_cost(E: int, M: int, model: HwCostModel = DEFAULT_MODEL) -> float:
-    """Relative MAC area of an (E, M) format under ``model`` (E4M3 = 1.0 by default)."""
+def mac_cost(E: int, M: int, model: HwCostModel = DEFAULT_MODEL, **overrides: float) -> float:
+    """Relative MAC area of an (E, M) format under ``model`` (E4M3 = 1.0 by default).
+
+    Keyword ``overrides`` replace single weights of ``model`` (``multiplier``,
+    ``exponent_adder``, ``shifter``, ``normalize``, ``overhead``, ``reference``), e.g.
+    ``mac_cost(4, 3, shifter=0.5)``."""
+    if overrides:
+        unknown = sorted(set(overrides) - set(model.to_dict()))
+        if unknown:
+            raise TypeError(f"overrides: unknown cost weight(s) {', '.join(unknown)}; expected "
+                            f"{', '.join(model.to_dict())}")
+        model = replace(model, **overrides)
     return model.cost(E, M)

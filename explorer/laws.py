@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Union
 
 import numpy as np
+from scipy.optimize import brentq
 
 #: Sun et al. §3.6: channel-wise scaling behaves like a block of log2 B ≈ 13.1567 elements.
 CHANNEL_LOG2B = 13.1567
@@ -32,8 +33,11 @@ CHANNEL_LOG2B = 13.1567
 TENSOR_LOG2B = CHANNEL_LOG2B
 #: Compute per parameter per token per bit, C = k·P·N·D (Sun et al. §4.4, Fig. 7: k = 6/16).
 DEFAULT_K = 6.0 / 16.0
+#: Integer widths considered for :attr:`ComputeOptimum.P_int`.
+MIN_INT_BITS, MAX_INT_BITS = 2, 32
 
 ArrayLike = Union[float, int, np.ndarray]
+_UNSET: Any = object()     # marks an argument that was not passed
 BlockLike = Union[int, float, str, np.ndarray, None]
 
 
@@ -43,8 +47,12 @@ def layout_name(E: int, M: int) -> str:
 
 
 def _one_log2_block(b: Any) -> float:
+    if b is None:
+        return 0.0
     if isinstance(b, str):
         s = b.strip().lower()
+        if s in ("none", "bf16", "unquantized"):
+            return 0.0
         if s == "channel":
             return CHANNEL_LOG2B
         if s == "tensor":
@@ -53,7 +61,7 @@ def _one_log2_block(b: Any) -> float:
             b = float(s)
         except ValueError:
             raise ValueError(f"B: expected a block size >= 1, 'channel' or 'tensor', got {b!r}") from None
-    if b is None or isinstance(b, bool):
+    if isinstance(b, bool):
         raise TypeError(f"B: expected a block size >= 1, 'channel' or 'tensor', got {b!r}")
     v = float(b)
     if not np.isfinite(v) or v < 1.0:
@@ -64,7 +72,8 @@ def _one_log2_block(b: Any) -> float:
 def log2_block(B: BlockLike) -> ArrayLike:
     """log2 of the scaling-block size: a number >= 1, an array of them, ``'channel'``/``'tensor'``
     (log2 B = 13.1567), a numeric string like ``'32'``, or a sequence mixing these.  B = 1 means
-    every element has its own high-precision scale, i.e. no quantization penalty."""
+    every element has its own high-precision scale, i.e. no quantization penalty; ``None`` or
+    ``'none'`` (an unquantized run) likewise give 0, so the law reduces to its base (BF16) part."""
     if isinstance(B, (str, int, float, np.integer, np.floating)) or B is None:
         return _one_log2_block(B)
     arr = np.asarray(B)
@@ -106,8 +115,14 @@ class ComputeOptimum:
     """The compute-optimal configuration under C = k·P·N·D (Sun et al. §4.4, App. E.3).
 
     ``P`` is the real-valued optimal precision (bits, sign included) with the real-valued optimal
-    layout; ``N`` (parameters) and ``D`` (tokens) the matching model and data size; ``loss`` the
-    predicted loss there (nats/token).  ``layout`` is the integer layout of ``round(P)`` bits."""
+    layout (the paper's relaxation, Eq. 19/20); ``N`` (parameters) and ``D`` (tokens) the matching
+    model and data size; ``loss`` the predicted loss there (nats/token).
+
+    ``P_int`` is the best *integer* width: for each integer P near the real optimum the integer
+    optimal layout of P bits is taken, N and D are re-optimised under the same budget
+    (:meth:`CapybaraLaw.compute_optimal_ND` with that layout), and the width with the lowest loss
+    wins; ``N_int``, ``D_int``, ``loss_int`` are its model size, tokens and loss, and ``layout``
+    its (E, M)."""
 
     C: float
     k: float
@@ -117,6 +132,13 @@ class ComputeOptimum:
     D: float
     loss: float
     layout: tuple[int, int]
+    P_int: int = 0
+    N_int: float = float("nan")
+    D_int: float = float("nan")
+    loss_int: float = float("nan")
+
+    def __float__(self) -> float:
+        return float(self.P)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -247,9 +269,21 @@ class CapybaraLaw:
             raise ValueError("B: block size 1 has no quantization penalty, so no finite optimal precision")
         return float(lb)
 
-    def optimal_precision_fixed_D(self, D: float, B: BlockLike) -> float:
+    def optimal_precision_fixed_D(self, D: float, C: float | None = None, B: BlockLike = _UNSET,
+                                  k: float = DEFAULT_K) -> float:
         """Cost-optimal precision for a fixed data size D under a compute budget (Eq. 22/47):
-        P^(δ+ν) = γ_D D^β log2 B with γ_D = (δ+ν−α)/(n α γ_ρ).  Independent of C."""
+        P^(δ+ν) = γ_D D^β log2 B with γ_D = (δ+ν−α)/(n α γ_ρ).
+
+        The result does not depend on the budget C (it only sets N = C/(k P D)), so both
+        ``optimal_precision_fixed_D(D, C, B, k)`` and the short form ``optimal_precision_fixed_D(D, B)``
+        are accepted; C and k, when given, are only validated."""
+        if B is _UNSET:
+            if C is None:
+                raise TypeError("B: required (call optimal_precision_fixed_D(D, C, B) or (D, B))")
+            B, C = C, None
+        if C is not None:
+            _positive("C", C)
+        _positive("k", k)
         D = float(_positive("D", D))
         lb = self._lb_positive(B)
         s = self.delta + self.nu
@@ -290,9 +324,54 @@ class CapybaraLaw:
         D = math.exp(cD + (s / b) * logP)
         N = C / (k * P * D)
         loss = float(self.loss_at_precision(N, D, P, 2.0 ** lb))
-        Pint = max(1, int(round(P)))
-        return ComputeOptimum(C=C, k=k, log2_block=lb, P=P, N=N, D=D, loss=loss,
-                              layout=self.optimal_layout(Pint))
+        best = None
+        for p in range(max(MIN_INT_BITS, math.floor(P) - 1), min(MAX_INT_BITS, math.ceil(P) + 1) + 1):
+            e, m = self.optimal_layout(p)
+            Ni, Di, Li = self._optimal_ND(C / (k * p), self.gamma * float(self.layout_score(e, m)), lb)
+            if best is None or Li < best[3]:
+                best = (p, Ni, Di, Li, (e, m))
+        p, Ni, Di, Li, lay = best
+        return ComputeOptimum(C=C, k=k, log2_block=lb, P=P, N=N, D=D, loss=loss, layout=lay,
+                              P_int=p, N_int=Ni, D_int=Di, loss_int=Li)
+
+    def _optimal_ND(self, K: float, Q: float, lb: float) -> tuple[float, float, float]:
+        """min over D of the loss with N = K/D and penalty D^β N^−α lb/Q: (N, D, loss).
+
+        With x = ln D the loss is A e^(αx) + d e^(−βx) + G e^((α+β)x) + ε, A = n K^−α,
+        G = lb K^−α / Q; its x-derivative is strictly increasing, so the root is unique and
+        is bracketed by the unquantized (G = 0) optimum from above."""
+        a, b = self.alpha, self.beta
+        A = self.n * K ** (-a)
+        G = lb * K ** (-a) / Q
+
+        def g(x: float) -> float:
+            return a * A * math.exp(a * x) - b * self.d * math.exp(-b * x) + (a + b) * G * math.exp((a + b) * x)
+
+        hi = math.log(b * self.d / (a * A)) / (a + b)
+        lo = hi - 1.0
+        while g(lo) > 0:
+            lo -= 2.0 * (hi - lo)
+        x = hi if g(hi) == 0 else brentq(g, lo, hi, xtol=1e-14, rtol=1e-15, maxiter=500)
+        D = math.exp(x)
+        N = K / D
+        loss = A * D ** a + self.d * D ** (-b) + self.eps + G * D ** (a + b)
+        return N, D, float(loss)
+
+    def compute_optimal_ND(self, C: float, P: float, B: BlockLike, k: float = DEFAULT_K,
+                           layout: tuple[int, int] | None = None) -> tuple[float, float]:
+        """(N, D) minimising the loss at precision P under the budget C = k·P·N·D.
+
+        The quantization term uses the real-valued optimal layout of P bits (as
+        :meth:`loss_at_precision`, the paper's relaxation) unless ``layout=(E, M)`` is given.
+        Solved by a bracketed root of ∂L/∂ln D (unique: the derivative is monotone)."""
+        C, P, k = float(_positive("C", C)), float(_positive("P", P)), float(_positive("k", k))
+        lb = float(np.asarray(log2_block(B)))
+        if layout is None:
+            Q = self.gamma_rho * P ** (self.delta + self.nu)
+        else:
+            Q = self.gamma * float(self.layout_score(*layout))
+        N, D, _ = self._optimal_ND(C / (k * P), Q, lb)
+        return N, D
 
     def chinchilla(self) -> "ChinchillaLaw":
         """The base (unquantized) law with this law's n, α, d, β, ε."""
@@ -313,6 +392,12 @@ class ChinchillaLaw:
     def paper(cls) -> "ChinchillaLaw":
         """The base-law constants inside Sun et al.'s Table 2."""
         return CapybaraLaw.paper().chinchilla()
+
+    @classmethod
+    def hoffmann(cls) -> "ChinchillaLaw":
+        """Hoffmann et al. 2022 (Chinchilla, approach 3): E = 1.69, A = 406.4, B = 410.7,
+        α = 0.34, β = 0.28, i.e. L = 1.69 + 406.4/N^0.34 + 410.7/D^0.28."""
+        return cls(n=406.4, alpha=0.34, d=410.7, beta=0.28, eps=1.69)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -346,6 +431,21 @@ class KumarLaw:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+    @classmethod
+    def illustrative(cls) -> "KumarLaw":
+        """*Illustrative* constants: Hoffmann et al.'s Chinchilla fit (:meth:`ChinchillaLaw.hoffmann`)
+        with a weight-precision sensitivity γ_w = 2.67 bits, the order of magnitude Kumar et al.
+        report for weights.  Not a published fit of this exact form: use it to see the shape of
+        the law, and :func:`explorer.fit.fit_kumar` for numbers."""
+        c = ChinchillaLaw.hoffmann()
+        return cls(n=c.n, alpha=c.alpha, d=c.d, beta=c.beta, eps=c.eps, gamma=KUMAR_GAMMA_W)
+
+    def loss_at_bits(self, N: ArrayLike, D: ArrayLike, P: ArrayLike) -> ArrayLike:
+        """Loss with weights held in P bits: N_eff = N (1 − e^(−P/γ)) in the Chinchilla form."""
+        N, D, P = _positive("N", N), _positive("D", D), _positive("P", P)
+        Neff = N * -np.expm1(-P / self.gamma)
+        return _out(self.n / Neff ** self.alpha + self.d / D ** self.beta + self.eps)
 
     def effective_params(self, N: ArrayLike, E: ArrayLike, M: ArrayLike) -> ArrayLike:
         N = _positive("N", N)
@@ -387,3 +487,54 @@ def qid_loss(N: ArrayLike, D: ArrayLike, P: ArrayLike, law: QiDLaw | None = None
     """Loss increase (nats/token) from post-training quantization of an N-parameter model trained
     on D tokens to P bits; Ouyang et al.'s published constants unless ``law`` is given."""
     return (law or QiDLaw.paper()).delta_loss(N, D, P)
+
+
+#: Kumar et al.'s weight-precision sensitivity used by :meth:`KumarLaw.illustrative` (bits).
+KUMAR_GAMMA_W = 2.67
+
+
+def chinchilla_loss(N: ArrayLike, D: ArrayLike, law: ChinchillaLaw | None = None) -> ArrayLike:
+    """Unquantized loss (nats/token) of Hoffmann et al.'s fitted Chinchilla law (E = 1.69,
+    A = 406.4, B = 410.7, α = 0.34, β = 0.28) unless ``law`` is given."""
+    return (law or ChinchillaLaw.hoffmann()).loss(N, D)
+
+
+def kumar_loss(N: ArrayLike, D: ArrayLike, P_w: ArrayLike, law: KumarLaw | None = None) -> ArrayLike:
+    """Kumar et al. (arXiv 2411.04330) loss for weights trained in P_w bits:
+    A/N_eff^α + B/D^β + E with N_eff = N (1 − e^(−P_w/γ_w)).  Defaults to the *illustrative*
+    :meth:`KumarLaw.illustrative` constants (Chinchilla + γ_w = 2.67)."""
+    return (law or KumarLaw.illustrative()).loss_at_bits(N, D, P_w)
+
+
+# ------------------------------------------------------------------------------------ law files
+def save_law(path: Any, law: CapybaraLaw, **meta: Any) -> dict:
+    """Write ``law`` as JSON ``{"kind": "capybara-law", "constants": {...}, **meta}`` (meta must
+    be JSON-serialisable); returns the document.  :func:`load_law` and ``fpx recommend --law``
+    read it back."""
+    import json
+    from pathlib import Path
+    if not isinstance(law, CapybaraLaw):
+        raise TypeError(f"law: expected a CapybaraLaw, got {type(law).__name__}")
+    doc = {"kind": "capybara-law", "constants": law.to_dict(), **meta}
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def load_law(path: Any) -> CapybaraLaw:
+    """The law in a JSON file written by :func:`save_law` or ``fpx fit -o`` (a ``"constants"``
+    object), or a bare object of the eight constants."""
+    import json
+    from pathlib import Path
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    consts = doc.get("constants", doc)
+    if not isinstance(consts, dict):
+        raise ValueError(f"{path}: 'constants' must be an object")
+    return CapybaraLaw.from_dict(consts)

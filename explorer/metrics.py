@@ -78,7 +78,7 @@ class FormatMetrics:
     """Measured properties of one element format.
 
     dynamic_range_log2: log2(max / min_subnormal) in binades (min positive value when the format
-    has no subnormals); normal_range_log2: log2(max / min_normal); dynamic_range_db: 20·log10 of
+    has no subnormals); ``block`` is 0 when only per-tensor scaling was measured; normal_range_log2: log2(max / min_normal); dynamic_range_db: 20·log10 of
     max / min positive.  ``sqnr_db`` and ``mse`` map ``"{data}/{scaling}"`` (e.g.
     ``"laplace/block32"``) to dB and to mean squared error."""
 
@@ -108,15 +108,21 @@ def _json_float(v: float):
     return v if np.isfinite(v) else ("inf" if v > 0 else "-inf")
 
 
-def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int = 32,
-                   tensors: Mapping[str, np.ndarray] | None = None) -> FormatMetrics:
+def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int | None = 32,
+                   tensors: Mapping[str, np.ndarray] | None = None, *, n: int | None = None) -> FormatMetrics:
     """Dynamic range and SQNR/MSE of ``fmt`` (a FloatFormat or a name such as ``"e2m1"``) on the
-    three synthetic distributions (``samples`` each, seeded) and on ``tensors`` (name -> array,
-    e.g. weights or activations captured from a trained model), per tensor and per ``block``."""
+    three synthetic distributions (``samples`` each, seeded; ``n`` is an alias of ``samples``)
+    and on ``tensors`` (name -> array, e.g. weights or activations captured from a trained
+    model), per tensor and, unless ``block`` is None, per ``block`` elements."""
     f = _resolve(fmt)
-    if isinstance(samples, bool) or int(samples) < block:
-        raise ValueError(f"samples: expected an integer >= block ({block}), got {samples!r}")
-    samples = int(samples) - int(samples) % int(block)
+    if n is not None:
+        samples = n
+    if block is not None and (isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1):
+        raise ValueError(f"block: expected a positive integer or None, got {block!r}")
+    unit = 1 if block is None else int(block)
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < unit:
+        raise ValueError(f"samples: expected an integer >= block ({unit}), got {samples!r}")
+    samples = int(samples) - int(samples) % unit
     vals = f.values()
     pos = vals[vals > 0]
     min_pos = float(pos.min())
@@ -128,7 +134,8 @@ def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int = 32,
         data[str(name)] = a
     sq, mse = {}, {}
     for name, x in data.items():
-        for label, blk in (("tensor", None), (f"block{block}", block)):
+        cases = [("tensor", None)] + ([] if block is None else [(f"block{block}", int(block))])
+        for label, blk in cases:
             q = scaled_quantize(f, x, blk)
             sq[f"{name}/{label}"] = sqnr_db(x, q)
             mse[f"{name}/{label}"] = float(np.mean((x - q) ** 2))
@@ -138,4 +145,4 @@ def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int = 32,
         dynamic_range_log2=float(np.log2(f.max / min_pos)),
         normal_range_log2=float(np.log2(f.max / f.min_normal)),
         dynamic_range_db=float(20 * np.log10(f.max / min_pos)),
-        block=int(block), samples=samples, seed=int(seed), sqnr_db=sq, mse=mse)
+        block=0 if block is None else int(block), samples=samples, seed=int(seed), sqnr_db=sq, mse=mse)

@@ -125,14 +125,15 @@ def _block_label(block: Any) -> str:
 
 def recommend(bits: Iterable[int] = DEFAULT_BITS, block: Any = "channel",
               law: CapybaraLaw | None = None, law_source: str | None = None,
-              params: float = DEFAULT_PARAMS, tokens: float | None = None,
+              params: float | None = None, tokens: float | None = None,
               budget: float | None = None, k: float = DEFAULT_K, runners_up: int = 2,
               measure: bool = False, samples: int = 16384, seed: int = 0,
               hw_model: hwcost.HwCostModel = hwcost.DEFAULT_MODEL,
               tensors: dict[str, np.ndarray] | None = None) -> Recommendation:
     """Recommend a layout for each width in ``bits`` (each >= 1; a split may have E = 0).
 
-    ``params`` N and ``tokens`` D (default 20 N) set the predicted losses and gaps; ``block`` is
+    ``params`` N (default 1e9) and ``tokens`` D (default 20 N, Chinchilla's tokens per
+    parameter) set the predicted losses, gaps and critical data sizes; ``block`` is
     the scaling block (int, ``'channel'`` or ``'tensor'``); ``budget`` C (k·P·N·D units) adds
     the compute-optimal precision; ``measure`` adds emulator metrics (SQNR/MSE per tensor and per
     ``block`` if it is an int, else per 32) on ``samples`` seeded values per distribution and on
@@ -142,7 +143,7 @@ def recommend(bits: Iterable[int] = DEFAULT_BITS, block: Any = "channel",
     widths = _check_bits(bits)
     if isinstance(runners_up, bool) or int(runners_up) < 0:
         raise ValueError(f"runners_up: expected an integer >= 0, got {runners_up!r}")
-    params = _positive("params", params)
+    params = DEFAULT_PARAMS if params is None else _positive("params", params)
     tokens = _positive("tokens", tokens) if tokens is not None else TOKENS_PER_PARAM * params
     lb = float(log2_block(block))
     label = _block_label(block)
@@ -223,8 +224,10 @@ def format_text(rec: Recommendation) -> str:
     if rec.compute is not None:
         c = rec.compute
         e, m = c.layout
-        lines += ["", f"compute-optimal at C = {c.C:.3g} (k = {c.k:.4g}): P = {c.P:.2f} bits "
-                      f"(layout {layout_name(e, m)}), N = {c.N:.3g}, D = {c.D:.3g}, loss = {c.loss:.4f}"]
+        lines += ["", f"compute-optimal at C = {c.C:.3g} (k = {c.k:.4g}): P = {c.P:.2f} bits, "
+                      f"N = {c.N:.3g}, D = {c.D:.3g}, loss = {c.loss:.4f} (real-valued layout)",
+                  f"  best integer width: {c.P_int} bits, {layout_name(e, m)}, N = {c.N_int:.3g}, "
+                  f"D = {c.D_int:.3g}, loss = {c.loss_int:.4f}"]
     lines += ["", "accuracy/cost Pareto front (cheapest first): " + ", ".join(rec.pareto),
               f"cost: {hwcost.SOURCE}"]
     return "\n".join(lines)

@@ -208,3 +208,83 @@ def test_kumar_fit_recovers_its_own_law():
     pred = np.asarray(k.loss(g["N"], g["D"], g["E"], g["M"]))
     assert np.sqrt(np.mean(((pred - y) / y) ** 2)) < 0.002
     assert k.gamma == pytest.approx(2.5, rel=0.15)
+
+
+def _issue_grid():
+    """The paper's experiment grid as the issue states it: N in {41M, 85M, 154M, 679M},
+    D in {10B, 20B, 50B, 100B}, (E, M) spread over 4..8 bits with channel scaling, and E2M1 /
+    E4M3 at every block size 32..512."""
+    layouts = [(2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (3, 2), (2, 3), (4, 2), (3, 3), (4, 3), (5, 2)]
+    rows = []
+    for N in (40894464, 84934656, 154140672, 679477248):
+        for D in (10e9, 20e9, 50e9, 100e9):
+            rows += [(N, D, e, m, 2 ** CHANNEL_LOG2B) for e, m in layouts]
+            rows += [(N, D, e, m, b) for e, m in ((2, 1), (4, 3)) for b in (32, 64, 128, 256, 512)]
+    a = np.array(rows, dtype=float)
+    return {"N": a[:, 0], "D": a[:, 1], "E": a[:, 2], "M": a[:, 3], "B": a[:, 4]}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_percent_noise_on_the_issue_grid_extrapolates_to_1_2B(seed):
+    from explorer.fit import FitResult, fit_capybara_full
+    g = _issue_grid()
+    y = _noisy(g, 0.01, seed)
+    fit = fit_capybara_full(**g, loss=y, bootstrap=8, seed=seed, heldout=True)
+    assert isinstance(fit, FitResult) and fit.held_out == fit.heldout and len(fit.held_out) == 4
+    law = fit.law
+    # the fitted law predicts the paper's 1.2B validation runs (Table 3) within 1% of the truth
+    v = paper_validation_design()
+    big = {k: x[v["N"] == 1233125376] for k, x in v.items()}
+    assert len(big["N"]) == 8
+    err = np.abs(np.asarray(law.loss(**big)) / np.asarray(LAW.loss(**big)) - 1)
+    assert err.max() < 0.01
+    # constants: ε and α tightly, β, and the ratio δ/ν that fixes the optimal layouts
+    assert law.eps == pytest.approx(LAW.eps, rel=0.05)
+    assert law.alpha == pytest.approx(LAW.alpha, rel=0.15)
+    assert law.beta == pytest.approx(LAW.beta, rel=0.2)
+    assert law.delta / law.nu == pytest.approx(LAW.delta / LAW.nu, rel=0.1)
+    assert [law.optimal_layout(P) for P in range(3, 17)] == [LAW.optimal_layout(P) for P in range(3, 17)]
+    # residuals are the noise: RMS about 1%
+    assert 0.005 < fit.rms_rel < 0.015
+    assert set(fit.ci) == set(LAW.to_dict())
+    # leave-one-size-out error stays at the noise level
+    assert all(h.mean_abs_rel < 0.02 for h in fit.held_out)
+
+
+def test_fit_with_fixed_exponents_for_few_small_runs():
+    # a CPU-sized sweep (18 runs, 3 tiny models): only n, d, ε, γ are fitted, exponents kept
+    truth = CapybaraLaw(**{**LAW.to_dict(), "n": 80.0, "d": 50000.0, "eps": 2.1, "gamma": 8000.0})
+    rng = np.random.default_rng(0)
+    N = np.repeat([1e6, 3e6, 1e7], 6)
+    D = np.tile([1e7, 3e7, 1e8, 1e7, 3e7, 1e8], 3)
+    E, M = np.tile([2, 2, 2, 4, 4, 4], 3), np.tile([1, 1, 1, 3, 3, 3], 3)
+    y = np.asarray(truth.loss(N, D, E, M, 32)) * (1 + 0.002 * rng.standard_normal(18))
+    law = fit_capybara(N=N, D=D, E=E, M=M, B=32, loss=y, free="n,d,eps,gamma")
+    for name in ("alpha", "beta", "delta", "nu"):
+        assert getattr(law, name) == getattr(LAW, name)
+    assert law.n == pytest.approx(80.0, rel=0.05) and law.eps == pytest.approx(2.1, rel=0.05)
+    pred = np.asarray(law.loss(N, D, E, M, 32))
+    assert np.max(np.abs(pred - y) / y) < 0.01
+    # fixed constants can come from another law; their bootstrap interval is degenerate
+    other = CapybaraLaw(**{**LAW.to_dict(), "alpha": 0.25})
+    fit = fit_capybara_detailed(N=N, D=D, E=E, M=M, B=32, loss=y, free=["n", "d", "eps"], fixed=other,
+                                bootstrap=4, heldout=False)
+    assert fit.law.alpha == 0.25 and fit.law.gamma == LAW.gamma and fit.free == ("n", "d", "eps")
+    assert fit.ci["alpha"] == (0.25, 0.25) and fit.to_dict()["free"] == ["n", "d", "eps"]
+    # 4 free constants need 5 runs, not 9
+    law5 = fit_capybara(N=N[:5], D=D[:5], E=E[:5], M=M[:5], B=32, loss=y[:5], free="n,d,eps,gamma")
+    assert np.isfinite(law5.n)
+    with pytest.raises(ValueError, match="free"):
+        fit_capybara(N=N, D=D, E=E, M=M, B=32, loss=y, free="n,zeta")
+    with pytest.raises(TypeError, match="fixed"):
+        fit_capybara(N=N, D=D, E=E, M=M, B=32, loss=y, free="n", fixed={"n": 1})
+
+
+def test_qid_fit_positional():
+    rng = np.random.default_rng(5)
+    N = np.repeat([1e8, 1e9, 1e10], 12)
+    D = np.tile(np.repeat([1e10, 1e11, 1e12], 4), 3)
+    P = np.tile([3, 4, 6, 8], 9).astype(float)
+    dl = np.asarray(QiDLaw.paper().delta_loss(N, D, P)) * np.exp(0.01 * rng.standard_normal(36))
+    q = fit_qid(N, D, P, dl)
+    assert q.gamma == pytest.approx(5.4967, rel=0.02) and q.k == pytest.approx(0.017, rel=0.3)

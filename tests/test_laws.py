@@ -3,6 +3,7 @@ constants, and every closed form checked against direct numerical optimisation."
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -213,3 +214,132 @@ def test_qid():
 
 def test_layout_name():
     assert layout_name(2, 1) == "e2m1"
+
+
+def test_unquantized_block_settings():
+    # B = None / 'none' (an unquantized run) and B = 1 all give the base law; D_crit is infinite
+    base = LAW.base_loss(3e8, 2e10)
+    for B in (None, "none", 1, 1.0):
+        assert LAW.loss(3e8, 2e10, 4, 3, B) == base
+        assert LAW.critical_data_size(3e8, 4, 3, B) == np.inf
+    assert LAW.loss(3e8, 2e10, 4, 3, 32) > base
+    mixed = LAW.loss(3e8, 2e10, 4, 3, np.array([None, 32, "channel"], dtype=object))
+    assert mixed[0] == base < mixed[1] < mixed[2]
+    with pytest.raises(ValueError, match="B"):
+        LAW.optimal_precision(1e24, None)
+
+
+def test_critical_data_size_zeroes_the_derivative():
+    # central finite difference of L in ln D at D_crit is ~0, and changes sign across it
+    for N, E, M, B in ((1e9, 4, 3, 128), (2e8, 2, 1, "channel")):
+        dc = LAW.critical_data_size(N, E, M, B)
+        h = 1e-4
+
+        def dLdlnD(D):
+            return (LAW.loss(N, D * math.exp(h), E, M, B) - LAW.loss(N, D * math.exp(-h), E, M, B)) / (2 * h)
+
+        scale = LAW.d * LAW.beta * dc ** -LAW.beta          # size of either term of dL/dlnD
+        assert abs(dLdlnD(dc)) < 1e-6 * scale
+        assert dLdlnD(dc / 2) < 0 < dLdlnD(dc * 2)
+
+
+@pytest.mark.parametrize("C", [1e21, 1e24, 1e27])
+def test_compute_optimal_ND_matches_numerical(C):
+    for P, layout in ((6.0, None), (8.0, (4, 3))):
+        N, D = LAW.compute_optimal_ND(C, P, 128, layout=layout)
+        assert 6 / 16 * P * N * D == pytest.approx(C, rel=1e-12)
+        if layout is None:
+            f = lambda x: LAW.loss_at_precision(math.exp(x), C / (6 / 16 * P * math.exp(x)), P, 128)  # noqa: E731
+        else:
+            f = lambda x: LAW.loss(math.exp(x), C / (6 / 16 * P * math.exp(x)), *layout, 128)  # noqa: E731
+        r = minimize_scalar(f, bounds=(math.log(N) - 4, math.log(N) + 4), method="bounded",
+                            options={"xatol": 1e-10})
+        assert N == pytest.approx(math.exp(r.x), rel=1e-4)
+    # at the joint optimum's own P it returns the joint optimum's N and D
+    opt = LAW.optimal_precision(C, 128)
+    N, D = LAW.compute_optimal_ND(C, opt.P, 128)
+    assert (N, D) == (pytest.approx(opt.N, rel=1e-9), pytest.approx(opt.D, rel=1e-9))
+
+
+def test_best_integer_precision_by_brute_force():
+    for C in (1e21, 1e25, 1e29):
+        opt = LAW.optimal_precision(C, 128)
+        assert float(opt) == opt.P
+        # brute force over every integer width 2..32 with its integer optimal layout
+        losses = {}
+        for p in range(2, 33):
+            e, m = LAW.optimal_layout(p)
+            N, D = LAW.compute_optimal_ND(C, p, 128, layout=(e, m))
+            losses[p] = LAW.loss(N, D, e, m, 128)
+        assert opt.P_int == min(losses, key=losses.get)
+        assert abs(opt.P_int - opt.P) < 1
+        assert opt.layout == LAW.optimal_layout(opt.P_int)
+        assert opt.loss_int == pytest.approx(losses[opt.P_int], rel=1e-12)
+        assert opt.loss <= opt.loss_int        # the relaxed layout is an upper bound on the score
+        assert 6 / 16 * opt.P_int * opt.N_int * opt.D_int == pytest.approx(C, rel=1e-12)
+    d = LAW.optimal_precision(1e25, "channel").to_dict()
+    assert d["layout"]["name"] == layout_name(*LAW.optimal_layout(d["P_int"]))
+
+
+def test_fixed_D_accepts_the_budget_form():
+    assert LAW.optimal_precision_fixed_D(1e12, 1e24, 128) == LAW.optimal_precision_fixed_D(1e12, 128)
+    assert LAW.optimal_precision_fixed_D(1e12, 1e24, 128, 6 / 16) == LAW.optimal_precision_fixed_D(1e12, B=128)
+    with pytest.raises(TypeError, match="B"):
+        LAW.optimal_precision_fixed_D(1e12)
+    with pytest.raises(ValueError, match="C"):
+        LAW.optimal_precision_fixed_D(1e12, -1.0, 128)
+
+
+def test_chinchilla_and_kumar_reference_laws():
+    from explorer.laws import chinchilla_loss, kumar_loss
+    # Hoffmann et al.: Chinchilla (70B params, 1.4T tokens) sits near 1.94 nats
+    assert chinchilla_loss(70e9, 1.4e12) == pytest.approx(
+        1.69 + 406.4 / 70e9 ** 0.34 + 410.7 / 1.4e12 ** 0.28, rel=1e-14)
+    assert 1.93 < chinchilla_loss(70e9, 1.4e12) < 1.95
+    # Kumar et al.: fewer weight bits shrink the effective parameter count; many bits -> Chinchilla
+    Ls = kumar_loss(1e9, 2e10, np.array([3, 4, 6, 8, 16, 40]))
+    assert np.all(np.diff(Ls) < 0)
+    assert Ls[-1] == pytest.approx(chinchilla_loss(1e9, 2e10), rel=1e-4)
+    g = 2.67
+    want = 406.4 / (1e9 * (1 - math.exp(-4 / g))) ** 0.34 + 410.7 / 2e10 ** 0.28 + 1.69
+    assert kumar_loss(1e9, 2e10, 4) == pytest.approx(want, rel=1e-12)
+
+
+def test_save_and_load_law(tmp_path):
+    from explorer.fit import load_fit
+    from explorer.laws import load_law, save_law
+    law = CapybaraLaw(**{**LAW.to_dict(), "gamma": 5000.0})
+    doc = save_law(tmp_path / "law.json", law, note="test", runs=3)
+    assert doc["note"] == "test" and doc["constants"]["gamma"] == 5000.0
+    assert load_law(tmp_path / "law.json") == law == load_fit(tmp_path / "law.json")
+    (tmp_path / "bare.json").write_text(json.dumps(LAW.to_dict()))
+    assert load_law(tmp_path / "bare.json") == LAW
+    (tmp_path / "partial.json").write_text('{"constants": {"n": 1}}')
+    with pytest.raises(ValueError, match="missing"):
+        load_law(tmp_path / "partial.json")
+    with pytest.raises(FileNotFoundError):
+        load_law(tmp_path / "nope.json")
+    with pytest.raises(TypeError, match="law"):
+        save_law(tmp_path / "x.json", {"n": 1})
+
+
+def test_layout_table_in_docs_matches_brute_force():
+    # docs/analyzer.md lists the optimal layout of every width; brute force over (E+0.5)^δ (M+0.5)^ν
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "analyzer.md").read_text()
+    for P in range(2, 17):
+        scores = {e: (e + 0.5) ** LAW.delta * (P - 1 - e + 0.5) ** LAW.nu for e in range(P)}
+        e = max(scores, key=lambda k: (scores[k], k))
+        assert LAW.optimal_layout(P) == (e, P - 1 - e)
+        assert f"| {P} | E{e}M{P - 1 - e} |" in text
+
+
+def test_analyzer_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, explorer.laws, explorer.fit, explorer.recommend, explorer.metrics, "
+            "explorer.hwcost, explorer.commands.fit, explorer.commands.recommend; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.stdout.strip() == "False"

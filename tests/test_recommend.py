@@ -38,6 +38,11 @@ def test_recommend_matches_the_law():
         rec.best(5)
 
 
+def test_recommend_params_none_is_the_default():
+    a = recommend(bits=[4], params=None).to_dict()
+    assert a == recommend(bits=[4]).to_dict() and a["params"] == 1e9 and a["tokens"] == 2e10
+
+
 def test_recommend_defaults_and_errors():
     rec = recommend()
     assert [w.bits for w in rec.widths] == list(range(3, 17))
@@ -88,6 +93,24 @@ def test_hwcost():
         HwCostModel(multiplier=-1)
     with pytest.raises(ValueError, match="E"):
         mac_cost(-1, 3)
+    # keyword overrides replace single weights of the default model
+    assert mac_cost(4, 4, shifter=0.0, reference=(2, 1)) == HwCostModel(shifter=0.0, reference=(2, 1)).cost(4, 4)
+    assert mac_cost(8, 7, multiplier=3.0) > mac_cost(8, 7)
+    with pytest.raises(TypeError, match="overrides"):
+        mac_cost(4, 3, area=1.0)
+
+
+def test_metrics_tensor_only_and_n_alias():
+    a = format_metrics("e3m2", n=2048, seed=4, block=None)
+    b = format_metrics("e3m2", samples=2048, seed=4, block=32)
+    assert set(a.sqnr_db) == {"gaussian/tensor", "laplace/tensor", "student_t3/tensor"} and a.block == 0
+    for k in a.sqnr_db:
+        assert a.sqnr_db[k] == b.sqnr_db[k] and a.mse[k] == b.mse[k]
+    # per-block scaling helps heavy tails most
+    gain = {d: b.sqnr_db[f"{d}/block32"] - b.sqnr_db[f"{d}/tensor"] for d in ("gaussian", "student_t3")}
+    assert gain["student_t3"] > gain["gaussian"] > 0
+    with pytest.raises(ValueError, match="block"):
+        format_metrics("e3m2", block=0)
 
 
 def test_metrics_e2m1():
@@ -205,3 +228,20 @@ def test_cli_fit_then_recommend_with_fitted_law(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "held out N" in text and "alpha" in text
     assert main(["fit", str(tmp_path / "nope.db")]) == 2
+
+
+def test_cli_fit_free(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    truth = CapybaraLaw(**{**LAW.to_dict(), "n": 80.0, "eps": 2.1})
+    lines = ["N,D,E,M,B,loss"]
+    for N in (1e6, 3e6, 1e7):
+        for D in (1e7, 3e7, 1e8):
+            for e, m, b in ((2, 1, "32"), (4, 3, "channel")):
+                lines.append(f"{N},{D},{e},{m},{b},{float(truth.loss(N, D, e, m, b))}")
+    path.write_text("\n".join(lines) + "\n")
+    doc = _cli_json(capsys, ["fit", str(path), "--free", "n,d,eps,gamma", "--bootstrap", "0", "--json"])
+    assert doc["free"] == ["n", "d", "eps", "gamma"]
+    assert doc["constants"]["alpha"] == LAW.alpha
+    assert doc["constants"]["n"] == pytest.approx(80.0, rel=0.02)
+    assert main(["fit", str(path), "--free", "n,bogus"]) == 2
+    assert "free" in capsys.readouterr().err
