@@ -21,9 +21,10 @@ Scale rules (``scale_rule``), for a block with largest magnitude ``amax``:
 
 Elements are ``round(x / scale)`` into the element format, saturating (values beyond the element
 max clamp to ±max, as OCP prescribes), with the chosen rounding mode; ``x / scale`` is formed in
-float64 (exact for power-of-two scales, correctly rounded otherwise).  A block holding a NaN or
-an infinity gets a NaN scale (E8M0 code 255, the scale format's NaN, or a float32 NaN) and all
-its elements decode as NaN.  Blocks may be ragged: the last block along the axis is shorter when
+float64 (exact for power-of-two scales, correctly rounded otherwise; the float32 MX kernel in
+:mod:`fpformat.block_core` forms it in float32 where that is provably equivalent).  A block
+holding a NaN or an infinity gets a NaN scale (E8M0 code 255, the scale format's NaN, or a
+float32 NaN) and all its elements decode as NaN.  Blocks may be ragged: the last block along the axis is shorter when
 the length is not a multiple of the block size.  Stochastic rounding draws element ``i``'s random
 bits from its flat index in ``x``, as for element formats.
 """
@@ -170,9 +171,12 @@ class BlockFormat:
                 "emax_elem": _emax_elem(self.element)}
 
     # ----------------------------------------------------------------------------- operations
-    def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool):
-        """The fused numba pass (fpformat.block_kernels) when blocks run along the last axis;
-        None for tiles and other axes (the numpy path below handles those)."""
+    def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool,
+               out: np.ndarray | None = None):
+        """The fused numba pass when blocks run along the last axis (fpformat.block_core for
+        float32 MX data, fpformat.block_kernels otherwise); None for tiles and other axes (the
+        numpy path below handles those).  ``out``: a C-contiguous float32 destination for the
+        block_core kernel (ignored by the others)."""
         if self.tile is not None or arr.ndim == 0 or arr.size == 0:
             return None
         if self.block_size != "tensor" and self.axis % arr.ndim != arr.ndim - 1:
@@ -187,8 +191,10 @@ class BlockFormat:
             k = L if self.block_size == "channel" else self.block_size
         sshape, _ = self._layout(x.shape)
         if block_core.ocp_f32_applies(self, x2):             # the vectorised float32 MX kernel
+            dest = None if out is None else out.reshape(x2.shape)
             codes, scales, out = block_core.run_ocp_f32(self, x2, max(k, 1), rounding, saturate,
-                                                        seed, sr_bits, not want_out, want_out)
+                                                        seed, sr_bits, not want_out, want_out,
+                                                        dest)
             return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape),
                     None, None if out is None else out.reshape(x.shape))
         tscale = None
@@ -236,18 +242,42 @@ class BlockFormat:
         return restore_dtype(out, str(dtype) if isinstance(dtype, str) else np.dtype(dtype).name)
 
     def quantize(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
-                 sr_bits: int | None = None):
+                 sr_bits: int | None = None, out: np.ndarray | None = None):
         """``decode(encode(x))`` with ``x``'s dtype and shape (the product element × scale is
-        exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales)."""
+        exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales).
+
+        ``out``: optional preallocated numpy array (x's dtype and shape) to write into, as with
+        numpy's ``out=``; it is returned (numpy inputs only)."""
         if is_cuda_array(x):
+            if out is not None:
+                raise TypeError("out= is for numpy arrays; CUDA arrays return a new array")
             from .cuda import block_quantize
             return block_quantize(self, x, rounding, saturate, seed, sr_bits)
         arr, kind = as_float_array(x)
-        fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=True)
+        if out is not None:
+            if not isinstance(out, np.ndarray) or out.shape != arr.shape or \
+                    (kind != "bfloat16" and out.dtype != np.dtype(kind)):
+                raise ValueError(f"out must be a numpy array of x's shape {arr.shape} and dtype "
+                                 f"{kind}, got {getattr(out, 'dtype', type(out).__name__)} "
+                                 f"{getattr(out, 'shape', '')}")
+        if kind in ("float16", "bfloat16") and self.scale_rule != "ocp":
+            # element x scale (not a power of two) is exact in float64: round it once, to x's
+            # dtype, rather than to float32 first
+            arr = arr.astype(np.float64)
+        direct = out if out is not None and out.dtype == np.float32 and \
+            out.flags.c_contiguous and arr.dtype == np.float32 else None
+        fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=True, out=direct)
         if fused is not None:
-            return restore_dtype(fused[3], kind, like=x)
-        enc = self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
-        return restore_dtype(self.decode(enc), enc.dtype, like=x)
+            if direct is not None and fused[3] is not None and np.shares_memory(fused[3], direct):
+                return direct
+            res = restore_dtype(fused[3], kind, like=x)
+        else:
+            enc = self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
+            res = restore_dtype(self.decode(enc), enc.dtype, like=x)
+        if out is None:
+            return res
+        np.copyto(out, np.asarray(res).view(out.dtype) if kind == "bfloat16" else res)
+        return out
 
     # ----------------------------------------------------------------------------- scales
     def _layout(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:

@@ -63,64 +63,71 @@ def _ocp_exponent(m, emax_elem):
 
 
 @numba.njit(inline="always")
-def _ocp_block(x, xb, r, lo, hi, L, F, C, V, emax_elem, key, codes, scales, b, out,
-               want_codes, want_out):
-    m = np.int64(0)
-    for j in range(lo, hi):                                  # integer max: vectorises
-        m = max(m, np.int64(xb[r, j]) & _ABS)
-    if m >= _INF:                                            # NaN or inf in the block
-        scales[r, b] = 255
-        for j in range(lo, hi):
+def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, want_out):
+    """One block: the ``n`` elements from flat index ``lo`` (uint64: no wraparound checks in the
+    loops) of the flat arrays ``x`` (float32), ``xb`` (its bits), ``codes`` and ``out``.
+    Returns the block's E8M0 code."""
+    m = np.uint32(0)
+    for j in range(n):                                       # integer max: vectorises
+        m = max(m, xb[lo + np.uint64(j)] & np.uint32(0x7FFFFFFF))
+    mm = np.int64(m)
+    if mm >= _INF:                                           # NaN or inf in the block:
+        for j in range(n):                                   # elements +0, decoding as NaN
             if want_codes:
-                codes[r, j] = C[core.C_ZERO_POS]
+                codes[lo + np.uint64(j)] = C[core.C_ZERO_POS]
             if want_out:
-                out[r, j] = np.uint32(_QNAN32).view(np.float32)
-        return
-    e = _ocp_exponent(m, emax_elem)
-    scales[r, b] = e + 127
+                out[lo + np.uint64(j)] = np.float32(np.nan)
+        return np.int64(255)
+    e = _ocp_exponent(mm, emax_elem)
     inv = _pow2_f32(-e)
     X = _pow2_f32(e)
     sr = C[core.C_MODE] == core.SR
-    base = r * L
-    for j in range(lo, hi):
-        y = x[r, j] * inv
+    for j in range(n):
+        i = lo + np.uint64(j)
+        y = x[i] * inv
         yb = np.int64(np.float32(y).view(np.uint32))
-        ya = yb & _ABS
         # |y| < 2**-126 (inexact or flushed): the same rounding as any tiny value of its sign.
-        tiny = ya < _MIN_NORMAL and (np.int64(xb[r, j]) & _ABS) != 0
+        tiny = (yb & _ABS) < _MIN_NORMAL and (np.int64(xb[i]) & _ABS) != 0
         yb = ((yb & ~_ABS) | _MIN_NORMAL) if tiny else yb
-        u = core.sr_random(key, base + j) if sr else np.uint64(0)
+        u = core.sr_random(key, i) if sr else np.uint64(0)
         if want_codes:
-            codes[r, j] = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)
+            codes[i] = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)
         if want_out:
             q = core.quantize_bits(yb, core.SRC_FLOAT32, F, C, V, u)
-            out[r, j] = np.uint32(q).view(np.float32) * X
+            out[i] = np.uint32(q).view(np.float32) * X
+    return e + 127
 
 
-@numba.njit(**_JIT)
-def _ocp_generic(x, xb, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out):
-    rows, L = x.shape
+@numba.njit(inline="always")
+def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out):
+    """All blocks of the flat C-order arrays holding ``(x.size // L, L)`` rows; ``scales`` is
+    the flat ``(rows, blocks per row)`` array.  When ``k`` divides ``L`` every block is full and
+    block ``t`` starts at ``t * k`` (fixed trip counts in the specialised kernel)."""
+    rows = x.size // L
+    if L % k == 0:
+        for t in prange(x.size // k):
+            scales[t] = _ocp_block(x, xb, np.uint64(t) * np.uint64(k), k, F, C, V, emax_elem,
+                                   key, codes, out, want_codes, want_out)
+        return
     nb = (L + k - 1) // k
     for t in prange(rows * nb):
         r = t // nb
         b = t - r * nb
-        lo = b * k
-        _ocp_block(x, xb, r, lo, min(lo + k, L), L, F, C, V, emax_elem, key, codes, scales, b,
-                   out, want_codes, want_out)
+        lo = np.uint64(r * L + b * k)
+        scales[t] = _ocp_block(x, xb, lo, min(k, L - b * k), F, C, V, emax_elem, key, codes, out,
+                               want_codes, want_out)
+
+
+@numba.njit(**_JIT)
+def _ocp_generic(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out):
+    _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out)
 
 
 @functools.lru_cache(maxsize=None)
 def _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out):
     @numba.njit(**_JIT)
-    def ocp_specialized(x, xb, key, codes, scales, out):
-        rows, L = x.shape
-        nb = (L + k - 1) // k
-        for t in prange(rows * nb):
-            r = t // nb
-            b = t - r * nb
-            lo = b * k
-            _ocp_block(x, xb, r, lo, min(lo + k, L), L, F, C, V, emax_elem, key, codes, scales,
-                       b, out, want_codes, want_out)
+    def ocp_specialized(x, xb, L, key, codes, scales, out):
+        _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out)
     return ocp_specialized
 
 
@@ -148,20 +155,21 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
     emax_elem = _emax_elem(el)
     rows, L = x2.shape
     nb = -(-L // k)
-    codes = np.empty((rows, L) if want_codes else (1, 1), dtype=el.dtype)
-    scales = np.empty((rows, nb), dtype=np.uint8)
+    x1 = np.ascontiguousarray(x2).reshape(-1)
+    codes = np.empty(x1.size if want_codes else 1, dtype=el.dtype)
+    scales = np.empty(rows * nb, dtype=np.uint8)
     if want_out:
-        if out is None:
-            out = np.empty((rows, L), dtype=np.float32)
+        out = np.empty(x1.size, dtype=np.float32) if out is None else out.reshape(-1)
     else:
-        out = np.empty((1, 1), dtype=np.float32)
+        out = np.empty(1, dtype=np.float32)
     key = seed_key(seed, C[core.C_MODE])
-    xb = x2.view(np.uint32)
-    with _threads_for(x2.size):
-        if _want_specialized(("mx32", k, F, C, want_codes, want_out), x2.size):
-            _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out)(x2, xb, key, codes,
+    xb = x1.view(np.uint32)
+    with _threads_for(x1.size):
+        if _want_specialized(("mx32", k, F, C, want_codes, want_out), x1.size):
+            _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out)(x1, xb, L, key, codes,
                                                                         scales, out)
         else:
-            _ocp_generic(x2, xb, np.int64(k), F, C, V, np.int64(emax_elem), key, codes, scales,
-                         out, want_codes, want_out)
-    return (codes if want_codes else None), scales, (out if want_out else None)
+            _ocp_generic(x1, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes,
+                         want_out)
+    return (codes.reshape(rows, L) if want_codes else None), scales.reshape(rows, nb), \
+        (out.reshape(rows, L) if want_out else None)

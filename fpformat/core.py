@@ -169,11 +169,11 @@ def round_parts(b, S, F, C, u):
 
 
 @register_jitable
-def _specials(code, negative, a, low, F, S, zero_low, neg_unsigned, zero_pos, zero_neg,
+def _specials(code, negative, a, low, F, S, low_pos, low_neg, neg_unsigned, zero_pos, zero_neg,
               nan_pos, nan_neg, inf_pos, inf_neg):
     """Select the special-case results over the finite result ``code`` (codes or value bits)."""
-    if low and F[F_HASZERO] == 0:                            # no zero: clamp to the smallest
-        code = zero_low
+    if low and F[F_HASZERO] == 0:                            # no zero: clamp to ±the smallest
+        code = low_neg if negative else low_pos
     if negative and F[F_SIGNBIT] == 0:
         code = neg_unsigned
     if a == 0:
@@ -207,7 +207,7 @@ def encode_bits(b, S, F, C, u):
         code = C[C_OVF_NEG] if overflow else (mag if drop_sign else mag | F[F_SIGNBIT])
     else:
         code = C[C_OVF_POS] if overflow else mag
-    return _specials(code, negative, a, low, F, S, np.int64(0), C[C_NEG_UNSIGNED],
+    return _specials(code, negative, a, low, F, S, np.int64(0), F[F_SIGNBIT], C[C_NEG_UNSIGNED],
                      C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG], C[C_INF_POS],
                      C[C_INF_NEG])
 
@@ -233,7 +233,8 @@ def quantize_bits(b, S, F, C, V, u):
         y = V[V_OVF_NEG] if overflow else (y if drop_sign else y | (np.int64(1) << S[S_SIGNSHIFT]))
     else:
         y = V[V_OVF_POS] if overflow else y
-    return _specials(y, negative, a, low, F, S, V[V_MIN], V[V_NEG_UNSIGNED],
+    return _specials(y, negative, a, low, F, S, V[V_MIN],
+                     V[V_MIN] | (np.int64(1) << S[S_SIGNSHIFT]), V[V_NEG_UNSIGNED],
                      V[V_ZERO_POS], V[V_ZERO_NEG], V[V_NAN_POS], V[V_NAN_NEG], V[V_INF_POS],
                      V[V_INF_NEG])
 

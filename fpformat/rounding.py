@@ -82,10 +82,12 @@ def call_tuple(fmt, rounding: str = "rne", saturate: bool = False,
     if fmt.has_zero:
         zero_pos = 0
         zero_neg = signbit if fmt.signed and fmt.negative_zero else 0
-    else:                                              # no zero: NaN, else the smallest value
-        zero_pos = zero_neg = nan_pos if has_nan else smallest
+    else:                                              # no zero: NaN, else ±the smallest value
+        zero_pos, zero_neg = (nan_pos, nan_neg) if has_nan else (smallest, smallest | signbit)
 
     neg_unsigned = smallest if saturate or not has_nan else nan_pos
+    if not fmt.signed:                                 # -inf into an unsigned format: below range
+        inf_neg = neg_unsigned
 
     t = [0] * core.C_LEN
     t[core.C_MODE] = mode

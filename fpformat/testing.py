@@ -73,9 +73,9 @@ def formats(draw, exp_bits=None, man_bits=None, bias_offset=range(-3, 4), signed
     """
     E = draw(st.sampled_from(_choices("exp_bits", exp_bits, range(0, 7))))
     M = draw(st.sampled_from(_choices("man_bits", man_bits, range(0, 8))))
-    if max_bits is not None and E + M > max_bits:
+    if E + M == 0 or (max_bits is not None and E + M > max_bits):
         from hypothesis import reject
-        reject()                                        # too wide even without a sign bit
+        reject()                          # no magnitude bit, or too wide even unsigned
     default_bias = (1 << (E - 1)) - 1 if E >= 1 else 1
     bias = default_bias + draw(st.sampled_from(_choices("bias_offset", bias_offset, [0])))
     sgn = draw(st.sampled_from(_choices("signed", signed, [True, False])))
@@ -100,7 +100,8 @@ def formats(draw, exp_bits=None, man_bits=None, bias_offset=range(-3, 4), signed
             fmt = FloatFormat(E, M, bias=bias, signed=sgn, subnormals=sub, nan_codes=0,
                               inf=False, negative_zero=nz, has_zero=hz)
         except ValueError:
-            fmt = FloatFormat(E, M, signed=sgn, subnormals=sub, negative_zero=nz, has_zero=hz)
+            from hypothesis import reject
+            reject()
     for pname, value in (("exp_bits", exp_bits), ("man_bits", man_bits), ("signed", signed),
                          ("subnormals", subnormals), ("nan_codes", nan_codes), ("inf", inf),
                          ("negative_zero", negative_zero), ("has_zero", has_zero)):

@@ -62,6 +62,16 @@ def test_spec_grid_and_errors(tmp_path):
         parse_spec(p)
     with pytest.raises(FileNotFoundError):
         parse_spec(tmp_path / "missing.toml")
+    # [[grid]] tables: runs pooled, duplicates (the seed-0 baseline) removed
+    p.write_text(SPEC.replace("[grid]", "[[grid]]") + """
+[[grid]]
+model = [[1, 32]]
+tokens = [8192]
+format = ["none"]
+seed = [0, 1]
+""")
+    s2 = parse_spec(p)
+    assert len(s2.runs) == 7 and sorted(c.seed for c in s2.runs) == [0] * 6 + [1]
 
 
 def test_ray_backend_missing_is_a_clear_error(tmp_path, env):
@@ -87,23 +97,81 @@ def _finished(db: Path) -> dict[str, float]:
         return {}
 
 
-def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path, env):
+def _descendants(pid: int) -> set[int]:
+    """Live processes whose parent chain reaches ``pid`` (from /proc; Linux)."""
+    parent: dict[int, int] = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = st.read_text().rsplit(")", 1)[1].split()
+            parent[int(st.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for p in pids:
+        try:
+            if (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(p)
+        except OSError:
+            pass
+    return alive
+
+
+def _start_sweep(spec: Path, db: Path, env: dict, workers: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "explorer.cli", "sweep", str(spec), "--db", str(db),
+                             "--workers", str(workers), "--no-progress"], cwd=ROOT, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_finished(proc: subprocess.Popen, db: Path, n: int) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_finished(db)) < n and proc.poll() is None:
+        time.sleep(0.2)
+
+
+def test_stopped_and_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path, env):
     spec = tmp_path / "s.toml"
     spec.write_text(SPEC)
     db = tmp_path / "runs.db"
-    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "sweep", str(spec), "--db", str(db),
-                             "--workers", "2", "--no-progress"], cwd=ROOT, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(_finished(db)) < 2 and proc.poll() is None:
-        time.sleep(0.2)
+    # 1. SIGTERM to the sweep process alone: workers save a resume point and exit, exit code 130.
+    proc = _start_sweep(spec, db, env, workers=2)
+    _wait_finished(proc, db, 1)
+    workers = _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("sweep did not stop within 60 s of SIGTERM")
+    err = proc.stderr.read().decode()
+    assert rc == 130 and "resume" in err, err[-2000:]
+    time.sleep(0.5)
+    assert not _alive(workers), "worker processes left running after SIGTERM"
+    rows = store.load_runs(db, status=None)
+    assert {r["status"] for r in rows} <= {"finished", "running"}     # nothing marked failed
+    for r in rows:
+        if r["status"] == "running":                                  # stopped mid-run
+            assert (Path(str(db) + ".ckpt") / r["key"] / "last.pt").exists()
+    stopped = _finished(db)
+    # 2. SIGKILL (a crash; one in-process worker keeps the test short): nothing lost.
+    proc = _start_sweep(spec, db, env, workers=1)
+    _wait_finished(proc, db, len(stopped) + 1)
     os.killpg(proc.pid, signal.SIGKILL)                       # the sweep and its workers
     proc.wait()
     before = _finished(db)
-    assert 2 <= len(before) < 6, proc.stderr.read().decode()[-2000:]
+    assert len(stopped) < len(before) < 6 and all(before[k] == t for k, t in stopped.items()), \
+        proc.stderr.read().decode()[-2000:]
+    # 3. Resume: the rest runs, finished runs are not redone.
     rep = run_sweep(spec, db, workers=1, progress=False)
     after = _finished(db)
-    assert len(after) == 6 and rep.total == 6
+    assert len(after) == 6 and rep.total == 6 and not rep.interrupted
     assert rep.already_done + rep.ran == 6 and rep.ran >= 6 - len(before)
     for k, t in before.items():                               # finished runs were not redone
         assert after[k] == t
@@ -113,23 +181,62 @@ def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path, env):
     assert {(r["run_key"]) for r in ptq} == unq and len(ptq) == 3 * 2   # 2 checkpoints each
     again = run_sweep(spec, db, workers=1, progress=False)    # a third call does nothing
     assert again.ran == 0 and again.already_done == 6 and _finished(db) == after
+    # 4. Export: CSVs of finished runs and PTQ rows, and the paired summary.
+    from explorer.train.export import analyse, export_csv, main
+    rp, pp = export_csv(db, tmp_path / "out")
+    runs_csv, ptq_csv = rp.read_text().splitlines(), pp.read_text().splitlines()
+    assert len(runs_csv) == 1 + 6 and runs_csv[0].startswith("key,n_params,tokens,fmt")
+    assert len(ptq_csv) == 1 + 6 and ptq_csv[0].endswith("val_loss_after,delta")
+    a = analyse(db)
+    assert a["by_format"]["e4m3@None"]["n"] == 3 and a["runs"] == 6 and a["runs_with_cpu"] == 6
+    assert len(a["d_monotone"]) == 2 and a["ptq_by_bits"]["P=4 rtn"]["n"] == 6
+    assert main([str(tmp_path / "nope.db"), str(tmp_path)]) == 2
 
 
-@pytest.mark.slow          # starting Ray takes minutes on a busy 2-core machine
+@pytest.mark.slow          # starting Ray takes 20-60 s on a busy 2-core machine
 def test_ray_backend_on_a_local_instance(tmp_path, env):
-    """`--backend ray` against a local Ray instance (ray is an optional extra: skipped without)."""
+    """`--backend ray` against a local Ray instance (ray is an optional extra: skipped without):
+    every run finishes, a rerun does nothing, and no Ray process outlives the sweep."""
     ray = pytest.importorskip("ray", reason="ray not installed (pip install 'fpx-explorer[ray]')")
+    import tempfile
     p = tmp_path / "s.toml"
     p.write_text(SPEC)
     db = tmp_path / "ray.db"
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"env_vars": {k: env[k] for k in ("FPX_CACHE", "PYTHONPATH",
-                                                           "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}})
+    ray_tmp = tempfile.mkdtemp(prefix="fpxray", dir="/tmp")      # short: Ray's socket paths
+    # The sweep starts (and must shut down) its own local instance: no ray.init() here.
+    runtime_env = {"env_vars": {k: env[k] for k in ("FPX_CACHE", "PYTHONPATH", "NUMBA_NUM_THREADS",
+                                                    "OMP_NUM_THREADS")}}
+    real_init = ray.init
+
+    def init(*a, **kw):                                       # a local, 2-CPU instance
+        return real_init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                         _temp_dir=ray_tmp, runtime_env=runtime_env)
     try:
-        run_sweep(p, db, workers=2, backend="ray", progress=False)
+        ray.init = init
+        rep = run_sweep(p, db, workers=2, backend="ray", progress=False)
         first = _finished(db)
-        assert len(first) == 6
-        run_sweep(p, db, workers=2, backend="ray", progress=False)      # nothing to do
-        assert _finished(db) == first
+        assert len(first) == 6 and rep.ran == 6 and not rep.failed
+        assert not ray.is_initialized()                       # the sweep shut its instance down
+        rep = run_sweep(p, db, workers=2, backend="ray", progress=False)      # nothing to do
+        assert rep.ran == 0 and rep.already_done == 6 and _finished(db) == first
+        assert len(store.load_ptq(db)) == 3 * 2
     finally:
-        ray.shutdown()
+        ray.init = real_init
+        if ray.is_initialized():
+            ray.shutdown()
+    deadline = time.time() + 20
+    while time.time() < deadline and _ray_processes(ray_tmp):
+        time.sleep(0.5)
+    assert not _ray_processes(ray_tmp), "Ray processes left running"
+
+
+def _ray_processes(marker: str) -> list[int]:
+    """Live processes whose command line mentions ``marker`` (the Ray session folder)."""
+    out = []
+    for c in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in c.read_bytes() and _alive({int(c.parent.name)}):
+                out.append(int(c.parent.name))
+        except OSError:
+            continue
+    return out

@@ -12,7 +12,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "sweep", help="run a grid of training runs from a TOML spec (resumable)",
         description="Run every run of a TOML sweep spec (see specs/microsweep.toml) that the "
                     "database does not already hold finished; interrupted runs resume from their "
-                    "checkpoints. Safe to kill and restart.")
+                    "checkpoints. Safe to kill and restart: SIGINT/SIGTERM (Ctrl-C, kill PID) "
+                    "makes the workers save a resume point and exit (exit code 130); a second "
+                    "signal stops at once.")
     p.add_argument("spec", help="TOML sweep spec")
     p.add_argument("--db", required=True, help="results database (SQLite)")
     p.add_argument("--workers", type=int, default=1, help="parallel workers (default 1)")
@@ -48,12 +50,18 @@ def run(args: argparse.Namespace) -> int:
     rep = run_sweep(spec, args.db, workers=args.workers, backend=args.backend, device=args.device,
                     ckpt_dir=args.ckpt_dir, progress=not args.no_progress, max_runs=args.max_runs)
     summary = {"total": rep.total, "already_done": rep.already_done, "ran": rep.ran,
-               "ptq_rows": rep.ptq_rows, "failed": len(rep.failed), "db": args.db}
+               "ptq_rows": rep.ptq_rows, "failed": len(rep.failed), "interrupted": rep.interrupted,
+               "db": args.db}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"{spec.name}: {rep.total} runs; {rep.already_done} were already done, ran {rep.ran} "
               f"now; {rep.ptq_rows} PTQ rows written; results in {args.db}")
+    if rep.interrupted:
+        left = rep.total - rep.already_done - rep.ran - len(rep.failed)
+        print(f"stopped by a signal: {left} run(s) left (interrupted ones saved a resume point); "
+              f"run the same command again to resume", file=sys.stderr)
+        return 130
     if rep.failed:
         print(f"{len(rep.failed)} run(s) failed (status 'failed' in the database; rerun to retry); "
               f"first error: {rep.failed[0]}", file=sys.stderr)

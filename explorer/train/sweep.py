@@ -24,15 +24,28 @@ Spec (see specs/microsweep.toml and docs/training.md)::
     [run]
     threads = 1                  # CPU threads per worker
 
+``[[grid]]`` (an array of tables) instead of ``[grid]`` gives several grids whose runs are
+pooled (duplicates removed), e.g. a full grid plus seed replicates of a few of its points.
+
 Resuming: a run whose key is finished in the database is not trained again; a run that was
 interrupted resumes from its last checkpoint; PTQ rows already present are skipped.
+
+Stopping: SIGINT or SIGTERM to the sweep process (Ctrl-C, ``kill PID``) asks every worker to
+save its resume point at the next training step and exit; queued runs are not started; the
+database is left consistent (finished rows untouched, interrupted runs 'running' with a
+``last.pt``).  A second signal stops at once (workers are terminated; the resume point is then
+up to ``ckpt_every_s`` old).  With ``--backend ray`` pending tasks are cancelled and a Ray
+instance the sweep started itself is shut down.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
 import multiprocessing as mp
 import os
+import signal
+import threading
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -66,6 +79,34 @@ def _as_list(v, name: str) -> list:
     return v
 
 
+def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
+    """The TrainConfigs of one ``[grid]`` table (Cartesian product of its lists)."""
+    from .trainer import TrainConfig
+    bad = set(grid) - GRID_KEYS
+    if bad:
+        raise ValueError(f"spec [grid]: unknown key(s) {sorted(bad)}; allowed: {sorted(GRID_KEYS)}")
+    models = _as_list(grid.get("model"), "model")
+    for m in models:
+        if not (isinstance(m, list) and len(m) == 2 and all(isinstance(v, int) for v in m)):
+            raise ValueError(f"spec [grid].model entries must be [layers, d_model], got {m!r}")
+    tokens = _as_list(grid.get("tokens"), "tokens")
+    formats = _as_list(grid.get("format", ["none"]), "format")
+    blocks = [parse_block(b) for b in _as_list(grid.get("block", ["channel"]), "block")]
+    targets = [parse_targets(t) for t in _as_list(grid.get("targets", ["default"]), "targets")]
+    roundings = _as_list(grid.get("rounding", ["rne"]), "rounding")
+    seeds = _as_list(grid.get("seed", [0]), "seed")
+    out = []
+    for (layers, d), D, fmt, blk, tg, rnd, seed in itertools.product(
+            models, tokens, formats, blocks, targets, roundings, seeds):
+        if str(fmt).lower() == "none":
+            q = QuantConfig()
+        else:
+            q = QuantConfig(fmt=fmt, block=blk, rounding=rnd, targets=tg, seed=seed)
+        out.append(TrainConfig(layers=layers, d_model=d, tokens=int(D), quant=q, seed=seed,
+                               corpus=corpus, **train_kw))
+    return out
+
+
 def parse_spec(spec: dict | str | Path) -> SweepSpec:
     """Parse a TOML file path or an already-loaded dict into a :class:`SweepSpec`."""
     from .trainer import TrainConfig
@@ -80,20 +121,11 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
     unknown = set(spec) - {"name", "grid", "train", "corpus", "ptq", "run"}
     if unknown:
         raise ValueError(f"spec: unknown section(s) {sorted(unknown)}")
-    grid = spec.get("grid") or {}
-    bad = set(grid) - GRID_KEYS
-    if bad:
-        raise ValueError(f"spec [grid]: unknown key(s) {sorted(bad)}; allowed: {sorted(GRID_KEYS)}")
-    models = _as_list(grid.get("model"), "model")
-    for m in models:
-        if not (isinstance(m, list) and len(m) == 2 and all(isinstance(v, int) for v in m)):
-            raise ValueError(f"spec [grid].model entries must be [layers, d_model], got {m!r}")
-    tokens = _as_list(grid.get("tokens"), "tokens")
-    formats = _as_list(grid.get("format", ["none"]), "format")
-    blocks = [parse_block(b) for b in _as_list(grid.get("block", ["channel"]), "block")]
-    targets = [parse_targets(t) for t in _as_list(grid.get("targets", ["default"]), "targets")]
-    roundings = _as_list(grid.get("rounding", ["rne"]), "rounding")
-    seeds = _as_list(grid.get("seed", [0]), "seed")
+    grids = spec.get("grid")
+    if isinstance(grids, dict):
+        grids = [grids]
+    if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
+        raise ValueError("spec needs a [grid] table or [[grid]] tables")
     train_kw = dict(spec.get("train") or {})
     allowed = {f.name for f in fields(TrainConfig)} - {"layers", "d_model", "tokens", "quant", "seed", "corpus"}
     bad = set(train_kw) - allowed
@@ -110,17 +142,12 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
     except TypeError as exc:
         raise ValueError(f"spec [corpus]: {exc}") from None
     runs, seen = [], set()
-    for (layers, d), D, fmt, blk, tg, rnd, seed in itertools.product(
-            models, tokens, formats, blocks, targets, roundings, seeds):
-        if str(fmt).lower() == "none":
-            q = QuantConfig()
-        else:
-            q = QuantConfig(fmt=fmt, block=blk, rounding=rnd, targets=tg, seed=seed)
-        cfg = TrainConfig(layers=layers, d_model=d, tokens=int(D), quant=q, seed=seed, corpus=corpus, **train_kw)
-        ident = repr(cfg.to_dict())
-        if ident not in seen:
-            seen.add(ident)
-            runs.append(cfg)
+    for grid in grids:
+        for cfg in _grid_runs(grid, train_kw, corpus):
+            ident = repr(cfg.to_dict())
+            if ident not in seen:
+                seen.add(ident)
+                runs.append(cfg)
     p = spec.get("ptq") or {}
     ptq = tuple(PTQSpec(f, b, m) for f in p.get("formats", []) for b in p.get("blocks", ["channel"])
                 for m in p.get("methods", ["rtn"]))
@@ -134,21 +161,31 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
 
 
 def _job(cfg_dict: dict, db: str, ckpt_dir: str | None, threads: int, ptq: list, device: str,
-         cache_dir: str | None) -> tuple[str, float, int]:
-    """One unit of work (runs in a worker process): train (or skip) then PTQ what is missing."""
+         cache_dir: str | None) -> dict:
+    """One unit of work (runs in a worker process): train (or skip) then PTQ what is missing.
+
+    Returns ``{"key", "val_loss", "ptq_rows", "error", "interrupted"}``; never raises for a
+    failing run (train() records it as 'failed') nor for a requested stop.
+    """
     from .ptq import PTQSpec, ptq_run
-    from .trainer import TrainConfig, train
+    from .trainer import RunInterrupted, TrainConfig, stop_requested, train
+    out = {"key": "", "val_loss": float("nan"), "ptq_rows": 0, "error": None, "interrupted": False}
+    if stop_requested():               # queued before the stop: do not start it
+        out["interrupted"] = True
+        return out
     cfg = TrainConfig.from_dict(cfg_dict)
     try:
         r = train(cfg, db=db, device=device, ckpt_dir=ckpt_dir, progress=False, threads=threads,
                   cache_dir=cache_dir)
-        n = 0
-        if ptq:
-            n = len(ptq_run(db, r.key, [PTQSpec(*p) for p in ptq], ckpt_dir=ckpt_dir, device="cpu",
-                            cache_dir=cache_dir))
+        out["key"], out["val_loss"] = r.key, r.val_loss
+        if ptq and not stop_requested():
+            out["ptq_rows"] = len(ptq_run(db, r.key, [PTQSpec(*p) for p in ptq], ckpt_dir=ckpt_dir,
+                                          device="cpu", cache_dir=cache_dir))
+    except RunInterrupted:
+        out["interrupted"] = True
     except Exception as exc:          # recorded as 'failed' by train(); the sweep goes on
-        return "", float("nan"), f"{type(exc).__name__}: {exc}"
-    return r.key, r.val_loss, n
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 @dataclass
@@ -161,6 +198,7 @@ class SweepReport:
     ptq_rows: int
     results: list = field(default_factory=list)
     failed: list = field(default_factory=list)   # error messages of runs that raised
+    interrupted: bool = False    # stopped by SIGINT/SIGTERM before every pending run was done
 
 
 def pending_runs(spec: SweepSpec, db: str | Path, cache_dir=None) -> tuple[list, int]:
@@ -219,44 +257,128 @@ def run_sweep(spec: SweepSpec | dict | str | Path, db: str | Path, *, workers: i
     jobs = [(cfg.to_dict(), db, ck, spec.threads, ptq, device, cd) for cfg, _, ptq in todo]
     report = SweepReport(total=len(spec.runs), already_done=done, ran=0, ptq_rows=0)
     with Progress(len(jobs), f"sweep {spec.name}", unit="run", enabled=progress) as bar:
-        def collect(res):
-            key, vl, n = res
-            if isinstance(n, str):
-                report.failed.append(n)
+        def collect(res: dict) -> None:
+            if res["interrupted"]:
+                report.interrupted = True
+                return
+            if res["error"] is not None:
+                report.failed.append(res["error"])
                 bar.update(1, failed=len(report.failed))
                 return
             report.ran += 1
-            report.ptq_rows += n
-            report.results.append({"key": key, "val_loss": vl, "ptq_rows": n})
-            bar.update(1, last=f"{vl:.3f}")
+            report.ptq_rows += res["ptq_rows"]
+            report.results.append({k: res[k] for k in ("key", "val_loss", "ptq_rows")})
+            bar.update(1, last=f"{res['val_loss']:.3f}")
+
         if not jobs:
             pass                       # everything already in the database
         elif backend == "ray":
-            _run_ray(jobs, workers, collect)
-        elif workers == 1:
-            for j in jobs:
-                collect(_job(*j))
+            _run_ray(jobs, workers, collect, report)
         else:
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, maxtasksperchild=8) as pool:
-                for res in pool.imap_unordered(_star, jobs, chunksize=1):
-                    collect(res)
+            _run_local(jobs, workers, collect, report)
     return report
 
 
-def _star(args):
-    return _job(*args)
+class _StopSignals:
+    """While active (main thread only): the first SIGINT/SIGTERM sets ``event`` (a graceful
+    stop); a second one raises KeyboardInterrupt (stop now).  Restores the old handlers."""
+
+    def __init__(self, event) -> None:
+        self.event = event
+        self.old: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt(f"second signal {signum}: stopping now")
+        self.event.set()
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
 
 
-def _run_ray(jobs: list, workers: int, collect) -> None:
+def _worker_init(event) -> None:
+    """Worker processes: share the sweep's stop flag; SIGINT (a terminal's Ctrl-C reaches the
+    whole process group) is left to the parent, SIGTERM sent to a worker stops the sweep."""
+    from .trainer import set_stop_event
+    set_stop_event(event)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: event.set())
+
+
+def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
+    """Run ``jobs`` in ``workers`` spawned processes (in this process when workers == 1)."""
+    from .trainer import set_stop_event
+    if workers == 1:
+        stop = threading.Event()
+        set_stop_event(stop)
+        try:
+            with _StopSignals(stop):
+                for j in jobs:
+                    if stop.is_set():
+                        report.interrupted = True
+                        break
+                    collect(_job(*j))
+        finally:
+            set_stop_event(None)
+        return
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(stop,),
+                                max_tasks_per_child=8)
+    try:
+        with _StopSignals(stop):
+            futures = {ex.submit(_job, *j) for j in jobs}
+            while futures:
+                if stop.is_set():
+                    report.interrupted = True
+                    for f in futures:
+                        f.cancel()          # not started yet: dropped
+                    futures = {f for f in futures if not f.cancelled()}
+                done, futures = cf.wait(futures, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for f in done:
+                    collect(f.result())
+        ex.shutdown(wait=True)
+    except BaseException:
+        # Stop now: workers are killed mid-step (their last.pt is at most ckpt_every_s old;
+        # SQLite rolls back any half-done write).
+        stop.set()
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            proc.kill()                 # SIGTERM would only ask for the graceful stop again
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+
+
+def _run_ray(jobs: list, workers: int, collect, report: SweepReport) -> None:
+    """Run ``jobs`` as Ray tasks, at most ``workers`` at a time.  A Ray instance started here
+    (none was initialised: ``$RAY_ADDRESS`` or a new local one) is shut down at the end."""
     import ray
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(_job)
-    pending, queue = [], list(jobs)
-    while queue or pending:
-        while queue and len(pending) < workers:
-            pending.append(remote.remote(*queue.pop(0)))
-        ready, pending = ray.wait(pending, num_returns=1)
-        collect(ray.get(ready[0]))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    stop = threading.Event()
+    pending: list = []
+    try:
+        with _StopSignals(stop):
+            remote = ray.remote(num_cpus=1)(_job)
+            queue = list(jobs)
+            while queue or pending:
+                if stop.is_set():
+                    report.interrupted = True
+                    break
+                while queue and len(pending) < workers:
+                    pending.append(remote.remote(*queue.pop(0)))
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                for ref in ready:
+                    collect(ray.get(ref))
+    finally:
+        for ref in pending:           # interrupted: the runs resume from last.pt next time
+            ray.cancel(ref)
+        if started:
+            ray.shutdown()

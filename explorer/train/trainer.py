@@ -130,6 +130,31 @@ class TrainConfig:
         return cls(**d)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Raised by :func:`train` when a stop was requested (:func:`set_stop_event`): the run saved
+    its resume point ``last.pt`` at a step boundary first and stays ``'running'`` in the store;
+    the same call later resumes it exactly."""
+
+
+_STOP_EVENT = None
+
+
+def set_stop_event(event) -> None:
+    """Install a stop flag for this process: any object with ``is_set()`` (``threading.Event``,
+    ``multiprocessing.Event``) or None.  While it is set, a training loop saves its resume point
+    at the next step boundary and raises :class:`RunInterrupted` -- a clean stop, unlike a kill,
+    which loses up to ``ckpt_every_s`` of work.  Sweep workers use it for SIGINT/SIGTERM."""
+    global _STOP_EVENT
+    if event is not None and not callable(getattr(event, "is_set", None)):
+        raise TypeError(f"event must have an is_set() method, got {type(event).__name__}")
+    _STOP_EVENT = event
+
+
+def stop_requested() -> bool:
+    """True when the stop flag installed by :func:`set_stop_event` is set."""
+    return _STOP_EVENT is not None and bool(_STOP_EVENT.is_set())
+
+
 @dataclass
 class RunResult:
     """What :func:`train` returns. ``skipped`` is True when the store already held the run."""
@@ -238,6 +263,8 @@ def train(cfg: TrainConfig, *, db: str | Path | None = None, device: str = "auto
     stop_after_steps: stop (checkpointed, unfinished) after this many steps of this call;
         used by tests to simulate a kill.  Returns a result with ``val_loss = nan``.
     ckpt_every_s: seconds between resume checkpoints.
+    A stop requested through :func:`set_stop_event` saves the resume point at the next step
+    boundary and raises :class:`RunInterrupted` (the row stays 'running', not 'failed').
     threads: CPU threads for torch and the numba kernels (None: leave as is).  On a busy or
         small machine 1 thread per worker is much faster than oversubscribed pools.
     """
@@ -294,7 +321,7 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
 
     run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "last.pt"
-    step, curve, wall_prev, train_time_prev = 0, [], 0.0, 0.0
+    step, curve, wall_prev, train_time_prev, cpu_prev = 0, [], 0.0, 0.0, 0.0
     if last.exists():
         state = torch.load(last, map_location=dev, weights_only=False)
         if state.get("key") == key:
@@ -302,13 +329,16 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             opt.load_state_dict(state["opt"])
             step, curve = state["step"], state["curve"]
             wall_prev, train_time_prev = state["wall_s"], state["train_s"]
+            cpu_prev = state.get("cpu_s", 0.0)
 
     def save_last() -> None:
         _atomic_save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                       "curve": curve, "wall_s": wall_prev + (time.perf_counter() - t0),
-                      "train_s": train_time_prev + train_s}, last)
+                      "train_s": train_time_prev + train_s,
+                      "cpu_s": cpu_prev + (time.process_time() - c0)}, last)
 
     t0 = time.perf_counter()
+    c0 = time.process_time()     # CPU seconds of this process (all its threads)
     train_s = 0.0
     last_save = t0
     done_here = 0
@@ -320,6 +350,9 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
                 save_last()
                 return RunResult(key, float("nan"), n_params, step * bt, curve,
                                  wall_prev + time.perf_counter() - t0, 0.0, False, str(run_dir), {})
+            if stop_requested():
+                save_last()
+                raise RunInterrupted(f"run {key} stopped at step {step}/{n_steps}; resumes from {last}")
             ts = time.perf_counter()
             x, y = train_batch(corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, step)
             xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
@@ -354,6 +387,7 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
     val_loss = curve[-1][1]
     tps = n_steps * bt / train_total if train_total > 0 else 0.0
     env = _env(dev, corpus)
+    env["cpu_s"] = round(cpu_prev + time.process_time() - c0, 3)   # CPU seconds, all threads
     if db is not None:
         store.mark_finished(db, key, val_loss=val_loss, curve=curve, tokens=n_steps * bt, wall_s=wall,
                             tokens_per_s=tps, env=env)

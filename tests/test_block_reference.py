@@ -1,0 +1,257 @@
+"""Block formats against the independent OCP MX / NVFP4 reference (tests/mx_reference.py), and
+the vectorised float32 MX kernel (fpformat/block_core.py) against the general block kernel."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+sys.path.insert(0, os.path.dirname(__file__))
+import mx_reference as ref  # noqa: E402
+
+from fpformat import BlockFormat, get_format  # noqa: E402
+from fpformat import block_core  # noqa: E402
+from fpformat.block_kernels import run_blocks  # noqa: E402
+
+E8M0 = "float8_e8m0fnu"
+EXP_RANGE = {"float16": (-24, 14), "bfloat16": (-133, 126), "float32": (-149, 126),
+             "float64": (-1074, 1022)}
+
+
+def _cast(x64: np.ndarray, dtype: str) -> np.ndarray:
+    return x64.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+
+
+def hard_data(shape, dtype="float32", seed=0, element_max=6.0, k=32) -> np.ndarray:
+    """Wide dynamic range (per row and inside blocks), a zero block, a NaN block, an inf block,
+    a -inf block, a block whose max overflows the element format after scaling, a block of
+    subnormals of ``dtype`` and one mixing subnormals with its largest normals."""
+    rng = np.random.default_rng(seed)
+    lo, hi = EXP_RANGE[dtype]
+    rows, L = int(np.prod(shape[:-1])), shape[-1]
+    row_exp = rng.integers(lo + min(30, (hi - lo) // 3), hi - min(10, (hi - lo) // 8), (rows, 1))
+    x = rng.standard_normal((rows, L)) * np.exp2(row_exp + rng.integers(-12, 4, (rows, L)))
+    kk = min(k, L)
+    # block maxima just below the next binade: x/X rounds above element max -> saturates
+    emax = np.floor(np.log2(element_max))
+    special = [
+        lambda r: x.__setitem__((r, slice(0, kk)), 0.0),
+        lambda r: x.__setitem__((r, min(3, L - 1)), np.nan),
+        lambda r: x.__setitem__((r, L - 1), np.inf),
+        lambda r: x.__setitem__((r, 0), -np.inf),
+        lambda r: x.__setitem__((r, slice(0, kk)),
+                                np.linspace(-1, 1, kk) * 1.99 * 2.0 ** (emax + 3)),
+        lambda r: x.__setitem__((r, slice(0, kk)),
+                                rng.integers(-2 ** 9, 2 ** 9, kk) * 2.0 ** lo),
+        lambda r: x.__setitem__((r, slice(0, kk)),
+                                np.where(np.arange(kk) % 2 == 0,
+                                         rng.integers(-2 ** 9, 2 ** 9, kk) * 2.0 ** lo,
+                                         rng.standard_normal(kk) * 2.0 ** (lo + 40))),
+    ]
+    for r, f in zip(range(rows), special):
+        f(r)
+    with np.errstate(over="ignore"):
+        return _cast(x.reshape(shape), dtype)
+
+
+def _check(enc, r: ref.RefResult, b, x) -> None:
+    spec = r.codes >= 0
+    assert np.array_equal(enc.codes.astype(np.int64)[spec], r.codes[spec])
+    sspec = r.scales >= 0
+    assert np.array_equal(enc.scales.astype(np.int64)[sspec], r.scales[sspec])
+    q = b.decode(enc)
+    assert np.array_equal(q, r.values, equal_nan=True)
+    # quantize == decode(encode), rounded to x's dtype, bit for bit
+    got = np.asarray(b.quantize(x))
+    want = _cast(q, x.dtype.name if x.dtype != ml_dtypes.bfloat16 else "bfloat16")
+    assert got.dtype == x.dtype
+    w = np.dtype(got.dtype).itemsize * 8
+    ub = {16: np.uint16, 32: np.uint32, 64: np.uint64}[w]
+    nan = np.isnan(want.astype(np.float64))
+    assert np.array_equal(np.isnan(got.astype(np.float64)), nan)
+    assert np.array_equal(got.view(ub)[~nan], want.view(ub)[~nan])
+
+
+@pytest.mark.parametrize("preset", sorted(ref.PRESET_ELEMENT))
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(9, 96), (7, 77)])
+def test_mx_presets_match_reference(preset, dtype, shape):
+    b = get_format(preset)
+    x = hard_data(shape, dtype, seed=hash((preset, dtype)) % 1000, element_max=b.element.max)
+    _check(b.encode(x), ref.ref_mx(x, ref.PRESET_ELEMENT[preset]), b, x)
+
+
+@pytest.mark.parametrize("shape", [(40,), (3, 2, 64), (1, 31)])
+def test_mx_other_shapes(shape):
+    b = get_format("mxfp4")
+    x = hard_data((1, int(np.prod(shape))), seed=4).reshape(shape)
+    _check(b.encode(x), ref.ref_mx(x, "float4_e2m1fn"), b, x)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(6, 64), (5, 45)])
+def test_nvfp4_matches_reference(dtype, shape):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-8, 8, shape))
+    x[0, :16] = 0.0                                        # zero block
+    x[1, :16] *= 2.0 ** -40                                # s_b rounds to 0: elements +0
+    x[2, :16] *= 2.0 ** 12                                 # the tensor's amax
+    x = _cast(x, dtype)
+    b = get_format("nvfp4")
+    enc = b.encode(x)
+    r = ref.ref_nvfp4(x)
+    assert enc.tensor_scale == r.tensor_scale
+    _check(enc, r, b, x)
+
+
+def test_nvfp4_nan_or_inf_poisons_the_tensor():
+    x = np.random.default_rng(2).standard_normal((2, 40)).astype(np.float32)
+    x[1, 20] = np.inf
+    b = get_format("nvfp4")
+    enc = b.encode(x)
+    r = ref.ref_nvfp4(x)
+    assert np.isnan(enc.tensor_scale)
+    _check(enc, r, b, x)
+
+
+@pytest.mark.parametrize("tile", [(4, 32), (1, 32), (3, 5)])
+def test_tiles_match_reference(tile):
+    x = hard_data((2, 10, 70), seed=5)
+    b = BlockFormat("float4_e2m1fn", tile=tile, scale_format=E8M0, scale_rule="ocp")
+    _check(b.encode(x), ref.ref_mx(x, "float4_e2m1fn", tile=tile), b, x)
+
+
+def test_blocks_along_another_axis():
+    x = hard_data((9, 70), seed=6).T.copy()                # (70, 9): blocks run down axis 0
+    b = BlockFormat("float8_e4m3fn", 32, axis=0, scale_format=E8M0, scale_rule="ocp")
+    enc = b.encode(x)
+    assert enc.scales.shape == (3, 9)
+    _check(enc, ref.ref_mx(x, "float8_e4m3fn", axis=0), b, x)
+
+
+def test_overflow_after_scaling_saturates():
+    b = get_format("mxfp8_e4m3")
+    x = np.array([[479.0] + [1.0] * 31], dtype=np.float32)  # X = 1, 479/1 rounds to 480 > 448
+    enc = b.encode(x)
+    assert enc.scales[0, 0] == 127 and enc.codes[0, 0] == 0x7E
+    assert b.quantize(x)[0, 0] == 448.0
+
+
+def test_inf_in_a_block_gives_a_nan_scale():
+    b = get_format("mxfp4")
+    x = np.ones((1, 64), dtype=np.float32)
+    x[0, 40] = -np.inf
+    enc = b.encode(x)
+    assert enc.scales.tolist() == [[127 - 2, 255]]          # amax 1: X = 2**(0 - 2)
+    q = b.quantize(x)
+    assert np.isnan(q[0, 32:]).all() and (q[0, :32] == 1.0).all()
+
+
+def test_mxint8_never_produces_minus_128():
+    b = get_format("mxint8")
+    x = np.full((1, 32), -1.999, dtype=np.float32)          # X = 1: -1.999 * 64 = -127.9
+    q = b.quantize(x)
+    assert (q == np.float32(-127 / 64)).all()
+    assert set(b.encode(x).codes.ravel().tolist()) == {0x80 | 127}
+
+
+# ------------------------------------------------------------------ the fast float32 MX kernel
+MODES = ["rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"]
+
+
+def _general(b, x2, k, mode, sat, seed, want_out):
+    return run_blocks(b, x2, k, None, mode, sat, seed, None, want_out)
+
+
+@pytest.mark.parametrize("preset", sorted(ref.PRESET_ELEMENT))
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("sat", [True, False])
+def test_fast_kernel_equals_general_kernel(preset, mode, sat, monkeypatch):
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    b = get_format(preset)
+    for shape, k in (((6, 96), 32), ((5, 77), 32), ((4, 32), 32), ((3, 40), 40)):
+        x2 = hard_data(shape, seed=7, element_max=b.element.max)
+        assert block_core.ocp_f32_applies(b, x2)
+        codes, scales, _ = block_core.run_ocp_f32(b, x2, k, mode, sat, 11, None, True, False)
+        _, _, out = block_core.run_ocp_f32(b, x2, k, mode, sat, 11, None, False, True)
+        gc, gs, go = _general(b, x2, k, mode, sat, 11, True)
+        assert np.array_equal(codes, gc) and np.array_equal(scales, gs)
+        assert np.array_equal(out.view(np.uint32), go.view(np.uint32))
+
+
+@pytest.mark.parametrize("mode", ["rne", "sr", "rtp"])
+def test_fast_kernel_specialised_equals_generic(mode, monkeypatch):
+    b = get_format("mxfp4")
+    x2 = hard_data((8, 128), seed=8)
+    res = {}
+    for policy in ("never", "always"):
+        monkeypatch.setenv("FPFORMAT_SPECIALIZE", policy)
+        res[policy] = (b.encode(x2, mode, seed=3), b.quantize(x2, mode, seed=3))
+    (e0, q0), (e1, q1) = res["never"], res["always"]
+    assert np.array_equal(e0.codes, e1.codes) and np.array_equal(e0.scales, e1.scales)
+    assert np.array_equal(q0.view(np.uint32), q1.view(np.uint32))
+
+
+def test_fast_kernel_tiny_quotients():
+    """Float32 subnormals in blocks with a large amax: x / X underflows float32, yet directed
+    rounding and stochastic rounding see the exact quotient's class (the general kernel divides
+    in float64)."""
+    b = get_format("mxfp4")
+    x = np.zeros((4, 32), dtype=np.float32)
+    x[:, 0] = [1e30, 3.0, 1e-30, 2.0 ** -100]
+    x[:, 1:] = np.resize(np.array([1e-45, -1e-45, 1e-40, -3e-39], np.float32), (4, 31))
+    for mode in MODES:
+        c, s, _ = block_core.run_ocp_f32(b, x, 32, mode, True, 5, None, True, False)
+        gc, gs, _ = _general(b, x, 32, mode, True, 5, False)
+        assert np.array_equal(c, gc) and np.array_equal(s, gs), mode
+    up = b.encode(x, "rtp").codes
+    assert up[0, 1] == 1 and up[0, 2] == 8                  # +tiny -> min subnormal; -tiny -> -0
+
+
+# ------------------------------------------------------------------ properties
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 4), cols=st.integers(1, 70), seed=st.integers(0, 2 ** 31),
+       name=st.sampled_from(["mxfp4", "mxfp8_e4m3", "mxfp6_e2m3", "mxint8", "nvfp4",
+                             "e2m1/16/ue4m3fn", "e4m3/channel", "e3m2/8"]),
+       dtype=st.sampled_from(["float32", "float64", "bfloat16", "float16"]),
+       mode=st.sampled_from(["rne", "sr", "rtz"]))
+def test_elements_on_grid_times_scale_and_quantize_is_decode_encode(rows, cols, seed, name, dtype,
+                                                                     mode):
+    b = get_format(name)
+    rng = np.random.default_rng(seed)
+    # float64 data within float32's range: float32 scales (e4m3/channel) overflow beyond it
+    lo, hi = EXP_RANGE[dtype] if dtype != "float64" else (-200, 110)
+    row_exp = rng.integers(lo + min(30, (hi - lo) // 3), hi - min(10, (hi - lo) // 8), (rows, 1))
+    x = _cast(rng.standard_normal((rows, cols))
+              * np.exp2(row_exp + rng.integers(-10, 4, (rows, cols))),
+              dtype)
+    enc = b.encode(x, mode, seed=seed)
+    q = b.decode(enc)
+    s = b._broadcast(b._scale_values(enc.scales, enc.tensor_scale), x.shape)
+    grid = set(b.element.values().tolist())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(s > 0, q / s, 0.0)
+    assert all(float(v) in grid for v in ratio.ravel())
+    got = np.asarray(b.quantize(x, mode, seed=seed))
+    want = _cast(q, dtype)
+    ub = {2: np.uint16, 4: np.uint32, 8: np.uint64}[got.dtype.itemsize]
+    assert np.array_equal(got.view(ub), want.view(ub))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_quantize_out(dtype, name):
+    b = get_format(name)
+    x = hard_data((4, 64), dtype, seed=9)
+    out = np.empty_like(x)
+    res = b.quantize(x, out=out)
+    assert res is out
+    want = b.quantize(x)
+    assert np.array_equal(out.view(np.uint8), want.view(np.uint8))
+    with pytest.raises(ValueError, match="out"):
+        b.quantize(x, out=np.empty((4, 63), dtype=dtype))
