@@ -213,10 +213,12 @@ def decode(fmt, codes, dtype=np.float64) -> np.ndarray:
     with _threads_for(flat.size):
         _decode_kernel(flat, out, fmt.params, float(2.0 ** (fmt.emin - fmt.man_bits)))
     out = out.reshape(c.shape)
-    if str(dtype) != "float64" and np.dtype(dtype) != np.float64:
-        if not fmt.fits(dtype):
-            raise ValueError(f"format {fmt} has values that are not {dtype} values; decode to float64")
-        out = restore_dtype(out.astype(np.float32) if str(dtype) == "bfloat16" else out, dtype)
+    from .format import _float_kind
+    kind = _float_kind(dtype)                 # any spelling: np.float32, "float32", torch dtype...
+    if kind != "float64":
+        if not fmt.fits(kind):
+            raise ValueError(f"format {fmt} has values that are not {kind} values; decode to float64")
+        out = restore_dtype(out.astype(np.float32) if kind == "bfloat16" else out, kind)
     return out
 
 

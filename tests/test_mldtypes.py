@@ -281,3 +281,22 @@ def test_bfloat16_from_float64_rounds_once() -> None:
     want = reference(fmt).encode_many(x, "rne", False)
     assert got.tolist() == want.tolist()
     assert got[0] == 0x3F81 and math.copysign(1, fmt.decode(got)[1]) < 0
+
+
+def test_float32_preset_matches_numpy() -> None:
+    """float64 -> float32 (numpy rounds once, nearest-even, IEEE overflow), every class of input."""
+    fmt = get_format("float32")
+    rng = np.random.default_rng(13)
+    x = np.concatenate([
+        rng.integers(0, 1 << 64, size=1 << 16, dtype=np.uint64).view(np.float64),
+        rng.standard_normal(1 << 16) * 2.0 ** rng.integers(-160, 130, 1 << 16),
+        np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 2.0 ** -149 * 0.5,
+                  2.0 ** -149 * 0.5000001, float(np.finfo(np.float32).max) * (1 + 2.0 ** -25)])])
+    codes = fmt.encode(x)
+    assert codes.dtype == np.uint32
+    with np.errstate(all="ignore"):
+        want = x.astype(np.float32).view(np.uint32)
+    nan = np.isnan(x)
+    assert np.array_equal(codes[~nan], want[~nan])
+    assert np.isnan(codes[nan].view(np.float32)).all()
+    assert np.array_equal(codes[nan] >> 31, want[nan] >> 31)

@@ -330,8 +330,9 @@ def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
         return
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(stop,),
-                                max_tasks_per_child=8)
+    # No max_tasks_per_child: with it, CPython 3.11-3.13 can stop replacing workers and hang
+    # (python/cpython#115634).
+    ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
     try:
         with _StopSignals(stop):
             futures = {ex.submit(_job, *j) for j in jobs}
