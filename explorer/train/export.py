@@ -65,6 +65,12 @@ def _stats(v) -> dict:
             "sem": sd / np.sqrt(n) if n > 1 else float("nan"), "n": n}
 
 
+def _order(k) -> tuple:
+    """Sort key: numbers numerically, everything else as text."""
+    parts = k if isinstance(k, tuple) else (k,)
+    return tuple((0, p, "") if isinstance(p, (int, float)) else (1, 0, str(p)) for p in parts)
+
+
 def analyse(db: str | Path) -> dict:
     """The numbers behind :func:`summarize`, as a JSON-able dict.
 
@@ -75,7 +81,7 @@ def analyse(db: str | Path) -> dict:
     seeds: per (N, D, format, block) with several seeds, the sd of val_loss across seeds.
     d_monotone: per (N, format, block) with >= 3 token counts, whether loss falls with D
         (a loss that rises with D would be the sign of a critical data size).
-    ptq: stats of PTQ deltas by (bits, method) and by checkpoint tokens.
+    ptq_*: stats of PTQ deltas by (bits, method), by checkpoint tokens, by both.
     """
     runs = [_flat(r) for r in store.load_runs(db)]
     base = {(r["n_params"], r["tokens"], r["seed"]): r["val_loss"] for r in runs if r["exp_bits"] is None}
@@ -87,7 +93,7 @@ def analyse(db: str | Path) -> dict:
         g: dict = defaultdict(list)
         for r, v in gaps:
             g[keyf(r)].append(v)
-        return {str(k): _stats(v) for k, v in sorted(g.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): _stats(v) for k, v in sorted(g.items(), key=lambda kv: _order(kv[0]))}
 
     rows = {(r["n_params"], r["tokens"], r["fmt"], r["block"], r["seed"]): r for r in runs}
     em: dict = defaultdict(list)
@@ -105,14 +111,14 @@ def analyse(db: str | Path) -> dict:
     for r in runs:
         by_cfg[(r["n_params"], r["tokens"], r["fmt"], r["block"])].append(r["val_loss"])
     seeds = {f"N={n} D={d} {fmt}@{b}": _stats(v) for (n, d, fmt, b), v in sorted(
-        by_cfg.items(), key=lambda kv: str(kv[0])) if len(v) > 1}
+        by_cfg.items(), key=lambda kv: _order(kv[0])) if len(v) > 1}
 
     curves: dict = defaultdict(dict)
     for r in runs:
         if r["seed"] in (0, None):
             curves[(r["n_params"], r["fmt"], r["block"])][r["tokens"]] = r["val_loss"]
     monotone = {}
-    for (n, fmt, b), c in sorted(curves.items(), key=lambda kv: str(kv[0])):
+    for (n, fmt, b), c in sorted(curves.items(), key=lambda kv: _order(kv[0])):
         if len(c) >= 3:
             ls = [c[d] for d in sorted(c)]
             monotone[f"N={n} {fmt}@{b}"] = bool(all(y < x for x, y in zip(ls, ls[1:])))
@@ -120,10 +126,12 @@ def analyse(db: str | Path) -> dict:
     ptq_rows = store.load_ptq(db)
     pb: dict = defaultdict(list)
     pt: dict = defaultdict(list)
+    pbt: dict = defaultdict(list)
     for r in ptq_rows:
         dlt = r["val_loss_after"] - r["val_loss_before"]
         pb[f"P={r['bits']} {r['method']}"].append(dlt)
         pt[r["ckpt_tokens"]].append(dlt)
+        pbt[(r["bits"], r["ckpt_tokens"])].append(dlt)
     return {
         "runs": len(runs), "ptq_rows": len(ptq_rows),
         "cpu_minutes": sum(r["cpu_s"] or 0 for r in runs) / 60,
@@ -139,6 +147,7 @@ def analyse(db: str | Path) -> dict:
         "d_monotone": monotone,
         "ptq_by_bits": {k: _stats(v) for k, v in sorted(pb.items())},
         "ptq_by_tokens": {str(k): _stats(v) for k, v in sorted(pt.items())},
+        "ptq_by_bits_and_tokens": {f"P={b} D={t}": _stats(v) for (b, t), v in sorted(pbt.items())},
     }
 
 
@@ -165,6 +174,8 @@ def summarize(db: str | Path) -> str:
     lines += [f"  {name:24s} {f(s)}" for name, s in a["ptq_by_bits"].items()]
     lines.append("PTQ loss increase by checkpoint tokens (all formats):")
     lines += [f"  {name:>24s} {f(s)}" for name, s in a["ptq_by_tokens"].items()]
+    lines.append("PTQ loss increase by bits and checkpoint tokens:")
+    lines += [f"  {name:24s} {f(s)}" for name, s in a["ptq_by_bits_and_tokens"].items()]
     return "\n".join(lines)
 
 
