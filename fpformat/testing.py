@@ -38,7 +38,29 @@ from .format import FloatFormat
 
 __all__ = ["formats", "values_of", "inputs_near", "overflow_threshold"]
 
-_FLOAT_DTYPES = ("float16", "float32", "float64")
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _float_type(dtype: str):
+    """The scalar type of ``dtype`` (bfloat16 from ml_dtypes, imported only when asked for)."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype).type
+
+
+def _next_toward(v, up: bool, ft):
+    """The neighbour of the finite ``ft`` scalar ``v`` toward +inf (``up``) or toward zero."""
+    if ft is np.float16 or ft is np.float32 or ft is np.float64:
+        return np.nextafter(v, ft(math.inf) if up else ft(0), dtype=ft)
+    # bfloat16: step the bit pattern (sign-magnitude: +1 moves away from zero)
+    bits = int(np.array(v, dtype=ft).view(np.uint16))
+    mag, sign = bits & 0x7FFF, bits & 0x8000
+    if mag == 0:
+        return ft(0) if not up else np.array(1, dtype=np.uint16).view(ft)[()]
+    away = up != bool(sign)            # toward +inf from a positive value is away from zero
+    mag = mag + 1 if away else mag - 1
+    return np.array(sign | mag, dtype=np.uint16).view(ft)[()]
 
 
 def _choices(name: str, value: Any, default: Iterable) -> list:
@@ -168,7 +190,8 @@ def values_of(draw, fmt: FloatFormat, include_special: bool = False) -> float:
 @st.composite
 def inputs_near(draw, fmt: FloatFormat, dtype="float64", negative: bool | None = None) -> float:
     """Inputs that stress rounding into ``fmt``, exactly representable in ``dtype``
-    (``"float16"``, ``"float32"`` or ``"float64"``; returned as Python floats).
+    (``"float16"``, ``"bfloat16"`` (needs ml_dtypes), ``"float32"`` or ``"float64"``; returned as
+    Python floats).
 
     Kinds: exact values, ties (midpoints of neighbouring values, including ``min_normal/2`` and
     the midpoint between ``max`` and :func:`overflow_threshold`), the float neighbours of those
@@ -186,8 +209,12 @@ def inputs_near(draw, fmt: FloatFormat, dtype="float64", negative: bool | None =
     """
     if str(dtype) not in _FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_FLOAT_DTYPES)}, got {dtype!r}")
-    ft = np.dtype(str(dtype)).type
-    finfo = np.finfo(ft)
+    ft = _float_type(str(dtype))
+    if str(dtype) == "bfloat16":
+        import ml_dtypes
+        finfo = ml_dtypes.finfo(ft)
+    else:
+        finfo = np.finfo(ft)
     kind = draw(st.sampled_from(["exact", "tie", "tie", "near_tie", "near_tie", "between",
                                  "top", "bottom", "special"]))
     top = _max_mag_code(fmt)
@@ -214,7 +241,8 @@ def inputs_near(draw, fmt: FloatFormat, dtype="float64", negative: bool | None =
     with np.errstate(over="ignore"):
         v = ft(v)
         if kind == "near_tie":
-            v = np.nextafter(v, ft(math.inf) if draw(st.booleans()) else ft(0), dtype=ft)
+            if np.isfinite(v):
+                v = _next_toward(v, draw(st.booleans()), ft)
     v = float(v)
     if negative is None:
         neg = draw(st.booleans())

@@ -193,10 +193,10 @@ def test_stopped_and_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path
     assert main([str(tmp_path / "nope.db"), str(tmp_path)]) == 2
 
 
-@pytest.mark.slow          # starting Ray takes 20-60 s on a busy 2-core machine
 def test_ray_backend_on_a_local_instance(tmp_path, env):
-    """`--backend ray` against a local Ray instance (ray is an optional extra: skipped without):
-    every run finishes, a rerun does nothing, and no Ray process outlives the sweep."""
+    """`--backend ray` against a local Ray instance (ray is an optional extra: skipped without;
+    ~20 s idle, ~40 s on a busy 2-core machine): every run finishes, a rerun does nothing, and
+    no Ray process outlives the sweep."""
     ray = pytest.importorskip("ray", reason="ray not installed (pip install 'fpx-explorer[ray]')")
     import tempfile
     p = tmp_path / "s.toml"

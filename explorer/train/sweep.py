@@ -345,7 +345,7 @@ def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
                 done, futures = cf.wait(futures, timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 for f in done:
                     collect(f.result())
-        ex.shutdown(wait=True)
+            ex.shutdown(wait=True)      # inside: a second signal while workers exit -> below
     except BaseException:
         # Stop now: workers are killed mid-step (their last.pt is at most ckpt_every_s old;
         # SQLite rolls back any half-done write).
