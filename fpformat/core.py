@@ -133,9 +133,14 @@ def round_parts(b, S, F, C, u):
     fe = a >> src_m                                          # source exponent field
     # Below the format's normal range (source subnormals always are: routing guarantees the
     # format's emin >= the source's).  There the quantum is fixed at 2**qlow.
-    low = fe < max(F[F_EMIN] + S[S_BIAS], 1)
-    qlow = F[F_EMIN] if F[F_SUBNORMALS] == 0 else F[F_EMIN] - M
-    shift = qlow + S[S_BIAS] + src_m - max(fe, one) if low else src_m - M
+    lowlim = max(F[F_EMIN] + S[S_BIAS], 1)                  # source exponent field of emin
+    low = fe < lowlim
+    # A source subnormal (fe == 0) has the exponent of fe == 1; where the shift clamps anyway
+    # (lowlim >= M + 3) the max is left out (constant-folded: this loop is the kernels' cost).
+    fe1 = fe if lowlim >= M + 3 else max(fe, one)
+    shift = src_m - M + max(lowlim - fe1, 0)                 # quantum 2**(emin - M) below range
+    if F[F_SUBNORMALS] == 0 and low:                         # flushing: quantum 2**emin
+        shift += M
     sh = min(shift, src_m + 2)                               # sig < 2**(src_m+1): n = 0 beyond
     sig = (a & ((one << src_m) - 1)) | (np.int64(fe != 0) << src_m)
     mask = (one << sh) - 1
@@ -162,28 +167,39 @@ def round_parts(b, S, F, C, u):
         up = (u >> np.uint64(64 - bits)) < t
     else:                                                    # RTZ
         up = False
-    up = up and rem != 0
+    # Nothing to round when rem == 0; the nearest modes and sr see that already unless the
+    # format keeps every source bit (sh == 0, half == 0).
+    if mode == RTP or mode == RTN or mode == RTO or M >= src_m:
+        up = up and rem != 0
     n += np.int64(up)
     ex = max(fe, one) - S[S_BIAS]
     return negative, a, fe, low, ex, sh, n, up
 
 
 @register_jitable
-def _specials(code, negative, a, low, F, S, low_pos, low_neg, neg_unsigned, zero_pos, zero_neg,
-              nan_pos, nan_neg, inf_pos, inf_neg):
-    """Select the special-case results over the finite result ``code`` (codes or value bits)."""
+def _specials(code, negative, a, low, F, S, natural_negzero, ovf_pos, ovf_neg, low_pos, low_neg,
+              neg_unsigned, zero_pos, zero_neg, nan_pos, nan_neg, inf_pos, inf_neg):
+    """Select the special-case results over the finite result ``code`` (codes or value bits).
+
+    A check is left out where the finite path already gives its result (``code`` is then
+    ``±0`` for a zero input and the overflow result for ±inf and NaN): the conditions below on
+    the tuples are constants in the specialised kernels, so the common formats pay only for
+    the specials they have.  Unsigned formats always check (their negative-input rule comes
+    first)."""
+    signed = F[F_SIGNBIT] != 0
     if low and F[F_HASZERO] == 0:                            # no zero: clamp to ±the smallest
         code = low_neg if negative else low_pos
-    if negative and F[F_SIGNBIT] == 0:
+    if negative and not signed:
         code = neg_unsigned
-    if a == 0:
+    zero_natural = (signed and F[F_HASZERO] == 1 and zero_pos == 0
+                    and zero_neg == natural_negzero)
+    if not zero_natural and a == 0:
         code = zero_neg if negative else zero_pos
     inf_bits = S[S_EMASK] << S[S_M]
-    if a >= inf_bits:                                        # inf (== inf_bits) or NaN
-        if a > inf_bits:
-            code = nan_neg if negative else nan_pos
-        else:
-            code = inf_neg if negative else inf_pos
+    if not (signed and nan_pos == ovf_pos and nan_neg == ovf_neg) and a > inf_bits:
+        code = nan_neg if negative else nan_pos
+    if not (signed and inf_pos == ovf_pos and inf_neg == ovf_neg) and a == inf_bits:
+        code = inf_neg if negative else inf_pos
     return code
 
 
@@ -201,13 +217,13 @@ def encode_bits(b, S, F, C, u):
     else:
         mag = (min(ex + F[F_BIAS], F[F_EMAXFIELD] + 1) << M) + n - (np.int64(1) << M)
     overflow = mag > F[F_MAXMAG] or mag < 0                  # < 0: wrapped past 2**63
-    if negative:
-        # fnuz formats have no -0: a negative result that rounds to zero is +0.
-        drop_sign = mag == 0 and F[F_HASZERO] == 1 and F[F_NEGZERO] == 0
-        code = C[C_OVF_NEG] if overflow else (mag if drop_sign else mag | F[F_SIGNBIT])
-    else:
-        code = C[C_OVF_POS] if overflow else mag
-    return _specials(code, negative, a, low, F, S, np.int64(0), F[F_SIGNBIT], C[C_NEG_UNSIGNED],
+    # fnuz formats have no -0: a negative result that rounds to zero is +0.
+    fnuz = F[F_HASZERO] == 1 and F[F_NEGZERO] == 0
+    code = mag if negative and mag == 0 and fnuz else mag | (F[F_SIGNBIT] if negative else 0)
+    if overflow:
+        code = C[C_OVF_NEG] if negative else C[C_OVF_POS]
+    return _specials(code, negative, a, low, F, S, np.int64(0) if fnuz else F[F_SIGNBIT],
+                     C[C_OVF_POS], C[C_OVF_NEG], np.int64(0), F[F_SIGNBIT], C[C_NEG_UNSIGNED],
                      C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG], C[C_INF_POS],
                      C[C_INF_NEG])
 
@@ -220,23 +236,23 @@ def quantize_bits(b, S, F, C, V, u):
     ``V`` holds the special results as source-layout bits (indices ``V_*``).  The rounded value
     is formed in place: dropping ``sh`` low bits and adding the round-up carries into the
     exponent field exactly as the value does; below the source's precision the result is 0 or
-    the quantum ``2**q``.
+    the quantum ``2**q``.  The sign is the input's, copied over.
     """
     negative, a, fe, low, ex, sh, n, up = round_parts(b, S, F, C, u)
+    signmask = np.int64(1) << S[S_SIGNSHIFT]
     if sh <= S[S_M]:
         y = ((a >> sh) + np.int64(up)) << sh
     else:
         y = V[V_LOWQ] if up else np.int64(0)
-    overflow = y > V[V_MAXBITS]
-    if negative:
-        drop_sign = y == 0 and F[F_HASZERO] == 1 and F[F_NEGZERO] == 0
-        y = V[V_OVF_NEG] if overflow else (y if drop_sign else y | (np.int64(1) << S[S_SIGNSHIFT]))
-    else:
-        y = V[V_OVF_POS] if overflow else y
-    return _specials(y, negative, a, low, F, S, V[V_MIN],
-                     V[V_MIN] | (np.int64(1) << S[S_SIGNSHIFT]), V[V_NEG_UNSIGNED],
-                     V[V_ZERO_POS], V[V_ZERO_NEG], V[V_NAN_POS], V[V_NAN_NEG], V[V_INF_POS],
-                     V[V_INF_NEG])
+    overflow = np.uint64(y) > np.uint64(V[V_MAXBITS])       # unsigned: a NaN's carry may wrap
+    fnuz = F[F_HASZERO] == 1 and F[F_NEGZERO] == 0
+    y = y if y == 0 and fnuz else y | (b & signmask)
+    if overflow:
+        y = V[V_OVF_NEG] if negative else V[V_OVF_POS]
+    return _specials(y, negative, a, low, F, S, np.int64(0) if fnuz else signmask,
+                     V[V_OVF_POS], V[V_OVF_NEG], V[V_MIN], V[V_MIN] | signmask,
+                     V[V_NEG_UNSIGNED], V[V_ZERO_POS], V[V_ZERO_NEG], V[V_NAN_POS], V[V_NAN_NEG],
+                     V[V_INF_POS], V[V_INF_NEG])
 
 
 @register_jitable
