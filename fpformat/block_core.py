@@ -12,8 +12,9 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
 * elements: ``y = x * 2**-e`` in float32, exact unless ``|y| < 2**-126``.  Such a ``y`` lies
   far below half the element format's smallest subnormal (this path requires the element's
   quantum ``2**(emin - man_bits) >= 2**-22``), where every rounding mode decides on sign and
-  "nonzero" alone (stochastic rounding never rounds up there: its threshold is 0), so it is
-  replaced by ``±2**-126``, which rounds identically;
+  "nonzero" alone (stochastic rounding never rounds up there: its threshold is 0), so for the
+  directed modes (rtp, rtn, rto: the only ones that tell a tiny value from 0) it is replaced by
+  ``±2**-126``, which rounds identically;
 * ``P = decode(encode(y))`` through :func:`fpformat.core.quantize_bits` in the float32 layout
   (codes through :func:`fpformat.core.encode_bits`), and ``P * X`` in float32, exact: ``P*X`` is
   a multiple of ``2**(emin - man_bits - 127) >= 2**-149`` and below ``2**128``.
@@ -82,13 +83,17 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
     inv = _pow2_f32(-e)
     X = _pow2_f32(e)
     sr = C[core.C_MODE] == core.SR
+    mode = C[core.C_MODE]
+    directed = mode == core.RTP or mode == core.RTN or mode == core.RTO
     for j in range(n):
         i = lo + np.uint64(j)
         y = x[i] * inv
         yb = np.int64(np.float32(y).view(np.uint32))
-        # |y| < 2**-126 (inexact or flushed): the same rounding as any tiny value of its sign.
-        tiny = (yb & _ABS) < _MIN_NORMAL and (np.int64(xb[i]) & _ABS) != 0
-        yb = ((yb & ~_ABS) | _MIN_NORMAL) if tiny else yb
+        if directed:
+            # |y| < 2**-126 (inexact or flushed): the same rounding as any tiny value of its
+            # sign.  Only the directed modes see the difference between such a y and 0.
+            tiny = (yb & _ABS) < _MIN_NORMAL and (np.int64(xb[i]) & _ABS) != 0
+            yb = ((yb & ~_ABS) | _MIN_NORMAL) if tiny else yb
         u = core.sr_random(key, i) if sr else np.uint64(0)
         if want_codes:
             codes[i] = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)

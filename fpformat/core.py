@@ -177,12 +177,14 @@ def round_parts(b, S, F, C, u):
 
 
 @register_jitable
-def _specials(code, negative, a, low, F, S, natural_negzero, ovf_pos, ovf_neg, low_pos, low_neg,
-              neg_unsigned, zero_pos, zero_neg, nan_pos, nan_neg, inf_pos, inf_neg):
+def _specials(code, negative, a, low, F, S, natural_negzero, natural_ovf, ovf_pos, ovf_neg,
+              low_pos, low_neg, neg_unsigned, zero_pos, zero_neg, nan_pos, nan_neg, inf_pos,
+              inf_neg):
     """Select the special-case results over the finite result ``code`` (codes or value bits).
 
-    A check is left out where the finite path already gives its result (``code`` is then
-    ``±0`` for a zero input and the overflow result for ±inf and NaN): the conditions below on
+    A check is left out where the finite path already gives its result: ``±0`` (or +0 for
+    fnuz, ``natural_negzero``) for a zero input, and, where ``natural_ovf`` (the format's range
+    ends below the source's infinity), the overflow result for ±inf and NaN.  The conditions on
     the tuples are constants in the specialised kernels, so the common formats pay only for
     the specials they have.  Unsigned formats always check (their negative-input rule comes
     first)."""
@@ -196,9 +198,10 @@ def _specials(code, negative, a, low, F, S, natural_negzero, ovf_pos, ovf_neg, l
     if not zero_natural and a == 0:
         code = zero_neg if negative else zero_pos
     inf_bits = S[S_EMASK] << S[S_M]
-    if not (signed and nan_pos == ovf_pos and nan_neg == ovf_neg) and a > inf_bits:
+    natural_ovf = natural_ovf and signed
+    if not (natural_ovf and nan_pos == ovf_pos and nan_neg == ovf_neg) and a > inf_bits:
         code = nan_neg if negative else nan_pos
-    if not (signed and inf_pos == ovf_pos and inf_neg == ovf_neg) and a == inf_bits:
+    if not (natural_ovf and inf_pos == ovf_pos and inf_neg == ovf_neg) and a == inf_bits:
         code = inf_neg if negative else inf_pos
     return code
 
@@ -222,8 +225,10 @@ def encode_bits(b, S, F, C, u):
     code = mag if negative and mag == 0 and fnuz else mag | (F[F_SIGNBIT] if negative else 0)
     if overflow:
         code = C[C_OVF_NEG] if negative else C[C_OVF_POS]
+    # The format's largest exponent below the source's infinity: ±inf and NaN overflow above.
+    natural_ovf = F[F_EMAXFIELD] - F[F_BIAS] < S[S_EMASK] - S[S_BIAS]
     return _specials(code, negative, a, low, F, S, np.int64(0) if fnuz else F[F_SIGNBIT],
-                     C[C_OVF_POS], C[C_OVF_NEG], np.int64(0), F[F_SIGNBIT], C[C_NEG_UNSIGNED],
+                     natural_ovf, C[C_OVF_POS], C[C_OVF_NEG], np.int64(0), F[F_SIGNBIT], C[C_NEG_UNSIGNED],
                      C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG], C[C_INF_POS],
                      C[C_INF_NEG])
 
@@ -249,7 +254,8 @@ def quantize_bits(b, S, F, C, V, u):
     y = y if y == 0 and fnuz else y | (b & signmask)
     if overflow:
         y = V[V_OVF_NEG] if negative else V[V_OVF_POS]
-    return _specials(y, negative, a, low, F, S, np.int64(0) if fnuz else signmask,
+    # quantize needs the format's values to be source values: inf and NaN lie above max.
+    return _specials(y, negative, a, low, F, S, np.int64(0) if fnuz else signmask, True,
                      V[V_OVF_POS], V[V_OVF_NEG], V[V_MIN], V[V_MIN] | signmask,
                      V[V_NEG_UNSIGNED], V[V_ZERO_POS], V[V_ZERO_NEG], V[V_NAN_POS], V[V_NAN_NEG],
                      V[V_INF_POS], V[V_INF_NEG])
