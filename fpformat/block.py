@@ -86,6 +86,11 @@ class BlockFormat:
         scale_format: None (float32 scales) or a FloatFormat (E8M0, UE4M3, any).
         scale_rule: ``"ocp"``, ``"amax"`` or ``"nvfp4"``.
         scale_rounding: for ``"amax"`` into a scale format: ``"up"`` or ``"nearest"``.
+        int_codes: element codes are two's-complement integers (OCP MXINT8): the element must
+            be a signed ``e0m{B-1}b0`` format (values ``k * 2**(2 - B)``, ``|k| < 2**(B-1)``),
+            written ``intB`` in specs.  ``-k`` is coded ``2**B - k``; there is no -0 (a negative
+            value rounding to zero gives +0, in quantize too); the code ``2**(B-1)`` (``-2``)
+            is never produced and decodes as ``-2 * scale``.
         name: display name; not part of equality.
     """
 
@@ -96,6 +101,7 @@ class BlockFormat:
     scale_format: Any = None
     scale_rule: str = "amax"
     scale_rounding: str = "up"
+    int_codes: bool = False
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -129,13 +135,19 @@ class BlockFormat:
             raise ValueError("scale_rule 'nvfp4' needs a scale_format (UE4M3: 'ue4m3fn')")
         if self.element.max <= 0:
             raise ValueError("the element format needs a positive max")
+        if not isinstance(self.int_codes, (bool, np.bool_)):
+            raise TypeError(f"int_codes must be a bool, got {self.int_codes!r}")
+        el = self.element
+        if self.int_codes and not (el.exp_bits == 0 and el.bias == 0 and el.signed
+                                   and el.has_zero and el.negative_zero):
+            raise ValueError(f"int_codes needs a signed integer element e0m<M>b0 (intB), got {el}")
 
     # ----------------------------------------------------------------------------- naming
     @property
     def spec(self) -> str:
         """A spec string ``ELEMENT/BLOCK[/SCALE][/RULE]`` that ``get_format`` parses back."""
         blk = f"{self.tile[0]}x{self.tile[1]}" if self.tile else str(self.block_size)
-        parts = [self.element.spec, blk]
+        parts = [f"int{self.element.bits}" if self.int_codes else self.element.spec, blk]
         default_rule = "ocp" if self.scale_format is not None and _is_pow2_format(self.scale_format) \
             else "amax"
         if self.scale_format is not None:
@@ -167,6 +179,7 @@ class BlockFormat:
                 "block_size": self.block_size, "axis": self.axis, "tile": self.tile,
                 "scale_format": "float32" if self.scale_format is None else self.scale_format.describe(),
                 "scale_rule": self.scale_rule, "scale_rounding": self.scale_rounding,
+                "element_codes": "twos_complement" if self.int_codes else "sign_magnitude",
                 "bits_per_element": self.bits_per_element,
                 "emax_elem": _emax_elem(self.element)}
 
@@ -226,7 +239,22 @@ class BlockFormat:
             y = x64 / np.where(np.isfinite(full) & (full != 0), full, 1.0)
         y = np.where(np.isfinite(full) & (full != 0), y, 0.0)
         codes = self.element.encode(y, rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
+        if self.int_codes:                  # sign-magnitude -> two's complement (-0 -> 0)
+            sb = 1 << (self.element.bits - 1)
+            c = codes.astype(np.int64)
+            codes = np.where(c & sb, (2 * sb - (c & (sb - 1))) % (2 * sb), c).astype(codes.dtype)
         return BlockEncoding(codes, scodes, tscale, self, tuple(x64.shape), kind)
+
+    def _element_values(self, codes: np.ndarray) -> np.ndarray:
+        """float64 element values of element codes (two's-complement integers: k * quantum)."""
+        if not self.int_codes:
+            return self.element.decode(codes)
+        el = self.element
+        c = np.asarray(codes).astype(np.int64)
+        if c.size and (int(c.min()) < 0 or int(c.max()) >= (1 << el.bits)):
+            raise ValueError(f"codes must be in 0..{(1 << el.bits) - 1} for {el.bits}-bit integers")
+        k = np.where(c >= 1 << (el.bits - 1), c - (1 << el.bits), c)
+        return k * 2.0 ** (el.emin - el.man_bits)
 
     def decode(self, enc: BlockEncoding, dtype=np.float64) -> np.ndarray:
         """Values of an encoding (NaN throughout blocks whose scale is NaN)."""
@@ -234,7 +262,7 @@ class BlockFormat:
             raise TypeError(f"enc must be a BlockEncoding from encode(), got {type(enc).__name__}")
         sval = self._scale_values(enc.scales, enc.tensor_scale)
         full = self._broadcast(sval, enc.codes.shape)
-        vals = self.element.decode(enc.codes)
+        vals = self._element_values(enc.codes)
         with np.errstate(invalid="ignore"):
             out = np.where(full == 0, 0.0 * vals, vals * full)
         if str(dtype) in ("float64", "<class 'numpy.float64'>") or dtype is np.float64:
@@ -412,10 +440,11 @@ BLOCK_PRESETS: dict[str, BlockFormat] = {
     "mxfp6_e2m3": _mx("float6_e2m3fn", "mxfp6_e2m3"),
     "mxfp6_e3m2": _mx("float6_e3m2fn", "mxfp6_e3m2"),
     "mxfp4": _mx("float4_e2m1fn", "mxfp4"),
-    # MXINT8: 8-bit integers with an implicit scale 2**-6, k/64 for |k| <= 127 (sign-magnitude:
-    # -128 is never produced, as the OCP spec recommends).
-    "mxint8": BlockFormat(FloatFormat(0, 7, bias=0, name="int8_2m6"), 32,
-                          scale_format="float8_e8m0fnu", scale_rule="ocp", name="mxint8"),
+    # MXINT8: 8-bit two's-complement integers with an implicit scale 2**-6, k/64 for
+    # |k| <= 127 (-128 is never produced: the symmetric range OCP recommends).
+    "mxint8": BlockFormat(FloatFormat(0, 7, bias=0, name="int8"), 32,
+                          scale_format="float8_e8m0fnu", scale_rule="ocp", int_codes=True,
+                          name="mxint8"),
     "nvfp4": BlockFormat("float4_e2m1fn", 16, scale_format="ue4m3fn", scale_rule="nvfp4",
                          name="nvfp4"),
 }
@@ -442,7 +471,14 @@ def get_block_format(name: str) -> BlockFormat | None:
         raise ValueError(f"unknown block format {name!r}: expected ELEMENT/BLOCK[/SCALE][/RULE], "
                          f"e.g. 'e2m1/32/e8m0', 'e4m3/channel', 'e2m1/16/ue4m3fn/nvfp4', 'e4m3/128x128'")
     from .presets import get_format
-    el = get_format(m["el"])
+    im = re.fullmatch(r"int(\d+)", m["el"])
+    if im:                                   # two's-complement integers k * 2**(2 - B)
+        bits = int(im[1])
+        if not 2 <= bits <= 53:
+            raise ValueError(f"block format {name!r}: intB needs 2 <= B <= 53, got {bits}")
+        el = FloatFormat(0, bits - 1, bias=0, name=f"int{bits}")
+    else:
+        el = get_format(m["el"])
     if not isinstance(el, FloatFormat):
         raise ValueError(f"block format {name!r}: the element must be an element format")
     scale = get_format(m["scale"]) if m["scale"] else None
@@ -451,7 +487,7 @@ def get_block_format(name: str) -> BlockFormat | None:
     rule = m["rule"] or ("ocp" if scale is not None and _is_pow2_format(scale) else "amax")
     blk = m["blk"]
     kw: dict = dict(scale_format=scale, scale_rule=rule,
-                    scale_rounding="nearest" if m["near"] else "up", name=key)
+                    scale_rounding="nearest" if m["near"] else "up", int_codes=bool(im), name=key)
     if m["axis"] is not None:
         kw["axis"] = int(m["axis"])
     if "x" in blk:
@@ -487,7 +523,8 @@ def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True
     k = fmt.block_size if isinstance(fmt.block_size, int) and fmt.tile is None else 32
     one_row = fmt if fmt.tile is None else BlockFormat(fmt.element, k, scale_format=fmt.scale_format,
                                                        scale_rule=fmt.scale_rule,
-                                                       scale_rounding=fmt.scale_rounding)
+                                                       scale_rounding=fmt.scale_rounding,
+                                                       int_codes=fmt.int_codes)
     rng = np.random.default_rng(seed)
     el = fmt.element
     rows: list[np.ndarray] = []

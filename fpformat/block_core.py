@@ -34,6 +34,7 @@ import numpy as np
 from numba import prange
 
 from . import core
+from .block_kernels import int_code
 from .kernels import _JIT, _threads_for, _want_specialized, seed_key
 from .rounding import call_tuple, value_tuple
 
@@ -64,7 +65,8 @@ def _ocp_exponent(m, emax_elem):
 
 
 @numba.njit(inline="always")
-def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, want_out):
+def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, want_out,
+               int_codes):
     """One block: the ``n`` elements from flat index ``lo`` (uint64: no wraparound checks in the
     loops) of the flat arrays ``x`` (float32), ``xb`` (its bits), ``codes`` and ``out``.
     Returns the block's E8M0 code."""
@@ -96,15 +98,20 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
             yb = ((yb & ~_ABS) | _MIN_NORMAL) if tiny else yb
         u = core.sr_random(key, i) if sr else np.uint64(0)
         if want_codes:
-            codes[i] = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)
+            c = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)
+            codes[i] = int_code(c, F[core.F_SIGNBIT]) if int_codes else c
         if want_out:
             q = core.quantize_bits(yb, core.SRC_FLOAT32, F, C, V, u)
-            out[i] = np.uint32(q).view(np.float32) * X
+            if int_codes:                                    # + 0: no -0 among integers
+                out[i] = np.uint32(q).view(np.float32) * X + np.float32(0)
+            else:
+                out[i] = np.uint32(q).view(np.float32) * X
     return e + 127
 
 
 @numba.njit(inline="always")
-def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out):
+def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+              int_codes):
     """All blocks of the flat C-order arrays holding ``(x.size // L, L)`` rows; ``scales`` is
     the flat ``(rows, blocks per row)`` array.  When ``k`` divides ``L`` every block is full and
     block ``t`` starts at ``t * k`` (fixed trip counts in the specialised kernel)."""
@@ -112,7 +119,7 @@ def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_cod
     if L % k == 0:
         for t in prange(x.size // k):
             scales[t] = _ocp_block(x, xb, np.uint64(t) * np.uint64(k), k, F, C, V, emax_elem,
-                                   key, codes, out, want_codes, want_out)
+                                   key, codes, out, want_codes, want_out, int_codes)
         return
     nb = (L + k - 1) // k
     for t in prange(rows * nb):
@@ -120,19 +127,22 @@ def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_cod
         b = t - r * nb
         lo = np.uint64(r * L + b * k)
         scales[t] = _ocp_block(x, xb, lo, min(k, L - b * k), F, C, V, emax_elem, key, codes, out,
-                               want_codes, want_out)
+                               want_codes, want_out, int_codes)
 
 
 @numba.njit(**_JIT)
-def _ocp_generic(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out):
-    _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out)
+def _ocp_generic(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+                 int_codes):
+    _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+              int_codes)
 
 
 @functools.lru_cache(maxsize=None)
-def _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out):
+def _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out, int_codes):
     @numba.njit(**_JIT)
     def ocp_specialized(x, xb, L, key, codes, scales, out):
-        _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out)
+        _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+                  int_codes)
     return ocp_specialized
 
 
@@ -170,11 +180,12 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
     key = seed_key(seed, C[core.C_MODE])
     xb = x1.view(np.uint32)
     with _threads_for(x1.size):
-        if _want_specialized(("mx32", k, F, C, want_codes, want_out), x1.size):
-            _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out)(x1, xb, L, key, codes,
-                                                                        scales, out)
+        ic = fmt.int_codes
+        if _want_specialized(("mx32", k, F, C, want_codes, want_out, ic), x1.size):
+            _ocp_specialized(k, F, C, V, emax_elem, want_codes, want_out, ic)(
+                x1, xb, L, key, codes, scales, out)
         else:
             _ocp_generic(x1, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes,
-                         want_out)
+                         want_out, ic)
     return (codes.reshape(rows, L) if want_codes else None), scales.reshape(rows, nb), \
         (out.reshape(rows, L) if want_out else None)

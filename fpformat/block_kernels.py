@@ -26,8 +26,19 @@ from .kernels import _JIT, _threads_for, _want_specialized
 RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
 
 # Block tuple B (float64): rule, block length, element max, OCP emax_elem, tensor scale,
-# whether scales are float32 values (1) or codes of a scale format (0), element/scale sub units.
-B_RULE, B_K, B_EMAX, B_EMAX_ELEM, B_TSCALE, B_F32, B_ESUB, B_SSUB, B_SNAN, B_E8M0 = range(10)
+# whether scales are float32 values (1) or codes of a scale format (0), element/scale sub units,
+# the scale format's NaN code, whether it is E8M0, and whether element codes are two's-complement
+# integers (1; see int_code).
+B_RULE, B_K, B_EMAX, B_EMAX_ELEM, B_TSCALE, B_F32, B_ESUB, B_SSUB, B_SNAN, B_E8M0, B_INT = range(11)
+
+
+@numba.njit(inline="always")
+def int_code(c, signbit):
+    """The two's-complement code of the sign-magnitude code ``c`` of an integer element (sign
+    bit ``signbit``): ``-k`` becomes ``2*signbit - k``; -0 becomes 0 (there is no -0).  The
+    most negative code (``signbit`` itself, e.g. -128) is never produced."""
+    mag = c & (signbit - 1)
+    return (2 * signbit - mag) & (2 * signbit - 1) if c & signbit else c
 
 
 @numba.njit(inline="always")
@@ -92,9 +103,14 @@ def _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_
         y = np.float64(xr[j]) / div if usable else 0.0        # +0 in NaN/zero-scale blocks
         u = core.sr_random(key, base + j) if sr else np.uint64(0)
         c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
-        cr[j] = c
-        if want_out:
-            out[r, j] = core.decode_code(c, FE, esub) * sval
+        if B[B_INT] == 1.0:
+            cr[j] = int_code(c, FE[core.F_SIGNBIT])
+            if want_out:                                    # + 0.0: no -0 among integers
+                out[r, j] = core.decode_code(c, FE, esub) * sval + 0.0
+        else:
+            cr[j] = c
+            if want_out:
+                out[r, j] = core.decode_code(c, FE, esub) * sval
 
 
 @numba.njit(**_JIT)
@@ -147,7 +163,8 @@ def block_params(fmt, k: int, tscale: float | None, rounding: str, saturate: boo
     B = (float(rule), float(k), float(el.max), float(_emax_elem(el)),
          float(tscale if tscale is not None else 1.0), 1.0 if sf is None else 0.0,
          2.0 ** (el.emin - el.man_bits), ssub, snan,
-         1.0 if sf is not None and sf == get_format("float8_e8m0fnu") else 0.0)
+         1.0 if sf is not None and sf == get_format("float8_e8m0fnu") else 0.0,
+         1.0 if fmt.int_codes else 0.0)
     return B, el.params, CE, FS, CS
 
 

@@ -45,7 +45,8 @@ ELEMENTS = {
     "float6_e2m3fn": Fmt(3, 0, Fraction(15, 2), 0x20, 2),
     "float6_e3m2fn": Fmt(2, -2, Fraction(28), 0x20, 4),
     "float4_e2m1fn": Fmt(1, 0, Fraction(6), 0x8, 2),
-    # MXINT8: k/64 for |k| <= 127, sign-magnitude codes (-128 unused); all "subnormal".
+    # MXINT8: k/64 for |k| <= 127 (all "subnormal"), coded as the 8-bit two's-complement k
+    # (OCP MX v1.0 INT8; -128 unused): see int8_code.
     "mxint8": Fmt(7, 1, Fraction(127, 64), 0x80, 0),
 }
 UE4M3 = Fmt(3, -6, Fraction(448), 0, 8)
@@ -93,6 +94,13 @@ def code_of(v: Fraction, negative: bool, f: Fmt) -> int:
         mag = ((e - f.emin + 1) << f.man) + a / Fraction(2) ** (e - f.man) - (1 << f.man)
     assert mag.denominator == 1, (v, f)
     return int(mag) | (f.sign_bit if negative else 0)
+
+
+def int8_code(v: Fraction) -> int:
+    """MXINT8's code of the element value ``v = k/64``: the 8-bit two's complement of k."""
+    k = v * 64
+    assert k.denominator == 1 and -127 <= k <= 127, v
+    return int(k) % 256
 
 
 def _is_nan_or_inf(v: float) -> bool:
@@ -159,8 +167,11 @@ def ref_mx(x: np.ndarray, element: str, k: int = 32, tile: tuple[int, int] | Non
         X = Fraction(2) ** e
         for i, v in zip(idx, vals):
             p = round_rne(Fraction(v) / X, f)
-            codes[i] = code_of(p, math.copysign(1.0, v) < 0, f)
-            values[i] = float(p * X)
+            if element == "mxint8":                      # integers: no -0
+                codes[i], values[i] = int8_code(p), float(p * X) + 0.0
+            else:
+                codes[i] = code_of(p, math.copysign(1.0, v) < 0, f)
+                values[i] = float(p * X)
     return RefResult(values, codes, scales)
 
 

@@ -67,10 +67,8 @@ def same(got, expect, zero_signs: bool = True) -> bool:
 def check_block(b: BlockFormat, x: np.ndarray, values: np.ndarray, mode: str,
                 scales: np.ndarray | None = None) -> None:
     """encode's scale codes, decode(encode(x)) and quantize(x) (x's dtype) against the
-    reference.  MXINT8's zero signs are not compared here: OCP's two's-complement MXINT8 has
-    no -0, while fpformat's sign-magnitude element (at the time of writing) keeps one; see the
-    report of helper B."""
-    zs = not (b.element.exp_bits == 0 and b.scale_rule == "ocp")
+    reference, zero signs included (MXINT8, two's complement, has no -0)."""
+    zs = True
     enc = b.encode(x, rounding=mode)
     if scales is not None:
         assert np.array_equal(enc.scales.astype(np.int64), scales), "scale codes"
@@ -186,8 +184,11 @@ def test_stochastic_rounding_is_the_element_formats_at_the_flat_index(name):
     enc = b.encode(x, rounding="sr", seed=123)
     expect = b.element.encode(x.astype(np.float64) / X, rounding="sr", saturate=True, seed=123)
     assert np.array_equal(b.decode(enc), b.element.decode(expect) * X)
-    if not getattr(b, "twos_complement", False):
-        assert np.array_equal(enc.codes, expect)
+    if b.int_codes:                                          # two's complement of the same k
+        sb = 1 << (b.element.bits - 1)
+        e = expect.astype(np.int64)
+        expect = np.where(e & sb, (2 * sb - (e & (sb - 1))) % (2 * sb), e)
+    assert np.array_equal(enc.codes, expect)
     assert np.array_equal(b.quantize(x, rounding="sr", seed=123),
                           b.decode(enc).astype(np.float32))
     assert not np.array_equal(enc.codes, b.encode(x, rounding="sr", seed=124).codes)

@@ -157,7 +157,28 @@ def test_mxint8_never_produces_minus_128():
     x = np.full((1, 32), -1.999, dtype=np.float32)          # X = 1: -1.999 * 64 = -127.9
     q = b.quantize(x)
     assert (q == np.float32(-127 / 64)).all()
-    assert set(b.encode(x).codes.ravel().tolist()) == {0x80 | 127}
+    assert set(b.encode(x).codes.ravel().tolist()) == {0x81}         # two's complement of -127
+
+
+def test_mxint8_codes_are_twos_complement_without_negative_zero():
+    b = get_format("mxint8")
+    assert b.int_codes and b.spec.startswith("int8/32/")
+    x = np.array([[1.0, -1.0, 1 / 64, -1 / 64, -1e-4, 0.0, -0.0, 127 / 64] + [0.0] * 24],
+                 dtype=np.float32)                           # amax 127/64: X = 1
+    enc = b.encode(x)
+    assert enc.codes[0, :8].tolist() == [64, 256 - 64, 1, 255, 0, 0, 0, 127]
+    q = b.quantize(x)
+    assert not np.signbit(q[0, 4:7]).any()                   # no -0
+    assert np.array_equal(b.decode(enc), q.astype(np.float64))
+    # 0x80 (-128) is never produced but decodes as -2 * X
+    codes = enc.codes.copy()
+    codes[0, 0] = 0x80
+    from fpformat.block import BlockEncoding
+    dec = b.decode(BlockEncoding(codes, enc.scales, None, b, enc.shape, enc.dtype))
+    assert dec[0, 0] == -2.0
+    assert get_format("int8/32/e8m0") == b
+    with pytest.raises(ValueError, match="int_codes"):
+        BlockFormat("e2m1", 32, int_codes=True)
 
 
 # ------------------------------------------------------------------ the fast float32 MX kernel
