@@ -16,7 +16,7 @@ import time
 import torch
 
 from explorer.train.model import Decoder, ModelConfig, param_count
-from explorer.train.qlinear import QuantConfig, quantize_model
+from explorer.train.qlinear import QuantConfig, quantize_model, specialize_kernels
 from explorer.train.trainer import set_threads
 
 
@@ -50,6 +50,7 @@ def main() -> None:
         quant = Decoder(cfg)
         quant.load_state_dict(plain.state_dict())
         quantize_model(quant, QuantConfig(fmt=a.format, block=a.block))
+        specialize_kernels(quant)                   # what the trainer does for long runs
         opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (plain, quant)]
         x = torch.randint(0, 256, (a.batch, a.seq_len))
         y = torch.randint(0, 256, (a.batch, a.seq_len))

@@ -9,9 +9,13 @@ One scalar core (:mod:`fpformat.core`) is compiled for the CPU (:mod:`fpformat.k
 CUDA (:mod:`fpformat.cuda`); semantics are pinned in docs/numerics.md.
 """
 
-from .format import FloatFormat
-from .block import BlockFormat
-from .presets import get_format, ELEMENT_PRESETS
+from ._cache import invalidate_stale_cache
+
+invalidate_stale_cache()              # numba's cache does not notice edits to the inlined core
+
+from .format import FloatFormat  # noqa: E402
+from .block import BlockFormat  # noqa: E402
+from .presets import get_format, ELEMENT_PRESETS  # noqa: E402
 
 __all__ = ["FloatFormat", "BlockFormat", "get_format", "ELEMENT_PRESETS"]
 __version__ = "0.1.0"

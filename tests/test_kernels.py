@@ -166,3 +166,22 @@ def test_torch_face_block_formats():
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
     assert quantize(x.detach().to(torch.bfloat16), "e4m3/channel").dtype == torch.bfloat16
+
+
+def test_numba_cache_is_dropped_when_the_core_changes(tmp_path, monkeypatch):
+    """numba checks only the kernel file's timestamp; fpformat._cache drops cached kernels when
+    any numeric source (the inlined core included) changes."""
+    from fpformat._cache import invalidate_stale_cache
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "core.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "kernels.f-1.nbi").write_bytes(b"stale")
+    assert invalidate_stale_cache(tmp_path) is True          # no stamp yet: dropped
+    assert not (cache / "kernels.f-1.nbi").exists()
+    (cache / "kernels.f-1.nbc").write_bytes(b"fresh")
+    assert invalidate_stale_cache(tmp_path) is False         # unchanged sources: kept
+    assert (cache / "kernels.f-1.nbc").exists()
+    (tmp_path / "core.py").write_text("x = 2\n")
+    assert invalidate_stale_cache(tmp_path) is True          # edited core: dropped
+    assert not (cache / "kernels.f-1.nbc").exists()

@@ -439,6 +439,26 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def specialize_kernels(model: nn.Module) -> int:
+    """Compile now the specialised fpformat kernels (format and mode as compile-time constants,
+    ~3x faster per element than the generic ones) for every element-format operand of the
+    model's QuantLinear layers, instead of after the first 64M elements of each.  For long runs
+    (the trainer calls it for runs of 200 steps or more): about a second of compilation per new
+    (format, mode) pair, cached on disk.  Block-scaled operands keep their own policy.
+    Returns how many (format, rounding) pairs were specialised."""
+    from fpformat import FloatFormat
+    from fpformat.kernels import specialize
+    pairs = set()
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            for op in m._ops:
+                if op is not None and isinstance(op.fmt, FloatFormat):
+                    pairs.add((op.fmt, op.spec.rounding))
+    for fmt, rounding in pairs:
+        specialize(fmt, rounding, saturate=True)
+    return len(pairs)
+
+
 def set_quant_step(model: nn.Module, step: int) -> None:
     """Tell every QuantLinear the optimizer step (feeds the stochastic-rounding seeds)."""
     for m in model.modules():

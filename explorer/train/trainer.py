@@ -30,7 +30,7 @@ from ..progress import Progress
 from . import store
 from .data import Corpus, CorpusSpec, Tokenizer, default_cache_dir, eval_batches, load_corpus, train_batch
 from .model import Decoder, ModelConfig, param_count
-from .qlinear import QuantConfig, quantize_model, set_quant_step
+from .qlinear import QuantConfig, quantize_model, set_quant_step, specialize_kernels
 
 
 @dataclass(frozen=True)
@@ -305,6 +305,8 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
     model = Decoder(mcfg)
     if cfg.quant.active:
         quantize_model(model, cfg.quant)
+        if cfg.steps >= 200:          # long enough to repay compiling the specialised kernels
+            specialize_kernels(model)
     model.to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
