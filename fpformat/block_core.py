@@ -84,8 +84,8 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
     e = _ocp_exponent(mm, emax_elem)
     inv = _pow2_f32(-e)
     X = _pow2_f32(e)
-    sr = C[core.C_MODE] == core.SR
     mode = C[core.C_MODE]
+    sr = mode == core.SR
     directed = mode == core.RTP or mode == core.RTN or mode == core.RTO
     for j in range(n):
         i = lo + np.uint64(j)
@@ -102,10 +102,8 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
             codes[i] = int_code(c, F[core.F_SIGNBIT]) if int_codes else c
         if want_out:
             q = core.quantize_bits(yb, core.SRC_FLOAT32, F, C, V, u)
-            if int_codes:                                    # + 0: no -0 among integers
-                out[i] = np.uint32(q).view(np.float32) * X + np.float32(0)
-            else:
-                out[i] = np.uint32(q).view(np.float32) * X
+            v = np.uint32(q).view(np.float32) * X
+            out[i] = v + np.float32(0) if int_codes else v   # + 0: no -0 among integers
     return e + 127
 
 

@@ -103,14 +103,11 @@ def _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_
         y = np.float64(xr[j]) / div if usable else 0.0        # +0 in NaN/zero-scale blocks
         u = core.sr_random(key, base + j) if sr else np.uint64(0)
         c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
-        if B[B_INT] == 1.0:
-            cr[j] = int_code(c, FE[core.F_SIGNBIT])
-            if want_out:                                    # + 0.0: no -0 among integers
-                out[r, j] = core.decode_code(c, FE, esub) * sval + 0.0
-        else:
-            cr[j] = c
-            if want_out:
-                out[r, j] = core.decode_code(c, FE, esub) * sval
+        ints = B[B_INT] == 1.0
+        cr[j] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
+        if want_out:
+            v = core.decode_code(c, FE, esub) * sval
+            out[r, j] = v + 0.0 if ints else v              # + 0.0: no -0 among integers
 
 
 @numba.njit(**_JIT)
