@@ -218,6 +218,27 @@ def test_fast_kernel_specialised_equals_generic(mode, monkeypatch):
     assert np.array_equal(q0.view(np.uint32), q1.view(np.uint32))
 
 
+@pytest.mark.parametrize("policy", ["never", "always"])
+@pytest.mark.parametrize("mode", ["rne", "sr"])
+def test_fast_kernel_pairs_of_blocks(policy, mode, monkeypatch):
+    """Full blocks go through the kernel two at a time: an odd count leaves one alone, and a
+    NaN or an infinity in either block of a pair sends both through the one-block path."""
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", policy)
+    b = get_format("mxfp4")
+    for shape in ((1, 7 * 32), (3, 96), (5, 32)):
+        x2 = hard_data(shape, seed=9, element_max=b.element.max)
+        x2.reshape(-1)[-1] = np.nan                          # the last (odd or paired) block
+        for t in (1, 4):                                     # second of a pair, first of one
+            if (t + 1) * 32 <= x2.size:
+                x2.reshape(-1)[t * 32 + 5] = -np.inf
+        codes, scales, _ = block_core.run_ocp_f32(b, x2, 32, mode, True, 4, None, True, False)
+        _, _, out = block_core.run_ocp_f32(b, x2, 32, mode, True, 4, None, False, True)
+        gc, gs, go = _general(b, x2, 32, mode, True, 4, True)
+        assert np.array_equal(codes, gc) and np.array_equal(scales, gs), shape
+        assert np.array_equal(out.view(np.uint32), go.view(np.uint32)), shape
+        assert (scales.reshape(-1)[[1, -1]] == 255).all()
+
+
 def test_fast_kernel_tiny_quotients():
     """Float32 subnormals in blocks with a large amax: x / X underflows float32, yet directed
     rounding and stochastic rounding see the exact quotient's class (the general kernel divides
