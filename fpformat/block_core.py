@@ -10,23 +10,34 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
   codes ``+0``, so the element loop only ever sees finite values);
 * ``X = 2**e``, ``e = clamp(floor(log2 amax) - emax_elem, -127, 127)`` from amax's exponent
   field (subnormal amax: from its leading bit); ``e = -127`` for a zero block;
-* elements: ``y = x * 2**-e`` in float32, exact unless ``|y| < 2**-126``.  Such a ``y`` lies
-  far below half the element format's smallest subnormal (this path requires the element's
-  quantum ``2**(emin - man_bits) >= 2**-22``), where every rounding mode decides on sign and
-  "nonzero" alone (stochastic rounding never rounds up there: its threshold is 0), so for the
-  directed modes (rtp, rtn, rto: the only ones that tell a tiny value from 0) it is replaced by
-  ``±2**-126``, which rounds identically;
-* ``P = decode(encode(y))`` through :func:`fpformat.core.quantize_bits` in the float32 layout
-  (codes through :func:`fpformat.core.encode_bits`), and ``P * X`` in float32, exact: ``P*X`` is
-  a multiple of ``2**(emin - man_bits - 127) >= 2**-149`` and below ``2**128``.
+* elements: the core rounds ``y = x * 2**-e`` without that multiplication.  Read with exponent
+  bias ``127 + e`` instead of 127, ``x``'s own bits hold ``y``; the core rounds them in that
+  *scaled source layout* and builds its result there, and those bits, read back as an ordinary
+  float32, are the rounded ``y`` times ``2**e``: the fake-quantized value itself (codes alike:
+  the code of ``y``).  The special results (``V``) are given as bits of that layout, i.e. their
+  values times ``2**e``.  Everything is exact: the layout only renames exponents.  The core
+  needs the element format's smallest normal exponent at or above the layout's (``1 - 127 -
+  e``), true for every block unless its amax lies below about ``2**-120``;
+* such tiny blocks take the multiplying path: ``y = x * 2**-e`` in float32, exact unless
+  ``|y| < 2**-126``.  Such a ``y`` lies far below half the element format's smallest subnormal
+  (this kernel requires the element's quantum ``2**(emin - man_bits) >= 2**-22``), where every
+  rounding mode decides on sign and "nonzero" alone (stochastic rounding never rounds up
+  there: its threshold is 0), so for the directed modes (rtp, rtn, rto: the only ones that
+  tell a tiny value from 0) it is replaced by ``±2**-126``, which rounds identically; then
+  ``P = decode(encode(y))`` in the float32 layout and ``P * X`` in float32, exact: ``P*X`` is a
+  multiple of ``2**(emin - man_bits - 127) >= 2**-149`` and below ``2**128``.
 
+Full blocks go through the element loop two at a time: two independent chains per step let the
+processor overlap them (each waits for its block's scale), about 15% faster at 16M elements.
 Stochastic rounding draws element ``i``'s bits from its flat C-order index, as everywhere.
 Like :mod:`fpformat.kernels`, one source is compiled generic (tuples as arguments) and
 specialised (tuples as closure constants, compiled once a combination has processed enough
 elements, or always under ``FPFORMAT_SPECIALIZE=always``).  The block length stays a runtime
 argument in both: with a constant trip count the compiler unrolls a block's short loops fully,
-and unrolled they no longer vectorise (numba leaves LLVM's SLP vectoriser off).  Speed figures:
-``benchmarks/bench_fpformat.py`` (the ``mxfp4`` rows).
+and unrolled they no longer vectorise (numba leaves LLVM's SLP vectoriser off).  The per-block
+scalar helpers are ``register_jitable`` functions rather than inlined numba IR, which keeps the
+first compilation near 15 s instead of a minute.  Speed figures: ``benchmarks/bench_fpformat.py``
+(the ``mxfp4`` rows).
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, register_jitable
 
 from . import core
 from .block_kernels import int_code
@@ -60,14 +71,14 @@ def _absmax_u32(typingctx, m, b):
     return types.uint32(types.uint32, types.uint32), codegen
 
 
-@numba.njit(inline="always")
+@register_jitable
 def _pow2_f32(e):
     """``2.0**e`` as a float32 for ``-127 <= e <= 127`` (``2**-127`` is subnormal)."""
     bits = ((e + 127) << 23) if e > -127 else np.int64(1 << 22)
     return np.uint32(bits).view(np.float32)
 
 
-@numba.njit(inline="always")
+@register_jitable
 def _ocp_exponent(m, emax_elem):
     """The OCP scale exponent for a block whose largest magnitude has float32 bits ``m``."""
     fe = m >> 23
@@ -80,9 +91,62 @@ def _ocp_exponent(m, emax_elem):
     return min(max(e, np.int64(-127)), np.int64(127))
 
 
+@register_jitable
+def _scaled_bits(v, X):
+    """Float32 bits ``v`` of a special result, as the bits of its value times ``X`` (exact here;
+    zero, inf and NaN stay as they are)."""
+    a = v & _ABS
+    scaled = np.int64(np.float32(np.uint32(v).view(np.float32) * X).view(np.uint32))
+    return v if a == 0 or a >= _INF else scaled
+
+
+@register_jitable
+def _scaled_layout(e):
+    """The source layout that has the core round ``x * 2**-e`` straight from ``x``'s float32
+    bits: read with exponent bias ``127 + e`` the same bits hold a value ``2**-e`` times
+    smaller, and the core's result, built in that layout, read back as an ordinary float32 is
+    the rounded value times ``2**e``."""
+    f32 = core.SRC_FLOAT32
+    return (f32[core.S_M], np.int64(f32[core.S_BIAS]) + e, f32[core.S_EMASK],
+            f32[core.S_SIGNSHIFT])
+
+
+@register_jitable
+def _scaled_values(e, V):
+    """The value tuple for :func:`_scaled_layout`: each special result's float32 bits as the
+    bits of its value times ``2**e``."""
+    X = _pow2_f32(e)
+    return (_scaled_bits(V[0], X), _scaled_bits(V[1], X), _scaled_bits(V[2], X),
+            _scaled_bits(V[3], X), _scaled_bits(V[4], X), _scaled_bits(V[5], X),
+            _scaled_bits(V[6], X), _scaled_bits(V[7], X), _scaled_bits(V[8], X),
+            _scaled_bits(V[9], X), _scaled_bits(V[10], X), _scaled_bits(V[11], X))
+
+
+@register_jitable
+def _in_layout(e, F):
+    """Whether the scaled layout of :func:`_scaled_layout` serves a block with exponent ``e``:
+    the core needs the format's smallest normal exponent at or above the layout's
+    (``1 - (127 + e)``).  Only blocks with a tiny amax (below about ``2**-120``) fall outside."""
+    return F[core.F_EMIN] >= -126 - e
+
+
+@numba.njit(inline="always")
+def _ocp_element_scaled(xb, i, S, F, C, V, key, codes, out, want_codes, want_out, int_codes):
+    """Element ``i`` of a block whose scale is folded into the layout ``S`` (and ``V``)."""
+    b = np.int64(xb[i])
+    u = core.sr_random(key, i) if C[core.C_MODE] == core.SR else np.uint64(0)
+    if want_codes:
+        c = core.encode_bits(b, S, F, C, u)
+        codes[i] = int_code(c, F[core.F_SIGNBIT]) if int_codes else c
+    if want_out:
+        v = np.uint32(core.quantize_bits(b, S, F, C, V, u)).view(np.float32)
+        out[i] = v + np.float32(0) if int_codes else v       # + 0: no -0 among integers
+
+
 @numba.njit(inline="always")
 def _ocp_element(x, xb, i, inv, X, F, C, V, key, codes, out, want_codes, want_out, int_codes):
-    """Element ``i`` of a block with scale ``X`` (``inv`` = ``1/X``): its code and value."""
+    """Element ``i`` of a block with scale ``X`` (``inv`` = ``1/X``), the scale applied by float32
+    multiplications: the path for blocks outside :func:`_in_layout`."""
     mode = C[core.C_MODE]
     y = x[i] * inv
     yb = np.int64(np.float32(y).view(np.uint32))
@@ -119,68 +183,68 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
                 out[lo + np.uint64(j)] = np.float32(np.nan)
         return np.int64(255)
     e = _ocp_exponent(mm, emax_elem)
-    inv, X = _pow2_f32(-e), _pow2_f32(e)
-    for j in range(n):
-        _ocp_element(x, xb, lo + np.uint64(j), inv, X, F, C, V, key, codes, out, want_codes,
-                     want_out, int_codes)
+    if _in_layout(e, F):
+        S, Vs = _scaled_layout(e), _scaled_values(e, V)
+        for j in range(n):
+            _ocp_element_scaled(xb, lo + np.uint64(j), S, F, C, Vs, key, codes, out, want_codes,
+                                want_out, int_codes)
+    else:
+        inv, X = _pow2_f32(-e), _pow2_f32(e)
+        for j in range(n):
+            _ocp_element(x, xb, lo + np.uint64(j), inv, X, F, C, V, key, codes, out,
+                         want_codes, want_out, int_codes)
     return e + 127
 
 
 @numba.njit(inline="always")
 def _ocp_pair(x, xb, lo, n, t, F, C, V, emax_elem, key, codes, scales, out, want_codes,
               want_out, int_codes):
-    """Blocks ``t`` and ``t + 1``, of ``n`` elements from ``lo``, in one loop: two independent
-    chains per step keep the processor busy while a block's scale is still being computed
-    (about 10% faster than one block at a time)."""
+    """Blocks ``t`` and ``t + 1``, of ``n`` elements from ``lo``, in one element loop (see the
+    module docstring).  Returns False, having written nothing, where either block needs the
+    one-block path (a NaN or an infinity, or a tiny amax)."""
     lo2 = lo + np.uint64(n)
     m1 = np.uint32(0)
     m2 = np.uint32(0)
     for j in range(n):
         m1 = _absmax_u32(m1, xb[lo + np.uint64(j)])
         m2 = _absmax_u32(m2, xb[lo2 + np.uint64(j)])
-    if np.int64(m1) >= _INF or np.int64(m2) >= _INF:         # rare: one at a time
-        scales[t] = _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes,
-                               want_out, int_codes)
-        scales[t + 1] = _ocp_block(x, xb, lo2, n, F, C, V, emax_elem, key, codes, out,
-                                   want_codes, want_out, int_codes)
-        return
     e1 = _ocp_exponent(np.int64(m1), emax_elem)
     e2 = _ocp_exponent(np.int64(m2), emax_elem)
-    inv1, X1 = _pow2_f32(-e1), _pow2_f32(e1)
-    inv2, X2 = _pow2_f32(-e2), _pow2_f32(e2)
+    if (np.int64(m1) >= _INF or np.int64(m2) >= _INF
+            or not (_in_layout(e1, F) and _in_layout(e2, F))):
+        return False
+    S1, V1 = _scaled_layout(e1), _scaled_values(e1, V)
+    S2, V2 = _scaled_layout(e2), _scaled_values(e2, V)
     for j in range(n):
-        _ocp_element(x, xb, lo + np.uint64(j), inv1, X1, F, C, V, key, codes, out, want_codes,
-                     want_out, int_codes)
-        _ocp_element(x, xb, lo2 + np.uint64(j), inv2, X2, F, C, V, key, codes, out, want_codes,
-                     want_out, int_codes)
+        _ocp_element_scaled(xb, lo + np.uint64(j), S1, F, C, V1, key, codes, out, want_codes,
+                            want_out, int_codes)
+        _ocp_element_scaled(xb, lo2 + np.uint64(j), S2, F, C, V2, key, codes, out, want_codes,
+                            want_out, int_codes)
     scales[t] = e1 + 127
     scales[t + 1] = e2 + 127
+    return True
 
 
 @numba.njit(inline="always")
 def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
               int_codes):
     """All blocks of the flat C-order arrays holding ``(x.size // L, L)`` rows; ``scales`` is
-    the flat ``(rows, blocks per row)`` array.  When ``k`` divides ``L`` every block is full,
-    block ``t`` starts at ``t * k``, and blocks go in pairs."""
-    rows = x.size // L
-    if L % k == 0:
-        nblocks = x.size // k
-        for p in prange(nblocks // 2):
-            _ocp_pair(x, xb, np.uint64(2 * p) * np.uint64(k), k, 2 * p, F, C, V, emax_elem, key,
-                      codes, scales, out, want_codes, want_out, int_codes)
-        if nblocks % 2:
-            t = nblocks - 1
-            scales[t] = _ocp_block(x, xb, np.uint64(t) * np.uint64(k), k, F, C, V, emax_elem,
-                                   key, codes, out, want_codes, want_out, int_codes)
-        return
+    the flat ``(rows, blocks per row)`` array.  Blocks go in pairs through :func:`_ocp_pair`
+    when ``k`` divides ``L``, otherwise (and where a pair declines) one at a time."""
     nb = (L + k - 1) // k
-    for t in prange(rows * nb):
-        r = t // nb
-        b = t - r * nb
-        lo = np.uint64(r * L + b * k)
-        scales[t] = _ocp_block(x, xb, lo, min(k, L - b * k), F, C, V, emax_elem, key, codes, out,
-                               want_codes, want_out, int_codes)
+    total = (x.size // L) * nb
+    full = L % k == 0
+    for p in prange((total + 1) // 2):
+        t0 = 2 * p
+        if full and t0 + 1 < total and _ocp_pair(
+                x, xb, np.uint64(t0) * np.uint64(k), k, t0, F, C, V, emax_elem, key, codes,
+                scales, out, want_codes, want_out, int_codes):
+            continue
+        for t in range(t0, min(t0 + 2, total)):
+            r = t // nb
+            b = t - r * nb
+            scales[t] = _ocp_block(x, xb, np.uint64(r * L + b * k), min(k, L - b * k), F, C, V,
+                                   emax_elem, key, codes, out, want_codes, want_out, int_codes)
 
 
 @numba.njit(**_JIT)
