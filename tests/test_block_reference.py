@@ -239,6 +239,28 @@ def test_fast_kernel_pairs_of_blocks(policy, mode, monkeypatch):
         assert (scales.reshape(-1)[[1, -1]] == 255).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(element=st.sampled_from(["e2m1", "e3m2", "e2m3", "e4m3", "e5m2", "e1m2", "e3m3", "e4m0"]),
+       k=st.sampled_from([8, 16, 32]), rows=st.integers(1, 3), blocks=st.integers(1, 5),
+       top=st.integers(-150, 126), seed=st.integers(0, 2 ** 31), mode=st.sampled_from(MODES),
+       sat=st.booleans())
+def test_fast_kernel_any_element_any_scale(element, k, rows, blocks, top, seed, mode, sat):
+    """The scale folded into the core's source layout, for element formats other than the
+    presets and block maxima from float32's subnormals to its largest binade: around
+    ``2**-120`` blocks switch between the layout path and the multiplying path."""
+    b = get_format(f"{element}/{k}/e8m0")
+    rng = np.random.default_rng(seed)
+    block_exp = top - rng.integers(0, 40, (rows, blocks, 1))
+    x = rng.standard_normal((rows, blocks, k)) * np.exp2(block_exp + rng.integers(-30, 1, (rows, blocks, k)))
+    x = np.clip(x, -3e38, 3e38).astype(np.float32).reshape(rows, blocks * k)
+    assert block_core.ocp_f32_applies(b, x)
+    codes, scales, _ = block_core.run_ocp_f32(b, x, k, mode, sat, seed, None, True, False)
+    _, _, out = block_core.run_ocp_f32(b, x, k, mode, sat, seed, None, False, True)
+    gc, gs, go = _general(b, x, k, mode, sat, seed, True)
+    assert np.array_equal(codes, gc) and np.array_equal(scales, gs)
+    assert np.array_equal(out.view(np.uint32), go.view(np.uint32))
+
+
 def test_fast_kernel_tiny_quotients():
     """Float32 subnormals in blocks with a large amax: x / X underflows float32, yet directed
     rounding and stochastic rounding see the exact quotient's class (the general kernel divides
