@@ -6,8 +6,8 @@ Prints, for 16M float32 elements: np.copyto (the memory-bound limit), fake-quant
 float8_e4m3fn with RNE, stochastic rounding, MXFP4 (when block formats are available), and
 ml_dtypes' astype round trip; each as the median of ``--repeat`` runs, interleaved so that a noisy
 neighbour affects all alike, and, beside it, the ratio of best rounds (np.copyto, memory-bound,
-gains most from a quiet moment, so this ratio is the lower one).  ``--cold`` measures the first call in a fresh process with an empty
-numba cache (compile time) instead.
+gains most from a quiet moment, so this ratio is the lower one).  ``--cold`` measures the first
+call in a fresh process with an empty numba cache (compile time) instead.
 """
 
 from __future__ import annotations
