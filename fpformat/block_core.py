@@ -58,6 +58,7 @@ from .rounding import call_tuple, value_tuple
 _ABS = np.int64(0x7FFFFFFF)
 _INF = np.int64(0x7F800000)
 _MIN_NORMAL = np.int64(0x00800000)
+_ONE = np.float32(1.0)            # the scaled layout's results need no multiplication
 
 
 @intrinsic
@@ -131,38 +132,30 @@ def _in_layout(e, F):
 
 
 @numba.njit(inline="always")
-def _ocp_element_scaled(xb, i, S, F, C, V, key, codes, out, want_codes, want_out, int_codes):
-    """Element ``i`` of a block whose scale is folded into the layout ``S`` (and ``V``)."""
-    b = np.int64(xb[i])
+def _ocp_element(b, i, S, F, C, V, X, key, codes, out, want_codes, want_out, int_codes):
+    """Element ``i``, given as bits ``b`` of source layout ``S``: its code, and its value (the
+    core's result in layout ``S`` read as a float32, times ``X``)."""
     u = core.sr_random(key, i) if C[core.C_MODE] == core.SR else np.uint64(0)
     if want_codes:
         c = core.encode_bits(b, S, F, C, u)
         codes[i] = int_code(c, F[core.F_SIGNBIT]) if int_codes else c
     if want_out:
-        v = np.uint32(core.quantize_bits(b, S, F, C, V, u)).view(np.float32)
+        v = np.uint32(core.quantize_bits(b, S, F, C, V, u)).view(np.float32) * X
         out[i] = v + np.float32(0) if int_codes else v       # + 0: no -0 among integers
 
 
 @numba.njit(inline="always")
-def _ocp_element(x, xb, i, inv, X, F, C, V, key, codes, out, want_codes, want_out, int_codes):
-    """Element ``i`` of a block with scale ``X`` (``inv`` = ``1/X``), the scale applied by float32
-    multiplications: the path for blocks outside :func:`_in_layout`."""
+def _quotient_bits(x, xb, i, inv, C):
+    """Float32 bits of ``x[i] * inv`` for the multiplying path (blocks outside
+    :func:`_in_layout`)."""
     mode = C[core.C_MODE]
-    y = x[i] * inv
-    yb = np.int64(np.float32(y).view(np.uint32))
+    yb = np.int64(np.float32(x[i] * inv).view(np.uint32))
     if mode == core.RTP or mode == core.RTN or mode == core.RTO:
         # |y| < 2**-126 (inexact or flushed): the same rounding as any tiny value of its sign.
         # Only the directed modes see the difference between such a y and 0.
         tiny = (yb & _ABS) < _MIN_NORMAL and (np.int64(xb[i]) & _ABS) != 0
         yb = ((yb & ~_ABS) | _MIN_NORMAL) if tiny else yb
-    u = core.sr_random(key, i) if mode == core.SR else np.uint64(0)
-    if want_codes:
-        c = core.encode_bits(yb, core.SRC_FLOAT32, F, C, u)
-        codes[i] = int_code(c, F[core.F_SIGNBIT]) if int_codes else c
-    if want_out:
-        q = core.quantize_bits(yb, core.SRC_FLOAT32, F, C, V, u)
-        v = np.uint32(q).view(np.float32) * X
-        out[i] = v + np.float32(0) if int_codes else v       # + 0: no -0 among integers
+    return yb
 
 
 @numba.njit(inline="always")
@@ -186,13 +179,15 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
     if _in_layout(e, F):
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
         for j in range(n):
-            _ocp_element_scaled(xb, lo + np.uint64(j), S, F, C, Vs, key, codes, out, want_codes,
-                                want_out, int_codes)
+            i = lo + np.uint64(j)
+            _ocp_element(np.int64(xb[i]), i, S, F, C, Vs, _ONE, key, codes, out, want_codes,
+                         want_out, int_codes)
     else:
         inv, X = _pow2_f32(-e), _pow2_f32(e)
         for j in range(n):
-            _ocp_element(x, xb, lo + np.uint64(j), inv, X, F, C, V, key, codes, out,
-                         want_codes, want_out, int_codes)
+            i = lo + np.uint64(j)
+            _ocp_element(_quotient_bits(x, xb, i, inv, C), i, core.SRC_FLOAT32, F, C, V, X, key,
+                         codes, out, want_codes, want_out, int_codes)
     return e + 127
 
 
@@ -216,10 +211,11 @@ def _ocp_pair(x, xb, lo, n, t, F, C, V, emax_elem, key, codes, scales, out, want
     S1, V1 = _scaled_layout(e1), _scaled_values(e1, V)
     S2, V2 = _scaled_layout(e2), _scaled_values(e2, V)
     for j in range(n):
-        _ocp_element_scaled(xb, lo + np.uint64(j), S1, F, C, V1, key, codes, out, want_codes,
-                            want_out, int_codes)
-        _ocp_element_scaled(xb, lo2 + np.uint64(j), S2, F, C, V2, key, codes, out, want_codes,
-                            want_out, int_codes)
+        i1, i2 = lo + np.uint64(j), lo2 + np.uint64(j)
+        _ocp_element(np.int64(xb[i1]), i1, S1, F, C, V1, _ONE, key, codes, out, want_codes,
+                     want_out, int_codes)
+        _ocp_element(np.int64(xb[i2]), i2, S2, F, C, V2, _ONE, key, codes, out, want_codes,
+                     want_out, int_codes)
     scales[t] = e1 + 127
     scales[t + 1] = e2 + 127
     return True
