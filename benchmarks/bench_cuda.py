@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_cuda: no CUDA GPU available (numba.cuda.is_available() is False)",
               file=sys.stderr)
         return 2
-    from fpformat import core, cuda as fc, get_format
-    from fpformat.kernels import seed_key
+    from fpformat import core, get_format
+    from fpformat import cuda as fc
+    from fpformat.dispatch import seed_key
     from fpformat.rounding import call_tuple, value_tuple
 
     dev = cuda.get_current_device()
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "e4m3fn sr": (quantize_kernel("sr"), 8),
         "e4m3fn encode": (lambda: enc[blocks, threads](bits, codes, np.uint64(0)), 5),
         "e4m3fn rne (API)": (lambda: f.quantize(x, saturate=True), 8),
-        "mxfp4 rne (API)": (lambda: fc.quantize(mx, rows, "rne", True, None, None), 4 + 4 + 1 + 1 / 32),
+        "mxfp4 rne (API)": (lambda: fc.quantize(mx, rows, "rne", True, None, None),
+                            4 + 4 + 1 + 1 / 32),
     }
     results = []
     for label, (fn, bytes_per) in cases.items():
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         r["of_peak"] = r["gb_per_s"] / peak if peak else None
         r["of_copy"] = r["gb_per_s"] / copy_gbs
     if args.json:
-        print(json.dumps({"device": name, "n": n, "peak_gb_per_s": peak, "results": results}, indent=1))
+        print(json.dumps({"device": name, "n": n, "peak_gb_per_s": peak, "results": results},
+                         indent=1))
         return 0
     print(f"{name}: {n:,} float32 elements; peak DRAM bandwidth "
           + (f"{peak:,.0f} GB/s" if peak else "unknown (pass --peak-gbs)"))

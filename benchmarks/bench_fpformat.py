@@ -73,7 +73,8 @@ def warm(n: int, repeat: int) -> None:
     try:
         import ml_dtypes
         small = x[: n // 8]
-        fns["ml_dtypes astype (n/8)"] = lambda: small.astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+        fns["ml_dtypes astype (n/8)"] = (
+            lambda: small.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
     except ImportError:
         print("(ml_dtypes not installed: its comparison skipped)")
     for fn in fns.values():           # compile and fault in pages before timing
@@ -117,7 +118,8 @@ def cold() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=16 << 20)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--cold", action="store_true")

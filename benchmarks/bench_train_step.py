@@ -63,7 +63,8 @@ def main() -> None:
             tq.append(step_time(quant, opts[1], x, y))
         mp_, mq = statistics.median(tp), statistics.median(tq)
         print(f"L={L} d={d} N={param_count(cfg):>9,}: unquantized {mp_ * 1e3:8.2f} ms  quantized "
-              f"{mq * 1e3:8.2f} ms  ratio {mq / mp_:.3f}x  ({a.batch * a.seq_len / mq:,.0f} tok/s quantized)")
+              f"{mq * 1e3:8.2f} ms  ratio {mq / mp_:.3f}x  "
+              f"({a.batch * a.seq_len / mq:,.0f} tok/s quantized)")
 
 
 if __name__ == "__main__":

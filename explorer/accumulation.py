@@ -25,14 +25,17 @@ Each point reports the median and the 95th percentile over the dot products.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from explorer.progress import Progress
 from fpformat import get_format
 from fpformat.gemm import Accumulator, matmul
+from fpformat.rounding import MODES
 
 DEFAULT_ACCUMULATORS = ("e8m23", "e8m13/rtz", "e8m13/rtz/chunk128", "e8m10", "e8m7")
 DEFAULT_KS = (64, 256, 1024, 4096)
@@ -49,7 +52,7 @@ def parse_accumulator(spec: str) -> Accumulator:
     parts = [p.strip().lower() for p in spec.split("/")]
     kw: dict = {"acc_format": parts[0]}
     for p in parts[1:]:
-        if p in ("rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"):
+        if p in MODES:
             kw["rounding"] = p
         elif p in ("pairwise", "sequential"):
             kw["order"] = p
@@ -58,7 +61,8 @@ def parse_accumulator(spec: str) -> Accumulator:
         elif m := re.fullmatch(r"fused(\d+)", p):
             kw["fused_width"] = int(m.group(1))
         else:
-            raise ValueError(f"accumulator spec {spec!r}: unknown part {p!r}; expected {_SPEC_HELP}")
+            raise ValueError(f"accumulator spec {spec!r}: unknown part {p!r}; "
+                             f"expected {_SPEC_HELP}")
     try:
         return Accumulator(**kw)
     except (TypeError, ValueError) as e:
@@ -91,7 +95,8 @@ class AccumulationStudy:
 
     def series(self, measure: str = "median_normalized") -> dict[str, np.ndarray]:
         """``{accumulator spec: values over ks}`` of one measure (a field of the points)."""
-        if measure not in AccumulationPoint.__dataclass_fields__ or measure in ("accumulator", "label", "k"):
+        if (measure not in AccumulationPoint.__dataclass_fields__
+                or measure in ("accumulator", "label", "k")):
             raise ValueError(f"measure must be one of median_normalized, p95_normalized, "
                              f"median_relative, p95_relative; got {measure!r}")
         out = {}
@@ -110,7 +115,8 @@ class AccumulationStudy:
 
 def accumulation_study(accumulators: Sequence[str | Accumulator] = DEFAULT_ACCUMULATORS,
                        ks: Sequence[int] = DEFAULT_KS, element_format: str = "e4m3",
-                       trials: int = 32, seed: int = 0, progress: bool = False) -> AccumulationStudy:
+                       trials: int = 32, seed: int = 0,
+                       progress: bool = False) -> AccumulationStudy:
     """Measure accumulation error for each accumulator (spec string or Accumulator) and each K.
 
     Cost: ``trials**2 * sum(ks)`` emulated multiply-accumulates per accumulator (the defaults:
@@ -139,12 +145,13 @@ def accumulation_study(accumulators: Sequence[str | Accumulator] = DEFAULT_ACCUM
     rng = np.random.default_rng(seed)
     data = {}
     for k in ks:
-        A = np.asarray(fmt.quantize(rng.standard_normal((trials, k)), saturate=True), dtype=np.float64)
-        B = np.asarray(fmt.quantize(rng.standard_normal((k, trials)), saturate=True), dtype=np.float64)
+        A = np.asarray(fmt.quantize(rng.standard_normal((trials, k)), saturate=True),
+                       dtype=np.float64)
+        B = np.asarray(fmt.quantize(rng.standard_normal((k, trials)), saturate=True),
+                       dtype=np.float64)
         data[k] = (A, B, A @ B, np.abs(A) @ np.abs(B))
     bar = None
     if progress:
-        from explorer.progress import Progress
         bar = Progress(len(accs) * sum(ks), "accumulation study", unit="k", force=False)
     points = []
     try:
@@ -167,13 +174,15 @@ def accumulation_study(accumulators: Sequence[str | Accumulator] = DEFAULT_ACCUM
         if bar is not None:
             bar.close()
     units = tuple(2.0 ** -(a.acc_format.man_bits + 1) for a in accs)
-    return AccumulationStudy(str(element_format), trials, seed, ks, tuple(specs), tuple(points), units)
+    return AccumulationStudy(str(element_format), trials, seed, ks, tuple(specs), tuple(points),
+                             units)
 
 
 def accumulation_figure(study: AccumulationStudy, measure: str = "median_normalized"):
     """A log-log figure of ``measure`` against K, one line per accumulator, with the unit
     roundoff ``2**-(M+1)`` of each accumulator format as a dotted level.  Returns a
     :class:`matplotlib.figure.Figure` on an Agg canvas (no pyplot)."""
+    # matplotlib is heavy and only this figure needs it: training imports this module too.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7.2, 4.4), dpi=100)
@@ -202,7 +211,6 @@ def accumulation_figure(study: AccumulationStudy, measure: str = "median_normali
 
 def accumulation_png(study: AccumulationStudy, measure: str = "median_normalized") -> bytes:
     """:func:`accumulation_figure` as PNG bytes (reproducible: no timestamp metadata)."""
-    import io
     fig = accumulation_figure(study, measure)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
@@ -211,7 +219,8 @@ def accumulation_png(study: AccumulationStudy, measure: str = "median_normalized
 
 def markdown_table(study: AccumulationStudy) -> str:
     """The study as a Markdown table: accumulator, K, median and p95 of both error measures."""
-    rows = ["| accumulator | K | median err/Σ\\|p\\| | p95 err/Σ\\|p\\| | median rel. err | p95 rel. err |",
+    rows = ["| accumulator | K | median err/Σ\\|p\\| | p95 err/Σ\\|p\\| | median rel. err "
+            "| p95 rel. err |",
             "|---|---:|---:|---:|---:|---:|"]
     for p in study.points:
         rows.append(f"| `{p.accumulator}` | {p.k} | {p.median_normalized:.2e} | "

@@ -13,9 +13,10 @@ Method (:func:`fit_capybara`):
    (runs resampled with replacement, each refit started from the full fit), leave-one-group-out
    held-out error by model size (fit without that N, predict it), and relative residuals.
 
-Data come as arrays, from a results database (``runs`` table, see explorer/train/store.py) or a CSV
-with columns ``N,D,E,M,B,loss`` (or the database's names ``n_params,tokens,exp_bits,man_bits,
-block,val_loss``).  Losses are nats/token; B as for :meth:`CapybaraLaw.loss`.
+Data come as arrays, from a results database (``runs`` table read by :mod:`explorer.results`;
+schema in explorer/train/store.py) or a CSV with columns ``N,D,E,M,B,loss`` (or the database's
+names ``n_params,tokens,exp_bits,man_bits,block,val_loss``).  Losses are nats/token; B as for
+:meth:`CapybaraLaw.loss`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import csv
 import itertools
 import json
 import math
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,17 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
+from . import results
 from .laws import CapybaraLaw, KumarLaw, QiDLaw, load_law, log2_block
 
 PARAM_NAMES = ("n", "alpha", "d", "beta", "eps", "gamma", "delta", "nu")
 #: Huber scale on log loss (Hoffmann et al. 2022, App. D.2, use 1e-3).
 DEFAULT_HUBER = 1e-3
 MIN_POINTS = 9
+#: Held-out error by model size needs at least this many distinct sizes.
+MIN_HELDOUT_SIZES = 3
+#: Positive PTQ degradations needed to fit the QiD law's four constants (one more than that).
+MIN_QID_POINTS = 5
 
 # exponent starts for the variable-projection grid
 _ALPHAS = (0.1, 0.25, 0.45, 0.7)
@@ -63,7 +68,8 @@ def _prepare(N, D, E, M, B, loss, min_points: int = MIN_POINTS) -> tuple[np.ndar
         if len(a) != n:
             raise ValueError(f"{name}: length {len(a)} differs from loss length {n}")
     if n < min_points:
-        raise ValueError(f"loss: need at least {min_points} runs to fit {min_points - 1} constants, got {n}")
+        raise ValueError(f"loss: need at least {min_points} runs to fit {min_points - 1} "
+                         f"constants, got {n}")
     if not np.all(np.isfinite(loss)) or np.any(loss <= 0):
         raise ValueError("loss: every loss must be finite and > 0")
     if np.any(N <= 0) or np.any(D <= 0):
@@ -153,14 +159,16 @@ def _vp_starts(N, D, E, M, lb, loss, keep: int, spec: _Spec) -> list[np.ndarray]
     ref = _theta_to_law(spec.ref)
     free = set(spec.free)
     grids = [g if name in free else (getattr(ref, name),)
-             for name, g in (("alpha", _ALPHAS), ("beta", _BETAS), ("delta", _DELTAS), ("nu", _NUS))]
+             for name, g in (("alpha", _ALPHAS), ("beta", _BETAS), ("delta", _DELTAS),
+                             ("nu", _NUS))]
     scored = []
     for a, b, de, nu in itertools.product(*grids):
         cols = [np.exp(-a * lnN), np.exp(-b * lnD), np.ones_like(loss),
                 np.exp(b * lnD - a * lnN) * lb / ((E + 0.5) ** de * (M + 0.5) ** nu)]
         fixed_vals = [ref.n, ref.d, ref.eps, 1.0 / ref.gamma]
         use = [i for name, i in _LINEAR.items() if name in free and (i != 3 or quantized)]
-        target = loss - sum(fixed_vals[i] * cols[i] for name, i in _LINEAR.items() if name not in free)
+        target = loss - sum(fixed_vals[i] * cols[i] for name, i in _LINEAR.items()
+                            if name not in free)
         coef = np.array(fixed_vals, dtype=float)
         rnorm = float(np.linalg.norm(target * w))
         if use:
@@ -210,7 +218,8 @@ def _fit_theta(N, D, E, M, lb, loss, huber: float, starts: int, spec: _Spec,
 
 
 def fit_capybara(*, N, D, E, M, B, loss, huber_delta: float = DEFAULT_HUBER,
-                 starts: int = 6, free: Any = None, fixed: CapybaraLaw | None = None) -> CapybaraLaw:
+                 starts: int = 6, free: Any = None,
+                 fixed: CapybaraLaw | None = None) -> CapybaraLaw:
     """Fit the Capybara constants to runs (arrays of equal length; B may be a scalar).
 
     Robust (Huber on log loss), bounded, multi-start (``starts`` best grid starts refined).
@@ -233,6 +242,14 @@ def _check_huber(h: float) -> float:
     if not h > 0:
         raise ValueError(f"huber_delta: must be > 0, got {h}")
     return h
+
+
+def fit_steps(N: Any, bootstrap: int, heldout: bool = True) -> int:
+    """How many refits :func:`fit_capybara_detailed` reports to its ``progress`` callable at most:
+    one per bootstrap resample, plus one per model size in ``N`` when held-out errors are
+    computed (``heldout`` and at least :data:`MIN_HELDOUT_SIZES` sizes)."""
+    sizes = len(np.unique(np.asarray(N, dtype=float)))
+    return int(bootstrap) + (sizes if heldout and sizes >= MIN_HELDOUT_SIZES else 0)
 
 
 # ------------------------------------------------------------------------------------ diagnostics
@@ -321,7 +338,7 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
     sizes = np.unique(N)
     by_size = tuple((float(s), float(np.mean(rel[N == s]))) for s in sizes)
 
-    total = bootstrap + (len(sizes) if heldout else 0)
+    total = fit_steps(N, bootstrap, heldout)
     done = 0
     ci: dict[str, tuple[float, float]] = {}
     if bootstrap:
@@ -329,7 +346,8 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
         samples = []
         for _ in range(bootstrap):
             idx = rng.integers(0, len(loss), len(loss))
-            t, _c = _fit_theta(N[idx], D[idx], E[idx], M[idx], lb[idx], loss[idx], huber, 1, spec, init=theta)
+            t, _c = _fit_theta(N[idx], D[idx], E[idx], M[idx], lb[idx], loss[idx], huber, 1,
+                               spec, init=theta)
             samples.append([spec.law(t).to_dict()[k] for k in PARAM_NAMES])
             done += 1
             if progress:
@@ -340,12 +358,13 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
             ci[name] = (float(lo), float(hi))
 
     held: list[HeldOut] = []
-    if heldout and len(sizes) >= 3:
+    if heldout and len(sizes) >= MIN_HELDOUT_SIZES:
         for s in sizes:
             tr = N != s
             if tr.sum() < min_points:
                 continue
-            t, _c = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber, int(starts), spec)
+            t, _c = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber,
+                               int(starts), spec)
             p = _predict(t, N[~tr], D[~tr], E[~tr], M[~tr], lb[~tr])
             err = np.abs(p - loss[~tr]) / loss[~tr]
             held.append(HeldOut(float(s), int((~tr).sum()), float(err.mean()), float(err.max())))
@@ -354,18 +373,19 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
                 progress(done, total)
 
     return CapybaraFit(law=law, n_points=len(loss), cost=cost, huber_delta=huber, residuals=rel,
-                       rms_rel=float(np.sqrt(np.mean(rel ** 2))), max_rel=float(np.max(np.abs(rel))),
+                       rms_rel=float(np.sqrt(np.mean(rel ** 2))),
+                       max_rel=float(np.max(np.abs(rel))),
                        outliers=outliers, by_size=by_size, ci=ci, bootstrap=bootstrap,
                        heldout=tuple(held), free=spec.free)
 
 
 def fit_capybara_full(**kwargs: Any) -> CapybaraFit:
-    """Same as :func:`fit_capybara_detailed` (the name the issue uses); returns a
-    :class:`FitResult` with ``.law``, ``.ci``, ``.held_out`` and ``.residuals``."""
+    """Another name of :func:`fit_capybara_detailed`; returns a :class:`FitResult` with
+    ``.law``, ``.ci``, ``.held_out`` and ``.residuals``."""
     return fit_capybara_detailed(**kwargs)
 
 
-#: The name the issue uses for the result of :func:`fit_capybara_full`.
+#: Another name of :class:`CapybaraFit`, the result of :func:`fit_capybara_full`.
 FitResult = CapybaraFit
 
 
@@ -388,11 +408,12 @@ def fit_kumar(*, N, D, E, M, loss, huber_delta: float = DEFAULT_HUBER) -> KumarL
     best = None
     for a, b, g in itertools.product((0.2, 0.4), (0.3, 0.5), (1.0, 3.0)):
         eps0 = 0.5 * float(np.min(loss))
-        t0 = np.array([math.log(max(np.mean(loss) - eps0, 1e-3) / 2) + a * math.log(np.median(N)), a,
-                       math.log(max(np.mean(loss) - eps0, 1e-3) / 2) + b * math.log(np.median(D)), b,
-                       eps0, math.log(g)])
+        half = math.log(max(np.mean(loss) - eps0, 1e-3) / 2)
+        t0 = np.array([half + a * math.log(np.median(N)), a,
+                       half + b * math.log(np.median(D)), b, eps0, math.log(g)])
         r = least_squares(lambda t: np.log(np.maximum(pred(t), 1e-300)) - y, _clip(t0, lo, hi),
-                          bounds=(lo, hi), loss="huber", f_scale=huber, x_scale="jac", max_nfev=4000)
+                          bounds=(lo, hi), loss="huber", f_scale=huber, x_scale="jac",
+                          max_nfev=4000)
         if best is None or r.cost < best.cost:
             best = r
     ln_n, a, ln_d, b, eps, ln_g = best.x
@@ -408,8 +429,9 @@ def fit_qid(N, D, P, delta_loss, *, huber_delta: float = 0.05) -> QiDLaw:
     if not (len(N) == len(D) == len(P) == len(dl)):
         raise ValueError("N, D, P, delta_loss: must have equal lengths")
     keep = dl > 0
-    if keep.sum() < 5:
-        raise ValueError(f"delta_loss: need at least 5 positive degradations, got {int(keep.sum())}")
+    if keep.sum() < MIN_QID_POINTS:
+        raise ValueError(f"delta_loss: need at least {MIN_QID_POINTS} positive degradations, "
+                         f"got {int(keep.sum())}")
     N, D, P, dl = N[keep], D[keep], P[keep], dl[keep]
     if np.any(N <= 0) or np.any(D <= 0) or np.any(P <= 0):
         raise ValueError("N, D, P: must be > 0")
@@ -443,23 +465,18 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    rows: list[tuple] = []
+    rows: list[tuple] = []          # (N, D, E, M, log2 B, loss)
     if is_sqlite(p):
-        try:
-            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-            try:
-                q = con.execute("SELECT n_params, tokens, exp_bits, man_bits, block, val_loss FROM runs "
-                                "WHERE status = 'finished' AND val_loss IS NOT NULL").fetchall()
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{path}: not a results database ({exc})") from None
-        for n, d, e, m, blk, loss in q:
+        with results.read_only(p) as con:
+            measured = results.measured_runs(con)
+        for r in measured:
+            n, d, e, m, loss = (r[k] for k in ("n_params", "tokens", "exp_bits", "man_bits",
+                                               "val_loss"))
             if e is None or m is None:
                 if include_baseline:
-                    rows.append((n, d, 0, 0, 1.0, loss))
+                    rows.append((n, d, 0, 0, 0.0, loss))
                 continue
-            rows.append((n, d, e, m, blk if blk is not None else "tensor", loss))
+            rows.append((n, d, e, m, results.run_log2_block(r["block"]), loss))
     else:
         with open(p, newline="") as fh:
             reader = csv.DictReader(fh)
@@ -477,16 +494,17 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
                     blk = row[cols["B"]].strip()
                     if e_raw in ("", "none") or m_raw in ("", "none"):
                         if include_baseline:
-                            rows.append((float(row[cols["N"]]), float(row[cols["D"]]), 0, 0, 1.0,
+                            rows.append((float(row[cols["N"]]), float(row[cols["D"]]), 0, 0, 0.0,
                                          float(row[cols["loss"]])))
                         continue
                     rows.append((float(row[cols["N"]]), float(row[cols["D"]]), float(e_raw),
-                                 float(m_raw), blk or "tensor", float(row[cols["loss"]])))
+                                 float(m_raw), results.run_log2_block(blk),
+                                 float(row[cols["loss"]])))
                 except ValueError as exc:
                     raise ValueError(f"{path}: line {i}: {exc}") from None
     if not rows:
         raise ValueError(f"{path}: no finished quantized runs to fit")
-    lb = np.array([log2_block(r[4]) for r in rows], dtype=float)
+    lb = np.array([r[4] for r in rows], dtype=float)
     return {
         "N": np.array([r[0] for r in rows], dtype=float),
         "D": np.array([r[1] for r in rows], dtype=float),
@@ -503,15 +521,10 @@ def load_ptq_arrays(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-        try:
-            q = con.execute("SELECT n_params, ckpt_tokens, bits, val_loss_before, val_loss_after FROM ptq "
-                            "WHERE val_loss_before IS NOT NULL AND val_loss_after IS NOT NULL").fetchall()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{path}: not a results database ({exc})") from None
+    with results.read_only(p) as con:
+        rows = results.measured_ptq(con)
+    q = [(r["n_params"], r["ckpt_tokens"], r["bits"], r["val_loss_before"], r["val_loss_after"])
+         for r in rows]
     q = [r for r in q if r[0] and r[1] and r[2]]
     return {
         "N": np.array([r[0] for r in q], dtype=float),
@@ -519,6 +532,19 @@ def load_ptq_arrays(path: str | Path) -> dict[str, np.ndarray]:
         "P": np.array([r[2] for r in q], dtype=float),
         "delta_loss": np.array([r[4] - r[3] for r in q], dtype=float),
     }
+
+
+def fit_qid_from_results(path: str | Path) -> QiDLaw | None:
+    """The QiD law fitted to the ``ptq`` rows of the results database at ``path``, or None where
+    there is nothing to fit: ``path`` is not an SQLite file (e.g. a CSV of runs), or it holds
+    fewer than :data:`MIN_QID_POINTS` positive degradations."""
+    p = Path(path)
+    if not (p.is_file() and is_sqlite(p)):
+        return None
+    a = load_ptq_arrays(p)
+    if int((a["delta_loss"] > 0).sum()) < MIN_QID_POINTS:
+        return None
+    return fit_qid(**a)
 
 
 def save_fit(fit: CapybaraFit | CapybaraLaw, path: str | Path, extra: dict | None = None) -> dict:

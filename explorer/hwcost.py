@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, replace
 SOURCE = ("MAC area proxy: multiplier ∝ (M+1)², exponent adder ∝ E+1, alignment shifter ∝ "
           "2(M+1)(E+1), normalise/round ∝ M+1, plus fixed overhead (Ercegovac & Lang, Digital "
           "Arithmetic, 2004); multiplier weight calibrated to the FP32/FP16 multiplier area ratio "
-          "of Horowitz, ISSCC 2014. Relative units, E4M3 = 1. Override with explorer.hwcost.HwCostModel.")
+          "of Horowitz, ISSCC 2014. Relative units, E4M3 = 1. Override with "
+          "explorer.hwcost.HwCostModel.")
 
 
 @dataclass(frozen=True)

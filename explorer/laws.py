@@ -14,31 +14,36 @@ factor.  Losses are validation cross-entropy in nats per token.  The paper's clo
 Also here, for comparison: the Chinchilla base law (Hoffmann et al. 2022, Sun et al. Eq. 2), the
 precision law of Kumar et al. (arXiv 2411.04330) in the form Sun et al. compare against (Eq. 6),
 and the post-training-quantization degradation law of Ouyang et al. (arXiv 2411.17691).
-No torch here: numpy only.
+Law files: :func:`save_law`, :func:`load_law`, and :func:`choose_law` (``"paper"`` or a fit file,
+with how to cite it).  No torch here: numpy and scipy only.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import brentq
 
-#: Sun et al. §3.6: channel-wise scaling behaves like a block of log2 B ≈ 13.1567 elements.
-CHANNEL_LOG2B = 13.1567
-#: Tensor-wise scaling.  Sun et al. fit log2 B_tensor as a power law in N and D (Fig. 12) but do
-#: not publish its constants; following the project contract it is treated like channel-wise.
-TENSOR_LOG2B = CHANNEL_LOG2B
+from . import blocks
+from .blocks import block_log2
+
+#: log2 B of channel-wise and tensor-wise scaling (see :mod:`explorer.blocks`).
+CHANNEL_LOG2B = blocks.CHANNEL_LOG2B
+TENSOR_LOG2B = blocks.TENSOR_LOG2B
+
 #: Compute per parameter per token per bit, C = k·P·N·D (Sun et al. §4.4, Fig. 7: k = 6/16).
 DEFAULT_K = 6.0 / 16.0
 #: Integer widths considered for :attr:`ComputeOptimum.P_int`.
 MIN_INT_BITS, MAX_INT_BITS = 2, 32
 
-ArrayLike = Union[float, int, np.ndarray]
+ArrayLike = float | int | np.ndarray
 _UNSET: Any = object()     # marks an argument that was not passed
-BlockLike = Union[int, float, str, np.ndarray, None]
+BlockLike = int | float | str | np.ndarray | None
 
 
 def layout_name(E: int, M: int) -> str:
@@ -46,42 +51,20 @@ def layout_name(E: int, M: int) -> str:
     return f"e{int(E)}m{int(M)}"
 
 
-def _one_log2_block(b: Any) -> float:
-    if b is None:
-        return 0.0
-    if isinstance(b, str):
-        s = b.strip().lower()
-        if s in ("none", "bf16", "unquantized"):
-            return 0.0
-        if s == "channel":
-            return CHANNEL_LOG2B
-        if s == "tensor":
-            return TENSOR_LOG2B
-        try:
-            b = float(s)
-        except ValueError:
-            raise ValueError(f"B: expected a block size >= 1, 'channel' or 'tensor', got {b!r}") from None
-    if isinstance(b, bool):
-        raise TypeError(f"B: expected a block size >= 1, 'channel' or 'tensor', got {b!r}")
-    v = float(b)
-    if not np.isfinite(v) or v < 1.0:
-        raise ValueError(f"B: block size must be a finite number >= 1, got {b!r}")
-    return math.log2(v)
-
-
 def log2_block(B: BlockLike) -> ArrayLike:
     """log2 of the scaling-block size: a number >= 1, an array of them, ``'channel'``/``'tensor'``
     (log2 B = 13.1567), a numeric string like ``'32'``, or a sequence mixing these.  B = 1 means
     every element has its own high-precision scale, i.e. no quantization penalty; ``None`` or
-    ``'none'`` (an unquantized run) likewise give 0, so the law reduces to its base (BF16) part."""
+    ``'none'`` (an unquantized run) likewise give 0, so the law reduces to its base (BF16) part.
+    One block is read by :func:`explorer.blocks.block_log2`."""
     if isinstance(B, (str, int, float, np.integer, np.floating)) or B is None:
-        return _one_log2_block(B)
+        return block_log2(B)
     arr = np.asarray(B)
     if arr.dtype.kind in "iuf":
         if arr.size and (not np.all(np.isfinite(arr)) or np.any(arr < 1)):
             raise ValueError("B: block sizes must be finite numbers >= 1")
         return np.log2(arr.astype(float))
-    return np.array([_one_log2_block(b) for b in arr.ravel()], dtype=float).reshape(arr.shape)
+    return np.array([block_log2(b) for b in arr.ravel()], dtype=float).reshape(arr.shape)
 
 
 def _positive(name: str, x: ArrayLike) -> np.ndarray:
@@ -174,7 +157,7 @@ class CapybaraLaw:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def paper(cls) -> "CapybaraLaw":
+    def paper(cls) -> CapybaraLaw:
         """Sun et al. (arXiv 2501.02423) Table 2."""
         return cls(n=69.2343, alpha=0.2368, d=68973.0621, beta=0.5162, eps=1.9061,
                    gamma=11334.5197, delta=3.1926, nu=2.9543)
@@ -183,7 +166,7 @@ class CapybaraLaw:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CapybaraLaw":
+    def from_dict(cls, d: dict) -> CapybaraLaw:
         names = [f.name for f in fields(cls)]
         missing = [k for k in names if k not in d]
         if missing:
@@ -201,19 +184,22 @@ class CapybaraLaw:
         E, M = _nonneg("E", E), _nonneg("M", M)
         return _out((E + 0.5) ** self.delta * (M + 0.5) ** self.nu)
 
-    def penalty(self, N: ArrayLike, D: ArrayLike, E: ArrayLike, M: ArrayLike, B: BlockLike) -> ArrayLike:
+    def penalty(self, N: ArrayLike, D: ArrayLike, E: ArrayLike, M: ArrayLike,
+                B: BlockLike) -> ArrayLike:
         """The quantization term (D^β/N^α) log2 B / (γ (E+0.5)^δ (M+0.5)^ν) (Eq. 17)."""
         N, D = _positive("N", N), _positive("D", D)
         lb = np.asarray(log2_block(B), dtype=float)
         score = np.asarray(self.layout_score(E, M), dtype=float)
         return _out(D ** self.beta / N ** self.alpha * lb / (self.gamma * score))
 
-    def loss(self, N: ArrayLike, D: ArrayLike, E: ArrayLike, M: ArrayLike, B: BlockLike) -> ArrayLike:
+    def loss(self, N: ArrayLike, D: ArrayLike, E: ArrayLike, M: ArrayLike,
+             B: BlockLike) -> ArrayLike:
         """Predicted validation loss (nats/token); broadcasts over array arguments."""
         return _out(np.asarray(self.base_loss(N, D)) + np.asarray(self.penalty(N, D, E, M, B)))
 
     # ------------------------------------------------------------------ critical data size
-    def critical_data_size(self, N: ArrayLike, E: ArrayLike, M: ArrayLike, B: BlockLike) -> ArrayLike:
+    def critical_data_size(self, N: ArrayLike, E: ArrayLike, M: ArrayLike,
+                           B: BlockLike) -> ArrayLike:
         """Tokens at which ∂L/∂D = 0 (Eq. 21): beyond it more data raises the loss.
         Infinite for B = 1 (no quantization penalty)."""
         N = _positive("N", N)
@@ -253,7 +239,8 @@ class CapybaraLaw:
         return math.exp(math.log(self.gamma) + self.delta * math.log(self.delta)
                         + self.nu * math.log(self.nu) - s * math.log(s))
 
-    def loss_at_precision(self, N: ArrayLike, D: ArrayLike, P: ArrayLike, B: BlockLike) -> ArrayLike:
+    def loss_at_precision(self, N: ArrayLike, D: ArrayLike, P: ArrayLike,
+                          B: BlockLike) -> ArrayLike:
         """Loss with the real-valued optimal layout of P bits (Eq. 20)."""
         N, D, P = _positive("N", N), _positive("D", D), _positive("P", P)
         lb = np.asarray(log2_block(B), dtype=float)
@@ -266,7 +253,8 @@ class CapybaraLaw:
         if np.ndim(lb) != 0:
             raise TypeError("B: expected one block size here, not an array")
         if lb <= 0:
-            raise ValueError("B: block size 1 has no quantization penalty, so no finite optimal precision")
+            raise ValueError("B: block size 1 has no quantization penalty, so no finite optimal "
+                             "precision")
         return float(lb)
 
     def optimal_precision_fixed_D(self, D: float, C: float | None = None, B: BlockLike = _UNSET,
@@ -275,8 +263,9 @@ class CapybaraLaw:
         P^(δ+ν) = γ_D D^β log2 B with γ_D = (δ+ν−α)/(n α γ_ρ).
 
         The result does not depend on the budget C (it only sets N = C/(k P D)), so both
-        ``optimal_precision_fixed_D(D, C, B, k)`` and the short form ``optimal_precision_fixed_D(D, B)``
-        are accepted; C and k, when given, are only validated."""
+        ``optimal_precision_fixed_D(D, C, B, k)`` and the short form
+        ``optimal_precision_fixed_D(D, B)`` are accepted; C and k, when given, are only
+        validated."""
         if B is _UNSET:
             if C is None:
                 raise TypeError("B: required (call optimal_precision_fixed_D(D, C, B) or (D, B))")
@@ -290,7 +279,8 @@ class CapybaraLaw:
         gD = (s - self.alpha) / (self.n * self.alpha * self.gamma_rho)
         return (gD * D ** self.beta * lb) ** (1.0 / s)
 
-    def optimal_precision_fixed_N(self, N: float, C: float, B: BlockLike, k: float = DEFAULT_K) -> float:
+    def optimal_precision_fixed_N(self, N: float, C: float, B: BlockLike,
+                                  k: float = DEFAULT_K) -> float:
         """Cost-optimal precision for a fixed model size N at budget C (Eq. 23/52):
         P^(δ+ν+2β) = γ_N (C/k)^(2β) N^−(α+2β) log2 B with γ_N = (β+δ+ν)/(d β γ_ρ)."""
         N, C, k = float(_positive("N", N)), float(_positive("C", C)), float(_positive("k", k))
@@ -325,9 +315,11 @@ class CapybaraLaw:
         N = C / (k * P * D)
         loss = float(self.loss_at_precision(N, D, P, 2.0 ** lb))
         best = None
-        for p in range(max(MIN_INT_BITS, math.floor(P) - 1), min(MAX_INT_BITS, math.ceil(P) + 1) + 1):
+        lo, hi = max(MIN_INT_BITS, math.floor(P) - 1), min(MAX_INT_BITS, math.ceil(P) + 1)
+        for p in range(lo, hi + 1):
             e, m = self.optimal_layout(p)
-            Ni, Di, Li = self._optimal_ND(C / (k * p), self.gamma * float(self.layout_score(e, m)), lb)
+            Q = self.gamma * float(self.layout_score(e, m))
+            Ni, Di, Li = self._optimal_ND(C / (k * p), Q, lb)
             if best is None or Li < best[3]:
                 best = (p, Ni, Di, Li, (e, m))
         p, Ni, Di, Li, lay = best
@@ -345,7 +337,8 @@ class CapybaraLaw:
         G = lb * K ** (-a) / Q
 
         def g(x: float) -> float:
-            return a * A * math.exp(a * x) - b * self.d * math.exp(-b * x) + (a + b) * G * math.exp((a + b) * x)
+            return (a * A * math.exp(a * x) - b * self.d * math.exp(-b * x)
+                    + (a + b) * G * math.exp((a + b) * x))
 
         hi = math.log(b * self.d / (a * A)) / (a + b)
         lo = hi - 1.0
@@ -373,7 +366,7 @@ class CapybaraLaw:
         N, D, _ = self._optimal_ND(C / (k * P), Q, lb)
         return N, D
 
-    def chinchilla(self) -> "ChinchillaLaw":
+    def chinchilla(self) -> ChinchillaLaw:
         """The base (unquantized) law with this law's n, α, d, β, ε."""
         return ChinchillaLaw(n=self.n, alpha=self.alpha, d=self.d, beta=self.beta, eps=self.eps)
 
@@ -389,12 +382,12 @@ class ChinchillaLaw:
     eps: float
 
     @classmethod
-    def paper(cls) -> "ChinchillaLaw":
+    def paper(cls) -> ChinchillaLaw:
         """The base-law constants inside Sun et al.'s Table 2."""
         return CapybaraLaw.paper().chinchilla()
 
     @classmethod
-    def hoffmann(cls) -> "ChinchillaLaw":
+    def hoffmann(cls) -> ChinchillaLaw:
         """Hoffmann et al. 2022 (Chinchilla, approach 3): E = 1.69, A = 406.4, B = 410.7,
         α = 0.34, β = 0.28, i.e. L = 1.69 + 406.4/N^0.34 + 410.7/D^0.28."""
         return cls(n=406.4, alpha=0.34, d=410.7, beta=0.28, eps=1.69)
@@ -433,11 +426,12 @@ class KumarLaw:
         return asdict(self)
 
     @classmethod
-    def illustrative(cls) -> "KumarLaw":
-        """*Illustrative* constants: Hoffmann et al.'s Chinchilla fit (:meth:`ChinchillaLaw.hoffmann`)
-        with a weight-precision sensitivity γ_w = 2.67 bits, the order of magnitude Kumar et al.
-        report for weights.  Not a published fit of this exact form: use it to see the shape of
-        the law, and :func:`explorer.fit.fit_kumar` for numbers."""
+    def illustrative(cls) -> KumarLaw:
+        """*Illustrative* constants: Hoffmann et al.'s Chinchilla fit
+        (:meth:`ChinchillaLaw.hoffmann`) with a weight-precision sensitivity γ_w = 2.67 bits,
+        the order of magnitude Kumar et al. report for weights.  Not a published fit of this
+        exact form: use it to see the shape of the law, and :func:`explorer.fit.fit_kumar` for
+        numbers."""
         c = ChinchillaLaw.hoffmann()
         return cls(n=c.n, alpha=c.alpha, d=c.d, beta=c.beta, eps=c.eps, gamma=KUMAR_GAMMA_W)
 
@@ -452,7 +446,8 @@ class KumarLaw:
         P = 1.0 + _nonneg("E", E) + _nonneg("M", M)
         return _out(N * (1.0 - np.exp(-P / self.gamma)))
 
-    def loss(self, N: ArrayLike, D: ArrayLike, E: ArrayLike, M: ArrayLike, B: BlockLike = None) -> ArrayLike:
+    def loss(self, N: ArrayLike, D: ArrayLike, E: ArrayLike, M: ArrayLike,
+             B: BlockLike = None) -> ArrayLike:
         """Predicted loss; ``B`` is accepted for call compatibility and ignored (the law has no
         block-size term)."""
         D = _positive("D", D)
@@ -471,7 +466,7 @@ class QiDLaw:
     gamma: float
 
     @classmethod
-    def paper(cls) -> "QiDLaw":
+    def paper(cls) -> QiDLaw:
         """Ouyang et al.'s fitted constants: k = 0.017, α = 0.2261, β = 0.5251, γ = 5.4967."""
         return cls(k=0.017, alpha=0.2261, beta=0.5251, gamma=5.4967)
 
@@ -499,7 +494,8 @@ def chinchilla_loss(N: ArrayLike, D: ArrayLike, law: ChinchillaLaw | None = None
     return (law or ChinchillaLaw.hoffmann()).loss(N, D)
 
 
-def kumar_loss(N: ArrayLike, D: ArrayLike, P_w: ArrayLike, law: KumarLaw | None = None) -> ArrayLike:
+def kumar_loss(N: ArrayLike, D: ArrayLike, P_w: ArrayLike,
+               law: KumarLaw | None = None) -> ArrayLike:
     """Kumar et al. (arXiv 2411.04330) loss for weights trained in P_w bits:
     A/N_eff^α + B/D^β + E with N_eff = N (1 − e^(−P_w/γ_w)).  Defaults to the *illustrative*
     :meth:`KumarLaw.illustrative` constants (Chinchilla + γ_w = 2.67)."""
@@ -507,12 +503,18 @@ def kumar_loss(N: ArrayLike, D: ArrayLike, P_w: ArrayLike, law: KumarLaw | None 
 
 
 # ------------------------------------------------------------------------------------ law files
+#: How a recommendation names the published constants (one line of CLI output).
+PAPER_LAW_SOURCE = "paper (Sun et al., arXiv 2501.02423, Table 2)"
+#: How a report cites them (a noun phrase inside a sentence).
+PAPER_LAW_CITATION = ("Capybara scaling law of Sun et al., \"Scaling Laws for Floating-Point "
+                      "Quantization Training\" (arXiv 2501.02423, ICML 2025), Table 2 constants "
+                      "as published")
+
+
 def save_law(path: Any, law: CapybaraLaw, **meta: Any) -> dict:
     """Write ``law`` as JSON ``{"kind": "capybara-law", "constants": {...}, **meta}`` (meta must
     be JSON-serialisable); returns the document.  :func:`load_law` and ``fpx recommend --law``
     read it back."""
-    import json
-    from pathlib import Path
     if not isinstance(law, CapybaraLaw):
         raise TypeError(f"law: expected a CapybaraLaw, got {type(law).__name__}")
     doc = {"kind": "capybara-law", "constants": law.to_dict(), **meta}
@@ -523,8 +525,6 @@ def save_law(path: Any, law: CapybaraLaw, **meta: Any) -> dict:
 def load_law(path: Any) -> CapybaraLaw:
     """The law in a JSON file written by :func:`save_law` or ``fpx fit -o`` (a ``"constants"``
     object), or a bare object of the eight constants."""
-    import json
-    from pathlib import Path
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -533,8 +533,31 @@ def load_law(path: Any) -> CapybaraLaw:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ValueError(f"{path}: expected a JSON object")  # noqa: TRY004 (file content)
     consts = doc.get("constants", doc)
     if not isinstance(consts, dict):
-        raise ValueError(f"{path}: 'constants' must be an object")
+        raise ValueError(f"{path}: 'constants' must be an object")  # noqa: TRY004 (file content)
     return CapybaraLaw.from_dict(consts)
+
+
+class ChosenLaw(NamedTuple):
+    """A Capybara law picked by name or file, with how to cite it.
+
+    ``source`` is short, for one line of output (``"paper (...)"``, ``"fit PATH"``);
+    ``citation`` is a noun phrase for a report's prose."""
+
+    law: CapybaraLaw
+    source: str
+    citation: str
+
+
+def choose_law(spec: str | Path, *, name: str = "law") -> ChosenLaw:
+    """``"paper"``: Sun et al.'s published constants; otherwise the path of a fit JSON file
+    (:func:`load_law`).  ``FileNotFoundError`` naming ``name`` when the file does not exist."""
+    if spec == "paper":
+        return ChosenLaw(CapybaraLaw.paper(), PAPER_LAW_SOURCE, PAPER_LAW_CITATION)
+    p = Path(spec)
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}: expected 'paper' or a fit JSON file, "
+                                f"no such file: {spec}")
+    return ChosenLaw(load_law(p), f"fit {spec}", f"Capybara law fitted by `fpx fit` ({p.name})")

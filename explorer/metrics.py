@@ -12,14 +12,18 @@ back, the scale held in float64:
   is allowed), i.e. ``BlockFormat(element, block_size=B, scale_format=None, scale_rule="amax")``.
 
 MSE is in the units of the data (unit-variance synthetic data are not normalised further).
+Captured tensors travel in ``.npz`` files (:func:`save_tensors`, :func:`load_tensors`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from pathlib import Path
 
 import numpy as np
+
+from fpformat import BlockFormat, FloatFormat, get_format
 
 DISTRIBUTIONS = ("gaussian", "laplace", "student_t3")
 
@@ -50,7 +54,6 @@ def test_data(dist: str, n: int, seed: int) -> np.ndarray:
 
 
 def _resolve(fmt):
-    from fpformat import FloatFormat, get_format
     if isinstance(fmt, str):
         fmt = get_format(fmt)
     if not isinstance(fmt, FloatFormat):
@@ -62,7 +65,6 @@ def scaled_quantize(fmt, x: np.ndarray, block: int | None) -> np.ndarray:
     """Quantize ``x`` with amax scaling (Sun et al.; ``fpformat.BlockFormat`` rule ``"amax"``,
     float32 scales): one scale per tensor (``block=None``) or per ``block`` consecutive elements
     of the last axis.  Same shape as ``x``, float64."""
-    from fpformat import BlockFormat
     f = _resolve(fmt)
     x = np.asarray(x, dtype=np.float64)
     if block is not None and (isinstance(block, bool) or int(block) != block or block < 1):
@@ -78,8 +80,9 @@ class FormatMetrics:
     """Measured properties of one element format.
 
     dynamic_range_log2: log2(max / min_subnormal) in binades (min positive value when the format
-    has no subnormals); ``block`` is 0 when only per-tensor scaling was measured; normal_range_log2: log2(max / min_normal); dynamic_range_db: 20·log10 of
-    max / min positive.  ``sqnr_db`` and ``mse`` map ``"{data}/{scaling}"`` (e.g.
+    has no subnormals); ``block`` is 0 when only per-tensor scaling was measured;
+    normal_range_log2: log2(max / min_normal); dynamic_range_db: 20·log10 of max / min
+    positive.  ``sqnr_db`` and ``mse`` map ``"{data}/{scaling}"`` (e.g.
     ``"laplace/block32"``) to dB and to mean squared error."""
 
     name: str
@@ -109,7 +112,8 @@ def _json_float(v: float):
 
 
 def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int | None = 32,
-                   tensors: Mapping[str, np.ndarray] | None = None, *, n: int | None = None) -> FormatMetrics:
+                   tensors: Mapping[str, np.ndarray] | None = None, *,
+                   n: int | None = None) -> FormatMetrics:
     """Dynamic range and SQNR/MSE of ``fmt`` (a FloatFormat or a name such as ``"e2m1"``) on the
     three synthetic distributions (``samples`` each, seeded; ``n`` is an alias of ``samples``)
     and on ``tensors`` (name -> array, e.g. weights or activations captured from a trained
@@ -117,7 +121,8 @@ def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int | None =
     f = _resolve(fmt)
     if n is not None:
         samples = n
-    if block is not None and (isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1):
+    if block is not None and (isinstance(block, bool) or not isinstance(block, (int, np.integer))
+                              or block < 1):
         raise ValueError(f"block: expected a positive integer or None, got {block!r}")
     unit = 1 if block is None else int(block)
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < unit:
@@ -145,4 +150,21 @@ def format_metrics(fmt, samples: int = 16384, seed: int = 0, block: int | None =
         dynamic_range_log2=float(np.log2(f.max / min_pos)),
         normal_range_log2=float(np.log2(f.max / f.min_normal)),
         dynamic_range_db=float(20 * np.log10(f.max / min_pos)),
-        block=0 if block is None else int(block), samples=samples, seed=int(seed), sqnr_db=sq, mse=mse)
+        block=0 if block is None else int(block), samples=samples, seed=int(seed), sqnr_db=sq,
+        mse=mse)
+
+
+# ------------------------------------------------------------------------------------ tensor files
+def save_tensors(path: str | Path, tensors: Mapping[str, np.ndarray]) -> None:
+    """Write named arrays (e.g. captured GEMM operands) to a compressed ``.npz`` file."""
+    np.savez_compressed(path, **tensors)
+
+
+def load_tensors(path: str | Path, *, name: str = "tensors") -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (written by :func:`save_tensors` or by the user), read
+    without unpickling.  ``FileNotFoundError`` naming ``name`` when the file does not exist."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}: file not found: {p}")
+    with np.load(p, allow_pickle=False) as z:
+        return {k: np.asarray(z[k]) for k in z.files}

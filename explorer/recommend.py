@@ -14,13 +14,15 @@ and carry ``exp_bits`` / ``man_bits`` fields.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from . import hwcost
-from .laws import CapybaraLaw, ComputeOptimum, DEFAULT_K, layout_name, log2_block
+from .laws import DEFAULT_K, CapybaraLaw, ComputeOptimum, layout_name, log2_block
+from .metrics import format_metrics
 
 DEFAULT_BITS = tuple(range(3, 17))
 DEFAULT_PARAMS = 1e9
@@ -156,11 +158,11 @@ def recommend(bits: Iterable[int] = DEFAULT_BITS, block: Any = "channel",
         loss = float(law.loss(params, tokens, e, m, block))
         met = None
         if measure:
-            from .metrics import format_metrics
             met = format_metrics(layout_name(e, m), samples=samples, seed=seed, block=mblock,
                                  tensors=tensors)
         return Candidate(name=layout_name(e, m), exp_bits=e, man_bits=m, bits=e + m + 1, rank=rank,
-                         predicted_loss=loss, loss_gap=0.0 if best_loss is None else loss - best_loss,
+                         predicted_loss=loss,
+                         loss_gap=0.0 if best_loss is None else loss - best_loss,
                          critical_data_size=float(law.critical_data_size(params, e, m, block)),
                          hw_cost=hw_model.cost(e, m), metrics=met)
 
@@ -173,7 +175,8 @@ def recommend(bits: Iterable[int] = DEFAULT_BITS, block: Any = "channel",
                        for i, (e, m) in enumerate(ranked[1:1 + int(runners_up)]))
         out.append(WidthRecommendation(bits=P, best=best, runners_up=others))
         for e, m in ranked:
-            points[layout_name(e, m)] = (hw_model.cost(e, m), float(law.loss(params, tokens, e, m, block)))
+            points[layout_name(e, m)] = (hw_model.cost(e, m),
+                                         float(law.loss(params, tokens, e, m, block)))
     return Recommendation(law=law, law_source=source, params=params, tokens=tokens, block=label,
                           log2_block=lb, base_loss=float(law.base_loss(params, tokens)),
                           widths=tuple(out), compute=compute, pareto=tuple(pareto_front(points)),
@@ -208,15 +211,18 @@ def _positive(name: str, v: Any) -> float:
 
 def format_text(rec: Recommendation) -> str:
     """The human-readable table ``fpx recommend`` prints."""
-    lines = [f"law: {rec.law_source}   N = {rec.params:.3g} params   D = {rec.tokens:.3g} tokens   "
-             f"block = {rec.block} (log2 B = {rec.log2_block:.4g})   unquantized loss = {rec.base_loss:.4f}",
+    lines = [f"law: {rec.law_source}   N = {rec.params:.3g} params   "
+             f"D = {rec.tokens:.3g} tokens   block = {rec.block} "
+             f"(log2 B = {rec.log2_block:.4g})   unquantized loss = {rec.base_loss:.4f}",
              "",
-             f"{'P':>3}  {'best':<7} {'loss':>8} {'D_crit':>10} {'cost':>6}  runners-up (loss gap, nats)"]
+             f"{'P':>3}  {'best':<7} {'loss':>8} {'D_crit':>10} {'cost':>6}  "
+             "runners-up (loss gap, nats)"]
     for w in rec.widths:
         b = w.best
         ru = ", ".join(f"{c.name} (+{c.loss_gap:.2e})" for c in w.runners_up) or "-"
         dc = f"{b.critical_data_size:.3g}" if np.isfinite(b.critical_data_size) else "inf"
-        lines.append(f"{w.bits:>3}  {b.name:<7} {b.predicted_loss:>8.4f} {dc:>10} {b.hw_cost:>6.2f}  {ru}")
+        lines.append(f"{w.bits:>3}  {b.name:<7} {b.predicted_loss:>8.4f} {dc:>10} "
+                     f"{b.hw_cost:>6.2f}  {ru}")
         if b.metrics is not None:
             s = b.metrics.sqnr_db
             lines.append("     SQNR dB " + "  ".join(f"{k} {v:.1f}" for k, v in s.items())

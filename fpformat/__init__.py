@@ -13,9 +13,9 @@ from ._cache import invalidate_stale_cache
 
 invalidate_stale_cache()              # numba's cache does not notice edits to the inlined core
 
-from .format import FloatFormat  # noqa: E402
 from .block import BlockFormat  # noqa: E402
-from .presets import get_format, ELEMENT_PRESETS  # noqa: E402
+from .format import FloatFormat  # noqa: E402
+from .presets import ELEMENT_PRESETS, get_format  # noqa: E402
 
 __all__ = ["FloatFormat", "BlockFormat", "get_format", "ELEMENT_PRESETS"]
 __version__ = "0.1.0"

@@ -3,14 +3,38 @@
 The kernels read float32 or float64 bit patterns.  float16 and bfloat16 inputs are widened to
 float32 exactly (every float16/bfloat16 is a float32), and results that must come back in the
 input's dtype are narrowed exactly (the caller checks that the format's values fit that dtype).
-bfloat16 arrays may be ml_dtypes arrays or torch tensors; ml_dtypes itself is never imported.
+bfloat16 arrays may be ml_dtypes arrays or torch tensors.  This module is the one home of the
+float dtype names: :func:`float_kind` reads any spelling (numpy, ml_dtypes, torch, a string).
+CPU torch tensors are read and written through their own methods, so fpformat imports torch in
+:mod:`fpformat.torch` alone; ml_dtypes is imported only to give bfloat16 results its dtype.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+#: The float dtypes the kernels accept, by name.
 FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
+
+#: Per float kind: (mantissa bits, exponent of the smallest subnormal quantum, largest exponent).
+FLOAT_LAYOUTS = {"float16": (10, -24, 15), "bfloat16": (7, -133, 127),
+                 "float32": (23, -149, 127), "float64": (52, -1074, 1023)}
+
+
+def float_kind(dtype) -> str:
+    """The name of a float dtype in any spelling (``np.float32``, ``"float32"``, an ml_dtypes or
+    torch dtype); ``TypeError`` for anything else."""
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.replace("torch.", "")
+    if name in FLOAT_KINDS:
+        return name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        pass
+    if name in FLOAT_KINDS:
+        return name
+    raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
 
 
 def is_cuda_array(x) -> bool:
@@ -28,12 +52,7 @@ def as_float_array(x) -> tuple[np.ndarray, str]:
     """Return ``(array, kind)``: a float32/float64 numpy array holding ``x``'s values exactly and
     the name of ``x``'s float kind.  Raises ``TypeError`` for non-float inputs."""
     if _is_torch(x):
-        from .torch import to_numpy, _kind
-        kind = _kind(x)
-        arr = to_numpy(x)
-        if kind == "bfloat16" and arr.dtype.name == "float32":     # widened without ml_dtypes
-            return arr, kind
-        x = arr
+        return _torch_values(x)
     if isinstance(x, np.ndarray) or np.isscalar(x) and hasattr(x, "dtype"):
         arr = np.asarray(x)
     else:
@@ -42,7 +61,8 @@ def as_float_array(x) -> tuple[np.ndarray, str]:
             arr = arr.astype(np.float64)
     kind = arr.dtype.name
     if kind not in FLOAT_KINDS:
-        raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, got dtype {arr.dtype}")
+        raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, "
+                        f"got dtype {arr.dtype}")
     if kind == "float16":
         return arr.astype(np.float32), kind
     if kind == "bfloat16":
@@ -55,6 +75,11 @@ def restore_dtype(out: np.ndarray, kind, like=None):
     """Convert a float32/float64 result back to ``kind`` (exact when the values fit it), and to a
     torch tensor when ``like`` is one."""
     name = kind if isinstance(kind, str) else getattr(kind, "name", str(kind))
+    if like is not None and _is_torch(like):
+        if name not in FLOAT_KINDS:
+            raise TypeError(f"dtype must be one of {', '.join(FLOAT_KINDS)}, got {kind}")
+        # new_tensor copies onto like's device and dtype: exact, the values fit that dtype
+        return like.new_tensor(out)
     if name == "float16":
         out = out.astype(np.float16)
     elif name == "bfloat16":
@@ -68,10 +93,22 @@ def restore_dtype(out: np.ndarray, kind, like=None):
         out = out.astype(name, copy=False)
     else:
         raise TypeError(f"dtype must be one of {', '.join(FLOAT_KINDS)}, got {kind}")
-    if like is not None and _is_torch(like):
-        from .torch import from_numpy
-        return from_numpy(out, like)
     return out
+
+
+def _torch_values(t) -> tuple[np.ndarray, str]:
+    """``as_float_array`` of a CPU torch tensor: a float32/float64 view, or an exact float32
+    copy of a float16/bfloat16 tensor."""
+    kind = str(t.dtype).replace("torch.", "")
+    if kind not in FLOAT_KINDS:
+        raise TypeError(f"tensor dtype must be float16, bfloat16, float32 or float64, "
+                        f"got {t.dtype}")
+    if t.device.type != "cpu":
+        raise ValueError(f"expected a CPU tensor, got device {t.device}")
+    t = t.detach()
+    if kind in ("float16", "bfloat16"):
+        t = t.float()                                   # exact widening, by torch
+    return t.contiguous().numpy(), kind
 
 
 def _f32_to_bf16_bits(f32: np.ndarray) -> np.ndarray:

@@ -24,52 +24,37 @@ max clamp to ±max, as OCP prescribes), with the chosen rounding mode; ``x / sca
 float64 (exact for power-of-two scales, correctly rounded otherwise; the float32 MX kernel in
 :mod:`fpformat.block_core` forms it in float32 where that is provably equivalent).  A block
 holding a NaN or an infinity gets a NaN scale (E8M0 code 255, the scale format's NaN, or a
-float32 NaN) and all its elements decode as NaN.  Blocks may be ragged: the last block along the axis is shorter when
-the length is not a multiple of the block size.  Stochastic rounding draws element ``i``'s random
-bits from its flat index in ``x``, as for element formats.
+float32 NaN) and all its elements decode as NaN.  Blocks may be ragged: the last block along the
+axis is shorter when the length is not a multiple of the block size.  Stochastic rounding draws
+element ``i``'s random bits from its flat index in ``x``, as for element formats.
+
+The block presets and the spec grammar live in :mod:`fpformat.presets`, the scale helpers shared
+with the kernels in :mod:`fpformat.scales`, golden vectors in :mod:`fpformat.vectors`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from . import block_core
-from .arrays import as_float_array, is_cuda_array, restore_dtype
-from .format import FloatFormat
+from . import block_core, cuda
+from .arrays import as_float_array, float_kind, is_cuda_array, restore_dtype
+from .block_kernels import run_blocks
+from .format import FloatFormat, element_format
+from .scales import BlockEncoding, emax_elem, is_pow2_format, nan_code, tensor_scale
 
 SCALE_RULES = ("ocp", "amax", "nvfp4")
 SCALE_ROUNDINGS = ("up", "nearest")
 
 
 def _element(fmt) -> FloatFormat:
-    from .presets import element_format
     f = element_format(fmt) if isinstance(fmt, str) else fmt
     if not isinstance(f, FloatFormat):
         raise TypeError(f"element must be an element format (FloatFormat or name), got {fmt!r}")
     return f
-
-
-@dataclass(frozen=True)
-class BlockEncoding:
-    """What :meth:`BlockFormat.encode` returns.
-
-    codes: element codes, ``x``'s shape, the element format's code dtype.
-    scales: per-block scale codes (the scale format's code dtype) or float32 scale values
-        (``scale_format=None``); shape: ``x``'s shape with the block axis (or the two tile axes)
-        replaced by the number of blocks along it (``1`` for ``"tensor"``).
-    tensor_scale: the float32 per-tensor scale of the ``"nvfp4"`` rule, else None.
-    """
-    codes: np.ndarray
-    scales: np.ndarray
-    tensor_scale: float | None
-    format: "BlockFormat"
-    shape: tuple[int, ...]
-    dtype: str
 
 
 @dataclass(frozen=True)
@@ -111,24 +96,28 @@ class BlockFormat:
         bs = self.block_size
         if isinstance(bs, str):
             if bs not in ("channel", "tensor"):
-                raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', got {bs!r}")
+                raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', "
+                                 f"got {bs!r}")
         elif isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
             raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', got {bs!r}")
         else:
             object.__setattr__(self, "block_size", int(bs))
         if self.tile is not None:
             t = tuple(self.tile)
-            if len(t) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                                  for v in t):
+            if len(t) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                  or v < 1 for v in t):
                 raise ValueError(f"tile must be (rows, cols) with ints >= 1, got {self.tile!r}")
             object.__setattr__(self, "tile", (int(t[0]), int(t[1])))
         if isinstance(self.axis, bool) or not isinstance(self.axis, (int, np.integer)):
             raise TypeError(f"axis must be an int, got {self.axis!r}")
         if self.scale_rule not in SCALE_RULES:
-            raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, got {self.scale_rule!r}")
+            raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, "
+                             f"got {self.scale_rule!r}")
         if self.scale_rounding not in SCALE_ROUNDINGS:
-            raise ValueError(f"scale_rounding must be 'up' or 'nearest', got {self.scale_rounding!r}")
-        if self.scale_rule == "ocp" and self.scale_format is not None and not _is_pow2_format(self.scale_format):
+            raise ValueError(f"scale_rounding must be 'up' or 'nearest', "
+                             f"got {self.scale_rounding!r}")
+        if self.scale_rule == "ocp" and self.scale_format is not None \
+                and not is_pow2_format(self.scale_format):
             raise ValueError("scale_rule 'ocp' needs a power-of-two scale format (E8M0-like: "
                              "unsigned, man_bits=0, no zero) or scale_format=None")
         if self.scale_rule == "nvfp4" and self.scale_format is None:
@@ -148,8 +137,8 @@ class BlockFormat:
         """A spec string ``ELEMENT/BLOCK[/SCALE][/RULE]`` that ``get_format`` parses back."""
         blk = f"{self.tile[0]}x{self.tile[1]}" if self.tile else str(self.block_size)
         parts = [f"int{self.element.bits}" if self.int_codes else self.element.spec, blk]
-        default_rule = "ocp" if self.scale_format is not None and _is_pow2_format(self.scale_format) \
-            else "amax"
+        default_rule = "ocp" if self.scale_format is not None and \
+            is_pow2_format(self.scale_format) else "amax"
         if self.scale_format is not None:
             parts.append(self.scale_format.spec)
         if self.scale_rule != default_rule or self.scale_rounding != "up":
@@ -177,11 +166,18 @@ class BlockFormat:
         """Properties as a JSON-ready dict (what `fpx info` prints)."""
         return {"name": str(self), "spec": self.spec, "element": self.element.describe(),
                 "block_size": self.block_size, "axis": self.axis, "tile": self.tile,
-                "scale_format": "float32" if self.scale_format is None else self.scale_format.describe(),
+                "scale_format": ("float32" if self.scale_format is None
+                                 else self.scale_format.describe()),
                 "scale_rule": self.scale_rule, "scale_rounding": self.scale_rounding,
                 "element_codes": "twos_complement" if self.int_codes else "sign_magnitude",
                 "bits_per_element": self.bits_per_element,
-                "emax_elem": _emax_elem(self.element)}
+                "emax_elem": emax_elem(self.element)}
+
+    @cached_property
+    def scale_is_e8m0(self) -> bool:
+        """Whether the scale format is OCP's E8M0 (``float8_e8m0fnu``), which the kernels
+        handle without rounding."""
+        return self.scale_format == element_format("float8_e8m0fnu")
 
     # ----------------------------------------------------------------------------- operations
     def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool,
@@ -194,7 +190,6 @@ class BlockFormat:
             return None
         if self.block_size != "tensor" and self.axis % arr.ndim != arr.ndim - 1:
             return None
-        from .block_kernels import run_blocks
         x = np.ascontiguousarray(arr)
         L = x.shape[-1]
         if self.block_size == "tensor":
@@ -202,7 +197,7 @@ class BlockFormat:
         else:
             x2 = x.reshape(-1, L)
             k = L if self.block_size == "channel" else self.block_size
-        sshape, _ = self._layout(x.shape)
+        sshape, _ = self.layout(x.shape)
         if block_core.ocp_f32_applies(self, x2):             # the vectorised float32 MX kernel
             dest = None if out is None else out.reshape(x2.shape)
             codes, scales, out = block_core.run_ocp_f32(self, x2, max(k, 1), rounding, saturate,
@@ -212,7 +207,7 @@ class BlockFormat:
                     None, None if out is None else out.reshape(x.shape))
         tscale = None
         if self.scale_rule == "nvfp4":
-            tscale = _tensor_scale(x)
+            tscale = tensor_scale(x)
         codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
                                         sr_bits, want_out)
         return (codes.reshape(x.shape), scales.reshape(sshape), tscale,
@@ -222,13 +217,13 @@ class BlockFormat:
                sr_bits: int | None = None) -> BlockEncoding:
         """Scales per block and element codes of ``x`` (float16/bfloat16/float32/float64)."""
         if is_cuda_array(x):
-            from .cuda import block_encode
-            return block_encode(self, x, rounding, saturate, seed, sr_bits)
+            return cuda.block_encode(self, x, rounding, saturate, seed, sr_bits)
         arr, kind = as_float_array(x)
         fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=False)
         if fused is not None:
             codes, scales, tscale, _ = fused
-            return BlockEncoding(codes, scales, tscale, self, tuple(arr.shape), kind)
+            return BlockEncoding(codes=codes, scales=scales, tensor_scale=tscale, format=self,
+                                 shape=tuple(arr.shape), dtype=kind)
         return self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
 
     def _encode_numpy(self, arr, kind, rounding, saturate, seed, sr_bits) -> BlockEncoding:
@@ -238,12 +233,14 @@ class BlockFormat:
         with np.errstate(invalid="ignore", divide="ignore"):
             y = x64 / np.where(np.isfinite(full) & (full != 0), full, 1.0)
         y = np.where(np.isfinite(full) & (full != 0), y, 0.0)
-        codes = self.element.encode(y, rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
+        codes = self.element.encode(y, rounding=rounding, saturate=saturate, seed=seed,
+                                    sr_bits=sr_bits)
         if self.int_codes:                  # sign-magnitude -> two's complement (-0 -> 0)
             sb = 1 << (self.element.bits - 1)
             c = codes.astype(np.int64)
             codes = np.where(c & sb, (2 * sb - (c & (sb - 1))) % (2 * sb), c).astype(codes.dtype)
-        return BlockEncoding(codes, scodes, tscale, self, tuple(x64.shape), kind)
+        return BlockEncoding(codes=codes, scales=scodes, tensor_scale=tscale, format=self,
+                             shape=tuple(x64.shape), dtype=kind)
 
     def _element_values(self, codes: np.ndarray) -> np.ndarray:
         """float64 element values of element codes (two's-complement integers: k * quantum)."""
@@ -265,9 +262,8 @@ class BlockFormat:
         vals = self._element_values(enc.codes)
         with np.errstate(invalid="ignore"):
             out = np.where(full == 0, 0.0 * vals, vals * full)
-        if str(dtype) in ("float64", "<class 'numpy.float64'>") or dtype is np.float64:
-            return out
-        return restore_dtype(out, str(dtype) if isinstance(dtype, str) else np.dtype(dtype).name)
+        kind = float_kind(dtype)            # any spelling: np.float32, "float32", torch dtype...
+        return out if kind == "float64" else restore_dtype(out, kind)
 
     def quantize(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
                  sr_bits: int | None = None, out: np.ndarray | None = None):
@@ -278,9 +274,8 @@ class BlockFormat:
         numpy's ``out=``; it is returned (numpy inputs only)."""
         if is_cuda_array(x):
             if out is not None:
-                raise TypeError("out= is for numpy arrays; CUDA arrays return a new array")
-            from .cuda import block_quantize
-            return block_quantize(self, x, rounding, saturate, seed, sr_bits)
+                raise ValueError("out= is supported for CPU numpy arrays only")
+            return cuda.block_quantize(self, x, rounding, saturate, seed, sr_bits)
         arr, kind = as_float_array(x)
         if out is not None:
             if not isinstance(out, np.ndarray) or out.shape != arr.shape or \
@@ -308,8 +303,9 @@ class BlockFormat:
         return out
 
     # ----------------------------------------------------------------------------- scales
-    def _layout(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
-        """The scales' shape and, per axis, (axis, block length) for blocked axes."""
+    def layout(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+        """For an input of ``shape``: the scales' shape and, per blocked axis, ``(axis, block
+        length)`` (the last block along an axis may be shorter)."""
         nd = len(shape)
         if nd == 0:
             raise ValueError("x must have at least one dimension")
@@ -333,7 +329,7 @@ class BlockFormat:
 
     def _block_reduce(self, a: np.ndarray, func) -> np.ndarray:
         """Reduce ``a`` over each block with ``func`` (a numpy reduction taking ``axis``)."""
-        sshape, blocks = self._layout(a.shape)
+        sshape, blocks = self.layout(a.shape)
         out = a
         for ax, n in blocks:
             nb = sshape[ax]
@@ -347,7 +343,7 @@ class BlockFormat:
         return out
 
     def _broadcast(self, s: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        _, blocks = self._layout(shape)
+        _, blocks = self.layout(shape)
         out = s
         for ax, n in blocks:
             out = np.repeat(out, n, axis=ax)
@@ -365,7 +361,7 @@ class BlockFormat:
         if rule == "ocp":
             with np.errstate(divide="ignore"):
                 _, e2 = np.frexp(amax)                     # amax = m * 2**e2, m in [0.5, 1)
-            exp = np.where(amax > 0, e2 - 1 - _emax_elem(self.element), -127)
+            exp = np.where(amax > 0, e2 - 1 - emax_elem(self.element), -127)
             exp = np.clip(exp, -127, 127)
             values = np.ldexp(1.0, exp.astype(np.int64))
             if sf is None:
@@ -383,7 +379,7 @@ class BlockFormat:
                 codes = sf.encode(np.where(s > 0, s, 1.0), rounding=mode, saturate=True)
                 values = sf.decode(codes)
         else:  # nvfp4
-            tscale = _tensor_scale(x)
+            tscale = tensor_scale(x)
             with np.errstate(invalid="ignore"):
                 sb = amax / (6.0 * tscale)
             codes = sf.encode(np.where(np.isfinite(sb), sb, 0.0), rounding="rne", saturate=True)
@@ -393,8 +389,7 @@ class BlockFormat:
             codes = np.where(nonfinite, np.float32(np.nan), codes).astype(np.float32)
             values = np.where(nonfinite, np.nan, values)
         else:
-            nan_code = _nan_code(sf)
-            codes = np.where(nonfinite, nan_code, codes).astype(sf.dtype)
+            codes = np.where(nonfinite, nan_code(sf), codes).astype(sf.dtype)
             values = np.where(nonfinite, np.nan, values)
         return values, codes, tscale
 
@@ -403,186 +398,3 @@ class BlockFormat:
             return np.asarray(scales, dtype=np.float64)
         v = self.scale_format.decode(np.asarray(scales))
         return v * tscale if self.scale_rule == "nvfp4" else v
-
-
-def _tensor_scale(x: np.ndarray) -> float:
-    """NVFP4's float32 per-tensor scale amax/(448*6): 1 for an all-zero tensor, NaN when the
-    tensor holds a NaN or an infinity."""
-    if not np.isfinite(x).all():
-        return float("nan")
-    at = float(np.max(np.abs(x))) if x.size else 0.0
-    return float(np.float32(at / (448.0 * 6.0))) if at > 0 else 1.0
-
-
-def _is_pow2_format(f: FloatFormat) -> bool:
-    return f.man_bits == 0 and not f.signed
-
-
-def _emax_elem(f: FloatFormat) -> int:
-    """OCP's emax_elem: the exponent of the element format's largest binade."""
-    return int(math.floor(math.log2(f.max)))
-
-
-def _nan_code(f: FloatFormat) -> int:
-    if not f.has_nan:
-        raise ValueError(f"scale format {f} has no NaN to mark a block holding NaN/inf")
-    return int(f.encode(np.array([np.nan]))[0])
-
-
-# --------------------------------------------------------------------------------- presets
-def _mx(element: str, name: str) -> BlockFormat:
-    return BlockFormat(element, 32, scale_format="float8_e8m0fnu", scale_rule="ocp", name=name)
-
-
-BLOCK_PRESETS: dict[str, BlockFormat] = {
-    "mxfp8_e4m3": _mx("float8_e4m3fn", "mxfp8_e4m3"),
-    "mxfp8_e5m2": _mx("float8_e5m2", "mxfp8_e5m2"),
-    "mxfp6_e2m3": _mx("float6_e2m3fn", "mxfp6_e2m3"),
-    "mxfp6_e3m2": _mx("float6_e3m2fn", "mxfp6_e3m2"),
-    "mxfp4": _mx("float4_e2m1fn", "mxfp4"),
-    # MXINT8: 8-bit two's-complement integers with an implicit scale 2**-6, k/64 for
-    # |k| <= 127 (-128 is never produced: the symmetric range OCP recommends).
-    "mxint8": BlockFormat(FloatFormat(0, 7, bias=0, name="int8"), 32,
-                          scale_format="float8_e8m0fnu", scale_rule="ocp", int_codes=True,
-                          name="mxint8"),
-    "nvfp4": BlockFormat("float4_e2m1fn", 16, scale_format="ue4m3fn", scale_rule="nvfp4",
-                         name="nvfp4"),
-}
-
-_BLOCK_SPEC = re.compile(r"^(?P<el>[^/]+)/(?P<blk>\d+|channel|tensor|\d+x\d+)"
-                         r"(?:/(?P<scale>[^/@]+?))?(?:/(?P<rule>ocp|amax|nvfp4)(?P<near>-nearest)?)?"
-                         r"(?:@axis(?P<axis>-?\d+))?$")
-
-
-def get_block_format(name: str) -> BlockFormat | None:
-    """A block preset or ``ELEMENT/BLOCK[/SCALE][/RULE][@axisN]`` spec; None for other names.
-
-    ``BLOCK`` is an int, ``channel``, ``tensor`` or ``RxC`` tiles; ``SCALE`` any element format
-    name (``e8m0``, ``ue4m3fn``...); ``RULE`` ``ocp`` (default for power-of-two scales), ``amax``
-    (default otherwise) or ``nvfp4``, optionally ``-nearest`` for amax scales rounded to nearest.
-    """
-    key = name.strip().lower()
-    if key in BLOCK_PRESETS:
-        return BLOCK_PRESETS[key]
-    if "/" not in key:
-        return None
-    m = _BLOCK_SPEC.match(key)
-    if not m:
-        raise ValueError(f"unknown block format {name!r}: expected ELEMENT/BLOCK[/SCALE][/RULE], "
-                         f"e.g. 'e2m1/32/e8m0', 'e4m3/channel', 'e2m1/16/ue4m3fn/nvfp4', 'e4m3/128x128'")
-    from .presets import get_format
-    im = re.fullmatch(r"int(\d+)", m["el"])
-    if im:                                   # two's-complement integers k * 2**(2 - B)
-        bits = int(im[1])
-        if not 2 <= bits <= 53:
-            raise ValueError(f"block format {name!r}: intB needs 2 <= B <= 53, got {bits}")
-        el = FloatFormat(0, bits - 1, bias=0, name=f"int{bits}")
-    else:
-        el = get_format(m["el"])
-    if not isinstance(el, FloatFormat):
-        raise ValueError(f"block format {name!r}: the element must be an element format")
-    scale = get_format(m["scale"]) if m["scale"] else None
-    if scale is not None and not isinstance(scale, FloatFormat):
-        raise ValueError(f"block format {name!r}: the scale must be an element format")
-    rule = m["rule"] or ("ocp" if scale is not None and _is_pow2_format(scale) else "amax")
-    blk = m["blk"]
-    kw: dict = dict(scale_format=scale, scale_rule=rule,
-                    scale_rounding="nearest" if m["near"] else "up", int_codes=bool(im), name=key)
-    if m["axis"] is not None:
-        kw["axis"] = int(m["axis"])
-    if "x" in blk:
-        r, c = blk.split("x")
-        return BlockFormat(el, 32, tile=(int(r), int(c)), **kw)
-    return BlockFormat(el, blk if blk in ("channel", "tensor") else int(blk), **kw)
-
-
-# --------------------------------------------------------------------------------- golden vectors
-@dataclass(frozen=True)
-class BlockVectors:
-    """Golden vectors of a block format: each row of ``inputs`` (float32) is encoded on its own
-    (one block, or one tensor for ``"nvfp4"``); ``encodings[r]`` and ``values[r]`` are row r's
-    expected result."""
-    inputs: np.ndarray          # (rows, block length) float32
-    kinds: list[str]
-    encodings: list[BlockEncoding]
-    values: np.ndarray          # decoded, float64
-
-    def __len__(self) -> int:
-        return self.inputs.shape[0]
-
-
-def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True, count: int = 100,
-                  seed: int = 0) -> BlockVectors:
-    """Blocks to verify a block-quantization unit against: a zero block, blocks holding NaN, +inf
-    and -inf, a block whose maximum saturates after scaling, the element grid with its ties,
-    tiny and huge blocks at the scale's limits, and ``count`` random Gaussian blocks of random
-    magnitude.  Rows have the block length (32 for ``"channel"``/``"tensor"``/tiles) and are
-    encoded one at a time, so a NaN in one row does not spread to another."""
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    k = fmt.block_size if isinstance(fmt.block_size, int) and fmt.tile is None else 32
-    one_row = fmt if fmt.tile is None else BlockFormat(fmt.element, k, scale_format=fmt.scale_format,
-                                                       scale_rule=fmt.scale_rule,
-                                                       scale_rounding=fmt.scale_rounding,
-                                                       int_codes=fmt.int_codes)
-    rng = np.random.default_rng(seed)
-    el = fmt.element
-    rows: list[np.ndarray] = []
-    kinds: list[str] = []
-
-    def add(v, kind):
-        rows.append(np.asarray(v, dtype=np.float32).reshape(k))
-        kinds.append(kind)
-
-    add(np.zeros(k), "zero")
-    for special, kind in ((np.nan, "nan"), (np.inf, "+inf"), (-np.inf, "-inf")):
-        v = rng.standard_normal(k)
-        v[k // 2] = special
-        add(v, kind)
-    top = el.max * 1.99                                   # amax just below the next binade
-    add(np.linspace(-top, top, k), "saturating")
-    vals = el.values()
-    add(np.resize(np.concatenate([vals, (vals[1:] + vals[:-1]) / 2]), k), "element-grid+ties")
-    add(np.full(k, 1e-40), "tiny")
-    add(np.full(k, 3e38), "huge")
-    for _ in range(count):
-        add(rng.standard_normal(k) * np.exp2(rng.uniform(-20, 20)), "random")
-    x = np.stack(rows)
-    encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, seed=seed)
-            for r in range(len(rows))]
-    values = np.concatenate([one_row.decode(e) for e in encs])
-    return BlockVectors(x, kinds, encs, values)
-
-
-def write_block_vectors(vec: BlockVectors, fmt: BlockFormat, path: str, style: str = "csv",
-                        header: list[str] | None = None) -> None:
-    """CSV ``block,kind,element,input_f32_hex,scale_code,element_code,value[,tensor_scale_hex]``
-    (one line per element; scale codes in hex for a scale format, float32 bits otherwise), or hex
-    lines ``IIIIIIII SS CC [TTTTTTTT]`` (the last field: the float32 tensor scale, nvfp4 only)."""
-    bits = vec.inputs.view(np.uint32)
-    ew = (fmt.element.bits + 3) // 4
-    sw = 8 if fmt.scale_format is None else (fmt.scale_format.bits + 3) // 4
-    nv = fmt.scale_rule == "nvfp4"
-    with open(path, "w") as fh:
-        for line in header or []:
-            fh.write(("# " if style == "csv" else "// ") + line + "\n")
-        if style == "csv":
-            fh.write("block,kind,element,input_f32_hex,scale_code,element_code,value"
-                     + (",tensor_scale_hex" if nv else "") + "\n")
-        elif style != "hex":
-            raise ValueError(f"style must be csv or hex, got {style!r}")
-        for r, enc in enumerate(vec.encodings):
-            sc = enc.scales.reshape(-1)
-            if fmt.scale_format is None:
-                sc = sc.astype(np.float32).view(np.uint32)
-            ts = f"{int(np.float32(enc.tensor_scale).view(np.uint32)):08X}" if nv else ""
-            per = vec.inputs.shape[1] // len(sc)
-            for j in range(vec.inputs.shape[1]):
-                s = int(sc[min(j // per, len(sc) - 1)])
-                c = int(enc.codes.reshape(-1)[j])
-                if style == "csv":
-                    fh.write(f"{r},{vec.kinds[r]},{j},{int(bits[r, j]):08X},{s:0{sw}X},{c:0{ew}X},"
-                             f"{float(vec.values[r, j])!r}" + (f",{ts}" if nv else "") + "\n")
-                else:
-                    fh.write(f"{int(bits[r, j]):08X} {s:0{sw}X} {c:0{ew}X}" + (f" {ts}" if nv else "")
-                             + "\n")

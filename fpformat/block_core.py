@@ -28,7 +28,7 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
   multiple of ``2**(emin - man_bits - 127) >= 2**-149`` and below ``2**128``.
 
 Full blocks go through the element loop two at a time: two independent chains per step let the
-processor overlap them (each waits for its block's scale), about 15% faster at 16M elements.
+processor overlap them (each waits for its block's scale).
 Stochastic rounding draws element ``i``'s bits from its flat C-order index, as everywhere.
 Like :mod:`fpformat.kernels`, one source is compiled generic (tuples as arguments) and
 specialised (tuples as closure constants, compiled once a combination has processed enough
@@ -36,8 +36,8 @@ elements, or always under ``FPFORMAT_SPECIALIZE=always``).  The block length sta
 argument in both: with a constant trip count the compiler unrolls a block's short loops fully,
 and unrolled they no longer vectorise (numba leaves LLVM's SLP vectoriser off).  The per-block
 scalar helpers are ``register_jitable`` functions rather than inlined numba IR, which keeps the
-first compilation near 15 s instead of a minute.  Speed figures: ``benchmarks/bench_fpformat.py``
-(the ``mxfp4`` rows).
+first compilation short.  Figures (speed, compile time): docs/block.md and
+``benchmarks/bench_fpformat.py`` (the ``mxfp4`` rows).
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from llvmlite import ir
 from numba import prange, types
 from numba.core.extending import intrinsic, register_jitable
 
-from . import core
+from . import core, scales
 from .block_kernels import int_code
-from .kernels import _JIT, _threads_for, _want_specialized, seed_key
+from .dispatch import JIT, seed_key, threads_for, want_specialized
 from .rounding import call_tuple, value_tuple
 
 _ABS = np.int64(0x7FFFFFFF)
@@ -243,7 +243,7 @@ def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_cod
                                    emax_elem, key, codes, out, want_codes, want_out, int_codes)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _ocp_generic(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
                  int_codes):
     _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
@@ -254,7 +254,7 @@ def _ocp_generic(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_
 def _ocp_specialized(F, C, V, emax_elem, want_codes, want_out, int_codes):
     # The block length stays a runtime argument: a constant trip count would have the compiler
     # unroll the block's short loops fully, and unrolled they no longer vectorise.
-    @numba.njit(**_JIT)
+    @numba.njit(**JIT)
     def ocp_specialized(x, xb, L, k, key, codes, scales, out):
         _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
                   int_codes)
@@ -278,10 +278,9 @@ def ocp_f32_applies(fmt, x2: np.ndarray) -> bool:
     """Whether this kernel computes ``fmt`` on the 2-D array ``x2`` (blocks along its last
     axis): float32 data, OCP rule with E8M0 scales, an element format whose values (and their
     products with any E8M0 scale of a float32 block) are float32 values."""
-    from . import get_format
     el = fmt.element
     return (x2.dtype == np.float32 and fmt.scale_rule == "ocp" and fmt.tile is None
-            and fmt.scale_format == get_format("float8_e8m0fnu")
+            and fmt.scale_is_e8m0
             and el.man_bits <= 23 and el.emin >= -126 and el.emin - el.man_bits >= -22)
 
 
@@ -290,30 +289,29 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
     """Run the kernel on the C-contiguous float32 ``(rows, L)`` array ``x2`` with blocks of
     ``k`` along its last axis.  Returns ``(codes or None, E8M0 scale codes, out or None)``;
     ``out`` (float32, ``x2``'s shape) may be given to write into."""
-    from .block import _emax_elem
     el = fmt.element
     C = call_tuple(el, rounding, saturate, sr_bits)
     F = el.params
     C, V = _finite_inputs(C, value_tuple(el, C, core.SRC_FLOAT32))
-    emax_elem = _emax_elem(el)
+    emax_elem = scales.emax_elem(el)
     rows, L = x2.shape
     nb = -(-L // k)
     x1 = np.ascontiguousarray(x2).reshape(-1)
     codes = np.empty(x1.size if want_codes else 1, dtype=el.dtype)
-    scales = np.empty(rows * nb, dtype=np.uint8)
+    scale_codes = np.empty(rows * nb, dtype=np.uint8)
     if want_out:
         out = np.empty(x1.size, dtype=np.float32) if out is None else out.reshape(-1)
     else:
         out = np.empty(1, dtype=np.float32)
     key = seed_key(seed, C[core.C_MODE])
     xb = x1.view(np.uint32)
-    with _threads_for(x1.size):
+    with threads_for(x1.size):
         ic = fmt.int_codes
-        if _want_specialized(("mx32", F, C, want_codes, want_out, ic), x1.size):
+        if want_specialized(("mx32", F, C, want_codes, want_out, ic), x1.size):
             _ocp_specialized(F, C, V, emax_elem, want_codes, want_out, ic)(
-                x1, xb, L, k, key, codes, scales, out)
+                x1, xb, L, k, key, codes, scale_codes, out)
         else:
-            _ocp_generic(x1, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes,
+            _ocp_generic(x1, xb, L, k, F, C, V, emax_elem, key, codes, scale_codes, out, want_codes,
                          want_out, ic)
-    return (codes.reshape(rows, L) if want_codes else None), scales.reshape(rows, nb), \
+    return (codes.reshape(rows, L) if want_codes else None), scale_codes.reshape(rows, nb), \
         (out.reshape(rows, L) if want_out else None)

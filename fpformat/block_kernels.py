@@ -21,7 +21,9 @@ import numpy as np
 from numba import prange
 
 from . import core
-from .kernels import _JIT, _threads_for, _want_specialized
+from .dispatch import JIT, seed_key, threads_for, want_specialized
+from .rounding import call_tuple
+from .scales import emax_elem, nan_code
 
 RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
 
@@ -80,7 +82,7 @@ def _block_scale(amax, bad, B, FS, CS):
 
 
 @numba.njit(inline="always")
-def _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out):
+def block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out):
     k = np.int64(B[B_K])
     lo = b * k
     hi = min(lo + k, L)
@@ -110,7 +112,7 @@ def _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_
             out[r, j] = v + 0.0 if ints else v              # + 0.0: no -0 among integers
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out):
     rows, L = x.shape
     k = np.int64(B[B_K])
@@ -119,12 +121,12 @@ def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out):
     for t in prange(rows * nb):
         r = t // nb
         b = t - r * nb
-        _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+        block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
 
 
 @functools.lru_cache(maxsize=None)
 def _block_specialized(B, FE, CE, FS, CS, want_out):
-    @numba.njit(**_JIT)
+    @numba.njit(**JIT)
     def block_specialized(x, key, codes, scales, out):
         rows, L = x.shape
         k = np.int64(B[B_K])
@@ -133,7 +135,7 @@ def _block_specialized(B, FE, CE, FS, CS, want_out):
         for t in prange(rows * nb):
             r = t // nb
             b = t - r * nb
-            _block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+            block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
     return block_specialized
 
 
@@ -144,23 +146,21 @@ _NO_CALL = core.as_int64_tuple([0] * core.C_LEN)
 def block_params(fmt, k: int, tscale: float | None, rounding: str, saturate: bool, sr_bits):
     """The tuples the per-block function reads, ``(B, FE, CE, FS, CS)``, for block format
     ``fmt`` with blocks of ``k`` elements (shared by the CPU and CUDA kernels)."""
-    from . import get_format
-    from .block import _emax_elem, _nan_code
-    from .rounding import call_tuple
     el, sf = fmt.element, fmt.scale_format
     CE = call_tuple(el, rounding, saturate, sr_bits)
     if sf is not None:
         mode = "rtp" if fmt.scale_rule == "amax" and fmt.scale_rounding == "up" else "rne"
         FS, CS = sf.params, call_tuple(sf, mode, True, None)
-        snan = float(_nan_code(sf))
+        snan = float(nan_code(sf))
         ssub = 2.0 ** (sf.emin - sf.man_bits)
     else:
-        FS, CS, snan, ssub = _NO_SCALE_FORMAT, _NO_CALL, float(np.float32(np.nan).view(np.uint32)), 1.0
+        FS, CS, ssub = _NO_SCALE_FORMAT, _NO_CALL, 1.0
+        snan = float(np.float32(np.nan).view(np.uint32))
     rule = {"ocp": RULE_OCP, "amax": RULE_AMAX, "nvfp4": RULE_NVFP4}[fmt.scale_rule]
-    B = (float(rule), float(k), float(el.max), float(_emax_elem(el)),
+    B = (float(rule), float(k), float(el.max), float(emax_elem(el)),
          float(tscale if tscale is not None else 1.0), 1.0 if sf is None else 0.0,
          2.0 ** (el.emin - el.man_bits), ssub, snan,
-         1.0 if sf is not None and sf == get_format("float8_e8m0fnu") else 0.0,
+         1.0 if fmt.scale_is_e8m0 else 0.0,
          1.0 if fmt.int_codes else 0.0)
     return B, el.params, CE, FS, CS
 
@@ -169,7 +169,6 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
                seed, sr_bits, want_out: bool):
     """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
     blocks of ``k`` along its last axis.  Returns ``(codes, scales, out)``."""
-    from .kernels import seed_key
     B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
     el, sf = fmt.element, fmt.scale_format
     rows, L = x2.shape
@@ -179,8 +178,8 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     out = np.empty((rows, L) if want_out else (1, 1), dtype=np.float64 if not want_out
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
     key = seed_key(seed, CE[core.C_MODE])
-    with _threads_for(x2.size):
-        if _want_specialized(("blk", B, FE, CE, FS, CS), x2.size):
+    with threads_for(x2.size):
+        if want_specialized(("blk", B, FE, CE, FS, CS), x2.size):
             _block_specialized(B, FE, CE, FS, CS, want_out)(x2, key, codes, scales, out)
         else:
             _block_generic(x2, B, FE, CE, FS, CS, key, codes, scales, out, want_out)

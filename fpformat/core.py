@@ -6,7 +6,8 @@ source* runs as plain Python, inside the CPU kernels (``numba.njit``) and inside
 
 Integers only.  The input is the bit pattern of an IEEE binary float (float32 or float64, the
 *source layout* ``S``); the format and the call are described by small integer tuples built on the
-host by :mod:`fpformat.params` (the ``F_*``/``C_*``/``S_*`` indices below).  Reading these tuples
+host (``F`` by :attr:`fpformat.FloatFormat.params`, ``C`` and ``V`` by :mod:`fpformat.rounding`;
+the ``F_*``/``C_*``/``V_*``/``S_*`` indices below).  Reading these tuples
 with constant indices costs nothing once compiled.
 
 Semantics: docs/numerics.md.  In short, ``|x| = sig * 2**(ex - src_m)`` is split at the
@@ -24,7 +25,7 @@ from numba.extending import register_jitable
 # Rounding modes (the integer codes the kernels see).
 RNE, RNA, RTZ, RTP, RTN, RTO, SR = 0, 1, 2, 3, 4, 5, 6
 
-# Format tuple F (int64), built by fpformat.params.format_tuple.
+# Format tuple F (int64), built by fpformat.format.FloatFormat.params.
 F_E = 0            # exponent bits
 F_M = 1            # mantissa bits
 F_BIAS = 2
@@ -40,7 +41,7 @@ F_NANPOS = 11      # code for +NaN results, -1 if the format has no NaN
 F_NANNEG = 12      # code for -NaN results, -1 if the format has no NaN
 F_LEN = 13
 
-# Call tuple C (int64), built by fpformat.params.call_tuple: the rounding mode and the results of
+# Call tuple C (int64), built by fpformat.rounding.call_tuple: the rounding mode and the results of
 # the special cases, precomputed on the host so the core stays branch-light.
 C_MODE = 0
 C_OVF_POS = 1      # code for a positive overflow (rounded magnitude > max)
@@ -71,7 +72,6 @@ S_EMASK = 2
 S_SIGNSHIFT = 3
 SRC_FLOAT32 = (23, 127, 0xFF, 31)
 SRC_FLOAT64 = (52, 1023, 0x7FF, 63)
-
 
 
 def as_int64_tuple(values) -> tuple[int, ...]:
@@ -121,6 +121,19 @@ def round_parts(b, S, F, C, u):
     Straight-line and lean on purpose: every mode's decision is one expression and the format's
     constants fold at compile time in the specialised kernels, so the loops around it
     vectorise (this function is most of the kernels' cost).
+
+    Legend, in the order the steps use them:
+
+    1. Split the input: ``negative`` its sign; ``a`` its magnitude bits; ``fe`` the source
+       exponent field; ``src_m`` the source's mantissa width; ``sig`` the source significand
+       with its hidden bit (``|x| = sig * 2**(max(fe, 1) - bias - src_m)``).
+    2. Place the quantum: ``lowlim`` is the source exponent field of the format's smallest
+       normal binade (``emin``), ``low`` whether ``|x|`` lies below it; ``shift`` the number of
+       significand bits below the format's quantum (more below ``emin``, all of the binade's
+       when flushing subnormals), ``sh`` that count clamped to ``src_m + 2``.
+    3. Round: ``n = sig >> sh`` is the lower neighbour's integer significand, ``rem`` the bits
+       dropped, ``half`` the tie point, ``odd`` n's last bit; ``up`` the mode's decision.
+    4. Return ``ex``, the binade exponent, with the rest for the callers to build the code.
     """
     src_m = S[S_M]
     M = F[F_M]
@@ -228,9 +241,9 @@ def encode_bits(b, S, F, C, u):
     # The format's largest exponent below the source's infinity: ±inf and NaN overflow above.
     natural_ovf = F[F_EMAXFIELD] - F[F_BIAS] < S[S_EMASK] - S[S_BIAS]
     return _specials(code, negative, a, low, F, S, np.int64(0) if fnuz else F[F_SIGNBIT],
-                     natural_ovf, C[C_OVF_POS], C[C_OVF_NEG], np.int64(0), F[F_SIGNBIT], C[C_NEG_UNSIGNED],
-                     C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG], C[C_INF_POS],
-                     C[C_INF_NEG])
+                     natural_ovf, C[C_OVF_POS], C[C_OVF_NEG], np.int64(0), F[F_SIGNBIT],
+                     C[C_NEG_UNSIGNED], C[C_ZERO_POS], C[C_ZERO_NEG], C[C_NAN_POS], C[C_NAN_NEG],
+                     C[C_INF_POS], C[C_INF_NEG])
 
 
 @register_jitable

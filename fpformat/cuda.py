@@ -21,7 +21,7 @@ C-contiguous (torch and CuPy inputs are made so by their framework).
 
 Block formats (:class:`fpformat.BlockFormat`, blocks along the last axis or ``"tensor"``): one
 GPU *thread per block of elements*, each running the CPU block kernel's own per-block function
-(:func:`fpformat.block_kernels._block_row`: amax, scale, element rounding), so CPU and GPU agree
+(:func:`fpformat.block_kernels.block_row`: amax, scale, element rounding), so CPU and GPU agree
 bit for bit.  Why a thread per block: the per-block function is sequential over its block, and
 MX blocks are short (16-32 elements: 64-128 contiguous bytes per thread, served from L1 after
 the first touch).  "channel"/"tensor" blocks of thousands of elements leave most of the GPU idle
@@ -35,15 +35,20 @@ process: tests/test_cuda.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from . import core
+from . import block_kernels, core
+from .arrays import FLOAT_KINDS, float_kind
+from .block_kernels import B_K, block_params
+from .dispatch import seed_key, source_layout
 from .rounding import call_tuple, value_tuple
+from .scales import BlockEncoding, tensor_scale
 
 THREADS = 256            # threads per CUDA block on a real GPU
 WAVES = 32               # grid = min(blocks needed, WAVES * multiprocessors): grid-stride beyond
@@ -59,15 +64,15 @@ def _cuda():
     """numba.cuda, imported on first use (the simulator when NUMBA_ENABLE_CUDASIM=1)."""
     global cuda
     if cuda is None:
-        from numba import cuda as numba_cuda
+        from numba import cuda as numba_cuda  # heavy and optional: only for CUDA arrays
         cuda = numba_cuda
     return cuda
 
 
 def _simulator() -> bool:
     """Whether numba.cuda is the CUDA simulator (NUMBA_ENABLE_CUDASIM=1 at its import)."""
-    try:
-        from numba.cuda.core import config           # numba-cuda >= 0.2x
+    try:                                # numba-cuda's config: heavy, imported with numba.cuda
+        from numba.cuda.core import config  # numba-cuda >= 0.2x
     except ImportError:  # pragma: no cover - older numba-cuda reads numba's own config
         from numba.core import config
     return bool(config.ENABLE_CUDASIM)
@@ -165,8 +170,7 @@ def _block_row_function() -> Callable:
     """The CPU block kernel's per-block function.  It is ``numba.njit(inline="always")``: numba
     inlines it into the CUDA kernel at the IR level (its core calls then compile for CUDA).  The
     simulator runs kernels as Python, so there it is called as its Python function."""
-    from .block_kernels import _block_row
-    return _block_row.py_func if _simulator() else _block_row
+    return block_kernels.block_row.py_func if _simulator() else block_kernels.block_row
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,7 +183,7 @@ def _block_kernel(B: tuple, FE: tuple, CE: tuple, FS: tuple, CS: tuple, want_out
     def block_kernel(x, key, codes, scales, out):
         rows = x.shape[0]
         L = x.shape[1]
-        k = np.int64(B[1])                                    # block_kernels.B_K
+        k = np.int64(B[B_K])
         nb = (L + k - 1) // k
         for t in range(cuda.grid(1), rows * nb, cuda.gridsize(1)):
             r = t // nb
@@ -189,9 +193,6 @@ def _block_kernel(B: tuple, FE: tuple, CE: tuple, FS: tuple, CS: tuple, want_out
 
 
 # --------------------------------------------------------------------------------- arrays
-_TORCH_FLOAT = ("float16", "bfloat16", "float32", "float64")
-
-
 @dataclass
 class _Device:
     """A C-contiguous numba device view of an input, with what is needed to answer in kind."""
@@ -217,7 +218,7 @@ def _external_stream(ptr: int):
 
 
 def _torch_stream(t):
-    import torch
+    import torch  # optional: only for torch CUDA tensors
     return _external_stream(torch.cuda.current_stream(t.device).cuda_stream)
 
 
@@ -230,8 +231,9 @@ def _device(x, floats: bool) -> _Device:
         if x.device.type != "cuda":
             raise ValueError(f"expected a CUDA tensor, got device {x.device}")
         kind = str(x.dtype).replace("torch.", "")
-        if floats and kind not in _TORCH_FLOAT:
-            raise TypeError(f"x must be a float16, bfloat16, float32 or float64 tensor, got {x.dtype}")
+        if floats and kind not in FLOAT_KINDS:
+            raise TypeError(f"x must be a float16, bfloat16, float32 or float64 tensor, "
+                            f"got {x.dtype}")
         t = x.detach()
         if kind in ("float16", "bfloat16"):
             t = t.float()                                    # exact widening, by torch
@@ -241,7 +243,7 @@ def _device(x, floats: bool) -> _Device:
             view = cuda.as_cuda_array(t, sync=False)         # we launch on torch's stream
         return _Device(view, kind, fam, x, stream)
     if fam == "cupy":
-        import cupy
+        import cupy  # optional: only for CuPy arrays
         a = cupy.ascontiguousarray(x)
         stream = _external_stream(cupy.cuda.get_current_stream().ptr)
         view = cuda.as_cuda_array(a, sync=False)
@@ -250,7 +252,8 @@ def _device(x, floats: bool) -> _Device:
     elif hasattr(x, "__cuda_array_interface__"):
         view, stream = cuda.as_cuda_array(x), 0
     else:
-        raise TypeError(f"expected a CUDA array (with __cuda_array_interface__), got {type(x).__name__}")
+        raise TypeError(f"expected a CUDA array (with __cuda_array_interface__), "
+                        f"got {type(x).__name__}")
     if not view.is_c_contiguous():
         raise ValueError("CUDA arrays must be C-contiguous (copy it first, e.g. "
                          "numba.cuda.device_array_like + copy, or cupy.ascontiguousarray)")
@@ -263,12 +266,12 @@ def _empty(d: _Device, shape: tuple[int, ...], dtype) -> tuple[Any, Any]:
     cuda = _cuda()
     name = np.dtype(dtype).name
     if d.family == "torch":
-        import torch
+        import torch  # optional: only for torch CUDA tensors
         t = torch.empty(shape, dtype=getattr(torch, name), device=d.like.device)
         with cuda.gpus[d.like.device.index]:
             return t, cuda.as_cuda_array(t, sync=False)
     if d.family == "cupy":
-        import cupy
+        import cupy  # optional: only for CuPy arrays
         a = cupy.empty(shape, dtype=name)
         return a, cuda.as_cuda_array(a, sync=False)
     a = cuda.device_array(shape, dtype=name)
@@ -291,7 +294,6 @@ def _read(arr, d: _Device) -> np.ndarray:
 
 def _on_device(x):
     """The numba context of the device holding ``x`` (torch/CuPy; else numba's current one)."""
-    import contextlib
     fam = _family(x)
     if fam == "torch" and getattr(x, "is_cuda", False):
         return _cuda().gpus[x.device.index]
@@ -320,12 +322,11 @@ def _launch(kernel, n: int, stream, *args) -> None:
 
 def _source(fmt, d: _Device):
     """(flat bit patterns as a device array, source layout S) for the core to read."""
-    from .kernels import _source_layout
     flat = _flat(d.view)
     dt = np.dtype(flat.dtype).name
     if dt not in ("float16", "float32", "float64"):
         raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, got dtype {dt}")
-    S = _source_layout(fmt, "float32" if d.kind == "bfloat16" else d.kind)
+    S = source_layout(fmt, "float32" if d.kind == "bfloat16" else d.kind)
     want = np.float32 if S == core.SRC_FLOAT32 else np.float64
     if flat.dtype != want:                                   # widen on the device (exact)
         wide = _temp(d, flat.size, want)
@@ -349,7 +350,6 @@ def encode(fmt, x, rounding: str = "rne", saturate: bool = False, seed: int | No
     :class:`fpformat.block.BlockEncoding` whose ``codes``/``scales`` are CUDA arrays."""
     if _is_block(fmt):
         return block_encode(fmt, x, rounding, saturate, seed, sr_bits)
-    from .kernels import seed_key
     C = call_tuple(fmt, rounding, saturate, sr_bits)
     d = _device(x, floats=True)
     key = seed_key(seed, C[core.C_MODE])
@@ -367,7 +367,6 @@ def quantize(fmt, x, rounding: str = "rne", saturate: bool = False, seed: int | 
     :meth:`fpformat.FloatFormat.quantize`); block formats go to :func:`block_quantize`."""
     if _is_block(fmt):
         return block_quantize(fmt, x, rounding, saturate, seed, sr_bits)
-    from .kernels import seed_key
     C = call_tuple(fmt, rounding, saturate, sr_bits)
     d = _device(x, floats=True)
     if not fmt.fits(d.kind):
@@ -394,7 +393,7 @@ def _finish(d: _Device, shape, work, fill: Callable) -> Any:
         fill(_flat(out))
         return obj
     if d.family == "torch":                                  # torch narrows (exact: values fit)
-        import torch
+        import torch  # optional: only for torch CUDA tensors
         obj, out = _empty(d, shape, work)
         fill(_flat(out))
         return obj.to(getattr(torch, kind))
@@ -414,12 +413,7 @@ def decode(fmt, codes, dtype=np.float64):
     d = _device(codes, floats=False)
     if np.dtype(d.view.dtype).kind not in "ui":
         raise TypeError(f"codes must be an integer array, got dtype {d.view.dtype}")
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:                                        # bfloat16, torch dtypes
-        name = str(dtype).replace("torch.", "")
-    if name not in ("float16", "bfloat16", "float32", "float64"):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
+    name = float_kind(dtype)                                 # any spelling, torch's too
     if name != "float64" and not fmt.fits(name):
         raise ValueError(f"format {fmt} has values that are not {name} values; decode to float64")
     if name == "bfloat16" and d.family != "torch":
@@ -447,29 +441,31 @@ def _is_block(fmt) -> bool:
     return hasattr(fmt, "element") and hasattr(fmt, "scale_rule")
 
 
-def _block_params(fmt, k: int, tscale: float | None, rounding, saturate, sr_bits):
-    """The tuples the per-block function reads: the CPU kernel's own (one definition)."""
-    from .block_kernels import block_params
-    return block_params(fmt, k, tscale, rounding, saturate, sr_bits)
-
-
 def _tensor_scale_device(d: _Device, flat) -> float:
-    """NVFP4's per-tensor scale from a device reduction, by fpformat.block._tensor_scale's rule."""
-    from .block import _tensor_scale
+    """NVFP4's per-tensor scale from a device reduction, by :func:`fpformat.scales.tensor_scale`'s
+    rule."""
     cuda = _cuda()
     amax = cuda.to_device(np.zeros(1, dtype=np.float64), stream=d.stream)
     bad = cuda.to_device(np.zeros(1, dtype=np.int32), stream=d.stream)
     if flat.size:
         _launch(_amax_kernel(), flat.size, d.stream, flat, amax, bad)
     if int(_read(bad, d)[0]):
-        return _tensor_scale(np.array([np.nan]))
-    return _tensor_scale(_read(amax, d))
+        return tensor_scale(np.array([np.nan]))
+    return tensor_scale(_read(amax, d))
 
 
-def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool):
-    """Run the block kernel.  Returns ``(device input, shape, codes, scales, tensor scale, out)``:
-    codes/scales as arrays of x's family, ``out`` (quantize only) already in x's dtype/kind."""
-    from .kernels import seed_key
+class _BlockRun(NamedTuple):
+    """What :func:`_run_blocks` produced (arrays of the input's family, on its device)."""
+    device: _Device                  # the input as the kernels saw it
+    shape: tuple[int, ...]           # the input's shape
+    codes: Any                       # element codes, (rows, L)
+    scales: Any                      # scale codes, or float32 scale bits, (rows, blocks per row)
+    tensor_scale: float | None       # the "nvfp4" rule's tensor scale
+    out: Any                         # quantize only: the values in the input's dtype and kind
+
+
+def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool) -> _BlockRun:
+    """Run the block kernel on the CUDA array ``x`` (``out`` only when ``want_out``)."""
     if fmt.tile is not None:
         raise ValueError(f"block format {fmt}: 2-D tiles are not supported on the GPU; "
                          f"quantize on the host")
@@ -492,7 +488,7 @@ def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool):
         x2 = flat.reshape(flat.size // L, L)
         k = L if fmt.block_size == "channel" else fmt.block_size
     tscale = _tensor_scale_device(d, flat) if fmt.scale_rule == "nvfp4" else None
-    B, FE, CE, FS, CS = _block_params(fmt, k, tscale, rounding, saturate, sr_bits)
+    B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
     key = seed_key(seed, CE[core.C_MODE])
     rows, Lx = int(x2.shape[0]), int(x2.shape[1])
     nb = -(-Lx // k)
@@ -510,7 +506,8 @@ def _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out: bool):
         out = _finish(d, shape, work, lambda flat_out: fill(flat_out.reshape(rows, Lx)))
     else:
         fill(_temp(d, 1, work).reshape(1, 1))                # the kernel's unused output
-    return d, shape, codes_obj, scales_obj, tscale, out
+    return _BlockRun(device=d, shape=shape, codes=codes_obj, scales=scales_obj,
+                     tensor_scale=tscale, out=out)
 
 
 @_in_device_context
@@ -519,18 +516,19 @@ def block_encode(fmt, x, rounding: str = "rne", saturate: bool = True, seed: int
     """:meth:`fpformat.BlockFormat.encode` on the GPU: a ``BlockEncoding`` whose ``codes`` and
     ``scales`` are arrays of ``x``'s kind (scales as float32 values when the format has no scale
     format, as on the CPU).  Decode it on the host after copying (``BlockFormat.decode``)."""
-    from .block import BlockEncoding
-    d, shape, codes, scales, tscale, _ = _run_blocks(fmt, x, rounding, saturate, seed, sr_bits,
-                                                     want_out=False)
-    sshape, _ = fmt._layout(shape)
+    run = _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out=False)
+    sshape, _ = fmt.layout(run.shape)
+    scales = run.scales
     if fmt.scale_format is None:
-        scales = _as_float32(d, scales)
-    return BlockEncoding(codes.reshape(shape), scales.reshape(sshape), tscale, fmt, shape, d.kind)
+        scales = _as_float32(run.device, scales)
+    return BlockEncoding(codes=run.codes.reshape(run.shape), scales=scales.reshape(sshape),
+                         tensor_scale=run.tensor_scale, format=fmt, shape=run.shape,
+                         dtype=run.device.kind)
 
 
 def _as_float32(d: _Device, bits_obj):
     if d.family == "torch":
-        import torch
+        import torch  # optional: only for torch CUDA tensors
         return bits_obj.view(torch.float32)
     return bits_obj.view(np.float32)
 
@@ -540,4 +538,4 @@ def block_quantize(fmt, x, rounding: str = "rne", saturate: bool = True, seed: i
                    sr_bits: int | None = None):
     """:meth:`fpformat.BlockFormat.quantize` on the GPU: ``x``'s dtype, shape and kind (the
     product element x scale is formed in float64 and rounded to x's dtype, as on the CPU)."""
-    return _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out=True)[5]
+    return _run_blocks(fmt, x, rounding, saturate, seed, sr_bits, want_out=True).out

@@ -2,10 +2,12 @@
 
 A format is pure data (a frozen dataclass); encoding, decoding and quantizing delegate to the
 compiled kernels in :mod:`fpformat.kernels`.  Semantics are pinned in docs/numerics.md.
+:func:`element_format` builds one from a preset name or spec string (:mod:`fpformat.names`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cached_property
@@ -13,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from . import core
+from . import core, kernels
+from .arrays import FLOAT_LAYOUTS, float_kind
+from .names import (
+    ELEMENT_PRESET_FIELDS,
+    canonical_name,
+    default_bias,
+    element_spec_fields,
+    write_element_spec,
+)
 
 MAX_EXP_BITS = 11
 MAX_MAN_BITS = 52
@@ -66,11 +76,12 @@ class FloatFormat:
         if not 0 <= M <= MAX_MAN_BITS:
             raise ValueError(f"man_bits must be in 0..{MAX_MAN_BITS}, got {M}")
         if E + M == 0:
-            raise ValueError("exp_bits + man_bits must be at least 1 (a format needs a magnitude bit)")
+            raise ValueError("exp_bits + man_bits must be at least 1 "
+                             "(a format needs a magnitude bit)")
         object.__setattr__(self, "exp_bits", E)
         object.__setattr__(self, "man_bits", M)
         if self.bias is None:
-            object.__setattr__(self, "bias", (1 << (E - 1)) - 1 if E >= 1 else 1)
+            object.__setattr__(self, "bias", default_bias(E))
         elif isinstance(self.bias, bool) or not isinstance(self.bias, (int, np.integer)):
             raise TypeError(f"bias must be an int, got {type(self.bias).__name__}")
         else:
@@ -81,10 +92,12 @@ class FloatFormat:
                 f"nan_codes must be in 0..{ncodes - 1 - int(self.inf)} for {ncodes} magnitude codes"
                 f"{' and an infinity' if self.inf else ''}, got {self.nan_codes}")
         if not self.negative_zero and not self.signed:
-            raise ValueError("negative_zero=False needs signed=True (it turns the -0 code into NaN)")
+            raise ValueError("negative_zero=False needs signed=True "
+                             "(it turns the -0 code into NaN)")
         if not self.has_zero:
             if self.subnormals:
-                raise ValueError("has_zero=False needs subnormals=False (exponent field 0 is normal)")
+                raise ValueError("has_zero=False needs subnormals=False "
+                                 "(exponent field 0 is normal)")
             if E == 0:
                 raise ValueError("has_zero=False needs exp_bits >= 1")
         smallest_nonzero = (1 if self.subnormals else 1 << M) if self.has_zero else 0
@@ -201,9 +214,16 @@ class FloatFormat:
     # ----------------------------------------------------------------------------- naming
     @property
     def spec(self) -> str:
-        """A spec string that `get_format` parses back to an equal format."""
-        from .presets import format_spec
-        return format_spec(self)
+        """A spec string that `get_format` parses back to an equal format: the element spec, or
+        a preset name where the grammar cannot express the format (E8M0, P3109), else the
+        ``repr``."""
+        spec = write_element_spec(self)
+        if spec is not None:
+            return spec
+        for name in ELEMENT_PRESET_FIELDS:
+            if element_format(name) == self:
+                return name
+        return repr(self)
 
     def __str__(self) -> str:
         return self.name or self.spec
@@ -230,13 +250,11 @@ class FloatFormat:
         ``rne rna rtz rtp rtn rto sr``; ``saturate`` clamps overflow to ±max (otherwise IEEE 754
         §7.4 rules, docs/numerics.md); ``seed``/``sr_bits`` drive stochastic rounding.
         """
-        from .kernels import encode
-        return encode(self, x, rounding, saturate, seed, sr_bits)
+        return kernels.encode(self, x, rounding, saturate, seed, sr_bits)
 
     def decode(self, codes, dtype=np.float64) -> np.ndarray:
         """Values of ``codes`` (any unsigned or non-negative integer array) as ``dtype``."""
-        from .kernels import decode
-        return decode(self, codes, dtype)
+        return kernels.decode(self, codes, dtype)
 
     def quantize(self, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
                  sr_bits: int | None = None, out=None):
@@ -244,8 +262,7 @@ class FloatFormat:
 
         ``out``: optional preallocated float32/float64 numpy array (x's dtype and shape) to write
         into, as with numpy's ``out=``; it is returned."""
-        from .kernels import quantize
-        return quantize(self, x, rounding, saturate, seed, sr_bits, out)
+        return kernels.quantize(self, x, rounding, saturate, seed, sr_bits, out)
 
     # ----------------------------------------------------------------------------- kernel params
     @cached_property
@@ -285,27 +302,23 @@ class FloatFormat:
     def fits(self, dtype) -> bool:
         """Whether every finite value of this format is exactly a value of float ``dtype``
         (float16, bfloat16, float32 or float64)."""
-        dm, dqmin, demax = _FLOAT_LAYOUTS[_float_kind(dtype)]
+        dm, dqmin, demax = FLOAT_LAYOUTS[float_kind(dtype)]
         return self.man_bits <= dm and self.emin - self.man_bits >= dqmin and self.emax <= demax
 
 
-# (mantissa bits, exponent of the smallest subnormal quantum, largest exponent)
-_FLOAT_LAYOUTS = {"float16": (10, -24, 15), "bfloat16": (7, -133, 127),
-                  "float32": (23, -149, 127), "float64": (52, -1074, 1023)}
+@functools.lru_cache(maxsize=None)
+def element_format(name: str) -> FloatFormat:
+    """An element format by preset name, alias or element spec, case-insensitive (see
+    :mod:`fpformat.names`); ``ValueError`` naming the grammar for anything else."""
+    key = canonical_name(name)
+    if key in ELEMENT_PRESET_FIELDS:
+        return FloatFormat(**ELEMENT_PRESET_FIELDS[key], name=key)
+    return parse_element_spec(key)
 
 
-def _float_kind(dtype) -> str:
-    name = getattr(dtype, "name", None) or str(dtype)
-    name = name.replace("torch.", "")
-    if name in _FLOAT_LAYOUTS:
-        return name
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        pass
-    if name in _FLOAT_LAYOUTS:
-        return name
-    raise TypeError(f"dtype must be float16, bfloat16, float32 or float64, got {dtype}")
+def parse_element_spec(spec: str) -> FloatFormat:
+    """The format of an element spec ``[u]e<E>m<M>[b<BIAS>][fn|fnuz|ieee][_ftz]``."""
+    return FloatFormat(**element_spec_fields(spec))
 
 
 def _exact(fmt: FloatFormat, code: int) -> Fraction | float:

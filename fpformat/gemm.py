@@ -44,8 +44,9 @@ import numpy as np
 from numba import prange
 
 from . import core, gemm_core
+from .dispatch import seed_key
 from .format import FloatFormat
-from .kernels import seed_key
+from .presets import get_format
 from .rounding import call_tuple
 
 ORDERS = ("sequential", "pairwise")
@@ -89,9 +90,11 @@ class Accumulator:
         call_tuple(self.promote_format, self.promote_rounding, False, self.sr_bits)
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
-        if isinstance(self.fused_width, bool) or not isinstance(self.fused_width, (int, np.integer)) \
-                or not 1 <= self.fused_width <= MAX_FUSED_WIDTH:
-            raise ValueError(f"fused_width must be an int in 1..{MAX_FUSED_WIDTH}, got {self.fused_width!r}")
+        width = self.fused_width
+        if isinstance(width, bool) or not isinstance(width, (int, np.integer)) \
+                or not 1 <= width <= MAX_FUSED_WIDTH:
+            raise ValueError(f"fused_width must be an int in 1..{MAX_FUSED_WIDTH}, "
+                             f"got {self.fused_width!r}")
         object.__setattr__(self, "fused_width", int(self.fused_width))
         if self.chunk is not None:
             if isinstance(self.chunk, bool) or not isinstance(self.chunk, (int, np.integer)) \
@@ -114,7 +117,6 @@ class Accumulator:
 
 
 def _accumulator_format(fmt, pname: str) -> FloatFormat:
-    from .presets import get_format
     f = get_format(fmt) if isinstance(fmt, str) else fmt
     if not isinstance(f, FloatFormat):
         raise TypeError(f"{pname} must be a FloatFormat or an element format name, got {fmt!r}")
@@ -309,10 +311,10 @@ def _element_and_scales(x: np.ndarray, fmt, rounding: str, pname: str
     """Quantize rows of ``x`` (blocks along the last axis, the k axis) into ``fmt``: an element
     format gives ``(values, None, None)``; a block format gives the element values, the scale
     values per (row, block) and the block size."""
-    from .presets import get_format
     f = get_format(fmt) if isinstance(fmt, str) else fmt
     if isinstance(f, FloatFormat):
-        return np.asarray(f.quantize(x, rounding=rounding, saturate=True), dtype=np.float64), None, None
+        values = np.asarray(f.quantize(x, rounding=rounding, saturate=True), dtype=np.float64)
+        return values, None, None
     element = getattr(f, "element", None)
     block = getattr(f, "block_size", None)
     if not isinstance(element, FloatFormat) or not isinstance(block, (int, np.integer)):
@@ -324,7 +326,8 @@ def _element_and_scales(x: np.ndarray, fmt, rounding: str, pname: str
     scales = f.decode_scales(enc) if hasattr(f, "decode_scales") else None
     if scales is None:
         sfmt = getattr(f, "scale_format", None)
-        scales = np.asarray(enc.scales, dtype=np.float64) if sfmt is None else sfmt.decode(enc.scales)
+        scales = (np.asarray(enc.scales, dtype=np.float64) if sfmt is None
+                  else sfmt.decode(enc.scales))
     scales = np.asarray(scales, dtype=np.float64).reshape(x.shape[0], -1)
     return np.asarray(values, dtype=np.float64), scales, int(block)
 
@@ -400,11 +403,14 @@ def matmul(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: 
             raise ValueError(f"block_k must be a positive int, got {block_k!r}")
         nblk = -(-K // block_k) if K else 0
         SA = np.ones((M, nblk)) if a_scale is None else _as_2d(a_scale, "a_scale")
-        SBt = np.ones((N, nblk)) if b_scale is None else np.ascontiguousarray(_as_2d(b_scale, "b_scale").T)
+        SBt = (np.ones((N, nblk)) if b_scale is None
+               else np.ascontiguousarray(_as_2d(b_scale, "b_scale").T))
         if SA.shape != (M, nblk):
-            raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of {block_k}), got {SA.shape}")
+            raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of "
+                             f"{block_k}), got {SA.shape}")
         if SBt.shape != (N, nblk):
-            raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, columns), got {SBt.T.shape}")
+            raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, "
+                             f"columns), got {SBt.T.shape}")
         _check_products(SA, SBt, "a_scale and b_scale")
         if acc.chunk is not None and block_k % acc.chunk != 0:
             raise ValueError(f"chunk={acc.chunk} must divide block_k={block_k}: a promotion "
@@ -456,164 +462,3 @@ def dot(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: int
     if kwargs.get("return_codes"):
         return float(out[0][0, 0]), int(out[1][0, 0])
     return float(out[0, 0])
-
-
-# ------------------------------------------------------------------------------------ golden vectors
-@dataclass(frozen=True)
-class DotVector:
-    """One golden vector for a MAC unit: input codes and the expected accumulator result.
-
-    kind: ``random``, ``gaussian``, ``tie`` (a running sum lands on an accumulator midpoint),
-        ``cancel`` (large terms cancelling), ``overflow`` (the accumulator overflows) or
-        ``zero``.
-    a_codes, b_codes: k codes each (element formats ``a_fmt``, ``b_fmt``).
-    acc_code: the expected result code (format :func:`result_format`); acc_value its value.
-    """
-    kind: str
-    a_codes: tuple[int, ...]
-    b_codes: tuple[int, ...]
-    acc_code: int
-    acc_value: float
-
-
-def _element_format(fmt, pname: str) -> FloatFormat:
-    from .presets import get_format
-    f = get_format(fmt) if isinstance(fmt, str) else fmt
-    if not isinstance(f, FloatFormat):
-        raise TypeError(f"{pname} must be an element FloatFormat or its name, got {fmt!r}")
-    return f
-
-
-def _finite_codes(f: FloatFormat) -> np.ndarray:
-    """Every code of ``f`` with a finite value (formats of at most 16 bits)."""
-    codes = np.arange(1 << f.bits, dtype=np.uint64).astype(f.dtype)
-    return codes[np.isfinite(f.decode(codes))]
-
-
-def _tie_pairs(fa: FloatFormat, fb: FloatFormat, acc: FloatFormat, rng, want: int
-               ) -> list[tuple[int, int, int, int]]:
-    """Code pairs ``(a0, b0, a1, b1)`` with ``a0*b0`` an accumulator value and ``a0*b0 + a1*b1``
-    exactly the midpoint between it and its upper neighbour."""
-    ca, cb = _finite_codes(fa), _finite_codes(fb)
-    va, vb = fa.decode(ca), fb.decode(cb)
-    bidx = {float(v): int(c) for v, c in zip(vb, cb)}
-    pos_a = [(float(v), int(c)) for v, c in zip(va, ca) if v > 0]
-    out = []
-    for _ in range(200 * want):
-        if len(out) >= want:
-            break
-        v0, c0 = pos_a[rng.integers(len(pos_a))]
-        w0 = float(vb[rng.integers(len(vb))])
-        p0 = v0 * w0
-        if p0 <= 0 or float(acc.quantize(np.array([p0]))[0]) != p0 or p0 >= acc.max:
-            continue
-        e = int(np.floor(np.log2(p0)))
-        half = 2.0 ** (max(e, acc.emin) - acc.man_bits - 1)
-        for v1, c1 in pos_a:
-            w1 = half / v1
-            if w1 in bidx:
-                out.append((c0, bidx[w0], c1, bidx[w1]))
-                break
-    return out
-
-
-def dot_vectors(a_fmt, b_fmt, acc_format, acc_rounding: str = "rne", k: int = 16,
-                count: int = 100, seed: int = 0, chunk: int | None = None,
-                **acc_options) -> list[DotVector]:
-    """Golden vectors for a MAC unit computing a length-``k`` dot product of ``a_fmt`` and
-    ``b_fmt`` codes into ``acc_format`` under ``acc_rounding`` (``chunk``/``acc_options``: the
-    other :class:`Accumulator` fields, e.g. ``order``, ``fused_width``, ``saturate``).
-
-    Besides ``count`` random vectors (codes uniform over the finite codes, half of them) and
-    Gaussian data quantized into the formats (the other half), the set always holds tie cases
-    (where the formats allow them), a cancellation case, an overflow case (where the products
-    can reach the accumulator's range) and an all-zero case.  Deterministic in ``seed``.
-    """
-    fa = _element_format(a_fmt, "a_fmt")
-    fb = _element_format(b_fmt, "b_fmt")
-    if fa.bits > 16 or fb.bits > 16:
-        raise ValueError("dot_vectors: a_fmt and b_fmt must have at most 16 bits")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"k must be an int >= 2, got {k!r}")
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise ValueError(f"count must be an int >= 0, got {count!r}")
-    acc = Accumulator(acc_format, acc_rounding, chunk=chunk, **acc_options)
-    rng = np.random.default_rng(seed)
-    ca, cb = _finite_codes(fa), _finite_codes(fb)
-    rows_a: list[np.ndarray] = []
-    rows_b: list[np.ndarray] = []
-    kinds: list[str] = []
-
-    def add(kind, xa, xb):
-        rows_a.append(np.asarray(xa, dtype=np.uint64))
-        rows_b.append(np.asarray(xb, dtype=np.uint64))
-        kinds.append(kind)
-
-    zero_a, zero_b = int(fa.encode(np.zeros(1))[0]), int(fb.encode(np.zeros(1))[0])
-    for c0, d0, c1, d1 in _tie_pairs(fa, fb, acc.acc_format, rng, 4):
-        xa = np.full(k, zero_a)
-        xb = np.full(k, zero_b)
-        xa[:2], xb[:2] = (c0, c1), (d0, d1)
-        add("tie", xa, xb)
-        if fa.signed:                                     # the negative tie
-            xa2 = xa.copy()
-            xa2[:2] |= 1 << (fa.bits - 1)
-            add("tie", xa2, xb)
-    big_a = int(fa.encode(np.array([fa.max]))[0])
-    big_b = int(fb.encode(np.array([fb.max]))[0])
-    if fa.signed:
-        neg_big_a = big_a | (1 << (fa.bits - 1))
-        small = rng.choice(ca, size=k)
-        xa = small.astype(np.uint64)
-        xa[0], xa[-1] = big_a, neg_big_a
-        xb = rng.choice(cb, size=k).astype(np.uint64)
-        xb[0] = xb[-1] = big_b
-        add("cancel", xa, xb)
-    if fa.max * fb.max * k > acc.acc_format.max:
-        add("overflow", np.full(k, big_a), np.full(k, big_b))
-    add("zero", np.full(k, zero_a), np.full(k, zero_b))
-    n_rand = count - count // 2
-    for _ in range(n_rand):
-        add("random", rng.choice(ca, size=k), rng.choice(cb, size=k))
-    for _ in range(count // 2):
-        xa = fa.encode(rng.standard_normal(k), saturate=True)
-        xb = fb.encode(rng.standard_normal(k), saturate=True)
-        add("gaussian", xa, xb)
-    codes_a = np.stack(rows_a)
-    codes_b = np.stack(rows_b)
-    A = fa.decode(codes_a.astype(fa.dtype))
-    Bv = fb.decode(codes_b.astype(fb.dtype))
-    # One dot product per row (stochastic rounding: vector r uses the stream of seed + r).
-    vals = np.empty(len(kinds))
-    codes = np.empty(len(kinds), dtype=np.int64)
-    for r in range(len(kinds)):
-        v, c = matmul(A[r:r + 1], Bv[r:r + 1].T, accumulator=acc, seed=seed + r, return_codes=True)
-        vals[r], codes[r] = v[0, 0], int(c[0, 0])
-    return [DotVector(kinds[r], tuple(int(x) for x in codes_a[r]), tuple(int(x) for x in codes_b[r]),
-                      int(codes[r]), float(vals[r])) for r in range(len(kinds))]
-
-
-def write_dot_vectors(vectors: list[DotVector], a_fmt, b_fmt, out_fmt, path: str,
-                      style: str = "csv", header: list[str] | None = None) -> None:
-    """Write dot vectors as CSV (``index,kind,a_codes,b_codes,acc_code,acc_value``; code lists
-    are space-separated hex, k order) or hex lines (``AA.. BB.. RR``: all a codes, all b codes,
-    the result code, for ``$readmemh``-style testbenches)."""
-    fa = _element_format(a_fmt, "a_fmt")
-    fb = _element_format(b_fmt, "b_fmt")
-    fo = _element_format(out_fmt, "out_fmt")
-    wa, wb, wo = ((f.bits + 3) // 4 for f in (fa, fb, fo))
-    if style not in ("csv", "hex"):
-        raise ValueError(f"style must be csv or hex, got {style!r}")
-    with open(path, "w") as fh:
-        for line in header or []:
-            fh.write(("# " if style == "csv" else "// ") + line + "\n")
-        if style == "csv":
-            fh.write("index,kind,a_codes,b_codes,acc_code,acc_value\n")
-        for i, v in enumerate(vectors):
-            a_hex = " ".join(f"{c:0{wa}X}" for c in v.a_codes)
-            b_hex = " ".join(f"{c:0{wb}X}" for c in v.b_codes)
-            if style == "csv":
-                fh.write(f"{i},{v.kind},{a_hex},{b_hex},{v.acc_code:0{wo}X},{v.acc_value!r}\n")
-            else:
-                fh.write(f"{''.join(f'{c:0{wa}X}' for c in v.a_codes)} "
-                         f"{''.join(f'{c:0{wb}X}' for c in v.b_codes)} {v.acc_code:0{wo}X}\n")

@@ -1,4 +1,5 @@
-"""Torch face of the dot-product emulator: GEMMs of a linear layer through :func:`fpformat.gemm.matmul`.
+"""Torch face of the dot-product emulator: a linear layer's GEMMs through
+:func:`fpformat.gemm.matmul`.
 
     from fpformat.gemm import Accumulator
     from fpformat.gemm_torch import emulated_linear, emulated_mm
@@ -86,14 +87,17 @@ def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     acc = Accumulator() if acc is None else acc
     if isinstance(backward_acc, str):
         if backward_acc != "same":
-            raise ValueError(f"backward_acc must be an Accumulator, None or 'same', got {backward_acc!r}")
+            raise ValueError(f"backward_acc must be an Accumulator, None or 'same', "
+                             f"got {backward_acc!r}")
         backward_acc = acc
     elif backward_acc is not None and not isinstance(backward_acc, Accumulator):
         raise TypeError(f"backward_acc must be an Accumulator, None or 'same', got "
                         f"{type(backward_acc).__name__}")
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x (..., {weight.shape[-1] if weight.dim() == 2 else '?'}) and weight "
-                         f"(out, in) do not chain: x {tuple(x.shape)}, weight {tuple(weight.shape)}")
+                         f"(out, in) do not chain: x {tuple(x.shape)}, "
+                         f"weight {tuple(weight.shape)}")
     shape = x.shape
-    y = EmulatedLinearFunction.apply(x.reshape(-1, shape[-1]), weight, bias, acc, backward_acc, seed)
+    y = EmulatedLinearFunction.apply(x.reshape(-1, shape[-1]), weight, bias, acc, backward_acc,
+                                     seed)
     return y.reshape(*shape[:-1], weight.shape[0])

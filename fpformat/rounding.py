@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
+import numpy as np
+
 from . import core
 
 Rounding = Literal["rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"]
@@ -30,7 +32,8 @@ def call_tuple(fmt, rounding: str = "rne", saturate: bool = False,
                sr_bits: int | None = None) -> tuple[int, ...]:
     """The call tuple (indices ``core.C_*``) for rounding ``fmt`` with these options."""
     mode = mode_code(rounding)
-    if not isinstance(saturate, (bool, int)) or isinstance(saturate, int) and saturate not in (0, 1):
+    if not isinstance(saturate, (bool, int)) or \
+            isinstance(saturate, int) and saturate not in (0, 1):
         raise TypeError(f"saturate must be a bool, got {saturate!r}")
     if sr_bits is None:
         bits = 64
@@ -104,7 +107,6 @@ def call_tuple(fmt, rounding: str = "rne", saturate: bool = False,
 def value_tuple(fmt, C: tuple[int, ...], S: tuple[int, ...]) -> tuple[int, ...]:
     """The value tuple (indices ``core.V_*``): the special results of call tuple ``C`` as bit
     patterns of source layout ``S`` (float32 or float64), decoded exactly as ``decode`` does."""
-    import numpy as np
     F = fmt.params
     sub_unit = 2.0 ** (fmt.emin - fmt.man_bits)
     f32 = S == core.SRC_FLOAT32

@@ -30,21 +30,21 @@ from typing import Any, Iterable
 import numpy as np
 
 try:
+    from hypothesis import reject
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - hypothesis is in the dev extra
     raise ImportError("fpformat.testing needs hypothesis (pip install hypothesis)") from exc
 
+from .arrays import FLOAT_KINDS
 from .format import FloatFormat
 
 __all__ = ["formats", "values_of", "inputs_near", "overflow_threshold"]
-
-_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def _float_type(dtype: str):
     """The scalar type of ``dtype`` (bfloat16 from ml_dtypes, imported only when asked for)."""
     if dtype == "bfloat16":
-        import ml_dtypes
+        import ml_dtypes  # a test dependency, needed for bfloat16 inputs only
         return ml_dtypes.bfloat16
     return np.dtype(dtype).type
 
@@ -96,7 +96,6 @@ def formats(draw, exp_bits=None, man_bits=None, bias_offset=range(-3, 4), signed
     E = draw(st.sampled_from(_choices("exp_bits", exp_bits, range(0, 7))))
     M = draw(st.sampled_from(_choices("man_bits", man_bits, range(0, 8))))
     if E + M == 0 or (max_bits is not None and E + M > max_bits):
-        from hypothesis import reject
         reject()                          # no magnitude bit, or too wide even unsigned
     default_bias = (1 << (E - 1)) - 1 if E >= 1 else 1
     bias = default_bias + draw(st.sampled_from(_choices("bias_offset", bias_offset, [0])))
@@ -122,13 +121,11 @@ def formats(draw, exp_bits=None, man_bits=None, bias_offset=range(-3, 4), signed
             fmt = FloatFormat(E, M, bias=bias, signed=sgn, subnormals=sub, nan_codes=0,
                               inf=False, negative_zero=nz, has_zero=hz)
         except ValueError:
-            from hypothesis import reject
             reject()
     for pname, value in (("exp_bits", exp_bits), ("man_bits", man_bits), ("signed", signed),
                          ("subnormals", subnormals), ("nan_codes", nan_codes), ("inf", inf),
                          ("negative_zero", negative_zero), ("has_zero", has_zero)):
         if value is not None and getattr(fmt, pname) not in _choices(pname, value, []):
-            from hypothesis import reject
             reject()                                    # a filter excluded the repaired format
     return fmt
 
@@ -207,11 +204,11 @@ def inputs_near(draw, fmt: FloatFormat, dtype="float64", negative: bool | None =
     ...     assert np.float32(x) == x or math.isnan(x)
     >>> check()
     """
-    if str(dtype) not in _FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_FLOAT_DTYPES)}, got {dtype!r}")
+    if str(dtype) not in FLOAT_KINDS:
+        raise ValueError(f"dtype must be one of {', '.join(FLOAT_KINDS)}, got {dtype!r}")
     ft = _float_type(str(dtype))
     if str(dtype) == "bfloat16":
-        import ml_dtypes
+        import ml_dtypes  # a test dependency, needed for bfloat16 inputs only
         finfo = ml_dtypes.finfo(ft)
     else:
         finfo = np.finfo(ft)

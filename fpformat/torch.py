@@ -6,7 +6,9 @@
 
 CPU tensors go to the numba kernels without a copy (float32/float64; float16 and bfloat16 are
 widened exactly); CUDA tensors go to the numba.cuda kernels through
-``__cuda_array_interface__``.  This is the only module of fpformat that imports torch.
+``__cuda_array_interface__``.  fpformat imports torch here and in :mod:`fpformat.gemm_torch`
+(the other torch face); :mod:`fpformat.cuda` imports it only when a torch CUDA tensor arrives, and
+the element and block API read CPU tensors through their own methods (:mod:`fpformat.arrays`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_KINDS = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32",
-          torch.float64: "float64"}
+from . import cuda
+from .arrays import float_kind
+from .presets import get_format
 
 
 def _kind(t: torch.Tensor) -> str:
-    if t.dtype not in _KINDS:
-        raise TypeError(f"tensor dtype must be float16, bfloat16, float32 or float64, got {t.dtype}")
-    return _KINDS[t.dtype]
+    """The tensor's float kind; ``TypeError`` for other dtypes."""
+    try:
+        return float_kind(t.dtype)
+    except TypeError:
+        raise TypeError(f"tensor dtype must be float16, bfloat16, float32 or float64, "
+                        f"got {t.dtype}") from None
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -37,7 +43,7 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
         return t.contiguous().numpy()
     u16 = t.contiguous().view(torch.int16).numpy().view(np.uint16)
     try:
-        import ml_dtypes
+        import ml_dtypes  # optional (a test dependency): gives bfloat16 arrays their dtype
         return u16.view(ml_dtypes.bfloat16)
     except ImportError:  # widen exactly: bfloat16 is the top half of a float32
         return (u16.astype(np.uint32) << np.uint32(16)).view(np.float32)
@@ -52,20 +58,14 @@ def from_numpy(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return t.to(device=like.device, dtype=like.dtype)
 
 
-def _resolve(fmt):
-    from . import get_format
-    return get_format(fmt)
-
-
 def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool = True,
                     seed: int | None = None, sr_bits: int | None = None) -> torch.Tensor:
     """Fake-quantize ``x`` (no autograd): same dtype, shape and device."""
-    f = _resolve(fmt)
+    f = get_format(fmt)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     _kind(x)
     if x.device.type == "cuda":
-        from . import cuda
         return cuda.quantize(f, x.contiguous(), rounding, saturate, seed, sr_bits)
     if x.device.type != "cpu":
         raise ValueError(f"device must be cpu or cuda, got {x.device}")
@@ -92,7 +92,7 @@ class _Quantize(torch.autograd.Function):
 
 
 def _max_of(fmt) -> float:
-    f = _resolve(fmt)
+    f = get_format(fmt)
     element = getattr(f, "element", None)
     if element is not None:       # block formats: elements are scaled, so no fixed limit
         return float("inf")
@@ -109,4 +109,5 @@ def quantize(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool = True,
     ``zero_grad_saturated=True`` the gradient is zero where ``|x|`` exceeds the format's max
     (element formats only).  ``seed`` makes stochastic rounding reproducible.
     """
-    return _Quantize.apply(x, _resolve(fmt), rounding, saturate, seed, sr_bits, zero_grad_saturated)
+    return _Quantize.apply(x, get_format(fmt), rounding, saturate, seed, sr_bits,
+                           zero_grad_saturated)

@@ -23,9 +23,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .block import BlockFormat
 from .format import FloatFormat
+from .gemm import Accumulator, matmul
+from .presets import get_format
+from .scales import BlockEncoding
 
 ENUMERATE_LIMIT = 1 << 14
+STYLES = ("csv", "hex")
+
+
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise ValueError(f"style must be csv or hex, got {style!r}")
+
+
+def _write_header(fh, style: str, header: list[str] | None) -> None:
+    """Comment lines first: ``# `` in CSV, ``// `` in hex files (``$readmemh`` skips them)."""
+    for line in header or []:
+        fh.write(("# " if style == "csv" else "// ") + line + "\n")
 
 
 @dataclass(frozen=True)
@@ -102,25 +118,271 @@ def element_vectors(fmt: FloatFormat, rounding: str = "rne", saturate: bool = Fa
     ``seed`` for the random bits too, element ``i`` drawing ``fpformat.core.sr_random``)."""
     inputs, kinds = element_inputs(fmt, count, seed)
     codes = fmt.encode(inputs, rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
-    return ElementVectors(inputs, kinds, codes, fmt.decode(codes))
+    return ElementVectors(inputs=inputs, kinds=kinds, codes=codes, values=fmt.decode(codes))
 
 
 def write_element_vectors(vec: ElementVectors, fmt: FloatFormat, path: str, style: str = "csv",
                           header: list[str] | None = None) -> None:
     """Write ``vec`` as CSV (``index,kind,input_f32_hex,input,code_hex,value``) or as hex lines
     (``IIIIIIII CC`` — float32 input bits and expected code, for ``$readmemh``)."""
+    _check_style(style)
     width = (fmt.bits + 3) // 4
     in_bits = vec.inputs.view(np.uint32)
     with open(path, "w") as fh:
-        for line in header or []:
-            fh.write(("# " if style == "csv" else "// ") + line + "\n")
+        _write_header(fh, style, header)
         if style == "csv":
             fh.write("index,kind,input_f32_hex,input,code_hex,value\n")
             for i in range(len(vec)):
                 fh.write(f"{i},{vec.kinds[i]},{int(in_bits[i]):08X},{float(vec.inputs[i])!r},"
                          f"{int(vec.codes[i]):0{width}X},{float(vec.values[i])!r}\n")
-        elif style == "hex":
+        else:
             for i in range(len(vec)):
                 fh.write(f"{int(in_bits[i]):08X} {int(vec.codes[i]):0{width}X}\n")
-        else:
-            raise ValueError(f"style must be csv or hex, got {style!r}")
+
+
+# --------------------------------------------------------------------------------- block vectors
+@dataclass(frozen=True)
+class BlockVectors:
+    """Golden vectors of a block format: each row of ``inputs`` (float32) is encoded on its own
+    (one block, or one tensor for ``"nvfp4"``); ``encodings[r]`` and ``values[r]`` are row r's
+    expected result."""
+    inputs: np.ndarray          # (rows, block length) float32
+    kinds: list[str]
+    encodings: list[BlockEncoding]
+    values: np.ndarray          # decoded, float64
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True, count: int = 100,
+                  seed: int = 0) -> BlockVectors:
+    """Blocks to verify a block-quantization unit against: a zero block, blocks holding NaN, +inf
+    and -inf, a block whose maximum saturates after scaling, the element grid with its ties,
+    tiny and huge blocks at the scale's limits, and ``count`` random Gaussian blocks of random
+    magnitude.  Rows have the block length (32 for ``"channel"``/``"tensor"``/tiles) and are
+    encoded one at a time, so a NaN in one row does not spread to another."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    k = fmt.block_size if isinstance(fmt.block_size, int) and fmt.tile is None else 32
+    one_row = fmt if fmt.tile is None else BlockFormat(
+        fmt.element, k, scale_format=fmt.scale_format, scale_rule=fmt.scale_rule,
+        scale_rounding=fmt.scale_rounding, int_codes=fmt.int_codes)
+    rng = np.random.default_rng(seed)
+    el = fmt.element
+    rows: list[np.ndarray] = []
+    kinds: list[str] = []
+
+    def add(v, kind):
+        rows.append(np.asarray(v, dtype=np.float32).reshape(k))
+        kinds.append(kind)
+
+    add(np.zeros(k), "zero")
+    for special, kind in ((np.nan, "nan"), (np.inf, "+inf"), (-np.inf, "-inf")):
+        v = rng.standard_normal(k)
+        v[k // 2] = special
+        add(v, kind)
+    top = el.max * 1.99                                   # amax just below the next binade
+    add(np.linspace(-top, top, k), "saturating")
+    vals = el.values()
+    add(np.resize(np.concatenate([vals, (vals[1:] + vals[:-1]) / 2]), k), "element-grid+ties")
+    add(np.full(k, 1e-40), "tiny")
+    add(np.full(k, 3e38), "huge")
+    for _ in range(count):
+        add(rng.standard_normal(k) * np.exp2(rng.uniform(-20, 20)), "random")
+    x = np.stack(rows)
+    encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, seed=seed)
+            for r in range(len(rows))]
+    values = np.concatenate([one_row.decode(e) for e in encs])
+    return BlockVectors(inputs=x, kinds=kinds, encodings=encs, values=values)
+
+
+def write_block_vectors(vec: BlockVectors, fmt: BlockFormat, path: str, style: str = "csv",
+                        header: list[str] | None = None) -> None:
+    """CSV ``block,kind,element,input_f32_hex,scale_code,element_code,value[,tensor_scale_hex]``
+    (one line per element; scale codes in hex for a scale format, float32 bits otherwise), or hex
+    lines ``IIIIIIII SS CC [TTTTTTTT]`` (the last field: the float32 tensor scale, nvfp4 only)."""
+    _check_style(style)
+    bits = vec.inputs.view(np.uint32)
+    ew = (fmt.element.bits + 3) // 4
+    sw = 8 if fmt.scale_format is None else (fmt.scale_format.bits + 3) // 4
+    nv = fmt.scale_rule == "nvfp4"
+    with open(path, "w") as fh:
+        _write_header(fh, style, header)
+        if style == "csv":
+            fh.write("block,kind,element,input_f32_hex,scale_code,element_code,value"
+                     + (",tensor_scale_hex" if nv else "") + "\n")
+        for r, enc in enumerate(vec.encodings):
+            sc = enc.scales.reshape(-1)
+            if fmt.scale_format is None:
+                sc = sc.astype(np.float32).view(np.uint32)
+            ts = f"{int(np.float32(enc.tensor_scale).view(np.uint32)):08X}" if nv else ""
+            per = vec.inputs.shape[1] // len(sc)
+            for j in range(vec.inputs.shape[1]):
+                s = int(sc[min(j // per, len(sc) - 1)])
+                c = int(enc.codes.reshape(-1)[j])
+                if style == "csv":
+                    fh.write(f"{r},{vec.kinds[r]},{j},{int(bits[r, j]):08X},{s:0{sw}X},{c:0{ew}X},"
+                             f"{float(vec.values[r, j])!r}" + (f",{ts}" if nv else "") + "\n")
+                else:
+                    fh.write(f"{int(bits[r, j]):08X} {s:0{sw}X} {c:0{ew}X}"
+                             + (f" {ts}" if nv else "") + "\n")
+
+
+# --------------------------------------------------------------------------------- dot vectors
+@dataclass(frozen=True)
+class DotVector:
+    """One golden vector for a MAC unit: input codes and the expected accumulator result.
+
+    kind: ``random``, ``gaussian``, ``tie`` (a running sum lands on an accumulator midpoint),
+        ``cancel`` (large terms cancelling), ``overflow`` (the accumulator overflows) or
+        ``zero``.
+    a_codes, b_codes: k codes each (element formats ``a_fmt``, ``b_fmt``).
+    acc_code: the expected result code (format :func:`result_format`); acc_value its value.
+    """
+    kind: str
+    a_codes: tuple[int, ...]
+    b_codes: tuple[int, ...]
+    acc_code: int
+    acc_value: float
+
+
+def _element_format(fmt, pname: str) -> FloatFormat:
+    f = get_format(fmt) if isinstance(fmt, str) else fmt
+    if not isinstance(f, FloatFormat):
+        raise TypeError(f"{pname} must be an element FloatFormat or its name, got {fmt!r}")
+    return f
+
+
+def _finite_codes(f: FloatFormat) -> np.ndarray:
+    """Every code of ``f`` with a finite value (formats of at most 16 bits)."""
+    codes = np.arange(1 << f.bits, dtype=np.uint64).astype(f.dtype)
+    return codes[np.isfinite(f.decode(codes))]
+
+
+def _tie_pairs(fa: FloatFormat, fb: FloatFormat, acc: FloatFormat, rng, want: int
+               ) -> list[tuple[int, int, int, int]]:
+    """Code pairs ``(a0, b0, a1, b1)`` with ``a0*b0`` an accumulator value and ``a0*b0 + a1*b1``
+    exactly the midpoint between it and its upper neighbour."""
+    ca, cb = _finite_codes(fa), _finite_codes(fb)
+    va, vb = fa.decode(ca), fb.decode(cb)
+    bidx = {float(v): int(c) for v, c in zip(vb, cb)}
+    pos_a = [(float(v), int(c)) for v, c in zip(va, ca) if v > 0]
+    out = []
+    for _ in range(200 * want):
+        if len(out) >= want:
+            break
+        v0, c0 = pos_a[rng.integers(len(pos_a))]
+        w0 = float(vb[rng.integers(len(vb))])
+        p0 = v0 * w0
+        if p0 <= 0 or float(acc.quantize(np.array([p0]))[0]) != p0 or p0 >= acc.max:
+            continue
+        e = int(np.floor(np.log2(p0)))
+        half = 2.0 ** (max(e, acc.emin) - acc.man_bits - 1)
+        for v1, c1 in pos_a:
+            w1 = half / v1
+            if w1 in bidx:
+                out.append((c0, bidx[w0], c1, bidx[w1]))
+                break
+    return out
+
+
+def dot_vectors(a_fmt, b_fmt, acc_format, acc_rounding: str = "rne", k: int = 16,
+                count: int = 100, seed: int = 0, chunk: int | None = None,
+                **acc_options) -> list[DotVector]:
+    """Golden vectors for a MAC unit computing a length-``k`` dot product of ``a_fmt`` and
+    ``b_fmt`` codes into ``acc_format`` under ``acc_rounding`` (``chunk``/``acc_options``: the
+    other :class:`Accumulator` fields, e.g. ``order``, ``fused_width``, ``saturate``).
+
+    Besides ``count`` random vectors (codes uniform over the finite codes, half of them) and
+    Gaussian data quantized into the formats (the other half), the set always holds tie cases
+    (where the formats allow them), a cancellation case, an overflow case (where the products
+    can reach the accumulator's range) and an all-zero case.  Deterministic in ``seed``.
+    """
+    fa = _element_format(a_fmt, "a_fmt")
+    fb = _element_format(b_fmt, "b_fmt")
+    if fa.bits > 16 or fb.bits > 16:
+        raise ValueError("dot_vectors: a_fmt and b_fmt must have at most 16 bits")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k must be an int >= 2, got {k!r}")
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    acc = Accumulator(acc_format, acc_rounding, chunk=chunk, **acc_options)
+    rng = np.random.default_rng(seed)
+    ca, cb = _finite_codes(fa), _finite_codes(fb)
+    rows_a: list[np.ndarray] = []
+    rows_b: list[np.ndarray] = []
+    kinds: list[str] = []
+
+    def add(kind, xa, xb):
+        rows_a.append(np.asarray(xa, dtype=np.uint64))
+        rows_b.append(np.asarray(xb, dtype=np.uint64))
+        kinds.append(kind)
+
+    zero_a, zero_b = int(fa.encode(np.zeros(1))[0]), int(fb.encode(np.zeros(1))[0])
+    for c0, d0, c1, d1 in _tie_pairs(fa, fb, acc.acc_format, rng, 4):
+        xa = np.full(k, zero_a)
+        xb = np.full(k, zero_b)
+        xa[:2], xb[:2] = (c0, c1), (d0, d1)
+        add("tie", xa, xb)
+        if fa.signed:                                     # the negative tie
+            xa2 = xa.copy()
+            xa2[:2] |= 1 << (fa.bits - 1)
+            add("tie", xa2, xb)
+    big_a = int(fa.encode(np.array([fa.max]))[0])
+    big_b = int(fb.encode(np.array([fb.max]))[0])
+    if fa.signed:
+        neg_big_a = big_a | (1 << (fa.bits - 1))
+        small = rng.choice(ca, size=k)
+        xa = small.astype(np.uint64)
+        xa[0], xa[-1] = big_a, neg_big_a
+        xb = rng.choice(cb, size=k).astype(np.uint64)
+        xb[0] = xb[-1] = big_b
+        add("cancel", xa, xb)
+    if fa.max * fb.max * k > acc.acc_format.max:
+        add("overflow", np.full(k, big_a), np.full(k, big_b))
+    add("zero", np.full(k, zero_a), np.full(k, zero_b))
+    n_rand = count - count // 2
+    for _ in range(n_rand):
+        add("random", rng.choice(ca, size=k), rng.choice(cb, size=k))
+    for _ in range(count // 2):
+        xa = fa.encode(rng.standard_normal(k), saturate=True)
+        xb = fb.encode(rng.standard_normal(k), saturate=True)
+        add("gaussian", xa, xb)
+    codes_a = np.stack(rows_a)
+    codes_b = np.stack(rows_b)
+    A = fa.decode(codes_a.astype(fa.dtype))
+    Bv = fb.decode(codes_b.astype(fb.dtype))
+    # One dot product per row (stochastic rounding: vector r uses the stream of seed + r).
+    vals = np.empty(len(kinds))
+    codes = np.empty(len(kinds), dtype=np.int64)
+    for r in range(len(kinds)):
+        v, c = matmul(A[r:r + 1], Bv[r:r + 1].T, accumulator=acc, seed=seed + r, return_codes=True)
+        vals[r], codes[r] = v[0, 0], int(c[0, 0])
+    return [DotVector(kind=kinds[r], a_codes=tuple(int(x) for x in codes_a[r]),
+                      b_codes=tuple(int(x) for x in codes_b[r]), acc_code=int(codes[r]),
+                      acc_value=float(vals[r])) for r in range(len(kinds))]
+
+
+def write_dot_vectors(vectors: list[DotVector], a_fmt, b_fmt, out_fmt, path: str,
+                      style: str = "csv", header: list[str] | None = None) -> None:
+    """Write dot vectors as CSV (``index,kind,a_codes,b_codes,acc_code,acc_value``; code lists
+    are space-separated hex, k order) or hex lines (``AA.. BB.. RR``: all a codes, all b codes,
+    the result code, for ``$readmemh``-style testbenches)."""
+    _check_style(style)
+    fa = _element_format(a_fmt, "a_fmt")
+    fb = _element_format(b_fmt, "b_fmt")
+    fo = _element_format(out_fmt, "out_fmt")
+    wa, wb, wo = ((f.bits + 3) // 4 for f in (fa, fb, fo))
+    with open(path, "w") as fh:
+        _write_header(fh, style, header)
+        if style == "csv":
+            fh.write("index,kind,a_codes,b_codes,acc_code,acc_value\n")
+        for i, v in enumerate(vectors):
+            a_hex = " ".join(f"{c:0{wa}X}" for c in v.a_codes)
+            b_hex = " ".join(f"{c:0{wb}X}" for c in v.b_codes)
+            if style == "csv":
+                fh.write(f"{i},{v.kind},{a_hex},{b_hex},{v.acc_code:0{wo}X},{v.acc_value!r}\n")
+            else:
+                fh.write(f"{''.join(f'{c:0{wa}X}' for c in v.a_codes)} "
+                         f"{''.join(f'{c:0{wb}X}' for c in v.b_codes)} {v.acc_code:0{wo}X}\n")

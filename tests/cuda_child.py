@@ -1,7 +1,7 @@
 """Child process for tests/test_cuda.py: checks that need numba.cuda configured before import.
 
-    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_child.py sim   # GPU kernels in the CUDA simulator
-    python tests/cuda_child.py ptx                           # compile the kernels for sm_90 (no GPU)
+    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_child.py sim  # GPU kernels in the CUDA simulator
+    python tests/cuda_child.py ptx                          # compile the kernels for sm_90 (no GPU)
 
 ``sim`` runs fpformat.cuda's kernels under numba's CUDA simulator and compares every result with
 the CPU kernels; ``ptx`` compiles the same kernels with NVVM for a real GPU (compute capability
@@ -73,7 +73,9 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def run_sim() -> dict[str, str]:
     from numba import cuda
-    from fpformat import cuda as fc, get_format
+
+    from fpformat import cuda as fc
+    from fpformat import get_format
     results: dict[str, str] = {}
 
     def case(name, fn):
@@ -99,7 +101,8 @@ def run_sim() -> dict[str, str]:
                     for x in (x32, x64):
                         want = fmt.encode(x, rounding=mode, saturate=sat, seed=11)
                         got = fc.encode(fmt, dev(x), mode, sat, 11, None).copy_to_host()
-                        assert _same(got, want), f"encode {x.dtype}: {np.flatnonzero(got != want)[:5]}"
+                        assert _same(got, want), (
+                            f"encode {x.dtype}: {np.flatnonzero(got != want)[:5]}")
                         if fmt.fits(x.dtype):
                             want = fmt.quantize(x, rounding=mode, saturate=sat, seed=11)
                             got = fc.quantize(fmt, dev(x), mode, sat, 11, None).copy_to_host()
@@ -273,7 +276,9 @@ def run_ptx() -> dict[str, str]:
     nvrtc.get_arch_option = lambda major, minor: f"compute_{major}{minor}"
     paths._get_nvrtc_path = lambda: None
     from numba import cuda, types
-    from fpformat import core, cuda as fc, get_format
+
+    from fpformat import core, get_format
+    from fpformat import cuda as fc
     from fpformat.rounding import call_tuple, value_tuple
     fc._cuda()
     results: dict[str, str] = {}
@@ -315,7 +320,7 @@ def run_ptx() -> dict[str, str]:
                                       ("e4m3/channel", "rne", True, types.uint32)):
         bf = get_format(spec)
         k = bf.block_size if isinstance(bf.block_size, int) else 64
-        B, FE, CE, FS, CS = fc._block_params(bf, k, 1.0 if bf.scale_rule == "nvfp4" else None,
+        B, FE, CE, FS, CS = fc.block_params(bf, k, 1.0 if bf.scale_rule == "nvfp4" else None,
                                              mode, True, None)
         case(f"block:{spec}:{mode}", fc._block_kernel(B, FE, CE, FS, CS, want_out),
              (types.float32[:, ::1], types.uint64, types.uint8[:, ::1], sdt[:, ::1],

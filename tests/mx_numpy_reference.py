@@ -115,7 +115,8 @@ def _unblock(p: np.ndarray, L: int) -> np.ndarray:
     return p.reshape(p.shape[:-2] + (-1,))[..., :L]
 
 
-def mx(x: np.ndarray, element: str, k: int = 32, mode: str = "rne") -> tuple[np.ndarray, np.ndarray]:
+def mx(x: np.ndarray, element: str, k: int = 32,
+       mode: str = "rne") -> tuple[np.ndarray, np.ndarray]:
     """OCP MX along the last axis: (decoded float64 values, E8M0 scale codes (int64))."""
     el = ELEMENTS[element]
     xb, L = _blocks(np.asarray(x, dtype=np.float64), k)

@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from explorer.cli import main
-from explorer.train.capture import capture_tensors, load_tensors, save_tensors
+from explorer.metrics import load_tensors, save_tensors
+from explorer.train.capture import capture_tensors
 from explorer.train.model import Decoder, ModelConfig
 
 
@@ -36,3 +38,10 @@ def test_tensors_without_measure_is_an_error(tmp_path, capsys):
     path = tmp_path / "t.npz"
     np.savez(path, a=np.ones(4))
     assert main(["recommend", "--bits", "4", "--tensors", str(path)]) == 2
+
+
+def test_missing_tensors_file_names_the_option(tmp_path):
+    with pytest.raises(FileNotFoundError, match="^--tensors: file not found"):
+        load_tensors(tmp_path / "none.npz", name="--tensors")
+    assert main(["recommend", "--bits", "4", "--measure", "--tensors",
+                 str(tmp_path / "none.npz")]) == 2

@@ -44,7 +44,8 @@ def test_info_text_shows_specials(capsys):
                                   ["info", "e5m10", "--values"],
                                   ["quantize", "/nonexistent.npy", "/tmp/o.npy", "-f", "e4m3"],
                                   ["vectors", "-f", "e4m3", "--out", "/tmp/v.csv", "--count", "-1"],
-                                  ["vectors", "-f", "e4m3", "-r", "round-up", "--out", "/tmp/v.csv"]])
+                                  ["vectors", "-f", "e4m3", "-r", "round-up",
+                                   "--out", "/tmp/v.csv"]])
 def test_bad_input_exits_2_with_one_line(capsys, argv):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
@@ -83,10 +84,12 @@ def test_vectors_cover_ties_boundaries_specials(tmp_path, capsys):
     kinds = {r["kind"] for r in rows}
     assert {"tie", "tie-1ulp", "tie+1ulp", "boundary", "special", "random", "value"} <= kinds
     ties = x[np.array([r["kind"] == "tie" for r in rows])]
-    assert len(ties) == 2 * (len(f.values()[f.values() > 0]) - 1) + 2    # every midpoint, both signs
+    # every midpoint, both signs
+    assert len(ties) == 2 * (len(f.values()[f.values() > 0]) - 1) + 2
     bits = set(x.view(np.uint32).tolist())
     assert {0x7F800000, 0xFF800000, 0x00000000, 0x80000000, 0x7FC00000} <= bits
-    assert np.float32(464.0).view(np.uint32) in bits                    # max + half ulp: overflow tie
+    # max + half ulp: overflow tie
+    assert np.float32(464.0).view(np.uint32) in bits
     hexpath = tmp_path / "v.hex"
     run_cli(capsys, "vectors", "-f", "float8_e4m3fn", "--count", "50", "--seed", "3",
             "--out", str(hexpath), "--style", "hex")
@@ -116,7 +119,8 @@ def test_vectors_block_format(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "vectors", "-f", "mxfp4", "--count", "3", "--out", str(path),
                            "--json")
     d = json.loads(out)
-    assert code == 0 and d["kinds"]["random"] == 3 and {"nan", "zero", "saturating"} <= set(d["kinds"])
+    assert (code == 0 and d["kinds"]["random"] == 3
+            and {"nan", "zero", "saturating"} <= set(d["kinds"]))
     rows = list(csv.DictReader(line for line in open(path) if not line.startswith("#")))
     b = get_format("mxfp4")
     x = np.array([int(r["input_f32_hex"], 16) for r in rows], dtype=np.uint32).view(np.float32)

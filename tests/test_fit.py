@@ -10,9 +10,18 @@ import sqlite3
 import numpy as np
 import pytest
 
-from explorer.fit import (fit_capybara, fit_capybara_detailed, fit_kumar, fit_qid, load_fit,
-                          load_ptq_arrays, load_runs_arrays, paper_design, paper_validation_design,
-                          save_fit)
+from explorer.fit import (
+    fit_capybara,
+    fit_capybara_detailed,
+    fit_kumar,
+    fit_qid,
+    load_fit,
+    load_ptq_arrays,
+    load_runs_arrays,
+    paper_design,
+    paper_validation_design,
+    save_fit,
+)
 from explorer.laws import CHANNEL_LOG2B, CapybaraLaw, KumarLaw, QiDLaw
 from explorer.train.store import SCHEMA
 
@@ -123,12 +132,14 @@ def _write_db(path, law, noise=0.002, seed=0, ptq=True):
                                 (2, 3, "64"), (5, 2, None)):
                 B = 2 ** CHANNEL_LOG2B if block in ("channel", None) else int(block)
                 loss = float(law.loss(N, D, E, M, B)) * (1 + noise * rng.standard_normal())
-                con.execute("INSERT INTO runs (key, status, n_params, tokens, exp_bits, man_bits, block, "
-                            "fmt, val_loss) VALUES (?,?,?,?,?,?,?,?,?)",
+                con.execute("INSERT INTO runs (key, status, n_params, tokens, exp_bits, man_bits, "
+                            "block, fmt, val_loss) VALUES (?,?,?,?,?,?,?,?,?)",
                             (f"r{i}", "finished", int(N), int(D), E, M, block, f"e{E}m{M}", loss))
                 i += 1
-            con.execute("INSERT INTO runs (key, status, n_params, tokens, fmt, val_loss) VALUES (?,?,?,?,?,?)",
-                        (f"base{i}", "finished", int(N), int(D), "none", float(law.base_loss(N, D))))
+            con.execute("INSERT INTO runs (key, status, n_params, tokens, fmt, val_loss) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (f"base{i}", "finished", int(N), int(D), "none",
+                         float(law.base_loss(N, D))))
             i += 1
     con.execute("INSERT INTO runs (key, status, n_params, tokens, exp_bits, man_bits, fmt) VALUES "
                 "('busy', 'running', 1000, 1000, 2, 1, 'e2m1')")
@@ -140,7 +151,8 @@ def _write_db(path, law, noise=0.002, seed=0, ptq=True):
                     before = 3.0
                     dl = float(q.delta_loss(N, D, bits)) * (1 + 0.01 * rng.standard_normal())
                     con.execute("INSERT INTO ptq VALUES (?,?,?,?,?,?,?,?)",
-                                (f"k{N}", int(D), f"int{bits}", bits, "rtn", before, before + dl, int(N)))
+                                (f"k{N}", int(D), f"int{bits}", bits, "rtn", before, before + dl,
+                                 int(N)))
     con.commit()
     con.close()
     return i
@@ -203,7 +215,8 @@ def test_kumar_fit_recovers_its_own_law():
     truth = KumarLaw(n=50.0, alpha=0.3, d=4e4, beta=0.45, eps=1.8, gamma=2.5)
     g = paper_design()
     rng = np.random.default_rng(3)
-    y = np.asarray(truth.loss(g["N"], g["D"], g["E"], g["M"])) * (1 + 0.001 * rng.standard_normal(359))
+    y = (np.asarray(truth.loss(g["N"], g["D"], g["E"], g["M"]))
+         * (1 + 0.001 * rng.standard_normal(359)))
     k = fit_kumar(N=g["N"], D=g["D"], E=g["E"], M=g["M"], loss=y)
     pred = np.asarray(k.loss(g["N"], g["D"], g["E"], g["M"]))
     assert np.sqrt(np.mean(((pred - y) / y) ** 2)) < 0.002
@@ -214,7 +227,8 @@ def _issue_grid():
     """The paper's experiment grid as the issue states it: N in {41M, 85M, 154M, 679M},
     D in {10B, 20B, 50B, 100B}, (E, M) spread over 4..8 bits with channel scaling, and E2M1 /
     E4M3 at every block size 32..512."""
-    layouts = [(2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (3, 2), (2, 3), (4, 2), (3, 3), (4, 3), (5, 2)]
+    layouts = [(2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (3, 2), (2, 3), (4, 2), (3, 3), (4, 3),
+               (5, 2)]
     rows = []
     for N in (40894464, 84934656, 154140672, 679477248):
         for D in (10e9, 20e9, 50e9, 100e9):
@@ -243,7 +257,8 @@ def test_one_percent_noise_on_the_issue_grid_extrapolates_to_1_2B(seed):
     assert law.alpha == pytest.approx(LAW.alpha, rel=0.15)
     assert law.beta == pytest.approx(LAW.beta, rel=0.2)
     assert law.delta / law.nu == pytest.approx(LAW.delta / LAW.nu, rel=0.1)
-    assert [law.optimal_layout(P) for P in range(3, 17)] == [LAW.optimal_layout(P) for P in range(3, 17)]
+    assert ([law.optimal_layout(P) for P in range(3, 17)]
+            == [LAW.optimal_layout(P) for P in range(3, 17)])
     # residuals are the noise: RMS about 1%
     assert 0.005 < fit.rms_rel < 0.015
     assert set(fit.ci) == set(LAW.to_dict())
@@ -267,8 +282,8 @@ def test_fit_with_fixed_exponents_for_few_small_runs():
     assert np.max(np.abs(pred - y) / y) < 0.01
     # fixed constants can come from another law; their bootstrap interval is degenerate
     other = CapybaraLaw(**{**LAW.to_dict(), "alpha": 0.25})
-    fit = fit_capybara_detailed(N=N, D=D, E=E, M=M, B=32, loss=y, free=["n", "d", "eps"], fixed=other,
-                                bootstrap=4, heldout=False)
+    fit = fit_capybara_detailed(N=N, D=D, E=E, M=M, B=32, loss=y, free=["n", "d", "eps"],
+                                fixed=other, bootstrap=4, heldout=False)
     assert fit.law.alpha == 0.25 and fit.law.gamma == LAW.gamma and fit.free == ("n", "d", "eps")
     assert fit.ci["alpha"] == (0.25, 0.25) and fit.to_dict()["free"] == ["n", "d", "eps"]
     # 4 free constants need 5 runs, not 9
@@ -288,3 +303,36 @@ def test_qid_fit_positional():
     dl = np.asarray(QiDLaw.paper().delta_loss(N, D, P)) * np.exp(0.01 * rng.standard_normal(36))
     q = fit_qid(N, D, P, dl)
     assert q.gamma == pytest.approx(5.4967, rel=0.02) and q.k == pytest.approx(0.017, rel=0.3)
+
+
+def test_qid_is_fitted_only_from_a_database_with_enough_degradations(tmp_path):
+    from explorer.fit import MIN_QID_POINTS, fit_qid_from_results
+    db = tmp_path / "runs.db"
+    _write_db(db, LAW)
+    assert fit_qid_from_results(db) == fit_qid(**load_ptq_arrays(db))
+    few = tmp_path / "few.db"
+    _write_db(few, LAW, ptq=False)
+    con = sqlite3.connect(few)
+    for i in range(MIN_QID_POINTS):        # one positive degradation short of a fit
+        dl = 0.1 if i else -0.1
+        con.execute("INSERT INTO ptq VALUES (?,?,?,?,?,?,?,?)",
+                    ("k", 1000 + i, "int4", 4, "rtn", 3.0, 3.0 + dl, 10 ** 6))
+    con.commit()
+    con.close()
+    assert fit_qid_from_results(few) is None
+    csv_path = tmp_path / "runs.csv"
+    csv_path.write_text("N,D,E,M,B,loss\n")
+    assert fit_qid_from_results(csv_path) is None
+    assert fit_qid_from_results(tmp_path / "missing.db") is None
+
+
+def test_fit_steps_counts_the_progress_of_a_detailed_fit():
+    from explorer.fit import fit_steps
+    assert fit_steps([1e6, 1e6, 2e6, 4e6], 10) == 13          # 3 sizes: held-out refits too
+    assert fit_steps([1e6, 2e6, 2e6], 10) == 10               # 2 sizes: no held-out error
+    assert fit_steps([1e6, 2e6, 4e6], 10, heldout=False) == 10
+    g = paper_design()
+    calls = []
+    fit_capybara_detailed(**g, loss=_noisy(g, 0.003, 3), bootstrap=2, seed=0,
+                          progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (fit_steps(g["N"], 2), fit_steps(g["N"], 2))

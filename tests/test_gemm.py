@@ -11,16 +11,16 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from fpformat import FloatFormat, get_format
-from fpformat import core, gemm_core
-from fpformat.gemm import Accumulator, dot, dot_vectors, matmul, result_format, significand_info
-from fpformat.kernels import seed_key
+from fpformat import FloatFormat, core, gemm_core, get_format
+from fpformat.dispatch import seed_key
+from fpformat.gemm import Accumulator, dot, matmul, result_format, significand_info
 from fpformat.rounding import call_tuple
+from fpformat.vectors import dot_vectors
 
 MODES = ("rne", "rna", "rtz", "rtp", "rtn", "rto")
 
 
-# ------------------------------------------------------------------------------------ reference
+# ------------------------------------------------------------------------------ reference
 def ref_round(x: Fraction, fmt: FloatFormat, rounding: str, saturate: bool = False,
               u: int | None = None, sr_bits: int = 64) -> int:
     """Code of the exact rational ``x`` rounded once into ``fmt`` (an exact zero gives +0).
@@ -125,7 +125,8 @@ def ref_dot(a, b, acc: Accumulator, sa=None, sb=None, block_k=None, key=None, ke
             s = Fraction(1)
             if scaled:
                 blk = k0 // block_k
-                s = val(ref_round(Fraction(float(sa[blk])) * Fraction(float(sb[blk])), fp, "rne"), fp)
+                s = val(ref_round(Fraction(float(sa[blk])) * Fraction(float(sb[blk])), fp, "rne"),
+                        fp)
             Ocode = rnd(O + s * P, fp, acc.promote_rounding, False, keyp, pev, strideP)
             O = val(Ocode, fp)
     return int(Ocode if promote else Pcode)
@@ -146,7 +147,7 @@ def ref_matmul_codes(A, B, acc, SA=None, SB=None, block_k=None, seed=None):
     return out
 
 
-# ------------------------------------------------------------------------------------ data
+# ------------------------------------------------------------------------------ data
 def element_data(rng, shape, fmt="e4m3", scale=1.0):
     f = get_format(fmt)
     return f.quantize(rng.standard_normal(shape) * scale, saturate=True)
@@ -173,7 +174,7 @@ def check(A, B, acc, **kw):
     return vals
 
 
-# ------------------------------------------------------------------------------------ the primitives
+# ------------------------------------------------------------------------------ the primitives
 def _rand_terms(rng, n, spread):
     sig = rng.integers(1, 1 << 53, size=n).astype(np.float64)
     e = rng.integers(-spread, spread, size=n)
@@ -193,7 +194,8 @@ def test_round_add_and_sum_match_fraction_reference(fmt_name):
             spread = [2, 20, 70][trial % 3]
             terms = _rand_terms(rng, n, spread) * fmt.max / 4 ** (trial % 5)
             if trial % 7 == 0:        # a tie plus a float64-invisible nudge
-                v = float(fmt.quantize(np.array([abs(terms[0])]), saturate=True)[0]) or fmt.min_normal
+                v = (float(fmt.quantize(np.array([abs(terms[0])]), saturate=True)[0])
+                     or fmt.min_normal)
                 half = 2.0 ** (int(np.floor(np.log2(v))) - fmt.man_bits - 1)
                 nudge = half * 2.0 ** -70 * (1 if trial % 2 else -1)
                 terms = np.array([v, half, nudge][: max(n, 2)] if n >= 3 else [v, half])
@@ -203,7 +205,8 @@ def test_round_add_and_sum_match_fraction_reference(fmt_name):
             got = int(gemm_core.round_sum(terms, n, digits, fmt.params, C, np.uint64(0)))
             assert got == want, (mode, terms.tolist())
             if n == 2:
-                assert int(gemm_core.round_add(terms[0], terms[1], fmt.params, C, np.uint64(0))) == want
+                assert int(gemm_core.round_add(terms[0], terms[1], fmt.params, C,
+                                               np.uint64(0))) == want
             # The long accumulator path for two terms too, via a zero third term.
             t3 = np.concatenate([terms, [0.0]])
             assert int(gemm_core.round_sum(t3, n + 1, digits, fmt.params, C, np.uint64(0))) == want
@@ -235,7 +238,7 @@ def test_float64_overflow_of_the_exact_sum_is_a_format_overflow():
         assert f.decode(np.array([code], dtype=f.dtype))[0] == want   # no inf: the format has none
 
 
-# ------------------------------------------------------------------------------------ matmul vs reference
+# ------------------------------------------------------------------------------ matmul vs reference
 @pytest.mark.parametrize("acc_name", list(ACC_FORMATS))
 def test_sequential_every_mode(acc_name):
     rng = np.random.default_rng(2)
@@ -279,8 +282,8 @@ def test_block_scales_power_of_two_and_float32(chunk):
     f32_a = rng.uniform(0.01, 3, size=(3, K // bk)).astype(np.float32).astype(np.float64)
     f32_b = rng.uniform(0.01, 3, size=(K // bk, 2)).astype(np.float32).astype(np.float64)
     for sa, sb in [(pow2_a, pow2_b), (f32_a, f32_b)]:
-        for acc in (Accumulator("e8m13", "rtz", chunk=chunk), Accumulator("e6m4", "rne", chunk=chunk,
-                                                                          order="pairwise")):
+        for acc in (Accumulator("e8m13", "rtz", chunk=chunk),
+                    Accumulator("e6m4", "rne", chunk=chunk, order="pairwise")):
             check(A, B, acc, a_scale=sa, b_scale=sb, block_k=bk)
     # Power-of-two scales commute with the element dot product when nothing over/underflows.
     y = matmul(A, B, "e8m23", chunk=chunk, a_scale=pow2_a, b_scale=pow2_b, block_k=bk)
@@ -347,7 +350,8 @@ def test_input_quantization_with_a_format():
     b = rng.standard_normal((16, 2))
     f = get_format("e4m3")
     y = matmul(a, b, "e8m13", a_format="e4m3", b_format=f)
-    assert np.array_equal(y, matmul(f.quantize(a, saturate=True), f.quantize(b, saturate=True), "e8m13"))
+    assert np.array_equal(y, matmul(f.quantize(a, saturate=True), f.quantize(b, saturate=True),
+                                    "e8m13"))
 
 
 def test_validation_errors_name_the_parameter():
@@ -374,7 +378,8 @@ def test_validation_errors_name_the_parameter():
     with pytest.raises(ValueError, match="a_scale"):
         matmul(a, b, "e8m13", a_scale=np.ones((2, 5)), block_k=1)
     with pytest.raises(ValueError, match="divide"):
-        matmul(np.ones((2, 8)), np.ones((8, 2)), "e8m13", chunk=3, a_scale=np.ones((2, 2)), block_k=4)
+        matmul(np.ones((2, 8)), np.ones((8, 2)), "e8m13", chunk=3, a_scale=np.ones((2, 2)),
+               block_k=4)
     with pytest.raises(TypeError, match="a_format"):
         matmul(a, b, "e8m13", a_format=3)
 
@@ -384,7 +389,7 @@ def test_significand_info():
     assert (bits, lsb, top) == (2, -20, 1)
 
 
-# ------------------------------------------------------------------------------------ golden vectors
+# ------------------------------------------------------------------------------ golden vectors
 def test_dot_vectors_agree_with_reference_and_cover_kinds():
     recs = dot_vectors("e4m3", "e4m3", "e8m13", "rne", k=8, count=20, seed=1)
     kinds = {r.kind for r in recs}
@@ -426,7 +431,7 @@ def test_dot_vectors_overflow_saturation_and_chunk():
 
 
 def test_write_dot_vectors_csv_and_hex(tmp_path):
-    from fpformat.gemm import write_dot_vectors
+    from fpformat.vectors import write_dot_vectors
     vecs = dot_vectors("e2m1", "e4m3", "e6m4", "rtz", k=3, count=4, seed=0)
     p = tmp_path / "d.csv"
     write_dot_vectors(vecs, "e2m1", "e4m3", "e6m4", str(p), header=["hello"])
@@ -472,5 +477,6 @@ def test_block_format_operands_via_the_block_interface():
     want = matmul(va, vb, "e8m13", a_scale=sa, b_scale=sb, block_k=8)
     assert np.array_equal(y, want)
     check(va, vb, Accumulator("e8m13"), a_scale=sa, b_scale=sb, block_k=8)
-    np.testing.assert_allclose(y, sum((va[:, i:i + 8] * sa[:, [i // 8]]) @ (vb[i:i + 8] * sb[[i // 8]])
+    np.testing.assert_allclose(y, sum((va[:, i:i + 8] * sa[:, [i // 8]])
+                                      @ (vb[i:i + 8] * sb[[i // 8]])
                                       for i in range(0, 32, 8)), rtol=1e-4)

@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from explorer.accumulation import (accumulation_figure, accumulation_png, accumulation_study,
-                                   markdown_table, parse_accumulator)
+from explorer.accumulation import (
+    accumulation_figure,
+    accumulation_png,
+    accumulation_study,
+    markdown_table,
+    parse_accumulator,
+)
 from fpformat import FloatFormat
 from fpformat.gemm import Accumulator
 

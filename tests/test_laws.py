@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize, minimize_scalar
 
-from explorer.laws import (CHANNEL_LOG2B, CapybaraLaw, ChinchillaLaw, KumarLaw, QiDLaw,
-                           layout_name, log2_block, qid_loss)
+from explorer.laws import (
+    CHANNEL_LOG2B,
+    CapybaraLaw,
+    ChinchillaLaw,
+    KumarLaw,
+    QiDLaw,
+    layout_name,
+    log2_block,
+    qid_loss,
+)
 
 LAW = CapybaraLaw.paper()
 
@@ -124,7 +132,8 @@ def _numeric_joint(C, B, k=6 / 16, x0=None):
         N, P = math.exp(x[0]), math.exp(x[1])
         return LAW.loss_at_precision(N, C / (k * P * N), P, 2 ** lb)
 
-    r = minimize(f, x0, method="Nelder-Mead", options={"xatol": 1e-11, "fatol": 1e-15, "maxiter": 40000})
+    r = minimize(f, x0, method="Nelder-Mead",
+                 options={"xatol": 1e-11, "fatol": 1e-15, "maxiter": 40000})
     return math.exp(r.x[0]), math.exp(r.x[1]), r.fun
 
 
@@ -169,7 +178,8 @@ def test_fixed_N_optimum_matches_numerical_and_eq24():
         assert P == pytest.approx(r.x, rel=1e-6)
     # Eq. 24: P^(δ+ν+2β) N^(α+2β) is constant at a fixed budget
     s = LAW.delta + LAW.nu
-    vals = [LAW.optimal_precision_fixed_N(N, C, 64) ** (s + 2 * LAW.beta) * N ** (LAW.alpha + 2 * LAW.beta)
+    vals = [LAW.optimal_precision_fixed_N(N, C, 64) ** (s + 2 * LAW.beta)
+            * N ** (LAW.alpha + 2 * LAW.beta)
             for N in (1e8, 1e9, 1e10)]
     assert np.ptp(vals) / np.mean(vals) < 1e-12
     # the joint optimum is the fixed-N optimum at its own N and the fixed-D optimum at its own D
@@ -236,7 +246,8 @@ def test_critical_data_size_zeroes_the_derivative():
         h = 1e-4
 
         def dLdlnD(D):
-            return (LAW.loss(N, D * math.exp(h), E, M, B) - LAW.loss(N, D * math.exp(-h), E, M, B)) / (2 * h)
+            return (LAW.loss(N, D * math.exp(h), E, M, B)
+                    - LAW.loss(N, D * math.exp(-h), E, M, B)) / (2 * h)
 
         scale = LAW.d * LAW.beta * dc ** -LAW.beta          # size of either term of dL/dlnD
         assert abs(dLdlnD(dc)) < 1e-6 * scale
@@ -282,8 +293,10 @@ def test_best_integer_precision_by_brute_force():
 
 
 def test_fixed_D_accepts_the_budget_form():
-    assert LAW.optimal_precision_fixed_D(1e12, 1e24, 128) == LAW.optimal_precision_fixed_D(1e12, 128)
-    assert LAW.optimal_precision_fixed_D(1e12, 1e24, 128, 6 / 16) == LAW.optimal_precision_fixed_D(1e12, B=128)
+    assert (LAW.optimal_precision_fixed_D(1e12, 1e24, 128)
+            == LAW.optimal_precision_fixed_D(1e12, 128))
+    assert (LAW.optimal_precision_fixed_D(1e12, 1e24, 128, 6 / 16)
+            == LAW.optimal_precision_fixed_D(1e12, B=128))
     with pytest.raises(TypeError, match="B"):
         LAW.optimal_precision_fixed_D(1e12)
     with pytest.raises(ValueError, match="C"):
@@ -343,3 +356,17 @@ def test_analyzer_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.stdout.strip() == "False"
+
+
+def test_choose_law_paper_or_fit_file(tmp_path):
+    from explorer.laws import PAPER_LAW_CITATION, PAPER_LAW_SOURCE, choose_law, save_law
+    chosen = choose_law("paper")
+    assert chosen.law == LAW and chosen.source == PAPER_LAW_SOURCE
+    assert chosen.citation == PAPER_LAW_CITATION and "arXiv 2501.02423" in chosen.citation
+    law = CapybaraLaw(**{**LAW.to_dict(), "gamma": 5000.0})
+    save_law(tmp_path / "fit.json", law)
+    chosen = choose_law(str(tmp_path / "fit.json"))
+    assert chosen.law == law and chosen.source == f"fit {tmp_path / 'fit.json'}"
+    assert chosen.citation == "Capybara law fitted by `fpx fit` (fit.json)"
+    with pytest.raises(FileNotFoundError, match="^--law: expected 'paper' or a fit JSON file"):
+        choose_law(str(tmp_path / "nope.json"), name="--law")

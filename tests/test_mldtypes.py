@@ -22,9 +22,9 @@ import math
 import ml_dtypes
 import numpy as np
 import pytest
+from reference import reference, same_float
 
 from fpformat import FloatFormat, get_format
-from reference import reference, same_float
 
 # name -> FloatFormat parameters (exp_bits, man_bits, bias, signed, subnormals, nan_codes, inf,
 # negative_zero, has_zero).  fn: one NaN code (all ones); fnuz: the -0 code is the only NaN;
@@ -58,31 +58,9 @@ def ml_type(name: str):
 
 
 def ml_codes(x: np.ndarray, name: str) -> np.ndarray:
-    """ml_dtypes' codes of ``x`` (uint8; the 4/6-bit types sit in the low bits), with its one
-    known deviation from docs/numerics.md replaced by the exact reference's answer (see
-    :func:`mldtypes_deviates`; pinned separately by ``test_known_mldtypes_deviation``)."""
+    """ml_dtypes' codes of ``x`` (uint8; the 4/6-bit types sit in the low bits)."""
     with np.errstate(all="ignore"):
-        codes = x.astype(ml_type(name)).view(np.uint8)
-    dev = mldtypes_deviates(name, x)
-    if dev.any():
-        codes = codes.copy()
-        codes[dev] = _reference_codes(ml_format(name), x[dev])
-    return codes
-
-
-def mldtypes_deviates(name: str, x: np.ndarray) -> np.ndarray:
-    """Where ml_dtypes 0.6 is known to disagree with docs/numerics.md.
-
-    ``float8_e8m0fnu`` from float32/bfloat16 inputs strictly between ``2**-127`` and ``2**-126``
-    (float32 subnormals): ml_dtypes returns ``2**-126`` (code 1) for all of them, also those
-    below the tie ``1.5 * 2**-127`` which round to ``2**-127`` (code 0).  Reported to the lead;
-    fpformat follows numerics.md (round once to nearest).
-    """
-    if name != "float8_e8m0fnu" or x.dtype == np.float16:
-        return np.zeros(x.shape, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        a = x.astype(np.float64)
-    return (a > 2.0 ** -127) & (a < 2.0 ** -126)
+        return x.astype(ml_type(name)).view(np.uint8)
 
 
 def all_float16() -> np.ndarray:
@@ -174,15 +152,17 @@ def test_reference_every_float16_like_mldtypes(name: str) -> None:
     assert np.array_equal(got, want), describe_mismatch(name, x, got, want, "reference")
 
 
-def test_known_mldtypes_deviation() -> None:
-    """Pins ml_dtypes' E8M0 behaviour on float32 subnormals that :func:`mldtypes_deviates` masks,
-    so that a fixed ml_dtypes shows up here (then remove the mask)."""
-    x = np.array([0x400001, 0x500000, 0x5FFFFF, 0x600000, 0x7FFFFF], dtype=np.uint32).view(np.float32)
+def test_mldtypes_e8m0_rounds_float32_subnormals_once() -> None:
+    """ml_dtypes before 0.7 gave ``2**-126`` (code 1) for every float32 strictly between
+    ``2**-127`` and ``2**-126``, also below the tie ``1.5 * 2**-127`` (the dev extra requires
+    0.7): pinned here, since the exhaustive comparisons above rely on it."""
+    x = np.array([0x400001, 0x500000, 0x5FFFFF, 0x600000, 0x7FFFFF],
+                 dtype=np.uint32).view(np.float32)
     with np.errstate(all="ignore"):
         ml = x.astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)
-    assert ml.tolist() == [1, 1, 1, 1, 1]
     ours = get_format("float8_e8m0fnu").encode(x)
     assert ours.tolist() == [0, 0, 0, 1, 1]          # nearest; the tie 1.5 * 2**-127 goes up (M=0)
+    assert ml.tolist() == ours.tolist()
     assert ours.tolist() == reference(ml_format("float8_e8m0fnu")).encode_many(x).tolist()
 
 
@@ -221,14 +201,16 @@ def test_kernels_decode_and_quantize(name: str) -> None:
     codes = np.arange(1 << fmt.bits, dtype=np.uint8)
     want = codes.view(ml_type(name)).astype(np.float64)
     got = fmt.decode(codes)
-    assert same_float(got, want).all(), f"{name}: decode differs at {np.nonzero(~same_float(got, want))[0][:10]}"
+    assert same_float(got, want).all(), (
+        f"{name}: decode differs at {np.nonzero(~same_float(got, want))[0][:10]}")
     x = random_float32(1 << 16, seed=5)
     with np.errstate(all="ignore"):
         want_q = ml_codes(x, name).view(ml_type(name)).astype(np.float32)
     got_q = fmt.quantize(x)
     assert got_q.dtype == np.float32
     bad = np.nonzero(~same_float(got_q, want_q))[0]
-    assert bad.size == 0, f"{name}: quantize differs at x={x[bad[:10]]}: {got_q[bad[:10]]} vs {want_q[bad[:10]]}"
+    assert bad.size == 0, (f"{name}: quantize differs at x={x[bad[:10]]}: "
+                           f"{got_q[bad[:10]]} vs {want_q[bad[:10]]}")
 
 
 # ----------------------------------------------------------------------------- 16-bit presets
@@ -240,7 +222,8 @@ def _compare_floats(name: str, x: np.ndarray, got: np.ndarray, want: np.ndarray)
     same = np.where(gn | wn, gn & wn & ((g >> 15) == (w >> 15)), g == w)
     bad = np.nonzero(~same)[0]
     ubits = x.view(f"u{x.dtype.itemsize}")
-    rows = [f"x={float(x[i])!r} (bits {int(ubits[i]):#x}) got {int(g[i]):#06x} want {int(w[i]):#06x}"
+    rows = [f"x={float(x[i])!r} (bits {int(ubits[i]):#x}) "
+            f"got {int(g[i]):#06x} want {int(w[i]):#06x}"
             for i in bad[:10]]
     assert bad.size == 0, f"{name}: {bad.size}/{x.size} differ:\n  " + "\n  ".join(rows)
 
@@ -254,7 +237,8 @@ def test_sixteen_bit_presets(name: str, target) -> None:
     rng = np.random.default_rng(12)
     x64 = rng.integers(0, 1 << 64, size=1 << 16, dtype=np.uint64).view(np.float64)
     # float64 inputs in and around the 16-bit range (random patterns are mostly far outside)
-    x64 = np.concatenate([x64, rng.standard_normal(1 << 16) * 2.0 ** rng.integers(-30, 20, 1 << 16)])
+    x64 = np.concatenate([x64,
+                          rng.standard_normal(1 << 16) * 2.0 ** rng.integers(-30, 20, 1 << 16)])
     inputs = [x32, x64, all_float16()] if name == "bfloat16" else [x32, x64, all_bfloat16()]
     for x in inputs:
         with np.errstate(all="ignore"):
@@ -276,7 +260,8 @@ def test_bfloat16_from_float64_rounds_once() -> None:
     fmt = get_format("bfloat16")
     # 1 + 2**-8 + 2**-40: via float32 it becomes 1 + 2**-8 (a tie, to even: 1.0); exactly it is
     # above the tie, so 1 + 2**-7.
-    x = np.array([1 + 2.0 ** -8 + 2.0 ** -40, -(1 + 2.0 ** -8 + 2.0 ** -40), 3 * 2.0 ** -9 + 2.0 ** -60])
+    x = np.array([1 + 2.0 ** -8 + 2.0 ** -40, -(1 + 2.0 ** -8 + 2.0 ** -40),
+                  3 * 2.0 ** -9 + 2.0 ** -60])
     got = fmt.encode(x)
     want = reference(fmt).encode_many(x, "rne", False)
     assert got.tolist() == want.tolist()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fpformat import FloatFormat, get_format
-from fpformat.presets import ELEMENT_PRESETS, parse_element_spec
+from fpformat.presets import ELEMENT_PRESETS
 
 
 @pytest.mark.parametrize("spec,expected", [

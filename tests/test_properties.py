@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from reference import same_float
 
 from fpformat import FloatFormat, get_format
 from fpformat.testing import formats, inputs_near, overflow_threshold, values_of
-from reference import same_float
 
 DETERMINISTIC = ("rne", "rna", "rtz", "rtp", "rtn", "rto")
 # FPFORMAT_PROPERTY_EXAMPLES raises the number of hypothesis examples for a long hunt.
@@ -73,7 +73,8 @@ def test_monotonic(fmt: FloatFormat, data) -> None:
             with np.errstate(invalid="ignore"):       # inf - inf between equal infinities
                 bad = np.nonzero(np.diff(q) < 0)[0]
             assert bad.size == 0, (f"{fmt!r} {rounding} saturate={saturate}: not monotonic at "
-                                   f"x={x[bad[0]]!r}, {x[bad[0] + 1]!r} -> {q[bad[0]]}, {q[bad[0] + 1]}")
+                                   f"x={x[bad[0]]!r}, {x[bad[0] + 1]!r} -> "
+                                   f"{q[bad[0]]}, {q[bad[0] + 1]}")
 
 
 # ----------------------------------------------------------------------------- idempotent
@@ -181,7 +182,8 @@ def test_decode_encode_equals_quantize(fmt: FloatFormat, data) -> None:
                                        f"decode(encode)={d[bad[0]]!r}")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, "float32", np.dtype("float32"), "float16"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, "float32", np.dtype("float32"),
+                                   "float16"])
 def test_decode_accepts_any_spelling_of_the_dtype(dtype) -> None:
     fmt = get_format("float8_e4m3fn")
     codes = np.arange(256, dtype=np.uint8)
@@ -331,7 +333,8 @@ def test_values_of_draws_values(data, fmt: FloatFormat) -> None:
     x = data.draw(inputs_near(fmt, dtype="float16"))
     assert math.isnan(x) or float(np.float16(x)) == x
     b = data.draw(inputs_near(fmt, dtype="bfloat16"))
-    assert math.isnan(b) or float(np.float32(b)) == b and np.float32(b).view(np.uint32) & 0xFFFF == 0
+    assert math.isnan(b) or (float(np.float32(b)) == b
+                             and np.float32(b).view(np.uint32) & 0xFFFF == 0)
     assert overflow_threshold(fmt) > fmt.max
 
 
@@ -355,8 +358,9 @@ def test_docs_testing_examples_run() -> None:
 def test_doctests_of_testing_module_and_reference() -> None:
     import doctest
 
-    import fpformat.testing
     import reference
+
+    import fpformat.testing
 
     for module in (fpformat.testing, reference):
         result = doctest.testmod(module)

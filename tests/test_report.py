@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -150,7 +149,8 @@ def test_recommendations_match_the_analyzer(report):
 def test_proposed_format_section(report):
     paths, html, page, cfg = report
     text = page.sections["proposal-e3m4b5"]
-    assert "fpx vectors --format e3m4b5 --rounding rne --count 1000 --seed 0 --out vectors.csv" in text
+    assert ("fpx vectors --format e3m4b5 --rounding rne --count 1000 --seed 0 --out vectors.csv"
+            in text)
     props = _table(page, "format", "bits", "E")
     row = [r for r in props if r[0] == "e3m4b5"][0]
     assert row[4] == "5" and row[5] == "7.75"
@@ -201,7 +201,8 @@ def test_cli_report_and_errors(tmp_path, capsys):
     assert printed["html"] == str(out / "index.html")
     assert "fpx report --out" in (out / "report.md").read_text()
     for bad, needle in ((["--propose", "e3m4q"], "e3m4q"), (["--bits", "1"], "bits"),
-                        (["--block", "rows"], "block"), (["--runs", str(tmp_path / "nope.db")], "nope.db"),
+                        (["--block", "rows"], "block"),
+                        (["--runs", str(tmp_path / "nope.db")], "nope.db"),
                         (["--law", str(tmp_path / "nofit.json")], "nofit.json")):
         rc = main(["report", "--out", str(tmp_path / "bad"), *bad])
         err = capsys.readouterr().err

@@ -10,10 +10,20 @@ import pytest
 
 from explorer.report import figures as fig
 from explorer.report.config import ReportConfig
-from explorer.report.document import (Bullets, Code, Document, Figure, Para, Section, Table,
-                                      png_data_uri, render_html, render_markdown)
-from explorer.report.lawview import pareto_front, scaled_quantize, sqnr_table
+from explorer.report.document import (
+    Bullets,
+    Code,
+    Document,
+    Figure,
+    Para,
+    Section,
+    Table,
+    png_data_uri,
+    render_html,
+    render_markdown,
+)
 from explorer.report.formats import differences, neighbours, properties_row, sqnr_db
+from explorer.report.lawview import pareto_front, scaled_quantize, sqnr_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -82,15 +92,18 @@ def test_figures_are_png():
         fig.loss_heatmap(E, M, loss, 2.0, {3: (1, 1)}, "t"),
         fig.loss_gap_bars({4: ["e1m2"]}, {4: [0.01]}, "t"),
         fig.lines_loglog(np.logspace(1, 3, 5), {"a": np.logspace(2, 4, 5)}, xlabel="x",
-                         ylabel="y", title="t", marker_x=100, reference=("r", np.logspace(1, 3, 5))),
+                         ylabel="y", title="t", marker_x=100,
+                         reference=("r", np.logspace(1, 3, 5))),
         fig.precision_vs_budget(np.logspace(18, 20, 5), np.linspace(4, 6, 5), (4, 8), "t", 1e19),
-        fig.block_effect(np.array([5.0, 6.0]), ["32", "64"], {"a": np.array([1e-3, 2e-3])}, "y", "t"),
+        fig.block_effect(np.array([5.0, 6.0]), ["32", "64"], {"a": np.array([1e-3, 2e-3])},
+                         "y", "t"),
         fig.value_grids({"a": np.array([-1.0, 0.0, 0.5, 1.0]), "b": np.array([0.25, 2.0])}, "t",
                         highlight=["a"]),
         fig.pareto({"a": (1.0, 2.0), "b": (2.0, 1.0), "c": (3.0, 3.0)}, ["a", "b"], xlabel="x",
                    ylabel="y", title="t", highlight=["c"]),
-        fig.fit_diagnostics(np.array([3.0, 3.1, 3.2]), np.array([3.01, 3.08, 3.22]), ["a", "a", "b"],
-                            "t", lo=np.array([2.9, 3.0, 3.1]), hi=np.array([3.1, 3.2, 3.3])),
+        fig.fit_diagnostics(np.array([3.0, 3.1, 3.2]), np.array([3.01, 3.08, 3.22]),
+                            ["a", "a", "b"], "t",
+                            lo=np.array([2.9, 3.0, 3.1]), hi=np.array([3.1, 3.2, 3.3])),
         fig.sweep_curves({"r": (np.array([1e3, 1e4]), np.array([4.0, 3.0]))}, "t"),
     ]
     for png in outs:

@@ -12,9 +12,10 @@ import sqlite3
 import numpy as np
 import pytest
 
+from explorer.blocks import CHANNEL_LOG2B
 from explorer.laws import CapybaraLaw
 from explorer.report import ReportConfig, build_report
-from explorer.report.runs import CHANNEL_LOG2B, load_runs
+from explorer.report.runs import load_runs
 from explorer.train.store import SCHEMA
 
 

@@ -45,7 +45,8 @@ threads = 1
 def env(tmp_path_factory, monkeypatch):
     cache = str(tmp_path_factory.getbasetemp() / "fpxcache")
     monkeypatch.setenv("FPX_CACHE", cache)
-    e = dict(os.environ, FPX_CACHE=cache, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    e = dict(os.environ, FPX_CACHE=cache, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1",
+             OMP_NUM_THREADS="1")
     return e
 
 
@@ -125,9 +126,10 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 def _start_sweep(spec: Path, db: Path, env: dict, workers: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "explorer.cli", "sweep", str(spec), "--db", str(db),
-                             "--workers", str(workers), "--no-progress"], cwd=ROOT, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "explorer.cli", "sweep", str(spec),
+                             "--db", str(db), "--workers", str(workers), "--no-progress"],
+                            cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _wait_finished(proc: subprocess.Popen, db: Path, n: int) -> None:

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import json
 
+from explorer.fit import (
+    fit_capybara_detailed,
+    fit_qid_from_results,
+    fit_steps,
+    load_runs_arrays,
+    save_fit,
+)
 from explorer.progress import Progress
 
 
 def add_parser(sub):
     p = sub.add_parser("fit", help="fit the scaling law to runs (results DB or CSV)",
-                       description="Fit the Capybara law of Sun et al. to finished quantized runs "
-                                   "(robust Huber fit on log loss, multi-start, bounded), with "
-                                   "bootstrap intervals, leave-one-model-size-out error and residuals. "
-                                   "From a results database it also fits the QiD law to its ptq rows "
-                                   "when there are enough.")
+                       description="Fit the Capybara law of Sun et al. to finished quantized "
+                                   "runs (robust Huber fit on log loss, multi-start, bounded), "
+                                   "with bootstrap intervals, leave-one-model-size-out error and "
+                                   "residuals. From a results database it also fits the QiD law "
+                                   "to its ptq rows when there are enough.")
     p.add_argument("runs", help="results database (runs.db) or CSV with N,D,E,M,B,loss columns")
     p.add_argument("-o", "--out", default=None, help="write the fit as JSON here (for --law)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200; 0 = none)")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap resamples (default 200; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--huber", type=float, default=1e-3, help="Huber scale on log loss (default 1e-3)")
+    p.add_argument("--huber", type=float, default=1e-3,
+                   help="Huber scale on log loss (default 1e-3)")
     p.add_argument("--include-baseline", action="store_true",
                    help="also use unquantized runs (as block size 1: no quantization penalty)")
     p.add_argument("--free", default="all", metavar="NAMES",
@@ -30,31 +39,26 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from explorer.fit import (fit_capybara_detailed, fit_qid, load_ptq_arrays, load_runs_arrays,
-                              save_fit, is_sqlite)
-    from pathlib import Path
-
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
     a = load_runs_arrays(args.runs, include_baseline=args.include_baseline)
-    n_sizes = len(set(a["N"].tolist()))
-    with Progress(args.bootstrap + (n_sizes if n_sizes >= 3 else 0), "fitting", unit="fit") as bar:
+    with Progress(fit_steps(a["N"], args.bootstrap), "fitting", unit="fit") as bar:
         fit = fit_capybara_detailed(**a, bootstrap=args.bootstrap, seed=args.seed,
                                     huber_delta=args.huber, free=args.free,
                                     progress=lambda done, total: bar.update(1))
     doc = fit.to_dict()
     doc["source"] = str(args.runs)
-    if Path(args.runs).is_file() and is_sqlite(Path(args.runs)):
-        p = load_ptq_arrays(args.runs)
-        if int((p["delta_loss"] > 0).sum()) >= 5:
-            doc["qid"] = fit_qid(**p).to_dict()
+    qid = fit_qid_from_results(args.runs)
+    if qid is not None:
+        doc["qid"] = qid.to_dict()
     if args.out:
         save_fit(fit, args.out, extra={k: doc[k] for k in ("source", "qid") if k in doc})
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"Capybara law fitted to {fit.n_points} runs from {args.runs}"
-          + ("" if len(fit.free) == 8 else f" (fitted: {', '.join(fit.free)}; others fixed at the paper's values)"))
+    partial = (f" (fitted: {', '.join(fit.free)}; others fixed at the paper's values)"
+               if len(fit.free) != 8 else "")
+    print(f"Capybara law fitted to {fit.n_points} runs from {args.runs}" + partial)
     print(f"{'constant':>9} {'value':>14}   95% interval ({fit.bootstrap} bootstrap resamples)")
     for name, v in fit.law.to_dict().items():
         lo_hi = fit.ci.get(name)
@@ -63,11 +67,12 @@ def run(args) -> int:
     print(f"relative residuals: RMS {100 * fit.rms_rel:.3f}%, max {100 * fit.max_rel:.3f}%, "
           f"{fit.outliers} beyond 3 robust sigma")
     for h in fit.heldout:
-        print(f"held out N = {h.N:.4g} ({h.count} runs): mean |rel. error| {100 * h.mean_abs_rel:.3f}%, "
-              f"max {100 * h.max_abs_rel:.3f}%")
+        print(f"held out N = {h.N:.4g} ({h.count} runs): "
+              f"mean |rel. error| {100 * h.mean_abs_rel:.3f}%, max {100 * h.max_abs_rel:.3f}%")
     if "qid" in doc:
         q = doc["qid"]
-        print(f"QiD law (ptq rows): dL = {q['k']:.4g} D^{q['beta']:.4f} / (N^{q['alpha']:.4f} P^{q['gamma']:.4f})")
+        print(f"QiD law (ptq rows): dL = {q['k']:.4g} D^{q['beta']:.4f} / "
+              f"(N^{q['alpha']:.4f} P^{q['gamma']:.4f})")
     if args.out:
         print(f"wrote {args.out}")
     return 0

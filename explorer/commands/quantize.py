@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -17,7 +18,8 @@ def add_parser(sub):
     p.add_argument("input", help="input .npy file (float16, float32 or float64)")
     p.add_argument("output", help="output .npy file")
     p.add_argument("--format", "-f", required=True, help="format name or spec")
-    p.add_argument("--rounding", "-r", default="rne", help="rne rna rtz rtp rtn rto sr (default rne)")
+    p.add_argument("--rounding", "-r", default="rne",
+                   help="rne rna rtz rtp rtn rto sr (default rne)")
     p.add_argument("--saturate", action="store_true", help="clamp overflow to +-max")
     p.add_argument("--seed", type=int, default=None, help="seed for stochastic rounding")
     p.add_argument("--sr-bits", type=int, default=None, help="random bits per SR decision (1..64)")
@@ -62,7 +64,6 @@ def run(args) -> int:
                        sqnr_db=float(10 * np.log10(sig / mse)) if mse > 0 and sig > 0 else None)
     summary["output"] = args.output
     if args.json:
-        import json
         print(json.dumps(summary))
     else:
         print(" ".join(f"{k}={v}" for k, v in summary.items()))

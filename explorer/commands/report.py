@@ -26,7 +26,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--propose", nargs="+", default=[], metavar="SPEC",
                    help="format spec(s) to evaluate, e.g. e3m4b5 (E3M4 with bias 5)")
     p.add_argument("--bits", nargs="+", type=int, default=list(DEFAULT_BITS), metavar="P",
-                   help=f"total widths for the detailed table (default {' '.join(map(str, DEFAULT_BITS))})")
+                   help="total widths for the detailed table "
+                        f"(default {' '.join(map(str, DEFAULT_BITS))})")
     p.add_argument("--params", type=float, default=1e9, metavar="N",
                    help="model size N, non-embedding parameters (default 1e9)")
     p.add_argument("--tokens", type=float, default=None, metavar="D",
@@ -34,7 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=1e23, metavar="C",
                    help="compute budget C = k*P*N*D, k=6/16 (default 1e23)")
     p.add_argument("--block", default="channel", metavar="B",
-                   help="scaling block for predictions: an int, 'channel' or 'tensor' (default channel)")
+                   help="scaling block for predictions: an int, 'channel' or 'tensor' "
+                        "(default channel)")
     p.add_argument("--sqnr-samples", type=int, default=1 << 14, metavar="N",
                    help="samples per distribution for measured SQNR (default 16384)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test data (default 0)")

@@ -30,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # explorer.train imports torch: loaded only when this command runs, not for `fpx --help`.
     from ..train.sweep import parse_spec, pending_runs, run_sweep
     spec = parse_spec(args.spec)
     if args.dry_run:

@@ -14,24 +14,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "record it in a results database. A run already finished in --db is not "
                     "trained again.")
     p.add_argument("--layers", type=int, required=True, help="transformer blocks")
-    p.add_argument("--d-model", type=int, required=True, help="residual width (heads of <= 64 dims)")
+    p.add_argument("--d-model", type=int, required=True,
+                   help="residual width (heads of <= 64 dims)")
     p.add_argument("--tokens", type=int, required=True, help="training tokens D")
-    p.add_argument("--format", default="none", help="element format (e2m3, float8_e4m3fn, mxfp4, ...) or 'none'")
-    p.add_argument("--block", default="channel", help="block size: an int, 'channel', 'tensor' or 'none' (default: channel)")
+    p.add_argument("--format", default="none",
+                   help="element format (e2m3, float8_e4m3fn, mxfp4, ...) or 'none'")
+    p.add_argument("--block", default="channel",
+                   help="block size: an int, 'channel', 'tensor' or 'none' (default: channel)")
     p.add_argument("--targets", default="default",
-                   help="comma list of GEMM inputs: fwd_x,fwd_w,dgrad_dy,dgrad_w,wgrad_dy,wgrad_x; "
-                        "'default' = fwd_w,dgrad_w,wgrad_x; 'all'")
-    p.add_argument("--rounding", default="rne", help="rne, rna, rtz, rtp, rtn, rto or sr (default rne)")
+                   help="comma list of GEMM inputs: fwd_x,fwd_w,dgrad_dy,dgrad_w,wgrad_dy,"
+                        "wgrad_x; 'default' = fwd_w,dgrad_w,wgrad_x; 'all'")
+    p.add_argument("--rounding", default="rne",
+                   help="rne, rna, rtz, rtp, rtn, rto or sr (default rne)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--db", default=None, help="results database (SQLite); default: none")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16, help="sequences per step")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: by size)")
-    p.add_argument("--eval-tokens", type=int, default=32768, help="held-out tokens for validation loss")
-    p.add_argument("--corpus", nargs="*", default=[], help="text files/folders (default: stdlib sources)")
+    p.add_argument("--eval-tokens", type=int, default=32768,
+                   help="held-out tokens for validation loss")
+    p.add_argument("--corpus", nargs="*", default=[],
+                   help="text files/folders (default: stdlib sources)")
     p.add_argument("--max-bytes", type=int, default=8 * 2**20, help="corpus size cap in bytes")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (CUDA)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16 autocast (CUDA)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and numba)")
     p.add_argument("--ckpt-dir", default=None, help="checkpoint folder (default: <db>.ckpt)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -51,14 +58,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # explorer.train imports torch: loaded only when this command runs, not for `fpx --help`.
     from ..train.data import CorpusSpec
-    from ..train.qlinear import QuantConfig
-    from ..train.trainer import TrainConfig, train
+    from ..train.pipeline import train_ptq_capture
+    from ..train.ptq import PTQSpec
+    from ..train.qlinear import OperandSpec, QuantConfig
+    from ..train.trainer import TrainConfig
     q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=args.block,
                     rounding=args.rounding, targets=args.targets, seed=args.seed,
                     accumulator=args.accumulator)
     if q.fmt is not None:
-        from ..train.qlinear import OperandSpec
         OperandSpec(q.fmt, q.block, q.rounding).build()      # unknown format -> error now
     cfg = TrainConfig(layers=args.layers, d_model=args.d_model, tokens=args.tokens, quant=q,
                       seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -68,35 +77,29 @@ def run(args: argparse.Namespace) -> int:
     if args.ptq:
         if args.db is None:
             raise ValueError("--ptq needs --db (PTQ results are stored beside the run)")
-        from ..train.ptq import PTQSpec
-        ptq_specs = [PTQSpec(f.strip(), args.ptq_block, args.ptq_method) for f in args.ptq.split(",") if f.strip()]
-    r = train(cfg, db=args.db, device=args.device, ckpt_dir=args.ckpt_dir, progress=not args.no_progress,
-              compile=args.compile, threads=args.threads)
-    ptq_rows = []
-    if ptq_specs:
-        from ..train.ptq import ptq_run
-        ptq_run(args.db, r.key, ptq_specs, ckpt_dir=args.ckpt_dir)
-        from ..train.store import load_ptq
-        ptq_rows = [row for row in load_ptq(args.db) if row["run_key"] == r.key]
-    if args.capture:
-        from ..train.capture import capture_from_run, save_tensors
-        from ..train.data import load_corpus
-        corpus = load_corpus(cfg.corpus)
-        save_tensors(args.capture, capture_from_run(r.ckpt_dir, corpus.val, 4, cfg.seq_len,
-                                                    seed=args.seed))
+        ptq_specs = [PTQSpec(f.strip(), args.ptq_block, args.ptq_method)
+                     for f in args.ptq.split(",") if f.strip()]
+    outcome = train_ptq_capture(cfg, db=args.db, device=args.device, ckpt_dir=args.ckpt_dir,
+                                progress=not args.no_progress, compile=args.compile,
+                                threads=args.threads, ptq=ptq_specs,
+                                capture=args.capture or None)
+    r = outcome.run
     out = {"key": r.key, "val_loss": r.val_loss, "params": r.params, "tokens": r.tokens,
-           "format": args.format, "block": None if q.fmt is None or q.block is None else str(q.block),
+           "format": args.format,
+           "block": None if q.fmt is None or q.block is None else str(q.block),
            "targets": list(q.targets) if q.fmt else [], "skipped": r.skipped, "curve": r.curve,
-           "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s, "ptq": ptq_rows}
+           "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s, "ptq": list(outcome.ptq)}
     if args.json:
         print(json.dumps(out))
     else:
         state = "already in the database (not retrained)" if r.skipped else "trained"
         print(f"run {r.key}: {state}")
         print(f"N = {r.params} non-embedding GEMM parameters, D = {r.tokens} tokens, "
-              f"format {args.format}" + (f" (block {q.block}, {','.join(q.targets)})" if q.fmt else ""))
-        print(f"validation loss {r.val_loss:.4f} nats/token; {r.tokens_per_s:.0f} tok/s; wall {r.wall_s:.1f} s")
-        for row in ptq_rows:
+              f"format {args.format}"
+              + (f" (block {q.block}, {','.join(q.targets)})" if q.fmt else ""))
+        print(f"validation loss {r.val_loss:.4f} nats/token; {r.tokens_per_s:.0f} tok/s; "
+              f"wall {r.wall_s:.1f} s")
+        for row in outcome.ptq:
             print(f"  PTQ {row['fmt']} {row['method']} @ {row['ckpt_tokens']} tokens: "
                   f"{row['val_loss_before']:.4f} -> {row['val_loss_after']:.4f}")
     return 0

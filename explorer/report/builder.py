@@ -8,21 +8,41 @@ a progress bar and writes ``report.md``, ``index.html`` and ``figures/*.png``.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata as md
 import platform
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
+import numba
 import numpy as np
+import scipy
 
+import explorer
+import fpformat
+from explorer.accumulation import accumulation_png, accumulation_study
+from explorer.blocks import CHANNEL_LOG2B
+from explorer.laws import CapybaraLaw, choose_law
 from explorer.progress import Progress
+from fpformat import get_format
 
 from . import figures as fig
 from . import lawview
 from .config import ReportConfig
-from .document import Bullets, Code, Document, Figure, Para, Section, Table, render_html, render_markdown
-from .formats import (PROPERTY_HEADERS, differences, neighbours, properties_row, scale_sweep)
+from .document import (
+    Bullets,
+    Code,
+    Document,
+    Figure,
+    Para,
+    Section,
+    Table,
+    render_html,
+    render_markdown,
+)
+from .formats import PROPERTY_HEADERS, differences, neighbours, properties_row, scale_sweep
 from .runs import Run, load_runs
 
 
@@ -53,11 +73,10 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
     Raises ValueError for a bad proposed format or law file, FileNotFoundError for a missing
     runs database or law file.
     """
-    from fpformat import get_format
-
     config = config or ReportConfig()
     out = Path(out_dir)
-    law, source = lawview.load_law(config.law)
+    chosen = choose_law(config.law, name="--law")
+    law, source = chosen.law, chosen.citation
     proposed = []
     for spec in config.propose:
         f = get_format(spec)
@@ -168,7 +187,8 @@ def _section_layouts(ctx: _Context) -> Section:
         ranked = lawview.ranked_layouts(law, P, N, D, lb)
         best = ranked[0]
         runners = ", ".join(f"`{_layout(e, m)}` {_gap(l - best[2])}" for e, m, l in ranked[1:4])
-        rows.append((str(P), f"**`{_layout(best[0], best[1])}`**", f"{best[2]:.4f}", runners or "—"))
+        rows.append((str(P), f"**`{_layout(best[0], best[1])}`**", f"{best[2]:.4f}",
+                     runners or "—"))
     s.add(Table(("P (bits)", "best layout", "predicted loss", "runners-up (loss gap)"),
                 tuple(rows), caption="Best (E, M) per width and the loss gap of the runners-up."))
     allp = range(2, 17)
@@ -265,7 +285,7 @@ _BLOCKS = (16, 32, 64, 128, 256, 512)
 def _section_block(ctx: _Context) -> Section:
     c, law = ctx.config, ctx.law
     N, D = c.params, c.tokens_or_default
-    lbs = np.array([np.log2(b) for b in _BLOCKS] + [13.1567])
+    lbs = np.array([np.log2(b) for b in _BLOCKS] + [CHANNEL_LOG2B])
     ticks = [str(b) for b in _BLOCKS] + ["channel"]
     floor = lawview.floor_loss(law, N, D)
     layouts = {n: em for n, em in _candidate_layouts(ctx).items()}
@@ -313,7 +333,6 @@ def _section_sqnr(ctx: _Context) -> Section:
 
 
 def _bits(name: str) -> int:
-    from fpformat import get_format
     return get_format(name).bits
 
 
@@ -356,7 +375,6 @@ def _section_pareto(ctx: _Context) -> Section:
 
 def _section_accumulation(ctx: _Context) -> Section:
     """Accumulation error of the dot-product unit against K and accumulator width."""
-    from explorer.accumulation import accumulation_png, accumulation_study
     study = accumulation_study(ctx.config.accumulators, seed=ctx.config.seed, progress=False)
     s = Section("Accumulator precision", anchor="accumulation")
     s.add(Para("A format is half of a chip's numerics; the other half is how its multiply-"
@@ -414,9 +432,10 @@ def _section_proposal(ctx: _Context, f) -> Section:
         f"Every positive value of `{name}` (red) and of its standard neighbours on a log2 axis."))
     sweep = scale_sweep([name] + nbrs[:4], max(c.sqnr_samples // 8, 256), c.seed)
     s.add(Figure(f"sqnr_scale_{slug}", fig.lines_loglog(
-        2.0 ** sweep.log2_sigma, sweep.sqnr_db, xlabel="standard deviation σ of unscaled Gaussian data",
-        ylabel="SQNR (dB)", title=f"SQNR against input scale, no scaling factor ({name})",
-        highlight=[name], logy=False),
+        2.0 ** sweep.log2_sigma, sweep.sqnr_db,
+        xlabel="standard deviation σ of unscaled Gaussian data", ylabel="SQNR (dB)",
+        title=f"SQNR against input scale, no scaling factor ({name})", highlight=[name],
+        logy=False),
         "Where each format is accurate without a scale factor: the plateau width is the usable "
         "dynamic range, its height the precision, its position the bias."))
     pts = {}
@@ -446,7 +465,6 @@ def _section_proposal(ctx: _Context, f) -> Section:
 
 
 def _fmt(name: str):
-    from fpformat import get_format
     return get_format(name)
 
 
@@ -469,7 +487,7 @@ def _section_sweep(ctx: _Context) -> Section:
 
 def _section_fit(ctx: _Context) -> Section:
     s = Section("Fit diagnostics", anchor="fit")
-    s.add(*lawview.fit_blocks(ctx.runs, lawview.load_law("paper")[0]))
+    s.add(*lawview.fit_blocks(ctx.runs, CapybaraLaw.paper()))
     return s
 
 
@@ -488,14 +506,6 @@ def _section_repro(ctx: _Context) -> Section:
 
 
 def _versions() -> list[tuple[str, str]]:
-    import importlib.metadata as md
-
-    import matplotlib
-    import numba
-    import scipy
-
-    import explorer
-    import fpformat
     rows = [("date (UTC)", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")),
             ("python", platform.python_version()), ("platform", platform.platform()),
             ("explorer", explorer.__version__), ("fpformat", fpformat.__version__),

@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.accumulation import parse_accumulator
+from explorer.blocks import CHANNEL_LOG2B, block_log2, parse_block
+
 #: The bit widths the detailed sections cover by default (the 4-8 bit band hardware targets).
 DEFAULT_BITS: tuple[int, ...] = (4, 5, 6, 7, 8)
 
@@ -24,8 +27,10 @@ class ReportConfig:
             predicted losses.
         tokens: training tokens D for the predicted losses; None = 20·N (Chinchilla ratio).
         budget: compute budget C (k·P·N·D units, k = 6/16) for the compute-optimal precision.
-        block: scaling block of the predicted losses: an int block size, ``"channel"`` or
-            ``"tensor"`` (both log2 B = 13.1567, the paper's channel-wise value).
+        block: scaling block of the predicted losses: an int block size >= 2, ``"channel"`` or
+            ``"tensor"`` (both log2 B = 13.1567, the paper's channel-wise value); parsed by
+            :func:`explorer.blocks.parse_block`.  Block 1 has no quantization penalty, so the
+            report's compute-optimal precision would not exist.
         sqnr_samples: elements per distribution for the measured SQNR (keep it modest: the
             default report must finish in a minute on two cores).
         seed: seed of the random test data.
@@ -52,7 +57,6 @@ class ReportConfig:
         object.__setattr__(self, "propose", tuple(self.propose))
         object.__setattr__(self, "accumulators", tuple(self.accumulators))
         if self.accumulators:
-            from explorer.accumulation import parse_accumulator
             for spec in self.accumulators:
                 parse_accumulator(spec)                  # ValueError naming the bad part
         object.__setattr__(self, "bits", tuple(sorted(set(int(b) for b in self.bits))))
@@ -63,17 +67,16 @@ class ReportConfig:
                 raise ValueError(f"bits must be in 2..24 (P = E + M + 1), got {b}")
         for pname in ("params", "budget"):
             v = getattr(self, pname)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or v <= 0):
                 raise ValueError(f"{pname} must be a positive finite number, got {v!r}")
         if self.tokens is not None and (not math.isfinite(self.tokens) or self.tokens <= 0):
             raise ValueError(f"tokens must be a positive finite number, got {self.tokens!r}")
-        if isinstance(self.block, str):
-            if self.block not in ("channel", "tensor"):
-                if not self.block.isdigit():
-                    raise ValueError(f"block must be an int, 'channel' or 'tensor', got {self.block!r}")
-                object.__setattr__(self, "block", int(self.block))
-        if isinstance(self.block, int) and self.block < 2:
-            raise ValueError(f"block must be at least 2 elements, got {self.block}")
+        object.__setattr__(self, "block", parse_block(self.block, allow_none=False))
+        if block_log2(self.block) == 0:
+            raise ValueError("block: block size 1 has no quantization penalty, so the report's "
+                             "compute-optimal precision does not exist; give 2 or more, "
+                             "'channel' or 'tensor'")
         if not 256 <= self.sqnr_samples <= 1 << 22:
             raise ValueError(f"sqnr_samples must be in 256..{1 << 22}, got {self.sqnr_samples}")
         if not isinstance(self.law, str) or not self.law:
@@ -86,8 +89,13 @@ class ReportConfig:
 
     @property
     def log2_block(self) -> float:
-        return 13.1567 if isinstance(self.block, str) else math.log2(self.block)
+        """log2 B of :attr:`block` for the law (channel and tensor: 13.1567)."""
+        return block_log2(self.block)
 
     @property
     def block_label(self) -> str:
-        return f"channel-wise (log2 B = 13.1567)" if isinstance(self.block, str) else f"B = {self.block}"
+        """How the report names the block: ``"B = 32"`` or ``"channel-wise (log2 B = ...)"``
+        (tensor-wise scaling shares channel-wise's log2 B)."""
+        if isinstance(self.block, str):
+            return f"channel-wise (log2 B = {CHANNEL_LOG2B})"
+        return f"B = {self.block}"

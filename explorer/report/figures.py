@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 DPI = 100
 # Tableau colours without red: red is reserved for highlighted (proposed) formats.
@@ -75,12 +76,11 @@ def loss_heatmap(exp_bits: Sequence[int], man_bits: Sequence[int], loss: np.ndar
 
 
 def _rect(e: float, m: float):
-    from matplotlib.patches import Rectangle
     return Rectangle((e - .5, m - .5), 1, 1, fill=False, edgecolor=HIGHLIGHT, linewidth=2.0)
 
 
-def loss_gap_bars(labels_by_p: Mapping[int, Sequence[str]], gaps_by_p: Mapping[int, Sequence[float]],
-                  title: str) -> bytes:
+def loss_gap_bars(labels_by_p: Mapping[int, Sequence[str]],
+                  gaps_by_p: Mapping[int, Sequence[float]], title: str) -> bytes:
     """For each bit width P, the predicted loss gap of the runners-up to the best layout."""
     fig, (ax,) = _new(7.2, 3.8)
     ps = sorted(gaps_by_p)
@@ -130,7 +130,8 @@ def precision_vs_budget(C: np.ndarray, P: np.ndarray, band: tuple[float, float],
                         extra: Mapping[str, np.ndarray] | None = None) -> bytes:
     """Compute-optimal precision against compute budget, with the shaded ``band`` of bit widths."""
     fig, (ax,) = _new()
-    ax.axhspan(band[0], band[1], color="#2ca02c", alpha=.12, label=f"{band[0]:g}–{band[1]:g} bit band")
+    ax.axhspan(band[0], band[1], color="#2ca02c", alpha=.12,
+               label=f"{band[0]:g}–{band[1]:g} bit band")
     ax.plot(C, P, color=_COLORS[0], linewidth=2, label="optimal P (continuous)")
     if P_int is not None:
         ax.step(C, P_int, where="mid", color=_COLORS[1], linewidth=1.2, label="optimal P (integer)")
@@ -186,7 +187,8 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], y
     return to_png(fig)
 
 
-def value_grids(grids: Mapping[str, np.ndarray], title: str, highlight: Sequence[str] = ()) -> bytes:
+def value_grids(grids: Mapping[str, np.ndarray], title: str,
+                highlight: Sequence[str] = ()) -> bytes:
     """The positive finite values of each format as ticks on a log2 axis, one row per format."""
     names = list(grids)
     fig, (ax,) = _new(7.6, 0.9 + 0.55 * len(names))
@@ -235,7 +237,8 @@ def pareto(points: Mapping[str, tuple[float, float]], front: Sequence[str], *, x
 
 # ----------------------------------------------------------------------------------- run figures
 def fit_diagnostics(measured: np.ndarray, predicted: np.ndarray, groups: Sequence[str],
-                    title: str, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> bytes:
+                    title: str, lo: np.ndarray | None = None,
+                    hi: np.ndarray | None = None) -> bytes:
     """Two panels: predicted against measured loss (with optional interval bars) and relative
     residuals ``(measured - predicted) / measured`` per run, coloured by ``groups``."""
     measured = np.asarray(measured, float)
@@ -247,7 +250,8 @@ def fit_diagnostics(measured: np.ndarray, predicted: np.ndarray, groups: Sequenc
         idx = np.array([i for i, gg in enumerate(groups) if gg == g])
         if lo is not None and hi is not None:
             a1.errorbar(measured[idx], predicted[idx],
-                        yerr=[predicted[idx] - np.asarray(lo)[idx], np.asarray(hi)[idx] - predicted[idx]],
+                        yerr=[predicted[idx] - np.asarray(lo)[idx],
+                              np.asarray(hi)[idx] - predicted[idx]],
                         fmt="o", ms=4, color=col[g], label=g, elinewidth=.8)
         else:
             a1.scatter(measured[idx], predicted[idx], s=16, color=col[g], label=g)

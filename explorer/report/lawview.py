@@ -1,39 +1,31 @@
 """What the report needs from the analyzer, in one place.
 
 Thin functions over the analyzer's public API (``explorer.laws.CapybaraLaw``,
-``explorer.fit.fit_capybara``, ``explorer.hwcost``) plus the few derived quantities the report
-shows that the analyzer does not return directly (all layouts of one width ranked by predicted
-loss, a Pareto front, SQNR with the report's scaling cases).  Block sizes are passed around as
-log2 B (channel-wise = 13.1567).
+``explorer.fit.fit_capybara``, ``explorer.hwcost``, ``explorer.metrics``) plus the few derived
+quantities the report shows that the analyzer does not return directly (all layouts of one width
+ranked by predicted loss, a Pareto front, SQNR with the report's scaling cases, the
+fit-diagnostics blocks).  Block sizes are passed around as log2 B (channel-wise = 13.1567).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 
 import numpy as np
 
+from explorer import hwcost
+from explorer.fit import MIN_HELDOUT_SIZES, fit_capybara
+from explorer.metrics import scaled_quantize as _scaled_quantize
+from explorer.metrics import test_data as _test_data
+from fpformat import get_format
+
+from . import figures as fig
+from .document import Figure, Para, Table
 from .formats import sqnr_db
+from .runs import fit_arrays
+
 
 # ----------------------------------------------------------------------------------- the law
-PAPER_SOURCE = ("Capybara scaling law of Sun et al., \"Scaling Laws for Floating-Point Quantization "
-                "Training\" (arXiv 2501.02423, ICML 2025), Table 2 constants as published")
-
-
-def load_law(spec: str):
-    """``"paper"`` -> ``(CapybaraLaw.paper(), source)``; a path -> the law of a ``fpx fit`` JSON."""
-    from explorer.laws import CapybaraLaw
-    if spec == "paper":
-        return CapybaraLaw.paper(), PAPER_SOURCE
-    from pathlib import Path
-    p = Path(spec)
-    if not p.is_file():
-        raise FileNotFoundError(f"--law: expected 'paper' or a fit JSON file, no such file: {spec}")
-    from explorer.fit import load_fit
-    law = load_fit(p)
-    return law, f"Capybara law fitted by `fpx fit` ({p.name})"
-
-
 def _B(log2_block: float) -> float:
     return float(2.0 ** log2_block)
 
@@ -64,7 +56,8 @@ def optimal_precision(law, C: float, log2_block: float) -> float:
     return float(getattr(r, "P", r))
 
 
-def ranked_layouts(law, P: int, N: float, D: float, log2_block: float) -> list[tuple[int, int, float]]:
+def ranked_layouts(law, P: int, N: float, D: float,
+                   log2_block: float) -> list[tuple[int, int, float]]:
     """Every split of P = E + M + 1 bits with E >= 1 as (E, M, predicted loss), best first."""
     out = [(e, P - 1 - e, loss(law, N, D, e, P - 1 - e, log2_block)) for e in range(1, P)]
     out.sort(key=lambda t: (t[2], -t[0]))
@@ -73,23 +66,18 @@ def ranked_layouts(law, P: int, N: float, D: float, log2_block: float) -> list[t
 
 def constants(law) -> dict[str, float]:
     """The law's named constants, in the paper's order where present."""
-    from dataclasses import asdict, is_dataclass
-    if is_dataclass(law):
-        items = asdict(law)
-    else:
-        items = dict(vars(law))
-    return {k: float(v) for k, v in items.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    items = asdict(law) if is_dataclass(law) else dict(vars(law))
+    return {k: float(v) for k, v in items.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # ----------------------------------------------------------------------------------- cost, front
 def hw_cost(E: int, M: int) -> float:
     """Relative area of a multiply-accumulate unit for the (E, M) format (analyzer's proxy)."""
-    from explorer import hwcost
     return float(hwcost.mac_cost(E, M))
 
 
 def hw_cost_doc() -> str:
-    from explorer import hwcost
     return hwcost.SOURCE
 
 
@@ -122,21 +110,18 @@ _DIST_KEYS = {"Gaussian": "gaussian", "Laplace": "laplace", "Student-t(3)": "stu
 
 def test_data(dist: str, n: int, seed: int) -> np.ndarray:
     """``n`` float64 samples of a named distribution (seeded, reproducible)."""
-    from explorer.metrics import test_data as _data
     if dist not in _DIST_KEYS:
         raise ValueError(f"dist must be one of {DISTRIBUTIONS}, got {dist!r}")
-    return _data(_DIST_KEYS[dist], n, seed)
+    return _test_data(_DIST_KEYS[dist], n, seed)
 
 
 def scaled_quantize(fmt, x: np.ndarray, block: int | None) -> np.ndarray:
     """Sun et al.'s amax scaling per tensor (``block=None``) or per ``block`` elements."""
-    from explorer.metrics import scaled_quantize as _sq
-    return _sq(fmt, x, block)
+    return _scaled_quantize(fmt, x, block)
 
 
 def sqnr_table(names: list[str], samples: int, seed: int) -> SqnrTable:
     """SQNR (dB) of each format for every distribution and scaling case."""
-    from fpformat import get_format
     samples -= samples % 32
     data = {d: test_data(d, samples, seed + i) for i, d in enumerate(DISTRIBUTIONS)}
     cols = tuple(f"{d}, {s}" for d in DISTRIBUTIONS for s in SCALINGS)
@@ -160,12 +145,6 @@ def fit_blocks(runs, paper_law) -> list:
     """Blocks of the fit-diagnostics section: the Capybara law fitted to the quantized runs,
     its constants beside the paper's, predicted against measured loss, relative residuals and
     the held-out error of leave-one-model-size-out refits."""
-    from explorer.fit import fit_capybara
-
-    from . import figures as fig
-    from .document import Figure, Para, Table
-    from .runs import fit_arrays
-
     a = fit_arrays(runs)
     n = len(a["loss"])
     if n < MIN_FIT_RUNS:
@@ -185,12 +164,12 @@ def fit_blocks(runs, paper_law) -> list:
                         caption="Fitted constants beside the published ones."))
     sizes = np.unique(a["N"])
     held = []
-    if len(sizes) >= 3:
+    if len(sizes) >= MIN_HELDOUT_SIZES:
         for size in sizes:
             train = a["N"] != size
-            sub = fit_capybara(**{k: v[train] for k, v in a.items()}) if train.sum() >= MIN_FIT_RUNS else None
-            if sub is None:
+            if train.sum() < MIN_FIT_RUNS:
                 continue
+            sub = fit_capybara(**{k: v[train] for k, v in a.items()})
             p = np.asarray(sub.loss(a["N"][~train], a["D"][~train], a["E"][~train], a["M"][~train],
                                     a["B"][~train]), dtype=float)
             held.append((size, float(np.mean(np.abs(p - a["loss"][~train]) / a["loss"][~train]))))

@@ -1,22 +1,20 @@
-"""Reading finished training runs from the results database (plain sqlite3, no torch).
+"""Finished training runs as the report shows them, read from the results database.
 
-The schema is the shared contract of ``explorer.train.store``: table ``runs`` with one row per
-training run (N = non-embedding GEMM parameters, D = training tokens, E/M = element format bits,
-NULL for the unquantized baseline, ``block`` = '32' | 'channel' | 'tensor' | NULL).
+Rows come through :mod:`explorer.results` (plain sqlite3, no torch); the columns are those of the
+``runs`` table of ``explorer.train.store`` (N = non-embedding GEMM parameters, D = training
+tokens, E/M = element format bits, NULL for the unquantized baseline, ``block`` = '32' |
+'channel' | 'tensor' | NULL).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-#: log2 B the paper uses for channel-wise scaling (Sun et al.); 'tensor' is treated alike.
-CHANNEL_LOG2B = 13.1567
+from explorer import results
 
 
 @dataclass(frozen=True)
@@ -39,14 +37,22 @@ class Run:
 
     @property
     def log2_block(self) -> float:
-        """log2 of the block size for the law: ints as given, channel/tensor = 13.1567."""
-        if self.block in (None, "", "channel", "tensor"):
-            return CHANNEL_LOG2B
-        return math.log2(int(self.block))
+        """log2 of the block size for the law: ints as given, channel/tensor = 13.1567, no
+        block recorded = per-tensor (:func:`explorer.results.run_log2_block`)."""
+        return results.run_log2_block(self.block)
 
     @property
     def label(self) -> str:
         return f"{self.fmt}" + (f"/{self.block}" if self.block else "")
+
+
+def _curve(curve_json: str | None) -> tuple[tuple[float, float], ...]:
+    """The (tokens, validation loss) points of a run; none when the column is unreadable, so
+    one damaged row costs its curve, not the report."""
+    try:
+        return tuple((float(t), float(v)) for t, v in json.loads(curve_json or "[]"))
+    except (ValueError, TypeError):
+        return ()
 
 
 def load_runs(path: str | Path) -> list[Run]:
@@ -55,28 +61,14 @@ def load_runs(path: str | Path) -> list[Run]:
     Raises FileNotFoundError for a missing file and ValueError when it is not a results
     database (no ``runs`` table).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--runs: no such results database: {p}")
-    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    try:
-        try:
-            rows = con.execute(
-                "SELECT key, n_params, tokens, exp_bits, man_bits, block, fmt, val_loss, curve_json "
-                "FROM runs WHERE status = 'finished' AND val_loss IS NOT NULL").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise ValueError(f"--runs: {p} is not a results database ({exc})") from None
-    finally:
-        con.close()
-    runs = []
-    for key, n, d, e, m, block, fmt, loss, curve_json in rows:
-        try:
-            curve = tuple((float(t), float(v)) for t, v in json.loads(curve_json or "[]"))
-        except (ValueError, TypeError):
-            curve = ()
-        runs.append(Run(str(key), int(n), int(d), None if e is None else int(e),
-                        None if m is None else int(m), None if block is None else str(block),
-                        str(fmt or "none"), float(loss), curve))
+    with results.read_only(path, name="--runs") as con:
+        rows = results.measured_runs(con)
+    runs = [Run(str(r["key"]), int(r["n_params"]), int(r["tokens"]),
+                None if r["exp_bits"] is None else int(r["exp_bits"]),
+                None if r["man_bits"] is None else int(r["man_bits"]),
+                None if r["block"] is None else str(r["block"]), str(r["fmt"] or "none"),
+                float(r["val_loss"]), _curve(r["curve_json"]))
+            for r in rows]
     runs.sort(key=lambda r: (r.n_params, r.tokens, r.fmt, r.block or ""))
     return runs
 

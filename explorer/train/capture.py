@@ -6,7 +6,8 @@ activation and the gradient of the output — the three kinds of GEMM operand wh
 differ most (weights near-Gaussian, activations and gradients heavy-tailed).  Each tensor is
 subsampled (seeded, deterministic) to at most ``max_elements`` values.  `fpx train --capture
 OUT.npz` saves them after training; `fpx recommend --measure --tensors OUT.npz` measures every
-candidate format on them.
+candidate format on them (the ``.npz`` files: :func:`explorer.metrics.save_tensors` and
+:func:`explorer.metrics.load_tensors`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .data import eval_batches
+from .ptq import checkpoints
+from .trainer import load_checkpoint
 
 
 def _sample(t: torch.Tensor, max_elements: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,24 +69,10 @@ def capture_from_run(ckpt_dir: str | Path, tokens: np.ndarray, batch: int, seq_l
                      max_elements: int = 1 << 16, seed: int = 0) -> dict[str, np.ndarray]:
     """Capture from the last checkpoint (``tokens_<n>.pt``, largest n) in ``ckpt_dir``, on the
     first held-out windows of ``tokens``."""
-    from .data import eval_batches
-    from .trainer import load_checkpoint
-    ckpts = sorted(Path(ckpt_dir).glob("tokens_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    ckpts = checkpoints(ckpt_dir)
     if not ckpts:
         raise FileNotFoundError(f"no tokens_<n>.pt checkpoint in {ckpt_dir}")
-    model, _ = load_checkpoint(ckpts[-1])
+    model, _ = load_checkpoint(ckpts[-1][1])
     x, y = next(eval_batches(tokens, batch * seq_len, batch, seq_len))
     return capture_tensors(model, torch.from_numpy(x), torch.from_numpy(y), max_elements, seed)
 
-
-def save_tensors(path: str | Path, tensors: dict[str, np.ndarray]) -> None:
-    np.savez_compressed(path, **tensors)
-
-
-def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Arrays of an ``.npz`` file (as written by :func:`save_tensors` or by the user)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"tensors file not found: {p}")
-    with np.load(p, allow_pickle=False) as z:
-        return {k: np.asarray(z[k]) for k in z.files}

@@ -19,7 +19,7 @@ import os
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -68,7 +68,8 @@ def _collect(paths: list[str | Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files.extend(sorted((q for q in p.rglob("*") if q.is_file()), key=lambda q: q.as_posix()))
+            files.extend(sorted((q for q in p.rglob("*") if q.is_file()),
+                                key=lambda q: q.as_posix()))
         elif p.is_file():
             files.append(p)
         else:
@@ -200,7 +201,8 @@ def eval_batches(tokens: np.ndarray, n_tokens: int, batch: int, seq_len: int):
     ``tokens`` (the fixed held-out set); yields (inputs, targets) int64 arrays."""
     n_seq = max(n_tokens // seq_len, 1)
     if n_seq * seq_len + 1 > tokens.size:
-        raise ValueError(f"eval_tokens={n_tokens} exceeds the held-out split ({tokens.size} tokens)")
+        raise ValueError(f"eval_tokens={n_tokens} exceeds the held-out split "
+                         f"({tokens.size} tokens)")
     for s in range(0, n_seq, batch):
         k = min(batch, n_seq - s)
         idx = (np.arange(s, s + k) * seq_len)[:, None] + np.arange(seq_len + 1)[None, :]

@@ -43,7 +43,8 @@ def export_csv(db: str | Path, out_dir: str | Path, stem: str | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or db.stem
     runs = sorted((_flat(r) for r in store.load_runs(db)),
-                  key=lambda r: (r["n_params"], r["tokens"], r["fmt"], str(r["block"]), r["seed"] or 0))
+                  key=lambda r: (r["n_params"], r["tokens"], r["fmt"], str(r["block"]),
+                                 r["seed"] or 0))
     ptq = [dict(r, delta=r["val_loss_after"] - r["val_loss_before"]) for r in store.load_ptq(db)]
     ptq.sort(key=lambda r: (r["n_params"], r["run_key"], r["ckpt_tokens"], r["fmt"], r["method"]))
     rp, pp = out / f"{stem}_runs.csv", out / f"{stem}_ptq.csv"
@@ -84,7 +85,8 @@ def analyse(db: str | Path) -> dict:
     ptq_*: stats of PTQ deltas by (bits, method), by checkpoint tokens, by both.
     """
     runs = [_flat(r) for r in store.load_runs(db)]
-    base = {(r["n_params"], r["tokens"], r["seed"]): r["val_loss"] for r in runs if r["exp_bits"] is None}
+    base = {(r["n_params"], r["tokens"], r["seed"]): r["val_loss"] for r in runs
+            if r["exp_bits"] is None}
     quant = [r for r in runs if r["exp_bits"] is not None]
     gaps = [(r, r["val_loss"] - base[(r["n_params"], r["tokens"], r["seed"])]) for r in quant
             if (r["n_params"], r["tokens"], r["seed"]) in base]
@@ -158,7 +160,8 @@ def summarize(db: str | Path) -> str:
     lines = [f"{a['runs']} finished runs, {a['ptq_rows']} PTQ rows; training time "
              f"{a['wall_minutes']:.1f} wall-minutes, {a['cpu_minutes']:.1f} CPU-minutes "
              f"({a['runs_with_cpu']} runs record CPU time)"]
-    for title, k in (("loss gap to the unquantized run of the same (N, D, seed), by format:", "by_format"),
+    for title, k in (("loss gap to the unquantized run of the same (N, D, seed), by format:",
+                      "by_format"),
                      ("by total bits P:", "by_bits"), ("by training tokens D:", "by_tokens"),
                      ("by (P, D):", "by_bits_and_tokens"),
                      ("E/M trade-off at equal bits (paired: first minus second):", "em_pairs"),
@@ -166,7 +169,8 @@ def summarize(db: str | Path) -> str:
         lines.append(title)
         lines += [f"  {name:24s} {f(s)}" for name, s in a[k].items()]
     lines.append("seed-to-seed spread of val_loss (sd over seeds):")
-    lines += [f"  {name:34s} mean {s['mean']:.4f} sd {s['sd']:.4f} (n={s['n']})" for name, s in a["seeds"].items()]
+    lines += [f"  {name:34s} mean {s['mean']:.4f} sd {s['sd']:.4f} (n={s['n']})"
+              for name, s in a["seeds"].items()]
     mono = a["d_monotone"]
     lines.append(f"loss falls monotonically with D in {sum(mono.values())} of {len(mono)} "
                  f"(N, format, block) series; not in: {[k for k, v in mono.items() if not v]}")

@@ -90,7 +90,8 @@ class RMSNorm(nn.Module):
         return (y * self.weight.float()).to(x.dtype)
 
 
-def _rope_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _rope_tables(seq_len: int, head_dim: int,
+                 base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     ang = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv)
     return ang.cos().float(), ang.sin().float()
@@ -190,7 +191,8 @@ class Decoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (batch, seq, vocab) for integer ``tokens`` (batch, seq)."""
         if tokens.shape[1] > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_seq_len={self.cfg.max_seq_len}")
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds "
+                             f"max_seq_len={self.cfg.max_seq_len}")
         x = self.embed(tokens)
         for blk in self.blocks:
             x = blk(x, self.rope_cos, self.rope_sin)

@@ -15,17 +15,21 @@ scales are fixed from the original weights first).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from explorer.blocks import parse_block
+from fpformat import get_format
+from fpformat.torch import quantize_values
+
 from . import store
-from .data import CorpusSpec, load_corpus, train_batch
+from .data import load_corpus, train_batch
 from .model import Decoder
-from .qlinear import OperandSpec, dequantize_model, parse_block
+from .qlinear import OperandSpec, dequantize_model
 from .trainer import TrainConfig, evaluate, load_checkpoint
 
 METHODS = ("rtn", "gptq")
@@ -60,15 +64,14 @@ class PTQSpec:
 
 
 def _quantize_rtn(w: torch.Tensor, spec: PTQSpec) -> torch.Tensor:
-    from fpformat.torch import quantize_values
-    return quantize_values(w.detach().contiguous(), spec.operand.build(), rounding="rne", saturate=True)
+    return quantize_values(w.detach().contiguous(), spec.operand.build(), rounding="rne",
+                           saturate=True)
 
 
 def _group_scales(w: torch.Tensor, spec: PTQSpec) -> torch.Tensor:
     """Per-element scale S = amax/max_elem of the element's block (Sun et al.'s rule)."""
-    from fpformat import get_format
     emax = float(get_format(spec.fmt).max)
-    out_f, in_f = w.shape
+    _, in_f = w.shape
     a = w.detach().abs()
     if spec.block is None:
         return torch.ones_like(w)
@@ -83,11 +86,10 @@ def _group_scales(w: torch.Tensor, spec: PTQSpec) -> torch.Tensor:
     return s
 
 
-def _quantize_gptq(w: torch.Tensor, H: torch.Tensor, spec: PTQSpec, damp: float = 0.01) -> torch.Tensor:
+def _quantize_gptq(w: torch.Tensor, H: torch.Tensor, spec: PTQSpec,
+                   damp: float = 0.01) -> torch.Tensor:
     """GPTQ (Frantar et al., 2022) with fixed block scales: columns in order, errors compensated
     through the upper Cholesky factor of the damped inverse Hessian ``(X^T X)^-1``."""
-    from fpformat import get_format
-    from fpformat.torch import quantize_values
     if getattr(get_format(spec.fmt), "element", None) is not None:
         raise ValueError("gptq needs an element format with an explicit block, not a block preset")
     el = get_format(spec.fmt)
@@ -103,7 +105,8 @@ def _quantize_gptq(w: torch.Tensor, H: torch.Tensor, spec: PTQSpec, damp: float 
     Q = torch.zeros_like(W)
     for j in range(n):
         col = W[:, j]
-        q = quantize_values((col / S[:, j]).contiguous(), el, rounding="rne", saturate=True) * S[:, j]
+        q = quantize_values((col / S[:, j]).contiguous(), el, rounding="rne",
+                            saturate=True) * S[:, j]
         Q[:, j] = q
         err = (col - q) / Hinv[j, j]
         W[:, j:] -= err.unsqueeze(1) * Hinv[j, j:].unsqueeze(0)
@@ -149,14 +152,14 @@ def checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def ptq_run(db: str | Path, key: str, specs: list[PTQSpec], *, ckpt_dir: str | Path | None = None,
-            device: str = "cpu", cache_dir: str | Path | None = None, calib_seqs: int = 32) -> list[dict]:
+def ptq_run(db: str | Path, key: str, specs: list[PTQSpec], *,
+            ckpt_dir: str | Path | None = None, device: str = "cpu",
+            cache_dir: str | Path | None = None, calib_seqs: int = 32) -> list[dict]:
     """PTQ every checkpoint of the finished run ``key`` with every spec; rows already in the
     ``ptq`` table are skipped.  Returns the rows written."""
     row = store.get_run(db, key)
     if row is None or row["status"] != "finished":
         raise ValueError(f"run {key!r} is not a finished run in {db}")
-    import json
     cfg = TrainConfig.from_dict(json.loads(row["config_json"])["train"])
     corpus = load_corpus(cfg.corpus, None, cache_dir)
     run_dir = Path(ckpt_dir if ckpt_dir is not None else str(db) + ".ckpt") / key

@@ -27,39 +27,44 @@ tensor's dtype; the GEMM itself then runs in that dtype, i.e. with a wide accumu
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-TARGETS = ("fwd_x", "fwd_w", "dgrad_dy", "dgrad_w", "wgrad_dy", "wgrad_x")
+from explorer.accumulation import parse_accumulator
+from explorer.blocks import parse_block
+from fpformat import BlockFormat, FloatFormat, get_format
+from fpformat.gemm_torch import emulated_mm
+from fpformat.kernels import specialize
+from fpformat.rounding import MODES
+from fpformat.torch import quantize, quantize_values
+
+
+class PerTarget(NamedTuple):
+    """One value per GEMM input (an operand quantizer, a seed...), named by target.
+
+    The field order is :data:`TARGETS`; a target's index in it is part of its stochastic-rounding
+    seed, so reordering the fields would change every seeded run."""
+
+    fwd_x: Any
+    fwd_w: Any
+    dgrad_dy: Any
+    dgrad_w: Any
+    wgrad_dy: Any
+    wgrad_x: Any
+
+
+TARGETS: tuple[str, ...] = PerTarget._fields
 DEFAULT_TARGETS = ("fwd_w", "dgrad_w", "wgrad_x")
-ROUNDINGS = ("rne", "rna", "rtz", "rtp", "rtn", "rto", "sr")
 HEAD_NAMES = ("head", "lm_head", "classifier", "output")
 
 
-def parse_block(block: object) -> int | str | None:
-    """Normalise a block spec: int >= 1, ``"channel"``, ``"tensor"`` or None (no scaling).
-
-    Strings of digits become ints; ``"none"``/``""`` become None.
-    """
-    if block is None:
-        return None
-    if isinstance(block, bool):
-        raise TypeError(f"block must be an int, 'channel', 'tensor' or 'none', got {block!r}")
-    if isinstance(block, int):
-        if block < 1:
-            raise ValueError(f"block must be >= 1, got {block}")
-        return block
-    if isinstance(block, str):
-        s = block.strip().lower()
-        if s in ("", "none"):
-            return None
-        if s in ("channel", "tensor"):
-            return s
-        if s.isdigit():
-            return parse_block(int(s))
-    raise ValueError(f"block must be an int, 'channel', 'tensor' or 'none', got {block!r}")
+def _check_rounding(rounding: str) -> None:
+    # Exact names only (fpformat itself also takes "RNE"): the name is part of the run key.
+    if rounding not in MODES:
+        raise ValueError(f"rounding must be one of {', '.join(MODES)}, got {rounding!r}")
 
 
 def parse_targets(targets: object) -> tuple[str, ...]:
@@ -80,8 +85,8 @@ def parse_targets(targets: object) -> tuple[str, ...]:
         elif t in TARGETS:
             out.append(t)
         else:
-            raise ValueError(f"targets: unknown GEMM input {t!r}; choose from {', '.join(TARGETS)}, "
-                             "'default' or 'all'")
+            raise ValueError(f"targets: unknown GEMM input {t!r}; choose from "
+                             f"{', '.join(TARGETS)}, 'default' or 'all'")
     return tuple(t for t in TARGETS if t in out)   # canonical order, no duplicates
 
 
@@ -95,7 +100,7 @@ class OperandSpec:
     block: int block size, ``"channel"`` (one scale per row along the reduction axis),
         ``"tensor"`` (one scale) or None (cast the elements directly, no scale).  Scales follow
         Sun et al.: S = amax / max_elem, kept in float32.
-    rounding: one of :data:`ROUNDINGS`.
+    rounding: a rounding-mode name of :data:`fpformat.rounding.MODES` (``"rne"``, ``"sr"``...).
     """
 
     fmt: str
@@ -106,8 +111,7 @@ class OperandSpec:
         if not isinstance(self.fmt, str) or not self.fmt:
             raise TypeError(f"fmt must be a non-empty format name, got {self.fmt!r}")
         object.__setattr__(self, "block", parse_block(self.block))
-        if self.rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
+        _check_rounding(self.rounding)
 
     def label(self) -> str:
         """A short string, e.g. ``"e2m3@32"``, ``"e4m3@channel"``, ``"mxfp4"``."""
@@ -115,7 +119,6 @@ class OperandSpec:
 
     def build(self):
         """The fpformat object (FloatFormat or BlockFormat) quantizing along the last axis."""
-        from fpformat import BlockFormat, get_format
         f = get_format(self.fmt)
         if self.block is None:
             return f
@@ -138,9 +141,10 @@ class QuantConfig:
     attention: a spec for q, k and v before the attention products (forward only, gradient
         straight-through); None leaves the attention products unquantized.
     accumulator: None (torch's own GEMMs) or an accumulator spec for
-        :func:`explorer.accumulation.parse_accumulator` (``"e8m13/rtz"``, ``"e8m13/rtz/chunk128"``,
-        ``"bfloat16/pairwise"``...): all three GEMMs of every quantized layer then run through
-        :func:`fpformat.gemm_torch.emulated_mm`, each addition rounded into that accumulator.
+        :func:`explorer.accumulation.parse_accumulator` (``"e8m13/rtz"``,
+        ``"e8m13/rtz/chunk128"``, ``"bfloat16/pairwise"``...): all three GEMMs of every quantized
+        layer then run through :func:`fpformat.gemm_torch.emulated_mm`, each addition rounded into
+        that accumulator.
         A slow, exact path for small models: it measures what accumulator precision does to
         training.
     """
@@ -158,7 +162,6 @@ class QuantConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", parse_targets(self.targets))
         if self.accumulator is not None:
-            from explorer.accumulation import parse_accumulator
             parse_accumulator(self.accumulator)          # ValueError naming the bad part
         object.__setattr__(self, "block", parse_block(self.block))
         if self.fmt is not None and (not isinstance(self.fmt, str) or self.fmt.lower() == "none"):
@@ -166,13 +169,13 @@ class QuantConfig:
                 object.__setattr__(self, "fmt", None)
             else:
                 raise TypeError(f"fmt must be a format name or None, got {self.fmt!r}")
-        if self.rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
+        _check_rounding(self.rounding)
         for t, spec in self.overrides:
             if t not in TARGETS:
                 raise ValueError(f"overrides: unknown GEMM input {t!r}")
             if not isinstance(spec, OperandSpec):
-                raise TypeError(f"overrides[{t!r}] must be an OperandSpec, got {type(spec).__name__}")
+                raise TypeError(f"overrides[{t!r}] must be an OperandSpec, "
+                                f"got {type(spec).__name__}")
 
     def spec(self, target: str) -> OperandSpec | None:
         """The spec for one GEMM input, or None if it stays unquantized."""
@@ -202,12 +205,13 @@ class QuantConfig:
                 **({"accumulator": self.accumulator} if self.accumulator else {})}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QuantConfig":
+    def from_dict(cls, d: dict) -> QuantConfig:
         """Inverse of :meth:`to_dict`."""
         att = d.get("attention")
-        return cls(fmt=d.get("fmt"), block=d.get("block", "channel"), rounding=d.get("rounding", "rne"),
-                   targets=tuple(d.get("targets", DEFAULT_TARGETS)),
-                   overrides=tuple((t, OperandSpec(f, b, r)) for t, f, b, r in d.get("overrides", [])),
+        overrides = tuple((t, OperandSpec(f, b, r)) for t, f, b, r in d.get("overrides", []))
+        return cls(fmt=d.get("fmt"), block=d.get("block", "channel"),
+                   rounding=d.get("rounding", "rne"),
+                   targets=tuple(d.get("targets", DEFAULT_TARGETS)), overrides=overrides,
                    seed=int(d.get("seed", 0)), include_head=bool(d.get("include_head", False)),
                    attention=None if att is None else OperandSpec(*att),
                    accumulator=d.get("accumulator"))
@@ -216,6 +220,11 @@ class QuantConfig:
 def _seed(base: int, layer: int, target: int, step: int) -> int:
     h = hashlib.blake2b(f"{base}/{layer}/{target}/{step}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") >> 1
+
+
+def _seeds(base: int, layer: int, step: int) -> PerTarget:
+    """The stochastic-rounding seed of every GEMM input of one layer at one optimizer step."""
+    return PerTarget(*(_seed(base, layer, i, step) for i in range(len(TARGETS))))
 
 
 class _Operand:
@@ -230,7 +239,6 @@ class _Operand:
 
     def __call__(self, t: torch.Tensor, axis: int, seed: int | None) -> torch.Tensor:
         """Quantize 2-D ``t`` with blocks along ``axis`` (0 or 1); no autograd."""
-        from fpformat.torch import quantize_values
         seed = seed if self.spec.rounding == "sr" else None
         if axis == 1 or not self.blocked:
             return quantize_values(t.contiguous(), self.fmt, rounding=self.spec.rounding,
@@ -244,44 +252,49 @@ def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     """``a @ b``, through the emulated accumulator when one is configured."""
     if acc is None:
         return a @ b
-    from fpformat.gemm_torch import emulated_mm
     return emulated_mm(a.contiguous(), b.contiguous(), acc)
+
+
+def _reusable(op: _Operand) -> bool:
+    """Whether the forward GEMM's quantized copy can serve a backward GEMM with the same spec:
+    only when blocks do not depend on the axis and rounding is deterministic."""
+    return op.axis_free and op.spec.rounding != "sr"
 
 
 class _QGemm(torch.autograd.Function):
     """y = q(x) q(W)^T + b with quantized inputs in both backward GEMMs."""
 
     @staticmethod
-    def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias, layer: "QuantLinear"):
-        ops, step, lid = layer._ops, layer.step, layer.layer_id
+    def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias, layer: QuantLinear):
+        ops = layer._ops
         cdtype = x2.dtype
         if torch.is_autocast_enabled(x2.device.type):
             cdtype = torch.get_autocast_dtype(x2.device.type)
-        seeds = [_seed(layer.qcfg.seed, lid, i, step) for i in range(6)]
-        qx = ops[0](x2, 1, seeds[0]) if ops[0] is not None else x2
-        qw = ops[1](weight, 1, seeds[1]) if ops[1] is not None else weight
+        seeds = _seeds(layer.qcfg.seed, layer.layer_id, layer.step)
+        qx = ops.fwd_x(x2, 1, seeds.fwd_x) if ops.fwd_x is not None else x2
+        qw = ops.fwd_w(weight, 1, seeds.fwd_w) if ops.fwd_w is not None else weight
         with torch.autocast(x2.device.type, enabled=False):
             y = _mm(qx.to(cdtype), qw.to(cdtype).t(), layer._acc)
             if bias is not None:
                 y = y + bias.to(cdtype)
         # Operands of the backward GEMMs, quantized now where the spec allows reuse.
-        if ops[5] is None:
+        if ops.wgrad_x is None:
             xw = x2
-        elif ops[0] is ops[5] and ops[5].axis_free and ops[5].spec.rounding != "sr":
+        elif ops.fwd_x is ops.wgrad_x and _reusable(ops.wgrad_x):
             xw = qx
         else:
-            xw = ops[5](x2, 0, seeds[5])
-        if ops[3] is None:
+            xw = ops.wgrad_x(x2, 0, seeds.wgrad_x)
+        if ops.dgrad_w is None:
             wd = weight
-        elif ops[1] is ops[3] and ops[3].axis_free and ops[3].spec.rounding != "sr":
+        elif ops.fwd_w is ops.dgrad_w and _reusable(ops.dgrad_w):
             wd = qw
         else:
-            wd = ops[3](weight, 0, seeds[3])
+            wd = ops.dgrad_w(weight, 0, seeds.dgrad_w)
         ctx.save_for_backward(xw, wd)
         ctx.has_bias = bias is not None
         ctx.cdtype = cdtype
-        ctx.ops = (ops[2], ops[4])
-        ctx.seeds = (seeds[2], seeds[4])
+        ctx.dgrad_dy = (ops.dgrad_dy, seeds.dgrad_dy)
+        ctx.wgrad_dy = (ops.wgrad_dy, seeds.wgrad_dy)
         ctx.wdtype = weight.dtype
         ctx.acc = layer._acc
         return y
@@ -289,16 +302,16 @@ class _QGemm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
         xw, wd = ctx.saved_tensors
-        op_dd, op_wd = ctx.ops
+        (op_dd, seed_dd), (op_wd, seed_wd) = ctx.dgrad_dy, ctx.wgrad_dy
         cd = ctx.cdtype
         gy = gy.contiguous()
         with torch.autocast(gy.device.type, enabled=False):
             gx = gw = gb = None
             if ctx.needs_input_grad[0]:
-                g = op_dd(gy, 1, ctx.seeds[0]) if op_dd is not None else gy
+                g = op_dd(gy, 1, seed_dd) if op_dd is not None else gy
                 gx = _mm(g.to(cd), wd.to(cd), ctx.acc)
             if ctx.needs_input_grad[1]:
-                g = op_wd(gy, 0, ctx.seeds[1]) if op_wd is not None else gy
+                g = op_wd(gy, 0, seed_wd) if op_wd is not None else gy
                 gw = _mm(g.to(cd).t(), xw.to(cd), ctx.acc).to(ctx.wdtype)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 gb = gy.sum(0).to(ctx.wdtype)
@@ -327,7 +340,6 @@ class QuantLinear(nn.Linear):
         self.qcfg = qcfg
         self._acc = None
         if qcfg.accumulator is not None:
-            from explorer.accumulation import parse_accumulator
             self._acc = parse_accumulator(qcfg.accumulator)
         cache: dict[OperandSpec, _Operand] = {}
         ops = []
@@ -336,10 +348,10 @@ class QuantLinear(nn.Linear):
             if s is not None and s not in cache:
                 cache[s] = _Operand(s)
             ops.append(None if s is None else cache[s])
-        self._ops = ops
+        self._ops = PerTarget(*ops)
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear, qcfg: QuantConfig, layer_id: int = 0) -> "QuantLinear":
+    def from_linear(cls, lin: nn.Linear, qcfg: QuantConfig, layer_id: int = 0) -> QuantLinear:
         """A QuantLinear sharing ``lin``'s parameters (no copy)."""
         q = cls.__new__(cls)
         nn.Module.__init__(q)
@@ -356,24 +368,25 @@ class QuantLinear(nn.Linear):
             return super().forward(x)
         shape = x.shape
         if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
-            return self._forward_only(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.out_features)
+            y = self._forward_only(x.reshape(-1, shape[-1]))
+            return y.reshape(*shape[:-1], self.out_features)
         y = _QGemm.apply(x.reshape(-1, shape[-1]), self.weight, self.bias, self)
         return y.reshape(*shape[:-1], self.out_features)
 
     def _forward_only(self, x2: torch.Tensor) -> torch.Tensor:
         """The forward GEMM alone (evaluation): same values as the training forward."""
         ops = self._ops
-        qx = ops[0](x2, 1, _seed(self.qcfg.seed, self.layer_id, 0, self.step)) if ops[0] else x2
-        qw = ops[1](self.weight, 1, _seed(self.qcfg.seed, self.layer_id, 1, self.step)) if ops[1] \
-            else self.weight
+        seeds = _seeds(self.qcfg.seed, self.layer_id, self.step)
+        qx = ops.fwd_x(x2, 1, seeds.fwd_x) if ops.fwd_x is not None else x2
+        qw = ops.fwd_w(self.weight, 1, seeds.fwd_w) if ops.fwd_w is not None else self.weight
         if self._acc is None:
             return torch.nn.functional.linear(qx, qw.to(qx.dtype), self.bias)
         y = _mm(qx, qw.to(qx.dtype).t(), self._acc)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
-        specs = [f"{t}={op.spec.label()}/{op.spec.rounding}" for t, op in zip(TARGETS, self._ops)
-                 if op is not None]
+        specs = [f"{t}={op.spec.label()}/{op.spec.rounding}"
+                 for t, op in self._ops._asdict().items() if op is not None]
         return super().extra_repr() + (", " + ", ".join(specs) if specs else ", unquantized")
 
 
@@ -384,7 +397,6 @@ class _QKV:
         self.spec, self.fmt, self.seed = spec, spec.build(), seed
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        from fpformat.torch import quantize
         return quantize(t, self.fmt, rounding=self.spec.rounding, saturate=True,
                         seed=self.seed if self.spec.rounding == "sr" else None)
 
@@ -446,8 +458,6 @@ def specialize_kernels(model: nn.Module) -> int:
     (the trainer calls it for runs of 200 steps or more): about a second of compilation per new
     (format, mode) pair, cached on disk.  Block-scaled operands keep their own policy.
     Returns how many (format, rounding) pairs were specialised."""
-    from fpformat import FloatFormat
-    from fpformat.kernels import specialize
     pairs = set()
     for m in model.modules():
         if isinstance(m, QuantLinear):

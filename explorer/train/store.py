@@ -13,7 +13,8 @@ Schema (see docs/training.md)::
 Times are Unix seconds; losses are mean cross-entropy in nats per token; ``tokens`` is the
 number of training tokens actually seen.  Every write is one short ``BEGIN IMMEDIATE``
 transaction with a long busy timeout, so several worker processes can write to one file without
-losing rows.  This module imports no torch: the analyzer and reports read through it.
+losing rows.  Every read goes through :mod:`explorer.results` (the one reader of these tables,
+which the analyzer and the report use read-only); this module, like that one, imports no torch.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from .. import results
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -88,27 +92,28 @@ def _write(path: str | Path, sql: str, params: Iterable[Any]) -> None:
         con.close()
 
 
+def _read(path: str | Path, query: Callable[[sqlite3.Connection], Any]) -> Any:
+    """``query(con)`` on a connection from :func:`connect` (which creates the schema, so a
+    database another worker has only just created reads as empty)."""
+    con = connect(path)
+    try:
+        return query(con)
+    finally:
+        con.close()
+
+
 def get_run(path: str | Path, key: str) -> dict | None:
     """The row for ``key`` as a dict, or None."""
     if not Path(path).exists():
         return None
-    con = connect(path)
-    try:
-        row = con.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
-        return dict(row) if row else None
-    finally:
-        con.close()
+    return _read(path, lambda con: results.run_row(con, key))
 
 
 def finished_keys(path: str | Path) -> set[str]:
     """Keys of every finished run."""
     if not Path(path).exists():
         return set()
-    con = connect(path)
-    try:
-        return {r[0] for r in con.execute("SELECT key FROM runs WHERE status = 'finished'")}
-    finally:
-        con.close()
+    return _read(path, results.finished_keys)
 
 
 def mark_running(path: str | Path, key: str, config: dict, *, n_params: int, tokens: int,
@@ -143,7 +148,8 @@ def mark_failed(path: str | Path, key: str, error: str) -> None:
 def record_ptq(path: str | Path, *, run_key: str, ckpt_tokens: int, fmt: str, bits: int,
                method: str, val_loss_before: float, val_loss_after: float, n_params: int) -> None:
     """Insert or replace one post-training-quantization result."""
-    _write(path, f"INSERT OR REPLACE INTO ptq ({', '.join(PTQ_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    _write(path, f"INSERT OR REPLACE INTO ptq ({', '.join(PTQ_COLUMNS)}) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
            (run_key, int(ckpt_tokens), fmt, int(bits), method, float(val_loss_before),
             float(val_loss_after), int(n_params)))
 
@@ -152,12 +158,7 @@ def ptq_done(path: str | Path, run_key: str) -> set[tuple[int, str, str]]:
     """``(ckpt_tokens, fmt, method)`` already recorded for ``run_key``."""
     if not Path(path).exists():
         return set()
-    con = connect(path)
-    try:
-        return {(r[0], r[1], r[2]) for r in con.execute(
-            "SELECT ckpt_tokens, fmt, method FROM ptq WHERE run_key = ?", (run_key,))}
-    finally:
-        con.close()
+    return _read(path, lambda con: results.ptq_done(con, run_key))
 
 
 def load_runs(path: str | Path, status: str | None = "finished") -> list[dict]:
@@ -165,25 +166,12 @@ def load_runs(path: str | Path, status: str | None = "finished") -> list[dict]:
     ``config``, ``curve`` and ``env``."""
     if not Path(path).exists():
         raise FileNotFoundError(f"results database not found: {path}")
-    con = connect(path)
-    try:
-        q = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY created"
-        rows = [dict(r) for r in con.execute(q, (status,) if status else ())]
-    finally:
-        con.close()
-    for r in rows:
-        r["config"] = json.loads(r["config_json"]) if r["config_json"] else None
-        r["curve"] = json.loads(r["curve_json"]) if r["curve_json"] else []
-        r["env"] = json.loads(r["env_json"]) if r["env_json"] else {}
-    return rows
+    rows = _read(path, lambda con: results.run_rows(con, status))
+    return [results.decode_json_columns(r) for r in rows]
 
 
 def load_ptq(path: str | Path) -> list[dict]:
     """All rows of ``ptq`` as dicts."""
     if not Path(path).exists():
         raise FileNotFoundError(f"results database not found: {path}")
-    con = connect(path)
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM ptq ORDER BY run_key, ckpt_tokens")]
-    finally:
-        con.close()
+    return _read(path, results.ptq_rows)

@@ -50,11 +50,20 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..blocks import parse_block
 from ..progress import Progress
 from . import store
-from .data import CorpusSpec
-from .ptq import PTQSpec
-from .qlinear import QuantConfig, parse_block, parse_targets
+from .data import CorpusSpec, load_corpus
+from .ptq import PTQSpec, ptq_run
+from .qlinear import QuantConfig, parse_targets
+from .trainer import (
+    RunInterrupted,
+    TrainConfig,
+    run_identity,
+    set_stop_event,
+    stop_requested,
+    train,
+)
 
 GRID_KEYS = {"model", "tokens", "format", "block", "targets", "rounding", "seed"}
 
@@ -81,10 +90,10 @@ def _as_list(v, name: str) -> list:
 
 def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
     """The TrainConfigs of one ``[grid]`` table (Cartesian product of its lists)."""
-    from .trainer import TrainConfig
     bad = set(grid) - GRID_KEYS
     if bad:
-        raise ValueError(f"spec [grid]: unknown key(s) {sorted(bad)}; allowed: {sorted(GRID_KEYS)}")
+        raise ValueError(f"spec [grid]: unknown key(s) {sorted(bad)}; "
+                         f"allowed: {sorted(GRID_KEYS)}")
     models = _as_list(grid.get("model"), "model")
     for m in models:
         if not (isinstance(m, list) and len(m) == 2 and all(isinstance(v, int) for v in m)):
@@ -109,7 +118,6 @@ def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
 
 def parse_spec(spec: dict | str | Path) -> SweepSpec:
     """Parse a TOML file path or an already-loaded dict into a :class:`SweepSpec`."""
-    from .trainer import TrainConfig
     if not isinstance(spec, dict):
         path = Path(spec)
         if not path.is_file():
@@ -127,7 +135,8 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
     if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
         raise ValueError("spec needs a [grid] table or [[grid]] tables")
     train_kw = dict(spec.get("train") or {})
-    allowed = {f.name for f in fields(TrainConfig)} - {"layers", "d_model", "tokens", "quant", "seed", "corpus"}
+    allowed = {f.name for f in fields(TrainConfig)} - {"layers", "d_model", "tokens", "quant",
+                                                       "seed", "corpus"}
     bad = set(train_kw) - allowed
     if bad:
         raise ValueError(f"spec [train]: unknown key(s) {sorted(bad)}")
@@ -156,8 +165,8 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
         raise ValueError(f"spec [ptq].runs must be 'unquantized' or 'all', got {ptq_runs!r}")
     threads = int((spec.get("run") or {}).get("threads", 1))
     runs.sort(key=lambda c: (c.tokens, c.layers * c.d_model ** 2))   # small, short runs first
-    return SweepSpec(name=str(spec.get("name", "sweep")), runs=tuple(runs), ptq=ptq, ptq_runs=ptq_runs,
-                     threads=threads)
+    return SweepSpec(name=str(spec.get("name", "sweep")), runs=tuple(runs), ptq=ptq,
+                     ptq_runs=ptq_runs, threads=threads)
 
 
 def _job(cfg_dict: dict, db: str, ckpt_dir: str | None, threads: int, ptq: list, device: str,
@@ -167,8 +176,6 @@ def _job(cfg_dict: dict, db: str, ckpt_dir: str | None, threads: int, ptq: list,
     Returns ``{"key", "val_loss", "ptq_rows", "error", "interrupted"}``; never raises for a
     failing run (train() records it as 'failed') nor for a requested stop.
     """
-    from .ptq import PTQSpec, ptq_run
-    from .trainer import RunInterrupted, TrainConfig, stop_requested, train
     out = {"key": "", "val_loss": float("nan"), "ptq_rows": 0, "error": None, "interrupted": False}
     if stop_requested():               # queued before the stop: do not start it
         out["interrupted"] = True
@@ -203,8 +210,6 @@ class SweepReport:
 
 def pending_runs(spec: SweepSpec, db: str | Path, cache_dir=None) -> tuple[list, int]:
     """(runs still to do as (cfg, key, ptq specs) tuples, number already complete)."""
-    from .data import load_corpus
-    from .trainer import run_identity
     finished = store.finished_keys(db)
     todo, done = [], 0
     corpora: dict = {}
@@ -216,8 +221,7 @@ def pending_runs(spec: SweepSpec, db: str | Path, cache_dir=None) -> tuple[list,
         missing_ptq = False
         if ptq and key in finished:
             have = store.ptq_done(db, key)
-            fracs = len({max(int(round(cfg.steps * f)), 1) for f in cfg.ckpt_fracs})
-            missing_ptq = len(have) < fracs * len(ptq)
+            missing_ptq = len(have) < len(cfg.ckpt_steps) * len(ptq)
         if key in finished and not missing_ptq:
             done += 1
         else:
@@ -244,9 +248,10 @@ def run_sweep(spec: SweepSpec | dict | str | Path, db: str | Path, *, workers: i
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     if backend == "ray":
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401  (optional dependency: only the ray backend needs it)
         except ImportError:
-            raise ValueError("backend 'ray' needs the ray package: pip install 'fpx-explorer[ray]'") from None
+            raise ValueError("backend 'ray' needs the ray package: "
+                             "pip install 'fpx-explorer[ray]'") from None
     db = str(db)
     store.connect(db).close()
     todo, done = pending_runs(spec, db, cache_dir)
@@ -306,7 +311,6 @@ class _StopSignals:
 def _worker_init(event) -> None:
     """Worker processes: share the sweep's stop flag; SIGINT (a terminal's Ctrl-C reaches the
     whole process group) is left to the parent, SIGTERM sent to a worker stops the sweep."""
-    from .trainer import set_stop_event
     set_stop_event(event)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: event.set())
@@ -314,7 +318,6 @@ def _worker_init(event) -> None:
 
 def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
     """Run ``jobs`` in ``workers`` spawned processes (in this process when workers == 1)."""
-    from .trainer import set_stop_event
     if workers == 1:
         stop = threading.Event()
         set_stop_event(stop)
@@ -359,10 +362,11 @@ def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
 def _run_ray(jobs: list, workers: int, collect, report: SweepReport) -> None:
     """Run ``jobs`` as Ray tasks, at most ``workers`` at a time.  A Ray instance started here
     (none was initialised: ``$RAY_ADDRESS`` or a new local one) is shut down at the end."""
-    import ray
+    import ray  # optional dependency: only the ray backend needs it
     started = not ray.is_initialized()
     if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=False)
     stop = threading.Event()
     pending: list = []
     try:

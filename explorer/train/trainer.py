@@ -23,12 +23,24 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
+import fpformat
+from fpformat import get_format
+
 from ..progress import Progress
 from . import store
-from .data import Corpus, CorpusSpec, Tokenizer, default_cache_dir, eval_batches, load_corpus, train_batch
+from .data import (
+    Corpus,
+    CorpusSpec,
+    Tokenizer,
+    default_cache_dir,
+    eval_batches,
+    load_corpus,
+    train_batch,
+)
 from .model import Decoder, ModelConfig, param_count
 from .qlinear import QuantConfig, quantize_model, set_quant_step, specialize_kernels
 
@@ -71,7 +83,8 @@ class TrainConfig:
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
 
     def __post_init__(self) -> None:
-        for name in ("layers", "d_model", "tokens", "seq_len", "batch_size", "eval_tokens", "eval_points"):
+        for name in ("layers", "d_model", "tokens", "seq_len", "batch_size", "eval_tokens",
+                     "eval_points"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -85,7 +98,8 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not isinstance(self.quant, QuantConfig):
             raise TypeError(f"quant must be a QuantConfig, got {type(self.quant).__name__}")
-        object.__setattr__(self, "ckpt_fracs", tuple(sorted(set(float(f) for f in self.ckpt_fracs))))
+        object.__setattr__(self, "ckpt_fracs",
+                           tuple(sorted(set(float(f) for f in self.ckpt_fracs))))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self.model_config(256)   # validates the shape
 
@@ -98,6 +112,19 @@ class TrainConfig:
         return max(self.tokens // (self.batch_size * self.seq_len), 1)
 
     @property
+    def eval_steps(self) -> list[int]:
+        """Optimizer steps after which the validation loss is measured (the last is final)."""
+        n = self.steps
+        return sorted({max(int(round(n * (i + 1) / self.eval_points)), 1)
+                       for i in range(self.eval_points)})
+
+    @property
+    def ckpt_steps(self) -> list[int]:
+        """Optimizer steps whose weights are kept as ``tokens_<n>.pt`` (one per distinct step of
+        :attr:`ckpt_fracs`): what PTQ of this run works on."""
+        return sorted({max(int(round(self.steps * f)), 1) for f in self.ckpt_fracs})
+
+    @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else min(3e-3, 0.02 / math.sqrt(self.d_model))
 
@@ -108,7 +135,8 @@ class TrainConfig:
         if step < warm:
             return self.peak_lr * (step + 1) / warm
         t = (step - warm) / max(n - warm, 1)
-        return self.peak_lr * (self.min_lr_frac + (1 - self.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+        cosine = 0.5 * (1 + math.cos(math.pi * t))
+        return self.peak_lr * (self.min_lr_frac + (1 - self.min_lr_frac) * cosine)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -119,11 +147,12 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["quant"] = QuantConfig.from_dict(d.get("quant") or {})
         c = d.get("corpus") or {}
-        d["corpus"] = CorpusSpec(paths=tuple(c.get("paths", ())), max_bytes=c.get("max_bytes", CorpusSpec.max_bytes),
+        d["corpus"] = CorpusSpec(paths=tuple(c.get("paths", ())),
+                                 max_bytes=c.get("max_bytes", CorpusSpec.max_bytes),
                                  val_fraction=c.get("val_fraction", CorpusSpec.val_fraction))
         d["betas"] = tuple(d.get("betas", (0.9, 0.95)))
         d["ckpt_fracs"] = tuple(d.get("ckpt_fracs", (0.25, 0.5, 1.0)))
@@ -155,9 +184,12 @@ def stop_requested() -> bool:
     return _STOP_EVENT is not None and bool(_STOP_EVENT.is_set())
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
-    """What :func:`train` returns. ``skipped`` is True when the store already held the run."""
+    """What :func:`train` returns.  ``val_loss`` in nats/token (NaN for a run stopped early by
+    ``stop_after_steps``); ``params`` N; ``tokens`` seen; ``curve`` ``[[tokens, val_loss], ...]``;
+    ``wall_s`` seconds; ``skipped`` is True when the store already held the run; ``ckpt_dir``
+    holds its checkpoints; ``env`` the software and machine it ran on."""
 
     key: str
     val_loss: float
@@ -176,7 +208,6 @@ def set_threads(threads: int) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     torch.set_num_threads(threads)
-    import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
@@ -216,18 +247,13 @@ def evaluate(model: torch.nn.Module, tokens: np.ndarray, n_tokens: int, batch: i
 
 
 def _env(device: torch.device, corpus: Corpus) -> dict:
-    import numba
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
            "numba": numba.__version__, "platform": platform.platform(), "device": str(device),
            "threads": torch.get_num_threads(), "corpus_sha256": corpus.sha256,
            "corpus_source": corpus.source, "corpus_tokens": corpus.n_tokens}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        import fpformat
-        env["fpformat"] = getattr(fpformat, "__version__", "?")
-    except ImportError:  # pragma: no cover
-        pass
+    env["fpformat"] = getattr(fpformat, "__version__", "?")
     return env
 
 
@@ -241,7 +267,6 @@ def _format_columns(q: QuantConfig) -> tuple[int | None, int | None, str | None,
     """(exp_bits, man_bits, block, fmt, targets) for the runs table."""
     if q.fmt is None:
         return None, None, None, "none", ",".join(t for t, _ in q.overrides)
-    from fpformat import get_format
     f = get_format(q.fmt)
     el = getattr(f, "element", None) or f
     block = q.block if getattr(f, "element", None) is None else getattr(f, "block_size", None)
@@ -283,12 +308,14 @@ def train(cfg: TrainConfig, *, db: str | Path | None = None, device: str = "auto
     if db is not None:
         row = store.get_run(db, key)
         if row and row["status"] == "finished":
-            return RunResult(key, row["val_loss"], row["n_params"], row["tokens"],
-                             json.loads(row["curve_json"] or "[]"), row["wall_s"], row["tokens_per_s"],
-                             True, str(run_dir), json.loads(row["env_json"] or "{}"))
+            return RunResult(key=key, val_loss=row["val_loss"], params=row["n_params"],
+                             tokens=row["tokens"], curve=json.loads(row["curve_json"] or "[]"),
+                             wall_s=row["wall_s"], tokens_per_s=row["tokens_per_s"], skipped=True,
+                             ckpt_dir=str(run_dir), env=json.loads(row["env_json"] or "{}"))
         e, m, blk, fmt, targets = _format_columns(cfg.quant)
-        store.mark_running(db, key, full, n_params=n_params, tokens=cfg.steps * cfg.batch_size * cfg.seq_len,
-                           exp_bits=e, man_bits=m, block=blk, fmt=fmt, targets=targets)
+        store.mark_running(db, key, full, n_params=n_params,
+                           tokens=cfg.steps * cfg.batch_size * cfg.seq_len, exp_bits=e,
+                           man_bits=m, block=blk, fmt=fmt, targets=targets)
     try:
         return _train(cfg, key, corpus, mcfg, n_params, dev, run_dir, db, progress, compile,
                       stop_after_steps, ckpt_every_s)
@@ -317,8 +344,7 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
     fwd = torch.compile(model) if compile else model
 
     n_steps, bt = cfg.steps, cfg.batch_size * cfg.seq_len
-    eval_steps = sorted({max(int(round(n_steps * (i + 1) / cfg.eval_points)), 1) for i in range(cfg.eval_points)})
-    ckpt_steps = sorted({max(int(round(n_steps * f)), 1) for f in cfg.ckpt_fracs})
+    eval_steps, ckpt_steps = cfg.eval_steps, cfg.ckpt_steps
     eval_bs = max(cfg.batch_size, 16)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -334,8 +360,9 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             cpu_prev = state.get("cpu_s", 0.0)
 
     def save_last() -> None:
-        _atomic_save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                      "curve": curve, "wall_s": wall_prev + (time.perf_counter() - t0),
+        _atomic_save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(),
+                      "step": step, "curve": curve,
+                      "wall_s": wall_prev + (time.perf_counter() - t0),
                       "train_s": train_time_prev + train_s,
                       "cpu_s": cpu_prev + (time.process_time() - c0)}, last)
 
@@ -350,11 +377,14 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
         while step < n_steps:
             if stop_after_steps is not None and done_here >= stop_after_steps:
                 save_last()
-                return RunResult(key, float("nan"), n_params, step * bt, curve,
-                                 wall_prev + time.perf_counter() - t0, 0.0, False, str(run_dir), {})
+                return RunResult(key=key, val_loss=float("nan"), params=n_params,
+                                 tokens=step * bt, curve=curve,
+                                 wall_s=wall_prev + time.perf_counter() - t0, tokens_per_s=0.0,
+                                 skipped=False, ckpt_dir=str(run_dir), env={})
             if stop_requested():
                 save_last()
-                raise RunInterrupted(f"run {key} stopped at step {step}/{n_steps}; resumes from {last}")
+                raise RunInterrupted(f"run {key} stopped at step {step}/{n_steps}; "
+                                     f"resumes from {last}")
             ts = time.perf_counter()
             x, y = train_batch(corpus.train, cfg.batch_size, cfg.seq_len, cfg.seed, step)
             xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
@@ -363,7 +393,8 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             set_quant_step(model, step)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = fwd(xt)
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yt.reshape(-1))
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), yt.reshape(-1))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {float(loss)} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -375,11 +406,13 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             train_s += time.perf_counter() - ts
             bar.update(bt, loss=float(loss.detach()), lr=cfg.lr_at(step - 1))
             if step in eval_steps:
-                vl = evaluate(model, corpus.val, cfg.eval_tokens, eval_bs, cfg.seq_len, dev, autocast)
+                vl = evaluate(model, corpus.val, cfg.eval_tokens, eval_bs, cfg.seq_len, dev,
+                              autocast)
                 curve.append([step * bt, vl])
             if step in ckpt_steps:
-                _atomic_save({"key": key, "model": model.state_dict(), "step": step, "tokens": step * bt,
-                              "model_config": asdict(mcfg), "quant": cfg.quant.to_dict()},
+                _atomic_save({"key": key, "model": model.state_dict(), "step": step,
+                              "tokens": step * bt, "model_config": asdict(mcfg),
+                              "quant": cfg.quant.to_dict()},
                              run_dir / f"tokens_{step * bt}.pt")
             if time.perf_counter() - last_save > ckpt_every_s and step < n_steps:
                 save_last()
@@ -391,11 +424,13 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
     env = _env(dev, corpus)
     env["cpu_s"] = round(cpu_prev + time.process_time() - c0, 3)   # CPU seconds, all threads
     if db is not None:
-        store.mark_finished(db, key, val_loss=val_loss, curve=curve, tokens=n_steps * bt, wall_s=wall,
-                            tokens_per_s=tps, env=env)
+        store.mark_finished(db, key, val_loss=val_loss, curve=curve, tokens=n_steps * bt,
+                            wall_s=wall, tokens_per_s=tps, env=env)
     if last.exists():
         last.unlink()
-    return RunResult(key, val_loss, n_params, n_steps * bt, curve, wall, tps, False, str(run_dir), env)
+    return RunResult(key=key, val_loss=val_loss, params=n_params, tokens=n_steps * bt,
+                     curve=curve, wall_s=wall, tokens_per_s=tps, skipped=False,
+                     ckpt_dir=str(run_dir), env=env)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Decoder, dict]:

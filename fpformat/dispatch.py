@@ -1,0 +1,94 @@
+"""How the CPU kernels are run: numba options, threads, specialisation and random streams.
+
+Shared by the element kernels (:mod:`fpformat.kernels`), the block kernels
+(:mod:`fpformat.block_kernels`, :mod:`fpformat.block_core`), the GPU kernels
+(:mod:`fpformat.cuda`) and the matrix units (:mod:`fpformat.gemm`), so that they agree on what a
+seed means, which source layout the core reads and when a specialised compilation pays off.
+
+Each CPU loop exists in two compilations of the same source: *generic* (the format and call
+tuples are runtime arguments; one compilation serves every format and mode) and *specialised*
+(the tuples are compile-time constants, so the compiler folds the mode and the format away).
+A specialised compilation costs about a second (cached on disk by numba), so a combination is
+specialised once it has processed ``SPECIALIZE_AFTER`` elements in this process, or at once after
+:func:`fpformat.kernels.specialize`.  ``FPFORMAT_SPECIALIZE=never|always`` overrides the policy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numba
+import numpy as np
+
+from . import core
+
+#: Options of every CPU kernel: threads, numba's on-disk cache, no GIL, numpy float semantics.
+JIT = dict(parallel=True, cache=True, nogil=True, error_model="numpy")
+#: Elements per (kernel, format, call, source) before the specialised compilation is used.
+SPECIALIZE_AFTER = 1 << 26
+#: Elements under which a call runs on one thread.
+SERIAL_BELOW = 1 << 15
+
+
+class threads_for:
+    """Context manager: run calls of fewer than ``SERIAL_BELOW`` elements on one thread (waking
+    the pool costs more than the work, and much more on a busy machine)."""
+
+    def __init__(self, n: int):
+        self.serial = n < SERIAL_BELOW
+
+    def __enter__(self):
+        if self.serial:
+            self.saved = numba.get_num_threads()
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.serial:
+            numba.set_num_threads(self.saved)
+
+
+_seen: dict[tuple, int] = {}        # elements processed per specialisation key, this process
+_seen_lock = threading.Lock()
+
+
+def want_specialized(key: tuple, n: int) -> bool:
+    """Count ``n`` more elements for ``key`` (kernel name and its constant tuples) and say
+    whether the specialised compilation should run them."""
+    policy = os.environ.get("FPFORMAT_SPECIALIZE", "auto")
+    if policy == "never":
+        return False
+    if policy == "always":
+        return True
+    with _seen_lock:
+        total = _seen.get(key, 0) + n
+        _seen[key] = total
+    return total >= SPECIALIZE_AFTER
+
+
+def prefer_specialized(key: tuple) -> None:
+    """Make the next call for ``key`` use the specialised compilation (under the ``auto``
+    policy), as if it had already processed ``SPECIALIZE_AFTER`` elements."""
+    with _seen_lock:
+        _seen[key] = max(_seen.get(key, 0), SPECIALIZE_AFTER)
+
+
+def source_layout(fmt, dtype) -> tuple[int, ...]:
+    """The source layout (``core.SRC_*``) the core reads inputs of ``dtype`` in for ``fmt``:
+    float32 bits where every value of the format is within float32's layout, else float64."""
+    if np.dtype(dtype) in (np.float32, np.float16) and fmt.man_bits <= 23 and fmt.emin >= -126:
+        return core.SRC_FLOAT32
+    return core.SRC_FLOAT64
+
+
+def seed_key(seed, mode: int) -> np.uint64:
+    """The stochastic-rounding stream key for ``seed`` (a fresh random seed for ``None``); 0 for
+    the deterministic modes.  ``TypeError`` for a seed that is not an int."""
+    if mode != core.SR:
+        return np.uint64(0)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    with np.errstate(over="ignore"):
+        return core.sr_key(np.uint64(int(seed) % (1 << 64)))
