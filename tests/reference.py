@@ -26,6 +26,9 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
+#: Formats with more magnitude codes than this are not enumerated (float32, float64...).
+ENUMERATE_LIMIT = 1 << 20
+
 MODES = ("rne", "rna", "rtz", "rtp", "rtn", "rto", "sr")
 
 
@@ -69,6 +72,17 @@ class Reference:
         self.has_inf = k.inf
         self.emin = (1 - k.bias) if k.has_zero else -k.bias
 
+        if self.nmag > ENUMERATE_LIMIT:
+            # Too many codes to list (float32, float64...): every rounding is computed from the
+            # binade of the input instead (see _neighbours); levels are not available.
+            self.analytic = True
+            self.max = self._mag_exact(self.max_mag_code)
+            self.smallest = Fraction(0) if k.has_zero else self._mag_exact(0)
+            self.smallest_code = 0
+            self.beyond = self.max + self._quantum(self.max)
+            self._nan_codes(k, nan_first)
+            return
+        self.analytic = False
         # Exact magnitudes of the finite magnitude codes.
         self.mag_value: list[Fraction] = [self._mag_exact(c) for c in range(self.max_mag_code + 1)]
         # Sorted distinct finite magnitudes and the (smallest) code of each.  Flushed codes
@@ -84,20 +98,24 @@ class Reference:
         self.levels: list[Fraction] = [self.mag_value[c] for c in self.level_code]
         self.max = self.levels[-1]
         self.smallest = self.levels[0]                 # 0, or the smallest value without zero
+        self.smallest_code = self.level_code[0]
         # The next value of the format with its exponent range unbounded above.
         self.beyond = self.max + self._quantum(self.max)
+        self._nan_codes(k, nan_first)
 
-        # Canonical NaN codes (positive, negative) per numerics.md.
+    def _nan_codes(self, k: FormatKey, nan_first: int) -> None:
+        """Canonical NaN codes (positive, negative) per numerics.md."""
+        M = self.M
         if self.fnuz:
             self.nan_pos = self.nan_neg = self.signbit
         elif k.nan_codes > 0:
             top = self.nmag - 1
             mag = top
             if M > 0:
-                for c in range(nan_first, top + 1):
-                    if (c >> (M - 1)) & 1:
-                        mag = c
-                        break
+                # the smallest NaN code with the mantissa's top bit set (IEEE's quiet NaN)
+                quiet = nan_first if (nan_first >> (M - 1)) & 1 else \
+                    ((nan_first >> (M - 1)) | 1) << (M - 1)
+                mag = min(quiet, top)
             self.nan_pos, self.nan_neg = mag, mag | self.signbit
         else:
             self.nan_pos = self.nan_neg = None
@@ -133,7 +151,7 @@ class Reference:
             if mag == self.inf_mag:
                 return -math.inf if neg else math.inf
             return math.nan
-        v = self.mag_value[mag]
+        v = self._mag_exact(mag) if self.analytic else self.mag_value[mag]
         return -v if neg else v
 
     def decode(self, code: int) -> float:
@@ -185,7 +203,28 @@ class Reference:
         raise ValueError(f"rounding must be one of {MODES}, got {mode!r}")
 
     def _smallest_code(self) -> int:
-        return self.level_code[0]
+        return self.smallest_code
+
+    def _neighbours(self, a: Fraction) -> tuple[Fraction, int, Fraction, int | None]:
+        """``(lo, lo's code, hi, hi's code or None beyond max)``: the format's magnitudes with
+        ``lo <= a < hi``, for ``smallest <= a < beyond``."""
+        if not self.analytic:
+            i = bisect.bisect_right(self.level_float, float(a)) - 1   # exact: a is a float
+            lo, lo_code = self.levels[i], self.level_code[i]
+            if i + 1 < len(self.levels):
+                return lo, lo_code, self.levels[i + 1], self.level_code[i + 1]
+            return lo, lo_code, self.beyond, None
+        M, k = self.M, self.key
+        if k.has_zero and a < Fraction(2) ** self.emin and not k.subnormals:
+            return Fraction(0), 0, Fraction(2) ** self.emin, 1 << M    # flushed: 0 or 2**emin
+        q = self._quantum(a)
+        n = math.floor(a / q)
+        lo = n * q
+        # below emin (subnormals) n is the mantissa field; above it, the hidden bit is set
+        lo_code = n if lo < Fraction(2) ** self.emin and k.has_zero else \
+            ((_floor_log2(lo) + k.bias) << M) | (n - (1 << M))
+        hi_code = lo_code + 1
+        return lo, lo_code, lo + q, (hi_code if hi_code <= self.max_mag_code else None)
 
     # ------------------------------------------------------------------ encode
     def encode(self, x: float, rounding: str = "rne", saturate: bool = False,
@@ -227,11 +266,9 @@ class Reference:
             return self._overflow(neg, rounding, saturate)
         if a < self.smallest:                          # only without zero
             return self._signed(self._smallest_code(), neg)
-        i = bisect.bisect_right(self.level_float, abs(x)) - 1   # levels[i] <= a (exact compare)
-        lo = self.levels[i]
+        lo, lo_code, hi, hi_code = self._neighbours(a)
         if lo == a:
-            return self._signed(self.level_code[i], neg)
-        hi = self.levels[i + 1] if i + 1 < len(self.levels) else self.beyond
+            return self._signed(lo_code, neg)
         q = hi - lo
         n = lo / q
         assert n.denominator == 1, (lo, hi)
@@ -241,10 +278,10 @@ class Reference:
         if not up:
             if lo == 0:
                 return self._zero(neg)
-            return self._signed(self.level_code[i], neg)
-        if i + 1 >= len(self.levels):                  # rounded to beyond max: overflow
+            return self._signed(lo_code, neg)
+        if hi_code is None:                            # rounded to beyond max: overflow
             return self._overflow(neg, rounding, saturate)
-        return self._signed(self.level_code[i + 1], neg)
+        return self._signed(hi_code, neg)
 
     def _zero_input(self, neg: bool) -> int:
         """±0 in: ±0 out; without zero, NaN, else the smallest magnitude (both keep the zero's

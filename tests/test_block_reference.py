@@ -9,13 +9,17 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 import mx_reference as ref  # noqa: E402
 
-from fpformat import BlockFormat, get_format  # noqa: E402
-from fpformat import block_core  # noqa: E402
+from fpformat import (  # noqa: E402
+    BlockFormat,
+    block_core,  # noqa: E402
+    get_format,
+)
 from fpformat.block_kernels import run_blocks  # noqa: E402
 
 E8M0 = "float8_e8m0fnu"
@@ -320,3 +324,23 @@ def test_quantize_out(dtype, name):
     assert np.array_equal(out.view(np.uint8), want.view(np.uint8))
     with pytest.raises(ValueError, match="out"):
         b.quantize(x, out=np.empty((4, 63), dtype=dtype))
+
+
+@pytest.mark.parametrize("preset", sorted(ref.PRESET_ELEMENT))
+def test_fast_kernel_scale_clamps_at_both_ends(preset):
+    """Blocks whose E8M0 exponent reaches or passes the clamps [-127, 127]: maxima at the top of
+    float32 (2**127 and above: MXINT8's emax_elem 0 puts X at 2**127) and at its bottom (the
+    subnormals, where floor(log2 amax) - emax_elem falls below -127)."""
+    b = get_format(preset)
+    f32 = np.finfo(np.float32)
+    tops = [2.0 ** 127, 1.5 * 2.0 ** 127, float(f32.max), 2.0 ** 126]
+    bottoms = [2.0 ** -149, 2.0 ** -140, 2.0 ** -127, 2.0 ** -126, 2.0 ** -120]
+    rng = np.random.default_rng(11)
+    rows = []
+    for amax in tops + bottoms:
+        row = rng.uniform(-1, 1, 32) * amax
+        row[rng.integers(32)] = -amax if rng.integers(2) else amax
+        rows.append(row)
+    x = np.array(rows).astype(np.float32)
+    assert block_core.ocp_f32_applies(b, x)                   # the fast path is what runs
+    _check(b.encode(x), ref.ref_mx(x, ref.PRESET_ELEMENT[preset]), b, x)

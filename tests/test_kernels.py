@@ -1,13 +1,18 @@
 """The kernels' plumbing: generic and specialised compilations agree, dtypes and shapes travel,
 the torch face is straight-through.  (Numeric correctness: test_reference*.py, test_mldtypes.py.)"""
 
+
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fpformat import FloatFormat, get_format
-from fpformat import kernels
+import fpformat
+from fpformat import FloatFormat, get_format, kernels
 
 FORMATS = ["float8_e4m3fn", "float8_e5m2", "e2m1", "e3m2_ftz", "float8_e8m0fnu", "ue4m3fn",
            "float8_e4m3fnuz", "e5m10b3", "e0m7", "bfloat16"]
@@ -18,7 +23,8 @@ def _inputs(n=4096, seed=0):
     rng = np.random.default_rng(seed)
     bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
     x = bits.view(np.float32).copy()
-    x[: n // 2] = (rng.standard_normal(n // 2) * np.exp2(rng.uniform(-20, 20, n // 2))).astype(np.float32)
+    x[: n // 2] = (rng.standard_normal(n // 2)
+                   * np.exp2(rng.uniform(-20, 20, n // 2))).astype(np.float32)
     return x
 
 
@@ -70,7 +76,8 @@ def test_generic_quantize_equals_decode_encode_everywhere():
                 for saturate in (False, True):
                     q = fmt.quantize(src, mode, saturate, seed=2)
                     d = fmt.decode(fmt.encode(src, mode, saturate, seed=2)).astype(src.dtype)
-                    assert np.array_equal(d.view(np.uint8), q.view(np.uint8)), (name, mode, saturate)
+                    assert np.array_equal(d.view(np.uint8), q.view(np.uint8)), (
+                        name, mode, saturate)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
@@ -98,7 +105,8 @@ def test_quantize_refuses_dtype_that_cannot_hold_the_values():
     assert get_format("e5m30").encode(np.ones(3, np.float32)).dtype == np.uint64
 
 
-@pytest.mark.parametrize("bad", [np.arange(3), np.array([1 + 2j]), np.array(["a"]), np.array([None])])
+@pytest.mark.parametrize("bad", [np.arange(3), np.array([1 + 2j]), np.array(["a"]),
+                                 np.array([None])])
 def test_non_float_inputs_raise_type_error(bad):
     with pytest.raises(TypeError, match="x must be"):
         get_format("e4m3").encode(bad)
@@ -162,7 +170,8 @@ def test_torch_face_block_formats():
     from fpformat.torch import quantize
     x = torch.randn(4, 64, dtype=torch.float32, requires_grad=True)
     y = quantize(x, "mxfp4")
-    assert torch.equal(y.detach(), torch.from_numpy(get_format("mxfp4").quantize(x.detach().numpy())))
+    assert torch.equal(y.detach(),
+                       torch.from_numpy(get_format("mxfp4").quantize(x.detach().numpy())))
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
     assert quantize(x.detach().to(torch.bfloat16), "e4m3/channel").dtype == torch.bfloat16
@@ -185,3 +194,30 @@ def test_numba_cache_is_dropped_when_the_core_changes(tmp_path, monkeypatch):
     (tmp_path / "core.py").write_text("x = 2\n")
     assert invalidate_stale_cache(tmp_path) is True          # edited core: dropped
     assert not (cache / "kernels.f-1.nbc").exists()
+
+
+def test_edited_core_is_recompiled_under_numba_cache_dir(tmp_path):
+    """With ``NUMBA_CACHE_DIR`` set, numba keeps the kernels outside the package; an edit to the
+    inlined core must still reach the next process (not the cached machine code)."""
+    # a copy under another name: the installed (editable) fpformat would shadow one on the path
+    pkg = tmp_path / "src" / "fpcopy"
+    shutil.copytree(Path(fpformat.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(pkg.parent), NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               FPFORMAT_SPECIALIZE="never")
+    # 2.5 and 0.25 are ties in e2m1: nearest-even gives 2 (code 4) and 0 (code 0)
+    script = ("import numpy as np, fpcopy; "
+              "print(fpcopy.get_format('e2m1').encode(np.array([2.5, 0.25])).tolist())")
+
+    def codes() -> str:
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    assert codes() == "[4, 0]"
+    core = pkg / "core.py"
+    rne = "up = rem + odd > half"
+    assert rne in core.read_text()
+    core.write_text(core.read_text().replace(rne, "up = rem >= half"))   # ties away instead
+    assert codes() == "[5, 1]"

@@ -1,8 +1,8 @@
 """Differential tests: the numba kernels against the exact-rational reference (tests/reference.py).
 
 Formats and inputs are drawn by hypothesis (fpformat.testing); every rounding mode, saturating
-and not, float64/float32/float16/bfloat16 inputs, stochastic rounding with the kernels' own per-element
-random integers (``sr_random_u64(seed, i)``), and decode of every code.
+and not, float64/float32/float16/bfloat16 inputs, stochastic rounding with the kernels' own
+per-element random integers (``sr_random_u64(seed, i)``), and decode of every code.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import MODES, reference, same_float
 
 from fpformat import FloatFormat, get_format
 from fpformat.kernels import sr_random_u64
 from fpformat.testing import formats, inputs_near, overflow_threshold
-from reference import MODES, reference, same_float
 
 DETERMINISTIC = ("rne", "rna", "rtz", "rtp", "rtn", "rto")
 SR_BITS = (None, 1, 2, 5, 13, 32, 64)
@@ -146,7 +146,8 @@ def test_bfloat16_and_float16_presets_sampled() -> None:
         fmt = get_format(name)
         x = systematic_inputs(fmt, rng, limit=300)
         for rounding in MODES:
-            compare_encode(fmt, x, rounding, rounding == "rtz", seed=99 if rounding == "sr" else None)
+            compare_encode(fmt, x, rounding, rounding == "rtz",
+                           seed=99 if rounding == "sr" else None)
 
 
 def test_reference_known_answers() -> None:
@@ -215,3 +216,71 @@ def test_signed_zeroless_tiny_inputs() -> None:
     x = np.array([tiny, -tiny, 5e-324, -5e-324])
     for rounding in DETERMINISTIC:
         compare_encode(fmt, x, rounding, False)
+
+
+# ----------------------------------------------------------------- wide mantissas (M = 23, 52)
+def wide_inputs(fmt: FloatFormat, dtype, rng: np.random.Generator, n: int = 250) -> np.ndarray:
+    """``dtype`` inputs around ``fmt``'s range: random bit patterns with exponents from below
+    the format's smallest subnormal to above its max, values and ties of the format (where
+    ``dtype`` holds them), and the specials."""
+    info = np.finfo(dtype)
+    ubits = np.uint32 if dtype == np.float32 else np.uint64
+    lo = max(fmt.emin - fmt.man_bits - 3, int(info.minexp) - int(info.nmant))
+    hi = min(fmt.emax + 2, int(info.maxexp) - 1)
+    exps = rng.integers(lo, hi + 1, n)
+    mant = rng.random(n) + 1.0
+    with np.errstate(over="ignore"):
+        x = np.ldexp(mant, exps).astype(dtype)
+        codes = rng.integers(0, fmt._maxmag + 1, n, dtype=np.uint64).astype(fmt.dtype)
+        values = fmt.decode(codes)
+        ulp = np.ldexp(1.0, np.maximum(np.frexp(values)[1] - 1, fmt.emin) - fmt.man_bits)
+        near = np.concatenate([values, values + ulp / 2, values - ulp / 2]).astype(dtype)
+    special = np.array([0.0, np.inf, np.nan, fmt.max, fmt.min_subnormal, fmt.min_normal,
+                        info.max, info.tiny, info.smallest_subnormal], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        pos = np.concatenate([x, near, special.astype(dtype)])
+    pos = pos[np.isfinite(pos) | np.isinf(pos) | np.isnan(pos)]
+    return np.concatenate([pos, -pos]).view(ubits).view(dtype)
+
+
+WIDE = ["float32", "e8m23", "e5m23", "e8m23fn", "e4m23_ftz", "float64", "e10m52", "e6m52b40"]
+
+
+@pytest.mark.parametrize("name", WIDE)
+def test_wide_mantissas_match_reference(name: str) -> None:
+    """Formats with float32's and float64's mantissa (the reference computes these from the
+    binade, without listing levels), float32 and float64 inputs, every mode."""
+    fmt = get_format(name)
+    rng = np.random.default_rng(23)
+    for dtype in (np.float32, np.float64):
+        x = wide_inputs(fmt, dtype, rng)
+        for rounding in DETERMINISTIC:
+            for saturate in (False, True):
+                compare_encode(fmt, x, rounding, saturate)
+        compare_encode(fmt, x, "sr", False, seed=99, sr_bits=None)
+
+
+@pytest.mark.parametrize("rounding", list(MODES))
+@pytest.mark.parametrize("name, dtype", [("float32", np.float32), ("float64", np.float64)])
+def test_identity_conversion_returns_the_input(name: str, dtype, rounding: str) -> None:
+    """float32 into the float32 preset and float64 into float64: every input comes back bit for
+    bit (NaNs as NaNs), in every mode, saturating or not."""
+    ubits = np.uint32 if dtype == np.float32 else np.uint64
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, np.iinfo(ubits).max, 20000, dtype=ubits, endpoint=True)
+    info = np.finfo(dtype)
+    edges = np.array([0.0, -0.0, info.max, -info.max, info.tiny, info.smallest_subnormal,
+                      np.inf, -np.inf, 1.0, 1.5, -3.0], dtype=dtype)
+    x = np.concatenate([bits.view(dtype), edges])
+    fmt = get_format(name)
+    for saturate in (False, True):
+        y = fmt.quantize(x, rounding=rounding, saturate=saturate, seed=3)
+        codes = fmt.encode(x, rounding=rounding, saturate=saturate, seed=3)
+        nan = np.isnan(x)
+        if saturate:                     # saturation clamps ±inf to ±max
+            keep = ~nan & ~np.isinf(x)
+        else:
+            keep = ~nan
+        assert np.array_equal(y.view(ubits)[keep], x.view(ubits)[keep])
+        assert np.array_equal(codes.astype(ubits)[keep], x.view(ubits)[keep])
+        assert np.isnan(y[nan]).all()

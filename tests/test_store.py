@@ -61,7 +61,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         p.join(120)
         assert p.exitcode == 0
     rows = store.load_runs(db)
-    assert len(rows) == 120 and {r["key"] for r in rows} == {f"w{w}-{i}" for w in range(4) for i in range(30)}
+    assert len(rows) == 120 and ({r["key"] for r in rows}
+                                 == {f"w{w}-{i}" for w in range(4) for i in range(30)})
     assert all(r["status"] == "finished" for r in rows)
     assert len(store.load_ptq(db)) == 120
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -72,3 +73,16 @@ def test_store_reader_does_not_import_torch():
     import sys
     code = "import sys, explorer.train.store; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_finished_keys_leave_out_running_and_failed_rows(tmp_path):
+    db = tmp_path / "r.db"
+    for key in ("done", "busy", "broken"):
+        store.mark_running(db, key, {"k": key}, **_cols())
+    store.mark_finished(db, "done", val_loss=2.0, curve=[], tokens=100, wall_s=1.0,
+                        tokens_per_s=100.0, env={})
+    store.mark_failed(db, "broken", "RuntimeError: x")
+    assert store.finished_keys(db) == {"done"}
+    assert {r["key"]: r["status"] for r in store.load_runs(db, status=None)} == {
+        "done": "finished", "busy": "running", "broken": "failed"}
+    assert [r["key"] for r in store.load_runs(db)] == ["done"]

@@ -11,8 +11,14 @@ from torch import nn
 
 from explorer.train.data import CorpusSpec, load_corpus, train_batch
 from explorer.train.model import Decoder, ModelConfig, param_count
-from explorer.train.qlinear import (OperandSpec, QuantConfig, QuantLinear, dequantize_model,
-                                    parse_targets, quantize_model)
+from explorer.train.qlinear import (
+    OperandSpec,
+    QuantConfig,
+    QuantLinear,
+    dequantize_model,
+    parse_targets,
+    quantize_model,
+)
 from explorer.train.trainer import TrainConfig, train
 
 SMALL = CorpusSpec(max_bytes=262144)
@@ -34,7 +40,8 @@ def test_param_count_matches_block_linears():
     cfg = ModelConfig(layers=2, d_model=48)
     m = Decoder(cfg)
     assert cfg.heads == 1 and cfg.hidden == 128
-    assert param_count(cfg) == sum(w.numel() for w in m.gemm_weights()) == 2 * (4 * 48 * 48 + 3 * 48 * 128)
+    assert (param_count(cfg) == sum(w.numel() for w in m.gemm_weights())
+            == 2 * (4 * 48 * 48 + 3 * 48 * 128))
     assert ModelConfig(layers=1, d_model=256).heads == 4       # head dim <= 64
     with pytest.raises(ValueError, match="d_model"):
         ModelConfig(layers=1, d_model=4)
@@ -60,14 +67,15 @@ def test_quantlinear_exact_float32_format_matches_linear_through_custom_gemm():
     """Every one of the six inputs 'quantized' to float32 (identity) through the custom GEMM."""
     torch.manual_seed(1)
     lin = nn.Linear(16, 8)
-    q = QuantLinear.from_linear(nn.Linear(16, 8), QuantConfig(fmt="float32", block=None, targets="all"))
+    q = QuantLinear.from_linear(nn.Linear(16, 8),
+                                QuantConfig(fmt="float32", block=None, targets="all"))
     q.load_state_dict(lin.state_dict())
     x1 = torch.randn(10, 16, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
     (lin(x1).sin()).sum().backward()
     (q(x2).sin()).sum().backward()
-    torch.testing.assert_close(x1.grad, x2.grad)
-    torch.testing.assert_close(lin.weight.grad, q.weight.grad)
+    assert torch.equal(x1.grad, x2.grad)
+    assert torch.equal(lin.weight.grad, q.weight.grad)
 
 
 def test_each_target_uses_quantized_operand():
@@ -90,8 +98,9 @@ def test_each_target_uses_quantized_operand():
         torch.testing.assert_close(xx.grad, exp_gx, msg=target)
         torch.testing.assert_close(base.weight.grad, exp_gw, msg=target)
         # and it really differs from the unquantized product
-        assert not torch.allclose(xx.grad, gy @ W) or not torch.allclose(base.weight.grad, gy.t() @ X) \
-            or not torch.allclose(q(x.detach()), X @ W.t())
+        assert (not torch.allclose(xx.grad, gy @ W)
+                or not torch.allclose(base.weight.grad, gy.t() @ X)
+                or not torch.allclose(q(x.detach()), X @ W.t()))
 
 
 def test_quantize_model_swaps_and_reverses_user_model():
@@ -203,9 +212,9 @@ def _cli(capsys, *argv):
     return rc, out, err
 
 
-COMMON = ["--layers", "1", "--d-model", "32", "--tokens", "24576", "--seq-len", "32", "--batch-size", "8",
-          "--eval-tokens", "4096", "--max-bytes", "262144", "--threads", "1", "--device", "cpu",
-          "--no-progress", "--json"]
+COMMON = ["--layers", "1", "--d-model", "32", "--tokens", "24576", "--seq-len", "32",
+          "--batch-size", "8", "--eval-tokens", "4096", "--max-bytes", "262144", "--threads", "1",
+          "--device", "cpu", "--no-progress", "--json"]
 
 
 def test_cli_train_learns_persists_and_does_not_repeat(tmp_path, capsys):
@@ -213,7 +222,8 @@ def test_cli_train_learns_persists_and_does_not_repeat(tmp_path, capsys):
     rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db)
     assert rc == 0
     r = json.loads(out.strip().splitlines()[-1])
-    assert r["params"] == 1 * (4 * 32 * 32 + 3 * 32 * 88) and r["tokens"] == 24576 and not r["skipped"]
+    assert (r["params"] == 1 * (4 * 32 * 32 + 3 * 32 * 88) and r["tokens"] == 24576
+            and not r["skipped"])
     assert r["val_loss"] < r["curve"][0][1] < math.log(256)
     rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db)
     r2 = json.loads(out.strip().splitlines()[-1])
@@ -252,8 +262,8 @@ def test_cli_bad_input_exit_2(capsys):
 
 def test_ptq_records_degradation(tmp_path, capsys):
     db = str(tmp_path / "runs.db")
-    rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db, "--ptq", "e1m0,e4m3",
-                      "--ptq-block", "none")
+    rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db,
+                      "--ptq", "e1m0,e4m3", "--ptq-block", "none")
     assert rc == 0
     rows = json.loads(out.strip().splitlines()[-1])["ptq"]
     assert {r["ckpt_tokens"] for r in rows} == {6144, 12288, 24576}
@@ -283,22 +293,27 @@ def test_block_scaled_operands_run_along_the_reduction_axis():
     from fpformat import BlockFormat, get_format
     from fpformat.torch import quantize_values
     torch.manual_seed(4)
-    bf = BlockFormat(element=get_format("e2m1"), block_size=8, axis=-1, scale_format=None, scale_rule="amax")
+    bf = BlockFormat(element=get_format("e2m1"), block_size=8, axis=-1, scale_format=None,
+                     scale_rule="amax")
     base = nn.Linear(16, 24, bias=False)
     x = torch.randn(40, 16, requires_grad=True)
     gy = torch.randn(40, 24)
     q = QuantLinear.from_linear(base, QuantConfig(fmt="e2m1", block=8))   # default targets
     q(x).backward(gy)
     W, X = base.weight.detach(), x.detach()
-    torch.testing.assert_close(q(X), X @ quantize_values(W, bf).t())                # W along in
-    torch.testing.assert_close(x.grad, gy @ quantize_values(W.t().contiguous(), bf).t())  # W along out
-    torch.testing.assert_close(base.weight.grad, gy.t() @ quantize_values(X.t().contiguous(), bf).t())
+    # W along in
+    torch.testing.assert_close(q(X), X @ quantize_values(W, bf).t())
+    # W along out
+    torch.testing.assert_close(x.grad, gy @ quantize_values(W.t().contiguous(), bf).t())
+    torch.testing.assert_close(base.weight.grad,
+                               gy.t() @ quantize_values(X.t().contiguous(), bf).t())
 
 
 def test_emulated_accumulator_layer_matches_exact_when_wide_and_differs_when_narrow():
     """QuantLinear with an accumulator runs its GEMMs through fpformat.gemm: a float32-like
     accumulator reproduces torch's GEMM closely, a 10-bit-mantissa truncating one does not."""
     import torch
+
     from explorer.train.qlinear import QuantConfig, QuantLinear
     torch.manual_seed(0)
     x = torch.randn(8, 64, dtype=torch.float64, requires_grad=True)
@@ -316,3 +331,37 @@ def test_emulated_accumulator_layer_matches_exact_when_wide_and_differs_when_nar
     assert "accumulator" not in QuantConfig().to_dict()
     with pytest.raises(ValueError):
         QuantConfig(accumulator="e8m13/bogus")
+
+
+def test_learning_rate_schedule_known_values():
+    """Linear warmup over the first warmup_frac of the steps (step 0 already at peak/warm),
+    then a cosine from the peak to min_lr_frac * peak."""
+    cfg = tiny(tokens=32 * 8 * 100, lr=1e-3, warmup_frac=0.1, min_lr_frac=0.1)
+    assert cfg.steps == 100
+    assert cfg.lr_at(0) == pytest.approx(1e-4)
+    assert cfg.lr_at(4) == pytest.approx(5e-4)
+    assert cfg.lr_at(9) == pytest.approx(1e-3)            # the last warmup step reaches the peak
+    assert cfg.lr_at(10) == pytest.approx(1e-3)           # cosine at t = 0
+    assert cfg.lr_at(55) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))   # t = 1/2
+    assert cfg.lr_at(100) == pytest.approx(1e-4)          # t = 1: the floor
+    assert tiny(tokens=32 * 8 * 100, lr=1e-3, warmup_frac=0.0).lr_at(0) == pytest.approx(1e-3)
+
+
+def test_accumulator_runs_every_gemm_exactly_as_emulated_mm():
+    """With an emulated accumulator the forward GEMM and both backward GEMMs equal
+    fpformat.gemm_torch.emulated_mm bit for bit (a coarse accumulator makes a bypass visible)."""
+    from explorer.accumulation import parse_accumulator
+    from fpformat.gemm_torch import emulated_mm
+    torch.manual_seed(3)
+    spec = "e5m4/rtz"
+    acc = parse_accumulator(spec)
+    q = QuantLinear.from_linear(nn.Linear(24, 8), QuantConfig(fmt=None, accumulator=spec))
+    x = torch.randn(6, 24, requires_grad=True)
+    gy = torch.randn(6, 8)
+    y = q(x)
+    y.backward(gy)
+    w = q.weight.detach()
+    assert torch.equal(y.detach(), emulated_mm(x.detach(), w.t(), acc) + q.bias.detach())
+    assert torch.equal(x.grad, emulated_mm(gy, w, acc))
+    assert torch.equal(q.weight.grad, emulated_mm(gy.t(), x.detach(), acc))
+    assert not torch.equal(x.grad, gy @ w)                # the accumulator is visible
