@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# numpy >= 1.25 keeps its exceptions in np.exceptions
+_TooHard = getattr(getattr(np, "exceptions", np), "TooHardError")
+
 #: The float dtypes the kernels accept, by name.
 FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 
@@ -59,6 +62,8 @@ def as_float_array(x) -> tuple[np.ndarray, str]:
         arr = np.asarray(x)
         if arr.dtype.kind in "iub":                  # Python ints/lists: treat as real numbers
             arr = arr.astype(np.float64)
+    if not arr.dtype.isnative:                      # big-endian data: the kernels read bits
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     kind = arr.dtype.name
     if kind not in FLOAT_KINDS:
         raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, "
@@ -69,6 +74,27 @@ def as_float_array(x) -> tuple[np.ndarray, str]:
         wide = (np.ascontiguousarray(arr).view(np.uint16).astype(np.uint32) << np.uint32(16))
         return wide.view(np.float32), kind
     return arr, kind
+
+
+def check_out(x, out: np.ndarray) -> None:
+    """The ``out=`` rules every quantize shares: ``out`` is writeable, and it is either ``x``
+    itself (in place: each element is read before it is written) or shares no memory with
+    ``x`` (a partial overlap would read values the call has already overwritten)."""
+    if not out.flags.writeable:
+        raise ValueError("out is read-only: pass a writeable array, or omit out")
+    if not isinstance(x, np.ndarray) or not np.may_share_memory(x, out):
+        return
+    same = (x.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+            and x.shape == out.shape and x.strides == out.strides and x.dtype == out.dtype)
+    if same:
+        return
+    try:
+        overlap = np.shares_memory(x, out, max_work=1 << 20)
+    except _TooHard:                                # undecided within the bound: refuse
+        overlap = True
+    if overlap:
+        raise ValueError("out overlaps x without being x itself: pass out=x to quantize in "
+                         "place, or a separate array")
 
 
 def restore_dtype(out: np.ndarray, kind, like=None):

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import block_core, cuda
-from .arrays import as_float_array, float_kind, is_cuda_array, restore_dtype
+from .arrays import as_float_array, check_out, float_kind, is_cuda_array, restore_dtype
 from .block_kernels import run_blocks
 from .format import FloatFormat, element_format
 from .scales import BlockEncoding, emax_elem, is_pow2_format, nan_code, tensor_scale
@@ -283,6 +283,7 @@ class BlockFormat:
                 raise ValueError(f"out must be a numpy array of x's shape {arr.shape} and dtype "
                                  f"{kind}, got {getattr(out, 'dtype', type(out).__name__)} "
                                  f"{getattr(out, 'shape', '')}")
+            check_out(x, out)
         if kind in ("float16", "bfloat16") and self.scale_rule != "ocp":
             # element x scale (not a power of two) is exact in float64: round it once, to x's
             # dtype, rather than to float32 first

@@ -22,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from . import core, cuda
-from .arrays import as_float_array, float_kind, is_cuda_array, restore_dtype
+from .arrays import as_float_array, check_out, float_kind, is_cuda_array, restore_dtype
 from .dispatch import (
     JIT,
     prefer_specialized,
@@ -203,6 +203,7 @@ def _quantize_into(fmt, x, out, rounding, saturate, seed, sr_bits):
                          f"({x.dtype}, {x.shape}), got ({out.dtype}, {out.shape})")
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
+    check_out(x, out)
     C = call_tuple(fmt, rounding, saturate, sr_bits)
     if not fmt.fits(x.dtype):
         raise ValueError(f"format {fmt} has values that are not {x.dtype} values")

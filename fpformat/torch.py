@@ -52,10 +52,15 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def from_numpy(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """A tensor with ``like``'s dtype and device holding ``a``'s values (exact when they fit)."""
     if a.dtype.name == "bfloat16" or (like.dtype == torch.bfloat16 and a.dtype == np.uint16):
-        t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+        t = torch.from_numpy(_contiguous(a).view(np.int16)).view(torch.bfloat16)
     else:
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(_contiguous(a))
     return t.to(device=like.device, dtype=like.dtype)
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array with ``a``'s shape (``np.ascontiguousarray`` makes 0-d arrays 1-d)."""
+    return np.require(a, requirements="C")
 
 
 def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool = True,
