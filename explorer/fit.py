@@ -22,6 +22,7 @@ names ``n_params,tokens,exp_bits,man_bits,block,val_loss``).  Losses are nats/to
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import json
 import math
@@ -31,6 +32,8 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares, nnls
+
+from fpformat.files import atomic_write
 
 from . import results
 from .laws import CapybaraLaw, KumarLaw, QiDLaw, load_law, log2_block
@@ -43,6 +46,9 @@ MIN_POINTS = 9
 MIN_HELDOUT_SIZES = 3
 #: Positive PTQ degradations needed to fit the QiD law's four constants (one more than that).
 MIN_QID_POINTS = 5
+#: The most bootstrap resamples :func:`fit_capybara_detailed` runs.  Each is a full multi-start
+#: fit (~0.1-1 s); 100000 already takes hours, and percentile intervals stop changing long before.
+MAX_BOOTSTRAP = 100_000
 
 # exponent starts for the variable-projection grid
 _ALPHAS = (0.1, 0.25, 0.45, 0.7)
@@ -314,6 +320,15 @@ class CapybaraFit:
         }
 
 
+def check_bootstrap(bootstrap: Any) -> int:
+    """``bootstrap`` as an int in 0..:data:`MAX_BOOTSTRAP`; ``ValueError`` naming the limit."""
+    if (isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer))
+            or not 0 <= bootstrap <= MAX_BOOTSTRAP):
+        raise ValueError(f"bootstrap: expected 0..{MAX_BOOTSTRAP} resamples (MAX_BOOTSTRAP; each "
+                         f"is a full fit, so more runs for hours), got {bootstrap!r}")
+    return int(bootstrap)
+
+
 def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: int = 0,
                           heldout: bool = True, huber_delta: float = DEFAULT_HUBER,
                           starts: int = 6, progress: Any = None, free: Any = None,
@@ -326,9 +341,7 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
     min_points = _min_points(spec)
     N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss, min_points)
     huber = _check_huber(huber_delta)
-    if isinstance(bootstrap, bool) or int(bootstrap) < 0:
-        raise ValueError(f"bootstrap: must be an integer >= 0, got {bootstrap!r}")
-    bootstrap = int(bootstrap)
+    bootstrap = check_bootstrap(bootstrap)
     theta, cost = _fit_theta(N, D, E, M, lb, loss, huber, int(starts), spec)
     law = spec.law(theta)
     pred = _predict(theta, N, D, E, M, lb)
@@ -463,6 +476,9 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
     ``include_baseline`` adds unquantized runs as B = 1 (no quantization penalty), which pins the
     base-law constants.  B is returned as the block size (2**log2 B, channel = 2**13.1567)."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory; give a results database or a "
+                                              "CSV file", str(path))
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     rows: list[tuple] = []          # (N, D, E, M, log2 B, loss)
@@ -478,30 +494,12 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
                 continue
             rows.append((n, d, e, m, results.run_log2_block(r["block"]), loss))
     else:
-        with open(p, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                raise ValueError(f"{path}: empty CSV")
-            cols = {}
-            for key, names in _CSV_ALIASES.items():
-                found = [c for c in reader.fieldnames if c.strip() in names]
-                if not found:
-                    raise ValueError(f"{path}: CSV needs a column {' or '.join(names)}")
-                cols[key] = found[0]
-            for i, row in enumerate(reader, start=2):
-                try:
-                    e_raw, m_raw = row[cols["E"]].strip(), row[cols["M"]].strip()
-                    blk = row[cols["B"]].strip()
-                    if e_raw in ("", "none") or m_raw in ("", "none"):
-                        if include_baseline:
-                            rows.append((float(row[cols["N"]]), float(row[cols["D"]]), 0, 0, 0.0,
-                                         float(row[cols["loss"]])))
-                        continue
-                    rows.append((float(row[cols["N"]]), float(row[cols["D"]]), float(e_raw),
-                                 float(m_raw), results.run_log2_block(blk),
-                                 float(row[cols["loss"]])))
-                except ValueError as exc:
-                    raise ValueError(f"{path}: line {i}: {exc}") from None
+        try:
+            rows = _csv_rows(p, include_baseline)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a UTF-8 text CSV (byte 0x{exc.object[exc.start]:02x} "
+                             f"at offset {exc.start}); give a results database or a CSV with "
+                             f"columns N,D,E,M,B,loss") from None
     if not rows:
         raise ValueError(f"{path}: no finished quantized runs to fit")
     lb = np.array([r[4] for r in rows], dtype=float)
@@ -513,6 +511,44 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
         "B": 2.0 ** lb,
         "loss": np.array([r[5] for r in rows], dtype=float),
     }
+
+
+def _csv_rows(p: Path, include_baseline: bool) -> list[tuple]:
+    """(N, D, E, M, log2 B, loss) per usable row of the CSV ``p``; ``ValueError`` naming the
+    file and line for a missing column, a short row or a value that is not a number."""
+    with open(p, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        try:
+            fieldnames = reader.fieldnames
+        except csv.Error as exc:
+            raise ValueError(f"{p}: line 1: not a CSV header: {exc}") from None
+        if fieldnames is None:
+            raise ValueError(f"{p}: empty CSV")
+        cols = {}
+        for key, names in _CSV_ALIASES.items():
+            found = [c for c in fieldnames if c.strip() in names]
+            if not found:
+                raise ValueError(f"{p}: CSV needs a column {' or '.join(names)}")
+            cols[key] = found[0]
+        rows: list[tuple] = []
+        i = 1
+        try:
+            for i, row in enumerate(reader, start=2):
+                if any(row[c] is None for c in cols.values()):
+                    raise ValueError(f"fewer values than the {len(fieldnames)} header "
+                                     f"columns")
+                e_raw, m_raw = row[cols["E"]].strip(), row[cols["M"]].strip()
+                blk = row[cols["B"]].strip()
+                if e_raw in ("", "none") or m_raw in ("", "none"):
+                    if include_baseline:
+                        rows.append((float(row[cols["N"]]), float(row[cols["D"]]), 0, 0, 0.0,
+                                     float(row[cols["loss"]])))
+                    continue
+                rows.append((float(row[cols["N"]]), float(row[cols["D"]]), float(e_raw),
+                             float(m_raw), results.run_log2_block(blk), float(row[cols["loss"]])))
+        except (ValueError, csv.Error) as exc:
+            raise ValueError(f"{p}: line {i}: {exc}") from None
+    return rows
 
 
 def load_ptq_arrays(path: str | Path) -> dict[str, np.ndarray]:
@@ -553,7 +589,8 @@ def save_fit(fit: CapybaraFit | CapybaraLaw, path: str | Path, extra: dict | Non
                                                               "constants": fit.to_dict()}
     if extra:
         doc.update(extra)
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(doc, indent=2) + "\n")
     return doc
 
 

@@ -152,7 +152,8 @@ def recommend(bits: Iterable[int] = DEFAULT_BITS, block: Any = "channel",
     mblock = int(block) if not isinstance(block, str) or label.isdigit() else MEASURE_BLOCK
     compute = None
     if budget is not None:
-        compute = law.optimal_precision(_positive("budget", budget), block, k=k)
+        compute = law.optimal_precision(_positive("budget", budget), block,
+                                        k=_positive("k", k))
 
     def candidate(e: int, m: int, rank: int, best_loss: float | None) -> Candidate:
         loss = float(law.loss(params, tokens, e, m, block))

@@ -47,6 +47,8 @@ from .format import FloatFormat, element_format
 from .scales import BlockEncoding, emax_elem, is_pow2_format, nan_code, tensor_scale
 
 SCALE_RULES = ("ocp", "amax", "nvfp4")
+#: Largest block (and tile side) in elements: block indices stay within 32-bit arithmetic.
+MAX_BLOCK = (1 << 31) - 1
 SCALE_ROUNDINGS = ("up", "nearest")
 
 
@@ -98,15 +100,18 @@ class BlockFormat:
             if bs not in ("channel", "tensor"):
                 raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', "
                                  f"got {bs!r}")
-        elif isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
-            raise ValueError(f"block_size must be an int >= 1, 'channel' or 'tensor', got {bs!r}")
+        elif isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) \
+                or not 1 <= bs <= MAX_BLOCK:
+            raise ValueError(f"block_size must be an int in 1..{MAX_BLOCK}, 'channel' or "
+                             f"'tensor', got {bs!r}")
         else:
             object.__setattr__(self, "block_size", int(bs))
         if self.tile is not None:
             t = tuple(self.tile)
             if len(t) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                                  or v < 1 for v in t):
-                raise ValueError(f"tile must be (rows, cols) with ints >= 1, got {self.tile!r}")
+                                  or not 1 <= v <= MAX_BLOCK for v in t):
+                raise ValueError(f"tile must be (rows, cols) with ints in 1..{MAX_BLOCK}, "
+                                 f"got {self.tile!r}")
             object.__setattr__(self, "tile", (int(t[0]), int(t[1])))
         if isinstance(self.axis, bool) or not isinstance(self.axis, (int, np.integer)):
             raise TypeError(f"axis must be an int, got {self.axis!r}")

@@ -81,18 +81,31 @@ def _look_alike_row(name: str, f: FloatFormat) -> dict[str, object]:
             "nan_codes": f.nan_codes, "inf": f.inf, "negative_zero": f.negative_zero}
 
 
+def family_member(fmt: FloatFormat) -> FloatFormat | None:
+    """The design-space family member ``e{E}m{M}`` with ``fmt``'s widths (IEEE bias, subnormals,
+    every code finite), or None where it cannot exist: E = M = 0, or E = 11, whose top binade,
+    finite in the family, lies beyond float64 (``e11m3ieee`` exists, ``e11m3`` does not)."""
+    if fmt.exp_bits + fmt.man_bits == 0:
+        return None
+    try:
+        return FloatFormat(fmt.exp_bits, fmt.man_bits, name=f"e{fmt.exp_bits}m{fmt.man_bits}")
+    except ValueError:
+        return None
+
+
 def look_alikes(fmt: FloatFormat) -> list[dict[str, object]]:
     """Formats easily confused with ``fmt``: the design-space family member ``e{E}m{M}`` (first,
-    unless it is ``fmt``) and every element preset with the same exponent and mantissa widths but
-    another bias or other special codes.  Each row: name, bias, max, min_subnormal, nan_codes,
+    unless it is ``fmt`` or cannot exist, as for E = 11: :func:`family_member`) and every
+    element preset with the same exponent and mantissa widths but another bias or other
+    special codes.  Each row: name, bias, max, min_subnormal, nan_codes,
     inf, negative_zero."""
     rows = []
     for name in ELEMENT_PRESETS:
         other = element_format(name)
         if (other.exp_bits, other.man_bits) == (fmt.exp_bits, fmt.man_bits) and other != fmt:
             rows.append(_look_alike_row(name, other))
-    family = FloatFormat(fmt.exp_bits, fmt.man_bits, name=f"e{fmt.exp_bits}m{fmt.man_bits}")
-    if family != fmt and fmt.exp_bits + fmt.man_bits > 0:
+    family = family_member(fmt)
+    if family is not None and family != fmt:
         rows.insert(0, _look_alike_row(family.name, family))
     return rows
 

@@ -15,6 +15,12 @@ input set always contains, besides ``count`` random inputs:
 For formats with more than 2**14 magnitude codes the ties and values are sampled (``count``
 bounds them) rather than enumerated.  Random inputs are drawn log-uniformly across the format's
 range (plus a few binades either side) with random signs, from ``numpy.random.default_rng(seed)``.
+
+Sizes are bounded: one file holds at most :data:`MAX_VECTOR_INPUTS` input numbers (``count``
+element inputs, ``count`` blocks times the block length, or ``count`` dot products times ``k``),
+so memory stays below a few hundred MB; larger requests are refused with that limit (write
+several files with different seeds instead).  The writers replace their file atomically
+(:func:`fpformat.files.atomic_write`): a failed write leaves the old file as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .block import BlockFormat
+from .files import atomic_write
 from .format import FloatFormat
 from .gemm import Accumulator, matmul
 from .presets import get_format
@@ -31,11 +38,38 @@ from .scales import BlockEncoding
 
 ENUMERATE_LIMIT = 1 << 14
 STYLES = ("csv", "hex")
+#: The most input numbers one set of vectors holds (see the module docstring): 2**22, about
+#: 100 bytes of memory each while the set is built, and ~300 MB of CSV at most.
+MAX_VECTOR_INPUTS = 1 << 22
+
+
+def _check_size(count: object, per_vector: int, what: str, fixed: int = 0) -> None:
+    """``ValueError`` unless ``count`` is an int >= 0 and ``(count + fixed) * per_vector`` (the
+    random vectors, the ``fixed`` ones every set holds, ``per_vector`` inputs each) is within
+    :data:`MAX_VECTOR_INPUTS` (``what`` names the sizes in the message)."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    total = (int(count) + fixed) * int(per_vector)
+    if total > MAX_VECTOR_INPUTS:
+        raise ValueError(f"{what} = {total} input numbers exceeds the limit of "
+                         f"{MAX_VECTOR_INPUTS} per file (MAX_VECTOR_INPUTS); lower them, or write "
+                         f"several files with different seeds")
 
 
 def _check_style(style: str) -> None:
     if style not in STYLES:
         raise ValueError(f"style must be csv or hex, got {style!r}")
+
+
+def _open(path: str):
+    """The vectors file, written atomically; characters UTF-8 cannot hold (a file name in the
+    header's command line that is not valid UTF-8) are written as backslash escapes."""
+    return atomic_write(path, "w", errors="backslashreplace")
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
 
 
 def _write_header(fh, style: str, header: list[str] | None) -> None:
@@ -63,8 +97,8 @@ def _f32_neighbours(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def element_inputs(fmt: FloatFormat, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The float32 inputs and their kinds (see the module docstring)."""
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
+    _check_size(count, 1, "count")
+    _check_seed(seed)
     rng = np.random.default_rng(seed)
     parts: list[tuple[np.ndarray, str]] = []
     nmag = fmt._maxmag + 1
@@ -128,7 +162,7 @@ def write_element_vectors(vec: ElementVectors, fmt: FloatFormat, path: str, styl
     _check_style(style)
     width = (fmt.bits + 3) // 4
     in_bits = vec.inputs.view(np.uint32)
-    with open(path, "w") as fh:
+    with _open(path) as fh:
         _write_header(fh, style, header)
         if style == "csv":
             fh.write("index,kind,input_f32_hex,input,code_hex,value\n")
@@ -162,9 +196,9 @@ def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True
     tiny and huge blocks at the scale's limits, and ``count`` random Gaussian blocks of random
     magnitude.  Rows have the block length (32 for ``"channel"``/``"tensor"``/tiles) and are
     encoded one at a time, so a NaN in one row does not spread to another."""
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
     k = fmt.block_size if isinstance(fmt.block_size, int) and fmt.tile is None else 32
+    _check_size(count, k, f"(count + 8 fixed blocks) * block length {k}", fixed=8)
+    _check_seed(seed)
     one_row = fmt if fmt.tile is None else BlockFormat(
         fmt.element, k, scale_format=fmt.scale_format, scale_rule=fmt.scale_rule,
         scale_rounding=fmt.scale_rounding, int_codes=fmt.int_codes)
@@ -207,7 +241,7 @@ def write_block_vectors(vec: BlockVectors, fmt: BlockFormat, path: str, style: s
     ew = (fmt.element.bits + 3) // 4
     sw = 8 if fmt.scale_format is None else (fmt.scale_format.bits + 3) // 4
     nv = fmt.scale_rule == "nvfp4"
-    with open(path, "w") as fh:
+    with _open(path) as fh:
         _write_header(fh, style, header)
         if style == "csv":
             fh.write("block,kind,element,input_f32_hex,scale_code,element_code,value"
@@ -305,8 +339,9 @@ def dot_vectors(a_fmt, b_fmt, acc_format, acc_rounding: str = "rne", k: int = 16
         raise ValueError("dot_vectors: a_fmt and b_fmt must have at most 16 bits")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"k must be an int >= 2, got {k!r}")
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    # Up to 11 fixed vectors (8 ties, cancel, overflow, zero) come on top of count.
+    _check_size(count, k, f"(count + 11 fixed vectors) * k {k}", fixed=11)
+    _check_seed(seed)
     acc = Accumulator(acc_format, acc_rounding, chunk=chunk, **acc_options)
     rng = np.random.default_rng(seed)
     ca, cb = _finite_codes(fa), _finite_codes(fb)
@@ -374,7 +409,7 @@ def write_dot_vectors(vectors: list[DotVector], a_fmt, b_fmt, out_fmt, path: str
     fb = _element_format(b_fmt, "b_fmt")
     fo = _element_format(out_fmt, "out_fmt")
     wa, wb, wo = ((f.bits + 3) // 4 for f in (fa, fb, fo))
-    with open(path, "w") as fh:
+    with _open(path) as fh:
         _write_header(fh, style, header)
         if style == "csv":
             fh.write("index,kind,a_codes,b_codes,acc_code,acc_value\n")

@@ -137,3 +137,25 @@ def test_info_block_format(capsys):
     d = json.loads(out)
     assert code == 0 and d["scale_rule"] == "nvfp4" and d["block_size"] == 16
     assert d["bits_per_element"] == 4.5
+
+
+def test_info_e11_formats_are_described_not_refused(capsys):
+    """e11m3ieee exists (its top binade holds inf/NaN) though its family member e11m3 does not:
+    the look-alike search skips the impossible member instead of failing (issue 14)."""
+    assert main(["info", "e11m3ieee", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["exp_bits"] == 11 and info["man_bits"] == 3
+    assert "e11m3" not in [r["name"] for r in info["look_alikes"]]
+    assert main(["info", "bfloat16", "--json"]) == 0                 # a member that does exist
+    assert json.loads(capsys.readouterr().out)["look_alikes"][0]["name"] == "e8m7"
+
+
+def test_quantize_writes_exactly_the_output_name(tmp_path, capsys):
+    """np.save appends .npy to a bare name; the atomic writer keeps the name the user gave, and
+    the summary names the file that exists."""
+    np.save(tmp_path / "x.npy", np.linspace(-3, 3, 50, dtype=np.float32))
+    out = tmp_path / "quantized"
+    assert main(["quantize", str(tmp_path / "x.npy"), str(out), "-f", "e2m1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(out)
+    assert np.load(out).shape == (50,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quantized", "x.npy"]

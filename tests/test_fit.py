@@ -336,3 +336,16 @@ def test_fit_steps_counts_the_progress_of_a_detailed_fit():
     fit_capybara_detailed(**g, loss=_noisy(g, 0.003, 3), bootstrap=2, seed=0,
                           progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (fit_steps(g["N"], 2), fit_steps(g["N"], 2))
+
+
+def test_bootstrap_is_bounded():
+    """Each resample is a whole fit: 10**8 of them ran for hours; above MAX_BOOTSTRAP the call is
+    refused at once, naming the limit (issue 14)."""
+    from explorer.fit import MAX_BOOTSTRAP, check_bootstrap, fit_capybara_detailed, paper_design
+    assert check_bootstrap(MAX_BOOTSTRAP) == MAX_BOOTSTRAP
+    for bad in (MAX_BOOTSTRAP + 1, -1, True, 2.5):
+        with pytest.raises(ValueError, match=str(MAX_BOOTSTRAP)):
+            check_bootstrap(bad)
+    d = paper_design()
+    with pytest.raises(ValueError, match="bootstrap"):
+        fit_capybara_detailed(**d, loss=np.ones(len(d["N"])), bootstrap=10 ** 8)

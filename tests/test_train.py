@@ -194,7 +194,7 @@ def test_stop_request_saves_resume_point_and_stays_running(tmp_path):
             train(cfg, db=db, progress=False, device="cpu")
     finally:
         set_stop_event(None)
-    last = torch.load(tmp_path / "runs.db.ckpt" / full.key / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "runs.db.ckpt" / full.key / "last.pt", weights_only=True)
     assert last["step"] == 23 and last["cpu_s"] > 0
     assert store.get_run(db, full.key)["status"] == "running"
     resumed = train(cfg, db=db, progress=False, device="cpu")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from explorer.fit import (
+    MAX_BOOTSTRAP,
+    check_bootstrap,
     fit_capybara_detailed,
     fit_qid_from_results,
     fit_steps,
@@ -12,6 +14,7 @@ from explorer.fit import (
     save_fit,
 )
 from explorer.progress import Progress
+from fpformat.files import check_output_path
 
 
 def add_parser(sub):
@@ -24,7 +27,7 @@ def add_parser(sub):
     p.add_argument("runs", help="results database (runs.db) or CSV with N,D,E,M,B,loss columns")
     p.add_argument("-o", "--out", default=None, help="write the fit as JSON here (for --law)")
     p.add_argument("--bootstrap", type=int, default=200,
-                   help="bootstrap resamples (default 200; 0 = none)")
+                   help=f"bootstrap resamples (default 200; 0 = none; at most {MAX_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--huber", type=float, default=1e-3,
                    help="Huber scale on log loss (default 1e-3)")
@@ -39,8 +42,12 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    if args.bootstrap < 0:
-        raise ValueError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    try:
+        check_bootstrap(args.bootstrap)
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
+    if args.out:
+        check_output_path(args.out)        # before the fit: a bad -o fails at once
     a = load_runs_arrays(args.runs, include_baseline=args.include_baseline)
     with Progress(fit_steps(a["N"], args.bootstrap), "fitting", unit="fit") as bar:
         fit = fit_capybara_detailed(**a, bootstrap=args.bootstrap, seed=args.seed,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 import numpy as np
 
+from explorer.metrics import quantization_error
 from fpformat import FloatFormat, get_format
+from fpformat.files import atomic_write, check_output_path
 
 
 def add_parser(sub):
@@ -28,40 +31,68 @@ def add_parser(sub):
     return p
 
 
-def run(args) -> int:
-    if not os.path.exists(args.input):
-        raise FileNotFoundError(f"input file not found: {args.input}")
+def load_array(path: str, name: str = "input") -> np.ndarray:
+    """The array in the ``.npy`` file ``path``, read without unpickling; ``ValueError`` naming
+    ``name`` and the file for anything that is not a non-empty ``.npy`` array (an ``.npz``
+    archive, an empty or damaged file, pickled objects, a zero-length array); ``OSError`` (with
+    the file name) for a missing file or a directory."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{name} is a directory; give a .npy file", path)
     try:
-        x = np.load(args.input, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"cannot read {args.input} as a .npy array: {exc}") from None
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as exc:
+        raise ValueError(f"{name} {path}: cannot read as a .npy array: {exc or 'empty file'}"
+                         ) from None
+    if isinstance(x, np.lib.npyio.NpzFile):
+        names = ", ".join(x.files)
+        x.close()
+        raise ValueError(f"{name} {path}: an .npz archive (arrays: {names}), not a .npy array; "
+                         f"save one array with np.save")
+    if x.size == 0:
+        raise ValueError(f"{name} {path}: the array is empty (shape {x.shape}); nothing to "
+                         f"quantize")
+    return x
+
+
+def _save(path: str, arr: np.ndarray) -> None:
+    """np.save to exactly ``path`` (numpy appends ``.npy`` to a bare name; a file handle keeps
+    the name given), atomically."""
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, arr)
+
+
+def run(args) -> int:
     fmt = get_format(args.format)
+    if isinstance(fmt, FloatFormat):
+        scales_path = None
+    elif args.sr_bits is not None:
+        raise ValueError("--sr-bits applies to element formats only")
+    else:
+        scales_path = os.path.splitext(args.output)[0] + ".scales.npy"
+    # Every output is checked before the work, so a bad path fails in a second, not after it.
+    check_output_path(args.output)
+    if args.codes and scales_path:
+        check_output_path(scales_path)
+    x = load_array(args.input)
     kw = dict(rounding=args.rounding, saturate=args.saturate, seed=args.seed)
     if isinstance(fmt, FloatFormat):
         kw["sr_bits"] = args.sr_bits
-    elif args.sr_bits is not None:
-        raise ValueError("--sr-bits applies to element formats only")
     summary = {"format": str(fmt), "shape": list(x.shape), "input_dtype": str(x.dtype)}
     if args.codes:
         if isinstance(fmt, FloatFormat):
             codes = fmt.encode(x, **kw)
-            np.save(args.output, codes)
         else:
             enc = fmt.encode(x, **kw)
-            np.save(args.output, enc.codes)
-            scales_path = os.path.splitext(args.output)[0] + ".scales.npy"
-            np.save(scales_path, enc.scales)
+            codes = enc.codes
+            _save(scales_path, enc.scales)
             summary["scales"] = scales_path
-        summary["output_dtype"] = str(np.load(args.output, mmap_mode="r").dtype)
+        _save(args.output, codes)
+        summary["output_dtype"] = str(codes.dtype)
     else:
         y = fmt.quantize(x, **kw)
-        np.save(args.output, y)
-        finite = np.isfinite(x)
-        err = (y.astype(np.float64) - x.astype(np.float64))[finite & np.isfinite(y)]
-        sig = float(np.mean(x.astype(np.float64)[finite] ** 2)) if finite.any() else 0.0
-        mse = float(np.mean(err ** 2)) if err.size else 0.0
-        summary.update(output_dtype=str(y.dtype), mse=mse,
-                       sqnr_db=float(10 * np.log10(sig / mse)) if mse > 0 and sig > 0 else None)
+        _save(args.output, y)
+        mse, sqnr = quantization_error(x, y)
+        summary.update(output_dtype=str(y.dtype), mse=mse, sqnr_db=sqnr)
     summary["output"] = args.output
     if args.json:
         print(json.dumps(summary))

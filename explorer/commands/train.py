@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,14 +20,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, required=True, help="training tokens D")
     p.add_argument("--format", default="none",
                    help="element format (e2m3, float8_e4m3fn, mxfp4, ...) or 'none'")
-    p.add_argument("--block", default="channel",
+    # None defaults: an option the user gave can be told from one left alone (a quantization
+    # option given with --format none has no effect, and the user is told so).
+    p.add_argument("--block", default=None,
                    help="block size: an int, 'channel', 'tensor' or 'none' (default: channel)")
-    p.add_argument("--targets", default="default",
+    p.add_argument("--targets", default=None,
                    help="comma list of GEMM inputs: fwd_x,fwd_w,dgrad_dy,dgrad_w,wgrad_dy,"
-                        "wgrad_x; 'default' = fwd_w,dgrad_w,wgrad_x; 'all'")
-    p.add_argument("--rounding", default="rne",
+                        "wgrad_x; 'default' = fwd_w,dgrad_w,wgrad_x (the default); 'all'")
+    p.add_argument("--rounding", default=None,
                    help="rne, rna, rtz, rtp, rtn, rto or sr (default rne)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="initialisation, batch order and stochastic-rounding seed, >= 0 "
+                        "(default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--db", default=None, help="results database (SQLite); default: none")
     p.add_argument("--seq-len", type=int, default=128)
@@ -44,8 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--ptq", default="", help="after training, PTQ the checkpoints to these comma-"
                                              "separated formats (needs --db)")
-    p.add_argument("--ptq-block", default="channel", help="block for --ptq (default channel)")
-    p.add_argument("--ptq-method", default="rtn", choices=["rtn", "gptq"])
+    p.add_argument("--ptq-block", default=None, help="block for --ptq (default channel)")
+    p.add_argument("--ptq-method", default=None, choices=["rtn", "gptq"],
+                   help="PTQ method for --ptq (default rtn)")
     p.add_argument("--accumulator", default=None,
                    help="run every quantized layer's GEMMs through an emulated accumulator, e.g. "
                         "e8m13/rtz or e8m13/rtz/chunk128 (slow, exact; small models)")
@@ -57,6 +63,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _no_effect(args: argparse.Namespace) -> None:
+    """Options that would do nothing in the chosen mode.
+
+    Quantization options with ``--format none`` are a warning and are dropped from the run's
+    identity (a baseline is one run, whatever a loop over formats passes along with it);
+    ``--ptq-block``/``--ptq-method`` without ``--ptq`` are an error, since the PTQ they ask for
+    would silently not happen."""
+    if args.format.lower() == "none":
+        given = [f"--{n}" for n in ("block", "targets", "rounding")
+                 if getattr(args, n) is not None]
+        if given:
+            print(f"fpx train: warning: {', '.join(given)} "
+                  f"{'has' if len(given) == 1 else 'have'} no effect with --format none "
+                  "(nothing is quantized); ignored", file=sys.stderr)
+            args.block = args.targets = args.rounding = None
+    if not args.ptq:
+        given = [o for o, v in (("--ptq-block", args.ptq_block), ("--ptq-method", args.ptq_method))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} need --ptq FORMATS (the formats the "
+                             "checkpoints are quantized to); without it no PTQ runs")
+
+
 def run(args: argparse.Namespace) -> int:
     # explorer.train imports torch: loaded only when this command runs, not for `fpx --help`.
     from ..train.data import CorpusSpec
@@ -64,8 +93,13 @@ def run(args: argparse.Namespace) -> int:
     from ..train.ptq import PTQSpec
     from ..train.qlinear import OperandSpec, QuantConfig
     from ..train.trainer import TrainConfig
-    q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=args.block,
-                    rounding=args.rounding, targets=args.targets, seed=args.seed,
+    _no_effect(args)
+    block = "channel" if args.block is None else args.block
+    targets = "default" if args.targets is None else args.targets
+    rounding = "rne" if args.rounding is None else args.rounding
+    # Every check below runs before train_ptq_capture writes anything (run row, checkpoints).
+    q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=block,
+                    rounding=rounding, targets=targets, seed=args.seed,
                     accumulator=args.accumulator)
     if q.fmt is not None:
         OperandSpec(q.fmt, q.block, q.rounding).build()      # unknown format -> error now
@@ -77,8 +111,12 @@ def run(args: argparse.Namespace) -> int:
     if args.ptq:
         if args.db is None:
             raise ValueError("--ptq needs --db (PTQ results are stored beside the run)")
-        ptq_specs = [PTQSpec(f.strip(), args.ptq_block, args.ptq_method)
+        ptq_specs = [PTQSpec(f.strip(), "channel" if args.ptq_block is None else args.ptq_block,
+                             args.ptq_method or "rtn")
                      for f in args.ptq.split(",") if f.strip()]
+        if not ptq_specs:
+            raise ValueError(f"--ptq: no format in {args.ptq!r}; give comma-separated formats, "
+                             "e.g. --ptq e2m1,e4m3")
     outcome = train_ptq_capture(cfg, db=args.db, device=args.device, ckpt_dir=args.ckpt_dir,
                                 progress=not args.no_progress, compile=args.compile,
                                 threads=args.threads, ptq=ptq_specs,

@@ -8,8 +8,10 @@ import sys
 
 import fpformat
 from fpformat import FloatFormat, get_format
+from fpformat.files import check_output_path
 from fpformat.gemm import Accumulator, result_format
 from fpformat.vectors import (
+    MAX_VECTOR_INPUTS,
     block_vectors,
     dot_vectors,
     element_vectors,
@@ -44,7 +46,9 @@ def add_parser(sub):
     p.add_argument("--rounding", "-r", default="rne",
                    help="rne rna rtz rtp rtn rto sr (default rne)")
     p.add_argument("--saturate", action="store_true", help="clamp overflow to +-max")
-    p.add_argument("--count", type=int, default=1000, help="random inputs (default 1000)")
+    p.add_argument("--count", type=int, default=1000,
+                   help="random inputs (default 1000); count times the block length or --k is "
+                        f"at most {MAX_VECTOR_INPUTS} per file")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs and SR (default 0)")
     p.add_argument("--sr-bits", type=int, default=None, help="random bits per SR decision")
     p.add_argument("--out", "-o", required=True, help="output file")
@@ -74,6 +78,7 @@ def _run_dot(args, header: list[str]) -> int:
 def run(args) -> int:
     if args.count < 0:
         raise ValueError(f"--count must be >= 0, got {args.count}")
+    check_output_path(args.out)            # before the work: a bad --out fails at once
     if args.op == "dot":
         header = [f"fpx vectors (fpformat {fpformat.__version__}): " + shlex.join(sys.argv[1:]),
                   f"dot product: A {args.format}, B {args.b_format or args.format}, accumulator "

@@ -8,6 +8,7 @@ a progress bar and writes ``report.md``, ``index.html`` and ``figures/*.png``.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import importlib.metadata as md
 import platform
 import shlex
@@ -27,6 +28,7 @@ from explorer.blocks import CHANNEL_LOG2B
 from explorer.laws import CapybaraLaw, choose_law
 from explorer.progress import Progress
 from fpformat import get_format
+from fpformat.files import atomic_write
 
 from . import figures as fig
 from . import lawview
@@ -71,10 +73,15 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
 
     Returns the paths of ``report.md``, the self-contained ``index.html`` and the figure files.
     Raises ValueError for a bad proposed format or law file, FileNotFoundError for a missing
-    runs database or law file.
+    runs database or law file, and (before any work) the errors of :func:`check_report_dir`.
+
+    Only the report's own files are written, each atomically (a temporary file renamed into
+    place: a full disk leaves the previous report intact).  A symbolic link at one of those names
+    is replaced by the new file, never followed; other files in ``out_dir`` are left alone.
     """
     config = config or ReportConfig()
     out = Path(out_dir)
+    check_report_dir(out)
     chosen = choose_law(config.law, name="--law")
     law, source = chosen.law, chosen.citation
     proposed = []
@@ -112,18 +119,50 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
               f"N = {_num(config.params)} parameters, D = {_num(config.tokens_or_default)} tokens, "
               f"{config.block_label}."),
         sections=sections)
+    check_report_dir(out)                          # again: the computation took a while
     out.mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(exist_ok=True)
+    (out / FIGURES_DIR).mkdir(exist_ok=True)
     fig_paths = []
     for f in doc.figures():
         p = out / f.filename
-        p.write_bytes(f.png)
+        _write(p, f.png)
         fig_paths.append(p)
     md = out / "report.md"
-    md.write_text(render_markdown(doc), encoding="utf-8")
-    page = out / "index.html"
-    page.write_text(render_html(doc), encoding="utf-8")
+    _write(md, render_markdown(doc).encode("utf-8"))
+    page = out / "index.html"                      # last: its presence means a whole report
+    _write(page, render_html(doc).encode("utf-8"))
     return ReportPaths(out, md, page, tuple(fig_paths))
+
+
+#: The subdirectory of the output directory that holds the figures.
+FIGURES_DIR = "figures"
+
+
+def check_report_dir(out: Path) -> None:
+    """Refuse an output directory the report cannot own, before any work: ``out``, or the
+    nearest of its parents that exists, is not a directory (``NotADirectoryError``);
+    ``out/figures`` is not a directory (``NotADirectoryError``) or is a symbolic link, through
+    which the figures would land outside ``out`` (``ValueError`` naming it)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory; give --out a new "
+                                                "or an existing directory", str(out))
+    existing = next((p for p in out.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory, so --out cannot "
+                                                f"be created there", str(out))
+    figs = out / FIGURES_DIR
+    if figs.is_symlink():
+        raise ValueError(f"--out {out}: {figs} is a symbolic link; the report writes only inside "
+                         f"--out and will not follow it (remove the link or choose another --out)")
+    if figs.exists() and not figs.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is not a directory (the report keeps its figures "
+                                                "there); remove it or choose another --out",
+                                 str(figs))
+
+
+def _write(path: Path, data: bytes) -> None:
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
 
 
 # ----------------------------------------------------------------------------------- helpers

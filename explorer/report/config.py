@@ -8,6 +8,7 @@ from pathlib import Path
 
 from explorer.accumulation import parse_accumulator
 from explorer.blocks import CHANNEL_LOG2B, block_log2, parse_block
+from explorer.metrics import MAX_SAMPLES
 
 #: The bit widths the detailed sections cover by default (the 4-8 bit band hardware targets).
 DEFAULT_BITS: tuple[int, ...] = (4, 5, 6, 7, 8)
@@ -77,8 +78,9 @@ class ReportConfig:
             raise ValueError("block: block size 1 has no quantization penalty, so the report's "
                              "compute-optimal precision does not exist; give 2 or more, "
                              "'channel' or 'tensor'")
-        if not 256 <= self.sqnr_samples <= 1 << 22:
-            raise ValueError(f"sqnr_samples must be in 256..{1 << 22}, got {self.sqnr_samples}")
+        if not 256 <= self.sqnr_samples <= MAX_SAMPLES:
+            raise ValueError(f"sqnr_samples must be in 256..{MAX_SAMPLES}, got "
+                             f"{self.sqnr_samples}")
         if not isinstance(self.law, str) or not self.law:
             raise ValueError("law must be 'paper' or the path of a fit JSON file")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpformat import FloatFormat, get_format
+from fpformat.describe import family_member
 
 #: Standard element formats by total width, the neighbours a proposal is compared with.
 STANDARD_BY_BITS: dict[int, tuple[str, ...]] = {
@@ -25,14 +26,15 @@ STANDARD_BY_BITS: dict[int, tuple[str, ...]] = {
 
 def neighbours(fmt: FloatFormat, limit: int = 6) -> list[str]:
     """Standard formats to compare ``fmt`` with: the same-width presets, then the IEEE-bias
-    design-space format with the same E and M (``e{E}m{M}``) when it differs from ``fmt``."""
+    design-space format with the same E and M (``e{E}m{M}``) when it exists and differs from
+    ``fmt`` (:func:`fpformat.describe.family_member`)."""
     names = list(STANDARD_BY_BITS.get(fmt.bits, ()))
     if not names:
         near = min(STANDARD_BY_BITS, key=lambda b: (abs(b - fmt.bits), b))
         names = list(STANDARD_BY_BITS[near])
-    plain = f"e{fmt.exp_bits}m{fmt.man_bits}"
-    if fmt.signed and get_format(plain) != fmt and plain not in names:
-        names.insert(0, plain)
+    family = family_member(fmt) if fmt.signed else None
+    if family is not None and family != fmt and family.name not in names:
+        names.insert(0, family.name)
     return [n for n in names if get_format(n) != fmt][:limit]
 
 

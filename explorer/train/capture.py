@@ -68,7 +68,9 @@ def capture_tensors(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
 def capture_from_run(ckpt_dir: str | Path, tokens: np.ndarray, batch: int, seq_len: int,
                      max_elements: int = 1 << 16, seed: int = 0) -> dict[str, np.ndarray]:
     """Capture from the last checkpoint (``tokens_<n>.pt``, largest n) in ``ckpt_dir``, on the
-    first held-out windows of ``tokens``."""
+    first held-out windows of ``tokens``.  The checkpoint is loaded without running code
+    (:func:`~explorer.train.trainer.load_checkpoint`): a damaged or planted one is a
+    ``CheckpointError`` (``ValueError``) naming the file."""
     ckpts = checkpoints(ckpt_dir)
     if not ckpts:
         raise FileNotFoundError(f"no tokens_<n>.pt checkpoint in {ckpt_dir}")

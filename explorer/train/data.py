@@ -93,9 +93,11 @@ class CorpusSpec:
     val_fraction: float = 1 / 16
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 1024:
-            raise ValueError(f"max_bytes must be >= 1024, got {self.max_bytes}")
-        if not 0 < self.val_fraction < 0.5:
+        if (isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int)
+                or self.max_bytes < 1024):
+            raise ValueError(f"max_bytes must be an integer >= 1024, got {self.max_bytes!r}")
+        if (isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float))
+                or not 0 < self.val_fraction < 0.5):
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
     def to_dict(self) -> dict:

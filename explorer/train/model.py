@@ -40,12 +40,15 @@ class ModelConfig:
     max_seq_len: int = 1024
 
     def __post_init__(self) -> None:
-        if not isinstance(self.layers, int) or self.layers < 1:
-            raise ValueError(f"layers must be an integer >= 1, got {self.layers!r}")
-        if not isinstance(self.d_model, int) or self.d_model < 8:
-            raise ValueError(f"d_model must be an integer >= 8, got {self.d_model!r}")
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size!r}")
+        for name, low, optional in (("layers", 1, False), ("d_model", 8, False),
+                                    ("vocab_size", 2, False), ("n_heads", 1, True),
+                                    ("ffn_hidden", 1, True), ("max_seq_len", 1, False)):
+            v = getattr(self, name)
+            if optional and v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}"
+                                 + (" or None" if optional else "") + f", got {v!r}")
         heads = self.heads
         if self.d_model % heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={heads}")

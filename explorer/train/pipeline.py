@@ -33,6 +33,16 @@ class TrainOutcome:
     capture: Path | None = None
 
 
+def _check_capture_path(path: Path) -> None:
+    """Fail now, not after an hour of training, for an output the capture could not write."""
+    if path.is_dir():
+        raise IsADirectoryError(f"capture: {path} is a folder; give a file name OUT.npz")
+    if path.suffix != ".npz":
+        raise ValueError(f"capture: {path} must end in .npz (numpy would write {path}.npz)")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"capture: folder not found: {path.parent} (for {path})")
+
+
 def train_ptq_capture(cfg: TrainConfig, *, db: str | Path | None = None, device: str = "auto",
                       ckpt_dir: str | Path | None = None, progress: bool = True,
                       compile: bool = False, threads: int | None = None,
@@ -44,11 +54,18 @@ def train_ptq_capture(cfg: TrainConfig, *, db: str | Path | None = None, device:
     save the weights, activations and output gradients of every linear layer of the last
     checkpoint on :data:`CAPTURE_SEQUENCES` held-out sequences to ``capture`` (``.npz``).
 
-    ``ValueError`` before any training when ``ptq`` is given without ``db``.
+    Checked before any training: ``ValueError`` when ``ptq`` is given without ``db`` or
+    ``capture`` does not end in ``.npz`` (numpy would append it, writing another file than the
+    one named); ``FileNotFoundError`` when the folder of ``capture`` does not exist;
+    ``IsADirectoryError`` when ``capture`` is a folder.  A checkpoint that cannot be loaded
+    (corrupt, foreign, or carrying code, which is never run) stops PTQ or capture with a
+    ``ValueError`` naming the file.
     """
     specs = list(ptq)
     if specs and db is None:
         raise ValueError("ptq: needs db, the results database the PTQ rows are stored in")
+    if capture is not None:
+        _check_capture_path(Path(capture))
     run = train(cfg, db=db, device=device, ckpt_dir=ckpt_dir, progress=progress,
                 compile=compile, threads=threads)
     rows: tuple[dict, ...] = ()

@@ -156,7 +156,10 @@ def ptq_run(db: str | Path, key: str, specs: list[PTQSpec], *,
             ckpt_dir: str | Path | None = None, device: str = "cpu",
             cache_dir: str | Path | None = None, calib_seqs: int = 32) -> list[dict]:
     """PTQ every checkpoint of the finished run ``key`` with every spec; rows already in the
-    ``ptq`` table are skipped.  Returns the rows written."""
+    ``ptq`` table are skipped.  Returns the rows written.  Checkpoints are loaded without running
+    code (:func:`~explorer.train.trainer.load_checkpoint`): a damaged or planted one stops with a
+    ``CheckpointError`` (``ValueError``) naming the file, after the rows of the checkpoints
+    before it are recorded."""
     row = store.get_run(db, key)
     if row is None or row["status"] != "finished":
         raise ValueError(f"run {key!r} is not a finished run in {db}")

@@ -133,10 +133,12 @@ class QuantConfig:
     """Which GEMM inputs are quantized and how.
 
     fmt/block/rounding: the spec shared by every target in ``targets`` (fmt None: nothing).
-    targets: GEMM inputs quantized with that spec (default: Sun et al.'s three).
+    targets: GEMM inputs quantized with that spec (default: Sun et al.'s three); with a ``fmt``
+        it must name at least one (``ValueError`` otherwise: the run would claim a format it
+        never used).
     overrides: ``((target, OperandSpec), ...)``: a target-specific spec; it applies even if the
         target is not in ``targets``.
-    seed: base seed for stochastic rounding (combined with layer, target and step).
+    seed: base seed for stochastic rounding (combined with layer, target and step), >= 0.
     include_head: also quantize the classifier (``head``/``lm_head``/... Linear layers).
     attention: a spec for q, k and v before the attention products (forward only, gradient
         straight-through); None leaves the attention products unquantized.
@@ -170,6 +172,14 @@ class QuantConfig:
             else:
                 raise TypeError(f"fmt must be a format name or None, got {self.fmt!r}")
         _check_rounding(self.rounding)
+        if self.fmt is not None and not self.targets:
+            # The shared format applies to ``targets`` only: with none it would be recorded in
+            # the run (its key, its exp_bits/man_bits) while nothing is quantized by it.
+            raise ValueError(f"targets: empty, so format {self.fmt!r} would quantize nothing; "
+                             f"give GEMM inputs from {', '.join(TARGETS)}, 'default' or 'all' "
+                             "(or format 'none' for an unquantized run)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {self.seed!r}")
         for t, spec in self.overrides:
             if t not in TARGETS:
                 raise ValueError(f"overrides: unknown GEMM input {t!r}")

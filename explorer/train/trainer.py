@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,30 @@ from .data import (
 from .model import Decoder, ModelConfig, param_count
 from .qlinear import QuantConfig, quantize_model, set_quant_step, specialize_kernels
 
+#: Largest accepted seed: torch, numpy's PCG64 and SQLite all hold it exactly.
+MAX_SEED = 2**63 - 1
+
+
+def _check_int(name: str, v: object, low: int, high: int | None = None) -> None:
+    """ValueError naming ``name`` unless ``v`` is an int (not a bool) in [low, high]."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+        span = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}: must be an integer {span}, got {v!r}")
+
+
+def _check_real(name: str, v: object, low: float, high: float | None, *, low_open: bool = False,
+                high_open: bool = False, hint: str = "") -> None:
+    """ValueError naming ``name`` unless ``v`` is a finite real number in the interval (NaN and
+    infinities are refused everywhere: they cannot be stored as JSON and train nothing)."""
+    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+          and (v > low if low_open else v >= low)
+          and (high is None or (v < high if high_open else v <= high)))
+    if not ok:
+        span = ("(" if low_open else "[") + f"{low:g}, " + \
+            ("inf)" if high is None else f"{high:g}" + (")" if high_open else "]"))
+        raise ValueError(f"{name}: must be a finite number in {span}"
+                         + (f" ({hint})" if hint else "") + f", got {v!r}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -59,7 +84,11 @@ class TrainConfig:
     eval_tokens: held-out tokens of the final (and every intermediate) validation loss.
     eval_points: number of validation points along the run (the last is the final loss).
     ckpt_fracs: fractions of the run whose model weights are kept for PTQ.
-    precision: "fp32" or "bf16" (autocast; CUDA only).
+    precision: "fp32" or "bf16" (autocast; CUDA only -- :func:`train` refuses bf16 elsewhere).
+    seed: initialisation, batch order and stochastic-rounding seed, an integer in [0, 2^63).
+
+    Every field is checked on construction (``ValueError`` naming the field and the allowed
+    values): integers in range, every real finite and in range, so a stored config is plain JSON.
     """
 
     layers: int
@@ -83,24 +112,42 @@ class TrainConfig:
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
 
     def __post_init__(self) -> None:
+        # Everything is checked here, before a run row or checkpoint can be written: a bad
+        # value must never produce a 'failed' row, a key built from it, or "lr": Infinity in a
+        # stored config (not JSON).
         for name in ("layers", "d_model", "tokens", "seq_len", "batch_size", "eval_tokens",
                      "eval_points"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.warmup_frac < 1:
-            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if any(not 0 < f <= 1 for f in self.ckpt_fracs):
-            raise ValueError(f"ckpt_fracs must lie in (0, 1], got {self.ckpt_fracs}")
+            _check_int(name, getattr(self, name), 1)
+        if self.n_heads is not None:
+            _check_int("n_heads", self.n_heads, 1)
+        _check_int("seed", self.seed, 0, MAX_SEED)
+        if self.lr is not None:
+            _check_real("lr", self.lr, 0, None, low_open=True,
+                        hint="a learning rate such as 1e-3, or None for the size default")
+        _check_real("warmup_frac", self.warmup_frac, 0, 1, high_open=True)
+        _check_real("min_lr_frac", self.min_lr_frac, 0, 1)
+        _check_real("weight_decay", self.weight_decay, 0, None)
+        _check_real("grad_clip", self.grad_clip, 0, None, low_open=True,
+                    hint="a global gradient norm such as 1.0")
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
+        if len(betas) != 2:
+            raise ValueError(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
+        for i, b in enumerate(betas):
+            _check_real(f"betas[{i}]", b, 0, 1, high_open=True)
+        fracs = tuple(self.ckpt_fracs) if isinstance(self.ckpt_fracs, (tuple, list)) else None
+        if not fracs:
+            raise ValueError(f"ckpt_fracs: must be a non-empty list of fractions in (0, 1] "
+                             f"(the weights kept for PTQ), got {self.ckpt_fracs!r}")
+        for f in fracs:
+            _check_real("ckpt_fracs", f, 0, 1, low_open=True)
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not isinstance(self.quant, QuantConfig):
             raise TypeError(f"quant must be a QuantConfig, got {type(self.quant).__name__}")
-        object.__setattr__(self, "ckpt_fracs",
-                           tuple(sorted(set(float(f) for f in self.ckpt_fracs))))
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if not isinstance(self.corpus, CorpusSpec):
+            raise TypeError(f"corpus must be a CorpusSpec, got {type(self.corpus).__name__}")
+        object.__setattr__(self, "ckpt_fracs", tuple(sorted(set(float(f) for f in fracs))))
+        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
         self.model_config(256)   # validates the shape
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -157,6 +204,17 @@ class TrainConfig:
         d["betas"] = tuple(d.get("betas", (0.9, 0.95)))
         d["ckpt_fracs"] = tuple(d.get("ckpt_fracs", (0.25, 0.5, 1.0)))
         return cls(**d)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: corrupt, truncated, of another run or model, or a
+    pickle that would run code (refused before anything in it runs).  The message is one line
+    naming the file."""
+
+
+class TrainingDiverged(ValueError):
+    """The training loss (or gradient norm, or validation loss) became NaN or infinite.  The run
+    is recorded as failed; the message names the step and says what to change."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -226,6 +284,12 @@ def run_identity(cfg: TrainConfig, corpus: Corpus, tokenizer_name: str) -> tuple
     """The full configuration recorded for a run (config + corpus hash) and its key."""
     full = {"train": cfg.to_dict(), "corpus_sha256": corpus.sha256, "vocab_size": corpus.vocab_size,
             "tokenizer": tokenizer_name}
+    try:
+        # The stored config must be standard JSON (no NaN/Infinity), whatever built ``cfg``.
+        json.dumps(full, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run config is not plain JSON ({exc}); check the config's "
+                         "numbers") from exc
     return full, store.run_key(full)
 
 
@@ -258,9 +322,58 @@ def _env(device: torch.device, corpus: Corpus) -> dict:
 
 
 def _atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint.
+    ``obj`` holds only tensors, dicts, lists, tuples, numbers, strings, bools and None, so it
+    loads under ``torch.load(weights_only=True)`` (:func:`_load_file`)."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a checkpoint failed to load (torch's messages span many lines)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        # weights_only refused an instruction: say which, without torch's advice to turn the
+        # protection off.
+        tail = text.split("WeightsUnpickler error:", 1)[1]
+        detail = next((ln.strip() for ln in tail.splitlines() if ln.strip()), "")
+        detail = detail.split(" was not an allowed global", 1)[0]
+        if "Unsupported global" in detail:
+            text = "it refers to code, which is never run: " + \
+                detail.replace("Unsupported global: ", "")
+        else:
+            text = f"not a plain-weights pickle: {detail}"
+    else:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        first = first.split(". ", 1)[0]            # the first sentence says what broke
+        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _load_file(path: Path, device) -> dict:
+    """The dict saved in checkpoint ``path``, loaded with ``weights_only=True``: tensors, dicts,
+    lists, tuples, numbers, strings and None only -- a pickle naming any other callable is
+    refused before it runs.  :class:`CheckpointError` naming the file for anything unreadable
+    (garbage, truncated, empty, not a dict); ``FileNotFoundError`` when it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found (or not a file): {path}")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about foreign pickle protocols; the one-line error below says enough.
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:   # torch.load raises a different type for each kind of damage
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded ({_reason(exc)})") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: not an fpx checkpoint (holds a "
+                              f"{type(state).__name__}, not a dict)")
+    return state
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _format_columns(q: QuantConfig) -> tuple[int | None, int | None, str | None, str, str]:
@@ -290,13 +403,31 @@ def train(cfg: TrainConfig, *, db: str | Path | None = None, device: str = "auto
     ckpt_every_s: seconds between resume checkpoints.
     A stop requested through :func:`set_stop_event` saves the resume point at the next step
     boundary and raises :class:`RunInterrupted` (the row stays 'running', not 'failed').
+    A ``last.pt`` that cannot be used (corrupt, truncated, of another run, a pickle that would
+    run code) is never executed: a warning naming it goes to stderr and the run trains from
+    scratch (the file is replaced at the next save), so a damaged resume point never makes a
+    run fail for good.
+    A loss or gradient norm that becomes NaN/inf raises :class:`TrainingDiverged` (a
+    ``ValueError`` naming the step) and the run is recorded as failed.
+    Everything the user chose is checked before the run row is written: ``ValueError`` for
+    bf16 without CUDA, a sequence or evaluation set the corpus cannot hold.
     threads: CPU threads for torch and the numba kernels (None: leave as is).  On a busy or
         small machine 1 thread per worker is much faster than oversubscribed pools.
     """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if stop_after_steps is not None:
+        _check_int("stop_after_steps", stop_after_steps, 0)
+    _check_real("ckpt_every_s", ckpt_every_s, 0, None)
     if threads is not None:
         set_threads(threads)
     dev = resolve_device(device)
+    if cfg.precision == "bf16" and dev.type != "cuda":
+        # bf16 autocast runs on CUDA only: a CPU run would be fp32 recorded as bf16.
+        raise ValueError(f"precision 'bf16' needs a CUDA device (got {dev}); use precision "
+                         "'fp32' (--precision fp32) on the CPU")
     corpus = load_corpus(cfg.corpus, tokenizer, cache_dir)
+    _check_fits(cfg, corpus)
     tok_name = getattr(tokenizer, "name", type(tokenizer).__name__) if tokenizer else "bytes"
     full, key = run_identity(cfg, corpus, tok_name)
     mcfg = cfg.model_config(corpus.vocab_size)
@@ -325,9 +456,21 @@ def train(cfg: TrainConfig, *, db: str | Path | None = None, device: str = "auto
         raise
 
 
-def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_params: int,
-           dev: torch.device, run_dir: Path, db, progress: bool, compile: bool,
-           stop_after_steps: int | None, ckpt_every_s: float) -> RunResult:
+def _check_fits(cfg: TrainConfig, corpus: Corpus) -> None:
+    """ValueError (before anything is written) when the corpus cannot hold the run's windows."""
+    if corpus.train.size <= cfg.seq_len + 1:
+        raise ValueError(f"seq_len={cfg.seq_len} does not fit the training split of "
+                         f"{corpus.train.size} tokens; lower seq_len (--seq-len) or give a larger "
+                         "corpus (--corpus, --max-bytes)")
+    n_seq = max(cfg.eval_tokens // cfg.seq_len, 1)
+    if n_seq * cfg.seq_len + 1 > corpus.val.size:
+        raise ValueError(f"eval_tokens={cfg.eval_tokens} exceeds the held-out split of "
+                         f"{corpus.val.size} tokens; lower eval_tokens (--eval-tokens) or give a "
+                         "larger corpus (--corpus, --max-bytes)")
+
+
+def _build(cfg: TrainConfig, mcfg: ModelConfig, dev: torch.device):
+    """A freshly initialised model (seeded: the same weights every time) and its optimizer."""
     torch.manual_seed(cfg.seed)
     model = Decoder(mcfg)
     if cfg.quant.active:
@@ -340,8 +483,56 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.peak_lr, betas=cfg.betas, eps=1e-8)
+    return model, opt
+
+
+def _resume(last: Path, key: str, cfg: TrainConfig, model: torch.nn.Module, opt,
+            dev: torch.device) -> tuple[int, list, float, float, float]:
+    """Load the resume point ``last`` into ``model`` and ``opt``; returns ``(step, curve, wall_s,
+    train_s, cpu_s)``.  :class:`CheckpointError` naming the file when it is unreadable, of
+    another run, or inconsistent with this run (``model``/``opt`` may then be half-loaded)."""
+    state = _load_file(last, dev)
+    if state.get("key") != key:
+        raise CheckpointError(f"checkpoint {last}: belongs to another run "
+                              f"(key {str(state.get('key'))[:40]!r}, expected {key})")
+    try:
+        step, curve = state["step"], state["curve"]
+        times = [state["wall_s"], state["train_s"], state.get("cpu_s", 0.0)]
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= cfg.steps:
+            raise ValueError(f"step {step!r} is not in [0, {cfg.steps}]")
+        evals = sum(1 for s in cfg.eval_steps if s <= step)
+        if (not isinstance(curve, list) or len(curve) != evals
+                or not all(isinstance(c, list) and len(c) == 2 and all(map(_is_number, c))
+                           for c in curve)):
+            raise ValueError(f"the loss curve does not match step {step}")
+        if not all(_is_number(t) and t >= 0 for t in times):
+            raise ValueError("the recorded times are not non-negative numbers")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        # load_state_dict does not compare optimizer moments with the parameters' shapes; a
+        # mismatch would only fail at the next step, on every resume.
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for name, v in opt.state.get(p, {}).items():
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                        raise ValueError(f"optimizer state {name!r} has shape "
+                                         f"{tuple(v.shape)}, the parameter {tuple(p.shape)}")
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {last}: does not fit this run "
+                              f"({_reason(exc)})") from exc
+    return step, curve, float(times[0]), float(times[1]), float(times[2])
+
+
+def _diverged(step: int, n_steps: int, what: str, value: float, cfg: TrainConfig):
+    return TrainingDiverged(f"training diverged at step {step}/{n_steps} ({what} {value}); "
+                            f"lower the learning rate (--lr; the peak was {cfg.peak_lr:g})")
+
+
+def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_params: int,
+           dev: torch.device, run_dir: Path, db, progress: bool, compile: bool,
+           stop_after_steps: int | None, ckpt_every_s: float) -> RunResult:
+    model, opt = _build(cfg, mcfg, dev)
     autocast = cfg.precision == "bf16" and dev.type == "cuda"
-    fwd = torch.compile(model) if compile else model
 
     n_steps, bt = cfg.steps, cfg.batch_size * cfg.seq_len
     eval_steps, ckpt_steps = cfg.eval_steps, cfg.ckpt_steps
@@ -351,13 +542,15 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
     last = run_dir / "last.pt"
     step, curve, wall_prev, train_time_prev, cpu_prev = 0, [], 0.0, 0.0, 0.0
     if last.exists():
-        state = torch.load(last, map_location=dev, weights_only=False)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            step, curve = state["step"], state["curve"]
-            wall_prev, train_time_prev = state["wall_s"], state["train_s"]
-            cpu_prev = state.get("cpu_s", 0.0)
+        try:
+            step, curve, wall_prev, train_time_prev, cpu_prev = _resume(last, key, cfg, model,
+                                                                        opt, dev)
+        except (CheckpointError, OSError) as exc:
+            msg = exc.args[0] if exc.args else str(exc)
+            print(f"warning: {msg}; training run {key} from scratch (the file is replaced at "
+                  "the next save)", file=sys.stderr)
+            model, opt = _build(cfg, mcfg, dev)     # the failed load may have copied tensors
+    fwd = torch.compile(model) if compile else model
 
     def save_last() -> None:
         _atomic_save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(),
@@ -396,10 +589,13 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             loss = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), yt.reshape(-1))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {float(loss)} at step {step}")
+                raise _diverged(step, n_steps, "loss", float(loss.detach()), cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if not torch.isfinite(norm):
+                # Clipping an infinite norm turns the gradients into NaN: stop before the step.
+                raise _diverged(step, n_steps, "gradient norm", float(norm), cfg)
             opt.step()
             step += 1
             done_here += 1
@@ -408,6 +604,8 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             if step in eval_steps:
                 vl = evaluate(model, corpus.val, cfg.eval_tokens, eval_bs, cfg.seq_len, dev,
                               autocast)
+                if not math.isfinite(vl):
+                    raise _diverged(step, n_steps, "validation loss", vl, cfg)
                 curve.append([step * bt, vl])
             if step in ckpt_steps:
                 _atomic_save({"key": key, "model": model.state_dict(), "step": step,
@@ -435,11 +633,24 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Decoder, dict]:
     """Rebuild the model saved in a ``tokens_<n>.pt`` checkpoint (quantization re-applied as
-    trained).  Returns ``(model, state)``."""
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = Decoder(ModelConfig(**state["model_config"]))
-    q = QuantConfig.from_dict(state["quant"])
-    if q.active:
-        quantize_model(model, q)
-    model.load_state_dict(state["model"])
+    trained).  Returns ``(model, state)``.
+
+    Loaded with ``weights_only=True``: a file that would run code is refused unexecuted.
+    ``CheckpointError`` (a ``ValueError``, one line naming the file) for a corrupt, truncated or
+    foreign file; ``FileNotFoundError`` when ``path`` is not a file."""
+    path = Path(path)
+    state = _load_file(path, device)
+    try:
+        mc, qd = state["model_config"], state["quant"]
+        if not isinstance(mc, dict) or not isinstance(qd, dict):
+            raise TypeError("model_config and quant must be dicts")
+        model = Decoder(ModelConfig(**mc))
+        q = QuantConfig.from_dict(qd)
+        if q.active:
+            quantize_model(model, q)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not a model checkpoint fpx can rebuild "
+                              f"({_reason(exc)}); delete it to use the run's other "
+                              "checkpoints") from exc
     return model.to(device), state
