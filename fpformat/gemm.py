@@ -35,6 +35,7 @@ proof); the tests hold the kernels to a Fraction reference.  Exact zero sums are
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -43,15 +44,18 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import core, gemm_core
-from .dispatch import seed_key
+from . import core, gemm_core, unit_core
+from .dispatch import JIT, seed_key, threads_for, want_specialized
 from .format import FloatFormat
 from .presets import get_format
 from .rounding import call_tuple
+from .units import MatrixUnit, get_unit
 
 ORDERS = ("sequential", "pairwise")
 MAX_ACC_MAN_BITS = 50
 MAX_FUSED_WIDTH = 1 << 16
+#: Largest promotion chunk in products (indices stay within 32-bit arithmetic).
+MAX_CHUNK = (1 << 31) - 1
 _NDIG = int(gemm_core.digits_for_window(-1074, 1025))    # covers every float64 term
 
 
@@ -98,8 +102,9 @@ class Accumulator:
         object.__setattr__(self, "fused_width", int(self.fused_width))
         if self.chunk is not None:
             if isinstance(self.chunk, bool) or not isinstance(self.chunk, (int, np.integer)) \
-                    or self.chunk < 1:
-                raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
+                    or not 1 <= self.chunk <= MAX_CHUNK:
+                raise ValueError(f"chunk must be None or an int in 1..{MAX_CHUNK}, "
+                                 f"got {self.chunk!r}")
             object.__setattr__(self, "chunk", int(self.chunk))
         if not isinstance(self.saturate, (bool, np.bool_)):
             raise TypeError(f"saturate must be a bool, got {type(self.saturate).__name__}")
@@ -462,3 +467,124 @@ def dot(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: int
     if kwargs.get("return_codes"):
         return float(out[0][0, 0]), int(out[1][0, 0])
     return float(out[0, 0])
+
+
+# ------------------------------------------------------------------------------------ matrix units
+@numba.njit(**JIT)
+def _decompose_kernel(x, m, emin, keep_subnormals, sig, exp):
+    for i in prange(x.size):
+        sig[i], exp[i] = unit_core.decompose(x[i], m, emin, keep_subnormals)
+
+
+@numba.njit(inline="always")
+def _mma_rows(sa, ea, sb, eb, c, out, U, F, C, V, flat):
+    """Output element ``flat`` of the unit's GEMM: row ``i`` of ``sa`` against row ``j`` of
+    ``sb`` (B transposed), block after block, from ``c[t, i, j]``."""
+    M, K = sa.shape[1], sa.shape[2]
+    N = sb.shape[1]
+    fma = U[unit_core.U_FMA]
+    t = flat // (M * N)
+    i = (flat // N) % M
+    j = flat % N
+    d = c[t, i, j]
+    for k0 in range(0, K, fma):
+        k1 = min(k0 + fma, K)
+        d = unit_core.block_fma(sa[t, i, k0:k1], ea[t, i, k0:k1], sb[t, j, k0:k1],
+                                eb[t, j, k0:k1], d, U, F, C, V)
+    out[t, i, j] = d
+
+
+@numba.njit(**JIT)
+def _mma_generic(sa, ea, sb, eb, c, out, U, F, C, V):
+    """The unit's GEMM with the tuples as runtime arguments: one compilation for every unit."""
+    for flat in prange(out.size):
+        _mma_rows(sa, ea, sb, eb, c, out, U, F, C, V, flat)
+
+
+@functools.lru_cache(maxsize=None)
+def _mma_specialized(U, F, C, V):
+    """The unit's GEMM with the unit and result-format tuples as constants: the compiler
+    folds the unit's choices out of the block loops (about 3x faster for FP8 units)."""
+    @numba.njit(**JIT)
+    def mma_kernel(sa, ea, sb, eb, c, out):
+        for flat in prange(out.size):
+            _mma_rows(sa, ea, sb, eb, c, out, U, F, C, V, flat)
+    return mma_kernel
+
+
+def _decompose(x: np.ndarray, fmt: FloatFormat, keep_subnormals: bool):
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    sig = np.empty(flat.size, np.int64)
+    exp = np.empty(flat.size, np.int64)
+    with threads_for(flat.size):
+        _decompose_kernel(flat, fmt.man_bits, fmt.emin, keep_subnormals, sig, exp)
+    return sig.reshape(x.shape), exp.reshape(x.shape)
+
+
+def _values_of(x, fmt: FloatFormat, pname: str, quantize: bool) -> np.ndarray:
+    """``x`` as float64, checked to hold values of ``fmt`` (or rounded into it)."""
+    arr = np.asarray(x, dtype=np.float64)
+    if quantize:
+        return fmt.quantize(arr, saturate=False)
+    q = fmt.quantize(arr)
+    bad = ~((q == arr) | (np.isnan(q) & np.isnan(arr)))
+    if bad.any():
+        v = arr[bad].reshape(-1)[0]
+        raise ValueError(f"{pname} holds values that are not {fmt} values (e.g. {v!r}); "
+                         f"round them first, or pass quantize_inputs=True")
+    return arr
+
+
+def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
+        out_format: Any = "float32", *, quantize_inputs: bool = False) -> np.ndarray:
+    """``D = A.B + C`` as the matrix unit computes it (:mod:`fpformat.units`).
+
+    ``a`` (..., M, K) and ``b`` (..., K, N) with numpy ``matmul`` batch semantics (1-D operands
+    are promoted and the added axis dropped), ``c`` broadcast to (..., M, N).  ``a`` and ``b``
+    must hold values of ``in_format`` (``quantize_inputs=True`` rounds them first, nearest-even)
+    and ``c`` values of ``out_format`` (always checked).  K longer than the unit's block is
+    accumulated block after block, each block's rounded result the next one's addend, as a GEMM
+    built from the instruction does.  ``unit``: a preset name (for these formats), a spec or a
+    :class:`~fpformat.units.MatrixUnit`.  Returns float32 (float16 for float16 outputs)."""
+    fi, fo = get_format(in_format), get_format(out_format)
+    for f, pname in ((fi, "in_format"), (fo, "out_format")):
+        if not isinstance(f, FloatFormat):
+            raise ValueError(f"{pname} must be an element format, got {f}")
+    unit = get_unit(unit, fi, fo)
+    if not isinstance(unit, MatrixUnit):
+        raise TypeError(f"unit must be a MatrixUnit, a preset name or a spec, got {unit!r}")
+    U, F, C, V = unit.tuples(fi, fo)
+    A = _values_of(a, fi, "a", quantize_inputs)
+    B = _values_of(b, fi, "b", quantize_inputs)
+    drop = [A.ndim == 1, B.ndim == 1]
+    A = A[None, :] if drop[0] else A
+    B = B[:, None] if drop[1] else B
+    if A.ndim < 2 or B.ndim < 2 or A.shape[-1] != B.shape[-2]:
+        raise ValueError(f"a and b do not chain as matmul operands: shapes {np.shape(a)} and "
+                         f"{np.shape(b)}")
+    batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    shape = batch + (M, N)
+    Cv = _values_of(c, fo, "c", False)
+    try:
+        Cv = np.broadcast_to(Cv, shape)
+    except ValueError:
+        raise ValueError(f"c of shape {np.shape(c)} does not broadcast to the result's "
+                         f"{shape}") from None
+    A = np.broadcast_to(A, batch + (M, K)).reshape(-1, M, K)
+    Bt = np.swapaxes(np.broadcast_to(B, batch + (K, N)), -1, -2).reshape(-1, N, K)
+    sa, ea = _decompose(A, fi, unit.subnormal_inputs)
+    sb, eb = _decompose(Bt, fi, unit.subnormal_inputs)
+    out = np.empty((sa.shape[0], M, N), np.float64)
+    with threads_for(out.size * max(K, 1)):
+        cv = np.ascontiguousarray(Cv, np.float64).reshape(out.shape)
+        if want_specialized(("mma", U, F, C, V), out.size * max(K, 1)):
+            _mma_specialized(U, F, C, V)(sa, ea, sb, eb, cv, out)
+        else:
+            _mma_generic(sa, ea, sb, eb, cv, out, U, F, C, V)
+    out = out.reshape(shape)
+    if drop[0]:
+        out = out[..., 0, :]
+    if drop[1]:
+        out = out[..., 0]
+    return out.astype(np.float16 if fo.fits("float16") and fo.exp_bits <= 5 else np.float32)

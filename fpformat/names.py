@@ -57,6 +57,8 @@ ELEMENT_PRESET_FIELDS: dict[str, dict[str, Any]] = {
     "float16": _ieee(5, 10),
     "float32": _ieee(8, 23),
     "float64": _ieee(11, 52),
+    # NVIDIA TensorFloat-32: float32's exponent and specials, 10 fraction bits (19 bits used)
+    "tf32": _ieee(8, 10),
     **{f"p3109_k8p{p}": _p3109(p) for p in range(1, 8)},
 }
 

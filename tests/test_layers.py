@@ -138,13 +138,14 @@ def test_fpformat_modules_never_import_the_package_itself():
 # The layers of DESIGN.md, bottom first: a module may import its own layer's modules and those
 # of the layers below, never above.
 FPFORMAT_LAYERS = (
-    {"fpformat._cache", "fpformat.core", "fpformat.gemm_core", "fpformat.names"},
+    {"fpformat._cache", "fpformat.core", "fpformat.gemm_core", "fpformat.names",
+     "fpformat.files", "fpformat.unit_core"},
     {"fpformat.rounding", "fpformat.arrays", "fpformat.dispatch", "fpformat.scales"},
     {"fpformat.block_kernels", "fpformat.block_core", "fpformat.cuda", "fpformat.kernels"},
     {"fpformat.format"},
     {"fpformat.block"},
     {"fpformat.presets"},
-    {"fpformat.gemm"},
+    {"fpformat.units", "fpformat.gemm"},
     {"fpformat.torch", "fpformat.gemm_torch", "fpformat.testing", "fpformat.vectors",
      "fpformat.describe"},
     {"fpformat"},

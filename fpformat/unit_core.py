@@ -1,0 +1,195 @@
+"""The scalar core of a matrix unit: one block fused multiply-add, in integers.
+
+Every function is ``register_jitable``: plain Python, inside the CPU kernels of
+:mod:`fpformat.gemm` and inside CUDA kernels alike.  The model (docs/gemm.md, "Matrix units") is
+the block FMA of NVIDIA tensor cores measured by Khattak and Mikaitis (arXiv 2512.07004):
+
+1. Operands arrive decomposed (:func:`decompose`): a signed integer significand ``S`` with
+   ``M_in`` fraction bits and an exponent ``e`` (subnormals: the format's ``emin``), so that
+   ``x = S * 2**(e - M_in)``.  Specials are marked by exponents ``EXP_INF``/``EXP_NAN``.
+2. Each product's significand ``P = Sa*Sb`` is exact, held with 23 fraction bits at the raw
+   exponent ``ea + eb``; ``P`` lies in [1, 4) for normal inputs.  A product with ``P >= 2`` is
+   normalised: one bit right (the bit dropped is zero for inputs of at most 11 significant
+   bits) and its exponent up by one.
+3. The block's largest exponent ``E`` (products and the addend ``c``, which enters as a float32
+   significand with 23 fraction bits; at least the unit's lowest anchor) anchors a window of
+   ``23 + n`` fraction bits, ``n`` the unit's extra alignment bits, plus one (the *carry bit*)
+   when the largest raw-exponent product has ``P >= 2`` and that exponent is not below
+   ``c``'s.  Every term is shifted to the window
+   and truncated (magnitude), optionally with a sticky bit for what fell out.
+4. The aligned terms are added exactly as signed integers; a zero sum is +0.
+5. The sum is rounded once into the result format (the output format with the unit's result
+   precision) by :func:`fpformat.core.quantize_bits`; a sum of ``2**(emax + 1)`` or more is
+   ±inf whatever the rounding mode, as the model has it.
+
+NaN or ±inf among the products or ``c`` (an infinity times zero is NaN): NaN if any is NaN or
+both infinities occur, else that infinity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+from . import core
+
+#: Exponent markers of special operands in decomposed form (far outside any finite exponent).
+EXP_INF = 1 << 20
+EXP_NAN = 1 << 21
+#: Fraction bits of the product and addend significands inside the unit (float32's).
+ACC_FRACTION_BITS = 23
+#: Exponent of the smallest normal float32: the addend's significand is read in float32 layout.
+ACC_EMIN = -126
+
+# Unit tuple U (int64), built on the host by fpformat.units.MatrixUnit.tuple().
+U_FMA = 0          # products per block
+U_EXTRA = 1        # extra alignment bits n (may be negative)
+U_CARRY = 2        # 1: the carry bit rule of step 3
+U_STICKY = 3       # 1: a sticky bit below the window
+U_IN_M = 4         # fraction bits of the input format
+U_OUT_EMAX = 5     # exponent of the output format's largest binade
+U_OUT_EMIN = 6     # exponent of its smallest normal binade
+U_OUT_SUB = 7      # 1: subnormal results kept; 0: flushed to zero (sign kept)
+U_MIN_EXP = 8      # lowest exponent the window is anchored at
+U_LEN = 9
+
+
+@register_jitable
+def decompose(x, m, emin, keep_subnormals):
+    """``(S, e)`` with ``x = S * 2**(e - m)`` for a float64 ``x`` that is a value of a format with
+    ``m`` fraction bits and smallest normal exponent ``emin`` (``S`` signed; 0 for zeros, and for
+    subnormals unless kept); specials get ``e = EXP_INF`` or ``EXP_NAN`` and ``S = ±1``."""
+    b = np.int64(np.float64(x).view(np.int64))
+    negative = b < 0
+    field = (b >> 52) & 0x7FF
+    frac = b & ((np.int64(1) << 52) - 1)
+    sign = np.int64(-1) if negative else np.int64(1)
+    if field == 0x7FF:
+        return sign, np.int64(EXP_NAN if frac != 0 else EXP_INF)
+    if field == 0:                                   # zero (inputs are float64 normals or 0)
+        return np.int64(0), np.int64(emin)
+    e = field - 1023
+    sig53 = frac | (np.int64(1) << 52)
+    if e < emin:
+        if not keep_subnormals:
+            return np.int64(0), np.int64(emin)
+        return sign * (sig53 >> (52 - m + emin - e)), np.int64(emin)
+    return sign * (sig53 >> (52 - m)), np.int64(e)
+
+
+@register_jitable
+def _shifted(s, shift, sticky):
+    """``s >> shift`` (``s >= 0``), with the OR of the dropped bits appended as a new last bit
+    when ``sticky``."""
+    if shift >= 62:
+        kept = np.int64(0)
+        lost = s != 0
+    else:
+        kept = s >> shift
+        lost = (s & ((np.int64(1) << shift) - 1)) != 0
+    if sticky:
+        return kept * 2 + np.int64(lost)
+    return kept
+
+
+@register_jitable
+def _specials(sa, ea, sb, eb, sc, ec):
+    """The block's result when an operand or ``c`` is NaN or infinite: NaN, +inf or -inf."""
+    pinf = False
+    ninf = False
+    nan = False
+    for k in range(len(sa)):
+        ka, kb = ea[k], eb[k]
+        if ka >= EXP_INF or kb >= EXP_INF:
+            if ka == EXP_NAN or kb == EXP_NAN or sa[k] == 0 or sb[k] == 0:
+                nan = True                           # NaN, or infinity times zero
+            elif sa[k] * sb[k] > 0:
+                pinf = True
+            else:
+                ninf = True
+    if ec == EXP_NAN:
+        nan = True
+    elif ec == EXP_INF:
+        pinf = pinf or sc > 0
+        ninf = ninf or sc < 0
+    if nan or (pinf and ninf):
+        return np.nan
+    return np.inf if pinf else -np.inf
+
+
+@register_jitable
+def block_fma(sa, ea, sb, eb, c, U, F, C, V):
+    """One block of the unit: ``round(sum_k a[k]*b[k] + c)`` over the block's operands.
+
+    ``sa``/``ea`` and ``sb``/``eb``: the block's decomposed operands (:func:`decompose`; equal
+    lengths, at most the unit's ``fma``); ``c`` a float64
+    value of the output format; ``U`` the unit tuple; ``F``, ``C``, ``V`` the result format's
+    format, call and value tuples (:mod:`fpformat.core`).  Returns the float64 result.
+
+    The loops are branch-free selects over the block so that they vectorise (they index from 0:
+    a loop from an offset of unknown sign makes numba wrap negative indices, which turns every
+    load into a gather); zero products take the lowest exponent and add nothing."""
+    size = len(sa)
+    up = ACC_FRACTION_BITS - 2 * U[U_IN_M]          # product fraction bits -> 23
+    big_p = np.int64(2) << (2 * U[U_IN_M])          # |Sa*Sb| from here on: P >= 2
+    lowest = np.int64(-(1 << 30))
+    sc, ec = decompose(c, ACC_FRACTION_BITS, ACC_EMIN, True)
+    # 1. Specials, the largest raw exponent and the largest normalised one.
+    top = lowest                                    # the largest operand exponent: specials
+    max_raw = lowest
+    max_exp = lowest
+    for k in range(size):
+        ka, kb = ea[k], eb[k]
+        top = max(top, max(ka, kb))
+        p = sa[k] * sb[k]
+        big = np.int64(abs(p) >= big_p)
+        raw = ka + kb if p != 0 else lowest
+        max_raw = max(max_raw, raw)
+        max_exp = max(max_exp, raw + big)
+    if top >= EXP_INF or ec >= EXP_INF:
+        return _specials(sa, ea, sb, eb, sc, ec)
+    found = max_raw > lowest
+    if not found and sc == 0:
+        return 0.0
+    big_at_max = False
+    if U[U_CARRY] != 0 and found and (sc == 0 or max_raw >= ec):
+        for k in range(size):
+            p = sa[k] * sb[k]
+            big_at_max |= (p != 0) & (ea[k] + eb[k] == max_raw) & (abs(p) >= big_p)
+    if sc != 0:
+        max_exp = max(max_exp, ec)
+    max_exp = max(max_exp, U[U_MIN_EXP])
+    # 2. The window: 23 + n fraction bits below max_exp, one more for the carry bit.
+    n = U[U_EXTRA] + np.int64(big_at_max)
+    sticky = U[U_STICKY] != 0
+    # 3. Align, truncate and add.
+    total = np.int64(0)
+    for k in range(size):
+        p = sa[k] * sb[k]
+        mag = abs(p) << up
+        big = np.int64(mag >= (np.int64(2) << ACC_FRACTION_BITS))
+        mag >>= big
+        e = ea[k] + eb[k] + big
+        mag = mag << n if n >= 0 else mag >> -n
+        if sticky:
+            t = _shifted(mag, max(max_exp - e, 0), True)
+        else:
+            t = mag >> min(max(max_exp - e, 0), 63)
+        total += t if p > 0 else -t
+    if sc != 0:
+        mag = abs(sc)
+        mag = mag << n if n >= 0 else mag >> -n
+        t = _shifted(mag, max_exp - ec, sticky)
+        total += t if sc > 0 else -t
+    if total == 0:
+        return 0.0
+    # 4. Round the exact sum once (|total| < 2**53: exact in float64).
+    s = np.float64(total) * 2.0 ** (max_exp - ACC_FRACTION_BITS - n - np.int64(sticky))
+    if abs(s) >= 2.0 ** (U[U_OUT_EMAX] + 1):
+        return np.inf if s > 0 else -np.inf
+    bits = core.quantize_bits(np.int64(np.float64(s).view(np.int64)), core.SRC_FLOAT64, F, C, V,
+                              np.uint64(0))
+    d = np.int64(bits).view(np.float64)
+    if U[U_OUT_SUB] == 0 and abs(d) < 2.0 ** U[U_OUT_EMIN]:
+        return 0.0 * d
+    return d

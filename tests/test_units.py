@@ -1,0 +1,197 @@
+"""Matrix units: the presets against real V100/A100/H100 outputs, the kernel against the exact
+reference (tests/unit_reference.py) on random units and edge cases, and the API's rules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unit_reference import unit_gemm_row
+
+from fpformat import get_format
+from fpformat.gemm import mma
+from fpformat.units import MatrixUnit, get_unit
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "matrix-units"
+IN = {"fp16": "float16", "bf16": "bfloat16", "tf32": "tf32", "e4m3": "float8_e4m3fn",
+      "e5m2": "float8_e5m2"}
+MEASURED = [("v100", "fp16", "fp32"), ("v100", "fp16", "fp16"), ("a100", "fp16", "fp32"),
+            ("a100", "fp16", "fp16"), ("a100", "bf16", "fp32"), ("a100", "tf32", "fp32"),
+            ("h100", "fp16", "fp32"), ("h100", "fp16", "fp16"), ("h100", "bf16", "fp32"),
+            ("h100", "tf32", "fp32"), ("h100", "e4m3", "fp32"), ("h100", "e5m2", "fp32")]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared/data/matrix-units is not beside the repo")
+@pytest.mark.parametrize("gpu, fmt, out", MEASURED, ids=["-".join(m) for m in MEASURED])
+def test_presets_reproduce_the_hardware_bit_for_bit(gpu, fmt, out):
+    d = np.load(DATA / f"{gpu}_{fmt}.npz", allow_pickle=False)
+    a, b, c, want = d["a"], d["b"], d[f"c_{out}"], d[f"d_{out}"]
+    out_name = "float32" if out == "fp32" else "float16"
+    got = mma(a[:, None, :], b[:, :, None], c[:, None, None], gpu, IN[fmt], out_name)[:, 0, 0]
+    assert got.dtype == np.dtype(out_name)
+    same = (got.astype(np.float64) == want.astype(np.float64)) & \
+        (np.signbit(got) == np.signbit(want)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), f"{(~same).sum()} of {len(same)} differ, first {np.flatnonzero(~same)[:5]}"
+
+
+# ------------------------------------------------------------------ kernel against reference
+def _values(fmt, rng, n: int, spread: int) -> np.ndarray:
+    """Random values of ``fmt`` over ``2**±spread`` with zeros, subnormals and the max."""
+    x = rng.standard_normal(n) * np.exp2(rng.integers(-spread, spread + 1, n))
+    pick = rng.random(n)
+    x[pick < 0.05] = 0.0
+    x[(pick >= 0.05) & (pick < 0.1)] = fmt.min_subnormal * rng.integers(1, 4, ((pick >= 0.05)
+                                                                            & (pick < 0.1)).sum())
+    x[(pick >= 0.1) & (pick < 0.12)] = fmt.max
+    return fmt.quantize(x, saturate=True)
+
+
+units = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 3, 4, 8, 16, 32]),
+                  extra_bits=st.integers(-12, 6), carry_bit=st.booleans(),
+                  sticky=st.booleans(), rounding=st.sampled_from(["rne", "rtz", "rna", "rtp",
+                                                                  "rtn", "rto"]),
+                  result_bits=st.sampled_from([None, 5, 10, 13]),
+                  min_exponent=st.sampled_from([None, -133, -20, -3]),
+                  subnormal_inputs=st.booleans(), subnormal_outputs=st.booleans())
+
+
+def _check_against_reference(unit, in_name, out_name, a, b, c) -> None:
+    fi, fo = get_format(in_name), get_format(out_name)
+    got = mma(a, b, c, unit, in_name, out_name)
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            want = unit_gemm_row(list(a[i]), list(b[:, j]), float(c[i, j]), unit, fi, fo)
+            g = float(got[i, j])
+            assert (math.isnan(g) and math.isnan(want)) or (
+                g == want and math.copysign(1, g) == math.copysign(1, want)), \
+                (f"{unit.spec} {in_name}->{out_name} row {i} col {j}: got {g!r} want {want!r}\n"
+                 f"a={a[i].tolist()}\nb={b[:, j].tolist()}\nc={c[i, j]!r}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(unit=units, in_name=st.sampled_from(["float16", "bfloat16", "float8_e4m3fn",
+                                            "float8_e5m2", "tf32"]),
+       out_name=st.sampled_from(["float32", "float16"]), k=st.integers(1, 40),
+       seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([2, 8, 30]))
+def test_kernel_matches_the_reference_on_random_units(unit, in_name, out_name, k, seed, spread):
+    rng = np.random.default_rng(seed)
+    fi, fo = get_format(in_name), get_format(out_name)
+    a = _values(fi, rng, 3 * k, spread).reshape(3, k)
+    b = _values(fi, rng, k * 2, spread).reshape(k, 2)
+    c = fo.quantize(rng.standard_normal((3, 2)) * np.exp2(rng.integers(-spread, spread, (3, 2))),
+                    saturate=True)
+    _check_against_reference(unit, in_name, out_name, a, b, c)
+
+
+EDGE_UNITS = [get_unit("h100", "float16", "float32"), get_unit("h100", "float8_e4m3fn"),
+              get_unit("v100", "float16", "float16"),
+              MatrixUnit(fma=4, extra_bits=3, sticky=True, rounding="rne")]
+
+
+@pytest.mark.parametrize("unit", EDGE_UNITS, ids=lambda u: str(u))
+def test_kernel_matches_the_reference_on_edge_cases(unit):
+    in_name = "float8_e4m3fn" if "e4m3" in str(unit) else "float16"
+    out_name = "float16" if str(unit).endswith("float16") else "float32"
+    fi = get_format(in_name)
+    k = unit.fma
+    big, tiny = fi.max, fi.min_subnormal
+    rows = [
+        [1.0] * k,                                            # a plain sum
+        [big, -big] + [0.0] * (k - 2),                        # cancellation to zero
+        [big] + [tiny] * (k - 1),                             # products below the window
+        [tiny] * k,                                           # subnormal products and results
+        [big] * k,                                            # the largest sums
+        [1.0, 2.0 ** -12] + [-(2.0 ** -13)] * (k - 2),        # ties at the window's edge
+        [1.75, 1.75] + [1.0] * (k - 2),                       # products >= 2: the carry bit
+    ]
+    a = np.array([r[:k] for r in rows if len(r) >= k], dtype=np.float64)
+    a = get_format(in_name).quantize(a, saturate=True)
+    b = np.stack([np.ones(k), -np.ones(k), np.linspace(1, 2, k)], axis=1)
+    b = get_format(in_name).quantize(b, saturate=True)
+    for c0 in (0.0, -0.0, 1.0, -(2.0 ** -20), 3.0e4):
+        c = np.full((a.shape[0], b.shape[1]), get_format(out_name).quantize(np.array(c0)))
+        _check_against_reference(unit, in_name, out_name, a, b, c)
+
+
+@pytest.mark.parametrize("a0, b0, a3, want", [
+    (math.nan, 1.0, 1.0, "nan"), (math.inf, 1.0, 1.0, "+inf"), (math.inf, -1.0, 1.0, "-inf"),
+    (math.inf, 0.0, 1.0, "nan"), (math.inf, 1.0, -math.inf, "nan"),
+    (math.inf, 1.0, math.inf, "+inf")])
+def test_nan_and_infinities(a0, b0, a3, want):
+    """NaN wins; an infinity times zero and opposite infinities give NaN."""
+    a = np.array([[a0, 1.0, 2.0, a3]])
+    b = np.array([[b0], [1.0], [1.0], [1.0]])
+    d = float(mma(a, b, 0.0, "v100")[0, 0])
+    assert math.isnan(d) if want == "nan" else d == float(want)
+    assert math.isnan(float(mma(np.ones((1, 4)), np.ones((4, 1)), np.nan, "v100")[0, 0]))
+
+
+# ------------------------------------------------------------------ API
+def test_batch_semantics_follow_numpy_matmul():
+    rng = np.random.default_rng(1)
+    f = get_format("float16")
+    a = f.quantize(rng.standard_normal((2, 1, 3, 20)))
+    b = f.quantize(rng.standard_normal((4, 20, 5)))
+    c = get_format("float32").quantize(rng.standard_normal(5))
+    d = mma(a, b, c, "a100", "float16")
+    assert d.shape == np.matmul(a, b).shape == (2, 4, 3, 5) and d.dtype == np.float32
+    want = mma(a[1, 0], b[2], c, "a100", "float16")
+    assert np.array_equal(d[1, 2], want)
+    assert mma(a[0, 0, 0], b[0], c, "a100", "float16").shape == (5,)
+    assert mma(a[0, 0, 0], b[0, :, 0], 0.0, "a100", "float16").shape == ()
+    # close to the exact product: truncation errors only
+    np.testing.assert_allclose(d, np.matmul(a, b) + c, rtol=1e-5, atol=1e-5)
+
+
+def test_inputs_must_be_values_of_the_formats():
+    with pytest.raises(ValueError, match="not float16 values"):
+        mma(np.array([[1 + 2.0 ** -20]]), np.ones((1, 1)), 0.0, "v100")
+    with pytest.raises(ValueError, match="c holds values that are not float32"):
+        mma(np.ones((1, 1)), np.ones((1, 1)), 1 + 2.0 ** -40, "v100")
+    d = mma(np.array([[1 + 2.0 ** -20]]), np.ones((1, 1)), 0.0, "v100", quantize_inputs=True)
+    assert float(d[0, 0]) == 1.0
+    with pytest.raises(ValueError, match="do not chain"):
+        mma(np.ones((2, 3)), np.ones((4, 2)), 0.0, "v100")
+    with pytest.raises(ValueError, match="does not broadcast"):
+        mma(np.ones((2, 3)), np.ones((3, 2)), np.ones(3), "v100")
+
+
+def test_custom_units_and_specs():
+    u = MatrixUnit(fma=16, extra_bits=3, rounding="rne", sticky=True, name="proposal")
+    again = get_unit(u.spec)
+    assert again == u and str(u) == "proposal" and u.spec == "fma16/x3/rne/sticky"
+    assert get_unit("H100", "e4m3fn", "fp32").describe()["result_bits"] == 13
+    assert get_unit("h100", "float8_e4m3fn").spec == "fma32/x-10/rtz/p13/min-133"
+    assert get_unit("b200", "float8_e5m2").spec == "fma32/x2/rtz/min-133"
+    assert get_unit("fma8/x1/rtz/min-132/ftzout") == MatrixUnit(
+        fma=8, extra_bits=1, min_exponent=-132, subnormal_outputs=False)
+    rng = np.random.default_rng(2)
+    a = get_format("float16").quantize(rng.standard_normal((4, 64)))
+    b = get_format("float16").quantize(rng.standard_normal((64, 4)))
+    wide, narrow = mma(a, b, 0.0, "fma64/x8/rne"), mma(a, b, 0.0, "fma4/x-8/rtz")
+    exact = a @ b
+    assert np.abs(wide - exact).max() < np.abs(narrow - exact).max()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(fma=0), "fma must be in 1..65536"), (dict(fma=4, extra_bits=30), "extra_bits"),
+    (dict(fma=4, rounding="sr"), "rounding must be one of"),
+    (dict(fma=4, result_bits=0), "result_bits"), (dict(fma=4, result_bits=24), "result_bits")])
+def test_bad_unit_parameters_name_the_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MatrixUnit(**kwargs)
+
+
+def test_get_unit_errors_name_the_choices():
+    with pytest.raises(ValueError, match="presets are a100, a2, a30, ada, b200, h100, h200"):
+        get_unit("tpu")
+    with pytest.raises(ValueError, match="no preset for bfloat16 inputs"):
+        get_unit("v100", "bfloat16")
+    with pytest.raises(NotImplementedError, match="mi300x"):
+        get_unit("mi300x")
+    with pytest.raises(ValueError, match="at most 11 mantissa bits"):
+        mma(np.ones((1, 1)), np.ones((1, 1)), 0.0, MatrixUnit(fma=4), "float32")

@@ -1,0 +1,122 @@
+"""A plain-Python reference of the matrix-unit model, with exact rationals and integers.
+
+Written from the model's statement (docs/gemm.md, "Matrix units"; fpformat/unit_core.py's
+docstring), not from the kernel's code: values are Fractions, the window is a power of two, a
+term's truncation is ``floor`` of its magnitude over that power, and the final rounding is done
+here from the exact sum (tests/reference.py's rounding rules), not by fpformat's core.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+from reference import reference
+
+from fpformat import FloatFormat
+
+
+def floor_log2(v: Fraction) -> int:
+    """floor(log2 v) of a positive rational, exactly."""
+    k = v.numerator.bit_length() - v.denominator.bit_length()
+    if Fraction(2) ** k > v:
+        k -= 1
+    elif Fraction(2) ** (k + 1) <= v:
+        k += 1
+    return k
+
+
+def _split(x: float, man_bits: int, emin: int, keep_subnormals: bool) -> tuple[Fraction, int]:
+    """``(significand, exponent)`` with ``x = significand * 2**exponent``, the exponent at least
+    ``emin`` (subnormals: significand below 1); subnormals read as zero unless kept."""
+    v = Fraction(x)
+    if v == 0:
+        return Fraction(0), emin
+    e = max(floor_log2(abs(v)), emin)
+    if abs(v) < Fraction(2) ** emin and not keep_subnormals:
+        return Fraction(0), emin
+    return v / Fraction(2) ** e, e
+
+
+def unit_block(a, b, c: float, unit, in_fmt, out_fmt) -> float:
+    """One block of ``unit``: ``a``, ``b`` lists of input-format values, ``c`` an output-format
+    value (float).  Returns the result as a float."""
+    # specials
+    nan = math.isnan(c)
+    infs = {math.copysign(1, c)} if math.isinf(c) else set()
+    for x, y in zip(a, b):
+        if math.isnan(x) or math.isnan(y):
+            nan = True
+        elif math.isinf(x) or math.isinf(y):
+            if x == 0 or y == 0:
+                nan = True
+            else:
+                infs.add(math.copysign(1, x) * math.copysign(1, y))
+    if nan or len(infs) == 2:
+        return math.nan
+    if infs:
+        return math.inf * infs.pop()
+    terms = []                           # (exact value, normalised exponent, raw exponent, P>=2)
+    for x, y in zip(a, b):
+        sa, ea = _split(x, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs)
+        sb, eb = _split(y, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs)
+        p = sa * sb
+        if p == 0:
+            continue
+        big = abs(p) >= 2
+        terms.append((p * Fraction(2) ** (ea + eb), ea + eb + int(big), ea + eb, big))
+    cv = Fraction(c)
+    ec = max(floor_log2(abs(cv)), -126) if cv != 0 else None
+    if not terms and cv == 0:
+        return 0.0
+    carry = False
+    if unit.carry_bit and terms:
+        top = max(t[2] for t in terms)
+        carry = any(t[3] for t in terms if t[2] == top) and (ec is None or top >= ec)
+    exps = [t[1] for t in terms] + ([ec] if ec is not None else [])
+    big_e = max(exps)
+    if unit.min_exponent is not None:
+        big_e = max(big_e, unit.min_exponent)
+    n = unit.extra_bits + int(carry)
+    # A term with exponent e and 23 fraction bits, widened or narrowed to 23 + n bits, then
+    # truncated to the window: multiples of 2**(big_e - 23 - n).
+    total = Fraction(0)
+    for value, e, _, _ in terms + ([(cv, ec, None, None)] if ec is not None else []):
+        own = Fraction(2) ** (e - 23 - n) if n < 0 else None    # narrowing truncates first
+        mag = abs(value)
+        if own is not None:
+            mag = math.floor(mag / own) * own
+        quantum = Fraction(2) ** (big_e - 23 - n)
+        if unit.sticky:
+            kept = math.floor(mag / quantum) * quantum
+            t = kept + (quantum / 2 if mag != kept else 0)
+        else:
+            t = math.floor(mag / quantum) * quantum
+        total += t if value > 0 else -t
+    if total == 0:
+        return 0.0
+    if abs(total) >= Fraction(2) ** (out_fmt.emax + 1):
+        return math.copysign(math.inf, total)
+    bits = out_fmt.man_bits if unit.result_bits is None else min(unit.result_bits,
+                                                                 out_fmt.man_bits)
+    result = FloatFormat(out_fmt.exp_bits, bits, bias=out_fmt.bias, nan_codes=(1 << bits) - 1,
+                         inf=True)
+    ref = reference(result)
+    code = ref.encode(float(total) if float(total) == total else _nearest_float(total),
+                      unit.rounding, False)
+    d = ref.decode(code)
+    if not unit.subnormal_outputs and d != 0 and abs(d) < 2.0 ** out_fmt.emin:
+        return math.copysign(0.0, d)
+    return d
+
+
+def _nearest_float(v: Fraction) -> float:
+    raise AssertionError(f"the exact sum {v} is not a float64: the model keeps it below 2**53")
+
+
+def unit_gemm_row(a, b, c: float, unit, in_fmt, out_fmt) -> float:
+    """A dot product through the unit, block after block (each result the next addend)."""
+    d = c
+    for k0 in range(0, max(len(a), 1), unit.fma):
+        d = unit_block(a[k0:k0 + unit.fma], b[k0:k0 + unit.fma], d, unit, in_fmt, out_fmt)
+    return d
