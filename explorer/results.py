@@ -58,6 +58,16 @@ def _rows(con: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[st
     return [dict(zip(names, row, strict=True)) for row in cur]
 
 
+def table_columns(con: sqlite3.Connection) -> dict[str, set[str]]:
+    """``{table: {column, ...}}`` of every table of the database (SQLite's internal ones left
+    out); ``{}`` for a database with no tables yet.  ``sqlite3.DatabaseError`` for a file that is
+    not SQLite."""
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                        "AND name NOT LIKE 'sqlite_%'")]
+    return {t: {r[1] for r in con.execute('PRAGMA table_info("{}")'.format(t.replace('"', '""')))}
+            for t in tables}
+
+
 def run_rows(con: sqlite3.Connection, status: str | None = "finished") -> list[dict[str, Any]]:
     """Rows of ``runs`` with this ``status`` (None: every row), oldest first."""
     where = " WHERE status = ?" if status else ""

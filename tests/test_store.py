@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import sqlite3
 
+import pytest
+
 from explorer.train import store
 
 
@@ -86,3 +88,206 @@ def test_finished_keys_leave_out_running_and_failed_rows(tmp_path):
     assert {r["key"]: r["status"] for r in store.load_runs(db, status=None)} == {
         "done": "finished", "busy": "running", "broken": "failed"}
     assert [r["key"] for r in store.load_runs(db)] == ["done"]
+
+
+# --- claims: one trainer per run ----------------------------------------------------------------
+
+def _claimant(db: str, go, done, out) -> None:
+    go.wait(30)
+    try:
+        out.put(("claimed", store.mark_running(db, "k", {"a": 1}, **_cols())))
+    except store.RunClaimed as exc:
+        out.put(("busy", str(exc)))
+    done.wait(60)                      # stay alive: the claim holds while its owner lives
+
+
+def test_concurrent_claimants_get_exactly_one_claim(tmp_path):
+    db = str(tmp_path / "claim.db")
+    store.connect(db).close()
+    ctx = mp.get_context("spawn")
+    go, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claimant, args=(db, go, done, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    try:
+        go.set()                       # all four claim at (nearly) the same moment
+        got = [out.get(timeout=60) for _ in procs]
+    finally:
+        done.set()
+        for p in procs:
+            p.join(60)
+    assert sorted(kind for kind, _ in got) == ["busy"] * 3 + ["claimed"], got
+    assert all("being trained by another process" in msg for kind, msg in got if kind == "busy")
+    # Every claimant has exited: the claim of a dead owner is taken over at once.
+    assert store.mark_running(db, "k", {"a": 1}, **_cols()) is True
+    assert store.get_run(db, "k")["owner"] == store.owner_id()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_claim_rules(tmp_path):
+    import socket
+    import time
+    db = tmp_path / "r.db"
+    me = store.owner_id()
+    assert store.mark_running(db, "k", {}, **_cols()) is True
+    assert store.mark_running(db, "k", {}, **_cols()) is True            # re-claim by the owner
+    live_elsewhere = "otherhost:1:1"
+    dead_here = f"{socket.gethostname()}:{_dead_pid()}:1"
+    # another live owner (another host, fresh heartbeat) holds it: refused, row unchanged
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE runs SET owner = ?, heartbeat = ? WHERE key = 'k'",
+                    (live_elsewhere, time.time()))
+    with pytest.raises(store.RunClaimed, match="k is being trained by another process"):
+        store.mark_running(db, "k", {}, **_cols())
+    assert store.get_run(db, "k")["owner"] == live_elsewhere
+    # ... and this process, which lost the claim, cannot record a result over it
+    with pytest.raises(store.RunClaimed, match="result is not recorded"):
+        store.mark_finished(db, "k", val_loss=1.0, curve=[], tokens=1, wall_s=1.0,
+                            tokens_per_s=1.0, env={})
+    store.mark_failed(db, "k", "boom")                                    # nor a failure
+    assert store.get_run(db, "k")["status"] == "running"
+    # a stale heartbeat on another host, or a dead process on this one, is taken over
+    for owner, beat in ((live_elsewhere, time.time() - store.STALE_S - 1), (dead_here, None)):
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE runs SET owner = ?, heartbeat = ? WHERE key = 'k'", (owner, beat))
+        assert store.mark_running(db, "k", {}, **_cols()) is True
+        assert store.get_run(db, "k")["owner"] == me
+    # release: still 'running' (resumable), owned by nobody, claimable by anyone at once
+    store.release(db, "k")
+    row = store.get_run(db, "k")
+    assert row["status"] == "running" and row["owner"] is None
+    assert (str(db), "k") not in store.held_claims()
+    assert store.mark_running(db, "k", {}, owner=live_elsewhere, **_cols()) is True
+    assert store.owner_alive(me, None) and not store.owner_alive(dead_here, time.time())
+    assert not store.owner_alive(None, time.time()) and not store.owner_alive("junk", None)
+
+
+def test_heartbeat_is_refreshed_while_the_claim_is_held(tmp_path):
+    import subprocess
+    import sys
+    db = tmp_path / "hb.db"
+    code = f"""
+import time
+from explorer.train import store
+store.HEARTBEAT_S = 0.1
+store.mark_running({str(db)!r}, "k", {{}}, n_params=1, tokens=1, exp_bits=None, man_bits=None,
+                   block=None, fmt="none", targets="")
+first = store.get_run({str(db)!r}, "k")["heartbeat"]
+time.sleep(1.0)
+print(store.get_run({str(db)!r}, "k")["heartbeat"] - first)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) > 0.3
+
+
+def test_write_guard_stops_a_write_before_commit(tmp_path):
+    db = tmp_path / "g.db"
+    store.mark_running(db, "k", {}, **_cols())
+
+    def orphaned():
+        raise RuntimeError("parent gone")
+    store.set_write_guard(orphaned)
+    try:
+        with pytest.raises(RuntimeError, match="parent gone"):
+            store.mark_finished(db, "k", val_loss=1.0, curve=[], tokens=1, wall_s=1.0,
+                                tokens_per_s=1.0, env={})
+        with pytest.raises(RuntimeError, match="parent gone"):
+            store.mark_running(db, "k2", {}, **_cols())
+    finally:
+        store.set_write_guard(None)
+    assert store.get_run(db, "k")["status"] == "running" and store.get_run(db, "k2") is None
+
+
+def test_database_without_claim_columns_is_upgraded_in_place(tmp_path):
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL,
+            finished REAL, config_json TEXT, n_params INTEGER, tokens INTEGER, exp_bits INTEGER,
+            man_bits INTEGER, block TEXT, fmt TEXT, targets TEXT, val_loss REAL, curve_json TEXT,
+            wall_s REAL, tokens_per_s REAL, env_json TEXT);
+        CREATE TABLE ptq (run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER,
+            method TEXT, val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
+            PRIMARY KEY (run_key, ckpt_tokens, fmt, method));
+        INSERT INTO runs (key, status, created, val_loss) VALUES ('done', 'finished', 1, 2.5);
+        INSERT INTO runs (key, status, created) VALUES ('old', 'running', 2);
+    """)
+    con.close()
+    assert store.finished_keys(db) == {"done"}               # reading changes nothing
+    assert "owner" not in {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(runs)")}
+    assert store.mark_running(db, "old", {}, **_cols()) is True    # no owner recorded: claimable
+    rows = {r["key"]: r for r in store.load_runs(db, status=None)}
+    assert rows["done"]["val_loss"] == 2.5 and rows["old"]["owner"] == store.owner_id()
+
+
+# --- files that are not (writable) results databases ------------------------------------------
+
+def _snapshot(path):
+    return path.read_bytes(), sorted(p.name for p in path.parent.iterdir())
+
+
+def _writers(db):
+    return [
+        lambda: store.connect(db),
+        lambda: store.mark_running(db, "k", {}, **_cols()),
+        lambda: store.record_ptq(db, run_key="k", ckpt_tokens=1, fmt="e2m1", bits=4,
+                                 method="rtn", val_loss_before=1.0, val_loss_after=1.0,
+                                 n_params=1),
+    ]
+
+
+def test_garbage_and_foreign_databases_are_refused_unchanged(tmp_path):
+    garbage = tmp_path / "g" / "garbage.db"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"this is not sqlite\n" * 100)
+    foreign = tmp_path / "f" / "foreign.db"
+    foreign.parent.mkdir()
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+    con.execute("INSERT INTO customers VALUES (1, 'x')")
+    con.commit()
+    con.close()
+    half = tmp_path / "h" / "half.db"                     # a 'runs' table of another shape
+    half.parent.mkdir()
+    sqlite3.connect(half).execute("CREATE TABLE runs (key TEXT, loss REAL)").connection.close()
+    for db, why in ((garbage, "file is not a database"), (foreign, "no 'runs' table"),
+                    (half, "lacks columns")):
+        before = _snapshot(db)
+        for op in _writers(db) + [lambda: store.get_run(db, "k"),
+                                  lambda: store.finished_keys(db),
+                                  lambda: store.ptq_done(db, "k"), lambda: store.load_runs(db)]:
+            with pytest.raises(ValueError, match=why) as info:
+                op()
+            msg = str(info.value)
+            assert str(db) in msg and "\n" not in msg
+        assert _snapshot(db) == before, db                 # not a byte, not a side file
+    mode = sqlite3.connect(foreign).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "delete"                                # its journal mode was not switched
+
+
+def test_read_only_database_and_directory_are_refused(tmp_path):
+    db = tmp_path / "ro" / "r.db"
+    store.mark_running(db, "k", {}, **_cols())
+    store.mark_finished(db, "k", val_loss=1.0, curve=[], tokens=1, wall_s=1.0, tokens_per_s=1.0,
+                        env={})
+    db.chmod(0o444)
+    try:
+        before = _snapshot(db)
+        for op in _writers(db):
+            with pytest.raises(PermissionError, match="read-only") as info:
+                op()
+            assert str(db) in str(info.value) and info.value.args == (str(info.value),)
+        assert _snapshot(db) == before
+        assert store.finished_keys(db) == {"k"}            # reading it still works
+    finally:
+        db.chmod(0o644)
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        store.mark_running(tmp_path, "k", {}, **_cols())

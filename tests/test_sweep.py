@@ -242,3 +242,148 @@ def _ray_processes(marker: str) -> list[int]:
         except OSError:
             continue
     return out
+
+
+# --- spec validation ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit, match", [
+    (("[ptq]\n", "[ptq]\nformat = ['e2m1']\n"),
+     r"spec \[ptq\]: unknown key\(s\) \['format'\]; allowed: \['blocks', 'formats', 'methods', "
+     r"'runs'\]"),
+    (("[run]\n", "[run]\nthread = 2\n"), r"\[run\]: unknown key\(s\) \['thread'\]; allowed: "
+                                         r"\['threads'\]"),
+    (("[corpus]\n", "[corpus]\nmax_byte = 1\n"), r"\[corpus\]: unknown key\(s\) \['max_byte'\]; "
+                                                 r"allowed: \['max_bytes', 'paths', "),
+    (("[train]\n", "[train]\nlearning_rate = 1\n"), r"\[train\]: unknown key\(s\) "
+                                                    r"\['learning_rate'\]; allowed: \[.*'lr'"),
+    (("name = ", "nmae = 1\nname = "), r"spec top level: unknown key\(s\) \['nmae'\]; allowed"),
+    (("tokens = [8192, ", 'tokens = ["８１９２", '),
+     r"\[grid\]\.tokens: '８１９２' contains the non-ASCII digit '８' \(U\+FF18\)"),
+    (("format = [\"none\", \"e4m3\"]", "format = [\"none\", \"e４m3\"]"), r"\[grid\].*'e４m3'"),
+    (("threads = 1", 'threads = "２"'), r"\[run\].*non-ASCII digit '２'"),
+    (("formats = [\"e2m1\"]", "formats = [\"e2m١\"]"), r"\[ptq\].*U\+0661"),
+    (("tokens = [8192, ", "tokens = [8192.5, "), r"\[grid\]\.tokens: expected an integer >= 1"),
+    (("threads = 1", "threads = 0"), r"\[run\]\.threads: expected an integer >= 1, got 0"),
+    (("[ptq]\n", "[ptq]\nmethods = []\n"), r"\[ptq\]\.methods must be a non-empty list"),
+])
+def test_spec_keys_and_numbers_are_checked(tmp_path, edit, match):
+    p = tmp_path / "s.toml"
+    text = SPEC.replace(*edit, 1)
+    assert text != SPEC
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=match):
+        parse_spec(p)
+
+
+def test_spec_accepts_ascii_numbers_in_any_toml_form(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(SPEC.replace("tokens = [8192, 12288, 16384]", 'tokens = [8192, "12288", 16384.0]')
+                 .replace('name = "test"', 'name = "Überlauf ２"'), encoding="utf-8")
+    s = parse_spec(p)                  # the name is free text: any script
+    assert sorted({c.tokens for c in s.runs}) == [8192, 12288, 16384] and s.name == "Überlauf ２"
+
+
+@pytest.mark.parametrize("bad", [-1, 0, True, 1.0])
+def test_max_runs_must_be_at_least_one(tmp_path, bad):
+    from explorer.train.sweep import check_max_runs
+    p = tmp_path / "s.toml"
+    p.write_text(SPEC)
+    with pytest.raises(ValueError, match=r"^--max-runs: must be an integer >= 1"):
+        run_sweep(p, tmp_path / "r.db", max_runs=bad, progress=False)
+    assert not (tmp_path / "r.db").exists()
+    assert check_max_runs(None) is None and check_max_runs(2) == 2
+
+
+# --- the --db file: dry runs only read it, bad files end in one line ------------------------
+
+def _legacy_db(path: Path) -> None:
+    """A results database as older versions wrote it: no claim columns, rollback journal."""
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL,
+            finished REAL, config_json TEXT, n_params INTEGER, tokens INTEGER, exp_bits INTEGER,
+            man_bits INTEGER, block TEXT, fmt TEXT, targets TEXT, val_loss REAL, curve_json TEXT,
+            wall_s REAL, tokens_per_s REAL, env_json TEXT);
+        CREATE TABLE ptq (run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER,
+            method TEXT, val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
+            PRIMARY KEY (run_key, ckpt_tokens, fmt, method));
+        INSERT INTO runs (key, status, created) VALUES ('x', 'finished', 1);
+    """)
+    con.close()
+
+
+def _fpx(capsys, *argv) -> tuple[int, str, str]:
+    from explorer.cli import main
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_dry_run_changes_nothing(tmp_path, env, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    legacy = tmp_path / "legacy.db"
+    _legacy_db(legacy)
+    wal = tmp_path / "wal" / "wal.db"
+    store.mark_running(wal, "y", {}, n_params=1, tokens=1, exp_bits=None, man_bits=None,
+                       block=None, fmt="none", targets="")
+    store.mark_finished(wal, "y", val_loss=1.0, curve=[], tokens=1, wall_s=1.0, tokens_per_s=1.0,
+                        env={})
+    for db, mode in ((legacy, "delete"), (wal, "wal")):
+        before = db.read_bytes()
+        rc, out, err = _fpx(capsys, "sweep", spec, "--db", db, "--dry-run", "--json",
+                            "--max-runs", 2)
+        assert rc == 0, err
+        assert '"already_done": 0' in out and out.count('"key"') == 2
+        assert db.read_bytes() == before, f"--dry-run changed {db}"
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == mode
+        cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        con.close()
+        assert ("heartbeat" in cols) == (db == wal)          # no column added to the legacy one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["legacy.db", "s.toml", "wal"]
+    missing = tmp_path / "new" / "runs.db"
+    rc, out, err = _fpx(capsys, "sweep", spec, "--db", missing, "--dry-run")
+    assert rc == 0 and "6 runs, 0 done, 6 to run" in out, err
+    assert not missing.parent.exists()                       # neither the file nor its folder
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_bad_db_files_end_in_one_line_and_stay_unchanged(tmp_path, env, capsys, dry):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00junk, not a database\n" * 64)
+    foreign = tmp_path / "foreign.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE orders (id INTEGER)")
+    con.commit()
+    con.close()
+    for db, why in ((garbage, "file is not a database"), (foreign, "no 'runs' table")):
+        before = db.read_bytes()
+        rc, out, err = _fpx(capsys, "sweep", spec, "--db", db, "--no-progress",
+                            *(["--dry-run"] if dry else []))
+        assert rc == 2 and out == "", err
+        assert err.count("\n") == 1 and str(db) in err and why in err, err
+        assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db", "garbage.db", "s.toml"]
+    rc, _, err = _fpx(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--max-runs", -1)
+    assert rc == 2 and "--max-runs: must be an integer >= 1" in err and err.count("\n") == 1
+
+
+def test_read_only_db_is_refused_before_any_run(tmp_path, env, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    db = tmp_path / "ro.db"
+    _legacy_db(db)
+    before = db.read_bytes()
+    db.chmod(0o444)
+    try:
+        with pytest.raises(PermissionError, match=f"results database {db} is read-only") as info:
+            run_sweep(spec, db, progress=False)
+        assert info.value.args == (str(info.value),)         # one message, no errno
+        rc, out, err = _fpx(capsys, "sweep", spec, "--db", db, "--no-progress")
+        assert rc == 2 and err.count("\n") == 1 and f"{db} is read-only" in err, err
+    finally:
+        db.chmod(0o644)
+    assert db.read_bytes() == before and not Path(f"{db}.ckpt").exists()

@@ -27,8 +27,20 @@ Spec (see specs/microsweep.toml and docs/training.md)::
 ``[[grid]]`` (an array of tables) instead of ``[grid]`` gives several grids whose runs are
 pooled (duplicates removed), e.g. a full grid plus seed replicates of a few of its points.
 
+Every table and key is checked: an unknown one is a ``ValueError`` naming it, its section and
+the allowed keys.  Numbers are ASCII: a value with another script's digits (``"３２"``, which
+Python's ``int()`` would read as 32) is refused wherever it appears, except ``name`` and
+``[corpus].paths``.
+
 Resuming: a run whose key is finished in the database is not trained again; a run that was
-interrupted resumes from its last checkpoint; PTQ rows already present are skipped.
+interrupted resumes from its last checkpoint; PTQ rows already present are skipped.  Whoever
+trains a run holds its claim in the database (:func:`explorer.train.store.mark_running`): a run
+still held by another live process (a sweep running beside this one) is not trained but reported
+in :attr:`SweepReport.busy`.
+
+Workers die with the sweep: however the sweep process ends (``kill -9`` included), its local
+worker processes are killed by the kernel (Linux ``PR_SET_PDEATHSIG``) or, elsewhere, by a
+watchdog thread within 0.2 s, and none of them commits a database write once the sweep is gone.
 
 Stopping: SIGINT or SIGTERM to the sweep process (Ctrl-C, ``kill PID``) asks every worker to
 save its resume point at the next training step and exit; queued runs are not started; the
@@ -41,11 +53,14 @@ instance the sweep started itself is shut down.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import itertools
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -65,7 +80,12 @@ from .trainer import (
     train,
 )
 
+SECTIONS = ("name", "grid", "train", "corpus", "ptq", "run")
 GRID_KEYS = {"model", "tokens", "format", "block", "targets", "rounding", "seed"}
+PTQ_KEYS = {"formats", "blocks", "methods", "runs"}
+RUN_KEYS = {"threads"}
+#: Exit status of a worker that found its sweep gone (it ends at once, committing nothing).
+ORPHAN_EXIT = 75
 
 
 @dataclass(frozen=True)
@@ -88,22 +108,71 @@ def _as_list(v, name: str) -> list:
     return v
 
 
+def _check_keys(table: dict, allowed, where: str) -> None:
+    """ValueError naming the unknown keys of ``table``, its section and the allowed keys."""
+    bad = set(table) - set(allowed)
+    if bad:
+        raise ValueError(f"spec {where}: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+
+
+def _table(spec: dict, section: str) -> dict:
+    v = spec.get(section)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"spec [{section}] must be a table, got {v!r}")
+    return v
+
+
+def _ascii_digits(value, where: str) -> None:
+    """Refuse digits of other scripts in ``value`` (recursively): ``int("３２")`` is 32, so a
+    full-width or Devanagari digit would otherwise become a number nobody typed."""
+    if isinstance(value, str):
+        for ch in value:
+            if not ch.isascii() and (ch.isdigit() or ch.isnumeric()):
+                raise ValueError(f"spec {where}: {value!r} contains the non-ASCII digit {ch!r} "
+                                 f"(U+{ord(ch):04X}); write numbers with the digits 0-9")
+    elif isinstance(value, list):
+        for v in value:
+            _ascii_digits(v, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _ascii_digits(k, where)
+            _ascii_digits(v, f"{where}.{k}")
+
+
+def _count(v, where: str, low: int) -> int:
+    """An integer >= ``low`` from a TOML int, an integral float (``1e6``) or a string of ASCII
+    digits; ValueError naming ``where`` otherwise (``int()`` would truncate 1.5 and read "３２")."""
+    if isinstance(v, bool):
+        n = None
+    elif isinstance(v, int):
+        n = v
+    elif isinstance(v, float) and v.is_integer():
+        n = int(v)
+    elif isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+        n = int(v.strip())
+    else:
+        n = None
+    if n is None or n < low:
+        raise ValueError(f"spec {where}: expected an integer >= {low}, got {v!r}")
+    return n
+
+
 def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
     """The TrainConfigs of one ``[grid]`` table (Cartesian product of its lists)."""
-    bad = set(grid) - GRID_KEYS
-    if bad:
-        raise ValueError(f"spec [grid]: unknown key(s) {sorted(bad)}; "
-                         f"allowed: {sorted(GRID_KEYS)}")
+    _check_keys(grid, GRID_KEYS, "[grid]")
     models = _as_list(grid.get("model"), "model")
     for m in models:
-        if not (isinstance(m, list) and len(m) == 2 and all(isinstance(v, int) for v in m)):
+        if not (isinstance(m, list) and len(m) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in m)):
             raise ValueError(f"spec [grid].model entries must be [layers, d_model], got {m!r}")
-    tokens = _as_list(grid.get("tokens"), "tokens")
+    tokens = [_count(t, "[grid].tokens", 1) for t in _as_list(grid.get("tokens"), "tokens")]
     formats = _as_list(grid.get("format", ["none"]), "format")
     blocks = [parse_block(b) for b in _as_list(grid.get("block", ["channel"]), "block")]
     targets = [parse_targets(t) for t in _as_list(grid.get("targets", ["default"]), "targets")]
     roundings = _as_list(grid.get("rounding", ["rne"]), "rounding")
-    seeds = _as_list(grid.get("seed", [0]), "seed")
+    seeds = [_count(v, "[grid].seed", 0) for v in _as_list(grid.get("seed", [0]), "seed")]
     out = []
     for (layers, d), D, fmt, blk, tg, rnd, seed in itertools.product(
             models, tokens, formats, blocks, targets, roundings, seeds):
@@ -126,29 +195,40 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
             spec = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"sweep spec {path}: {exc}") from None
-    unknown = set(spec) - {"name", "grid", "train", "corpus", "ptq", "run"}
-    if unknown:
-        raise ValueError(f"spec: unknown section(s) {sorted(unknown)}")
+    if not isinstance(spec, dict):
+        raise ValueError(f"spec: expected a table of sections, got {type(spec).__name__}")
+    _check_keys(spec, SECTIONS, "top level")
+    for section in SECTIONS[1:]:      # before any value is used; names and paths are free text
+        if section == "corpus":
+            _ascii_digits({k: v for k, v in _table(spec, "corpus").items() if k != "paths"},
+                          "[corpus]")
+        elif section == "grid" and isinstance(spec.get("grid"), list):
+            for g in spec["grid"]:
+                _ascii_digits(g, "[[grid]]")
+        else:
+            _ascii_digits(_table(spec, section), f"[{section}]")
     grids = spec.get("grid")
     if isinstance(grids, dict):
         grids = [grids]
     if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) for g in grids):
         raise ValueError("spec needs a [grid] table or [[grid]] tables")
-    train_kw = dict(spec.get("train") or {})
-    allowed = {f.name for f in fields(TrainConfig)} - {"layers", "d_model", "tokens", "quant",
-                                                       "seed", "corpus"}
-    bad = set(train_kw) - allowed
-    if bad:
-        raise ValueError(f"spec [train]: unknown key(s) {sorted(bad)}")
+    train_kw = dict(_table(spec, "train"))
+    _check_keys(train_kw, {f.name for f in fields(TrainConfig)} - {
+        "layers", "d_model", "tokens", "quant", "seed", "corpus"}, "[train]")
     for k in ("betas", "ckpt_fracs"):
-        if k in train_kw:
+        if k in train_kw and isinstance(train_kw[k], list):
             train_kw[k] = tuple(train_kw[k])
-    corpus_kw = dict(spec.get("corpus") or {})
+    corpus_kw = dict(_table(spec, "corpus"))
+    _check_keys(corpus_kw, {f.name for f in fields(CorpusSpec)}, "[corpus]")
     if "paths" in corpus_kw:
-        corpus_kw["paths"] = tuple(corpus_kw["paths"])
+        paths = corpus_kw["paths"]
+        if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+            raise ValueError(f"spec [corpus].paths must be a list of file or folder names, "
+                             f"got {paths!r}")
+        corpus_kw["paths"] = tuple(paths)
     try:
         corpus = CorpusSpec(**corpus_kw)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"spec [corpus]: {exc}") from None
     runs, seen = [], set()
     for grid in grids:
@@ -157,26 +237,39 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
             if ident not in seen:
                 seen.add(ident)
                 runs.append(cfg)
-    p = spec.get("ptq") or {}
-    ptq = tuple(PTQSpec(f, b, m) for f in p.get("formats", []) for b in p.get("blocks", ["channel"])
-                for m in p.get("methods", ["rtn"]))
+    p = _table(spec, "ptq")
+    _check_keys(p, PTQ_KEYS, "[ptq]")
+    lists = {}
+    for k, default in (("formats", []), ("blocks", ["channel"]), ("methods", ["rtn"])):
+        v = p.get(k, default)
+        if not isinstance(v, list) or (k != "formats" and not v):
+            raise ValueError(f"spec [ptq].{k} must be a{'' if k == 'formats' else ' non-empty'} "
+                             f"list, got {v!r}")
+        lists[k] = v
+    ptq = tuple(PTQSpec(f, b, m) for f in lists["formats"] for b in lists["blocks"]
+                for m in lists["methods"])
     ptq_runs = p.get("runs", "unquantized")
     if ptq_runs not in ("unquantized", "all"):
         raise ValueError(f"spec [ptq].runs must be 'unquantized' or 'all', got {ptq_runs!r}")
-    threads = int((spec.get("run") or {}).get("threads", 1))
+    run_tbl = _table(spec, "run")
+    _check_keys(run_tbl, RUN_KEYS, "[run]")
+    threads = _count(run_tbl.get("threads", 1), "[run].threads", 1)
     runs.sort(key=lambda c: (c.tokens, c.layers * c.d_model ** 2))   # small, short runs first
     return SweepSpec(name=str(spec.get("name", "sweep")), runs=tuple(runs), ptq=ptq,
                      ptq_runs=ptq_runs, threads=threads)
 
 
 def _job(cfg_dict: dict, db: str, ckpt_dir: str | None, threads: int, ptq: list, device: str,
-         cache_dir: str | None) -> dict:
+         cache_dir: str | None, key: str | None = None) -> dict:
     """One unit of work (runs in a worker process): train (or skip) then PTQ what is missing.
 
-    Returns ``{"key", "val_loss", "ptq_rows", "error", "interrupted"}``; never raises for a
-    failing run (train() records it as 'failed') nor for a requested stop.
+    Returns ``{"key", "val_loss", "ptq_rows", "error", "interrupted", "busy"}``; never raises for
+    a failing run (train() records it as 'failed'), a requested stop, nor a run another live
+    process holds (``busy``: its message).  ``key`` (the run's key, when known) is released in
+    the store afterwards, so a run stopped here is claimable at once by the next sweep.
     """
-    out = {"key": "", "val_loss": float("nan"), "ptq_rows": 0, "error": None, "interrupted": False}
+    out = {"key": key or "", "val_loss": float("nan"), "ptq_rows": 0, "error": None,
+           "interrupted": False, "busy": None}
     if stop_requested():               # queued before the stop: do not start it
         out["interrupted"] = True
         return out
@@ -190,8 +283,16 @@ def _job(cfg_dict: dict, db: str, ckpt_dir: str | None, threads: int, ptq: list,
                                           device="cpu", cache_dir=cache_dir))
     except RunInterrupted:
         out["interrupted"] = True
+    except store.RunClaimed as exc:   # another live process trains it: not ours, not failed
+        out["busy"] = str(exc)
     except Exception as exc:          # recorded as 'failed' by train(); the sweep goes on
         out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if key:
+            try:
+                store.release(db, key)
+            except (OSError, ValueError):
+                pass                  # the claim then lapses with this process
     return out
 
 
@@ -206,6 +307,7 @@ class SweepReport:
     results: list = field(default_factory=list)
     failed: list = field(default_factory=list)   # error messages of runs that raised
     interrupted: bool = False    # stopped by SIGINT/SIGTERM before every pending run was done
+    busy: list = field(default_factory=list)     # runs another live process was training
 
 
 def pending_runs(spec: SweepSpec, db: str | Path, cache_dir=None) -> tuple[list, int]:
@@ -229,6 +331,18 @@ def pending_runs(spec: SweepSpec, db: str | Path, cache_dir=None) -> tuple[list,
     return todo, done
 
 
+def check_max_runs(max_runs: int | None) -> int | None:
+    """``max_runs`` if valid: None (every pending run) or an integer >= 1.  ``0`` and negative
+    values are refused (``todo[:-1]`` would silently drop the last run; to run nothing, use
+    ``--dry-run``)."""
+    if max_runs is None:
+        return None
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        raise ValueError(f"--max-runs: must be an integer >= 1 (leave it out to run every "
+                         f"pending run; --dry-run runs none), got {max_runs!r}")
+    return max_runs
+
+
 def run_sweep(spec: SweepSpec | dict | str | Path, db: str | Path, *, workers: int = 1,
               backend: str = "local", device: str = "cpu", ckpt_dir: str | Path | None = None,
               progress: bool = True, cache_dir: str | Path | None = None,
@@ -238,7 +352,11 @@ def run_sweep(spec: SweepSpec | dict | str | Path, db: str | Path, *, workers: i
     workers: parallel worker processes (local) or concurrent tasks (ray).
     backend: ``"local"`` (multiprocessing, spawn) or ``"ray"`` (``ray.init()`` joins the
         cluster named by ``$RAY_ADDRESS`` or starts a local one).
-    max_runs: do at most this many pending runs (a slice of the sweep), then stop.
+    max_runs: do at most this many pending runs (the first ones), then stop; None: all,
+        otherwise an integer >= 1 (:func:`check_max_runs`).
+
+    The database is checked (:func:`explorer.train.store.connect`: ``ValueError`` /
+    ``PermissionError`` / ``OSError`` naming it) before any run starts.
     """
     if not isinstance(spec, SweepSpec):
         spec = parse_spec(spec)
@@ -252,19 +370,25 @@ def run_sweep(spec: SweepSpec | dict | str | Path, db: str | Path, *, workers: i
         except ImportError:
             raise ValueError("backend 'ray' needs the ray package: "
                              "pip install 'fpx-explorer[ray]'") from None
+    max_runs = check_max_runs(max_runs)
     db = str(db)
-    store.connect(db).close()
+    store.connect(db).close()          # a bad --db fails here, before any worker starts
     todo, done = pending_runs(spec, db, cache_dir)
     if max_runs is not None:
         todo = todo[:max_runs]
     ck = None if ckpt_dir is None else str(ckpt_dir)
     cd = None if cache_dir is None else str(cache_dir)
-    jobs = [(cfg.to_dict(), db, ck, spec.threads, ptq, device, cd) for cfg, _, ptq in todo]
+    jobs = [(cfg.to_dict(), db, ck, spec.threads, ptq, device, cd, key)
+            for cfg, key, ptq in todo]
     report = SweepReport(total=len(spec.runs), already_done=done, ran=0, ptq_rows=0)
     with Progress(len(jobs), f"sweep {spec.name}", unit="run", enabled=progress) as bar:
         def collect(res: dict) -> None:
             if res["interrupted"]:
                 report.interrupted = True
+                return
+            if res["busy"] is not None:
+                report.busy.append(res["busy"])
+                bar.update(1, busy=len(report.busy))
                 return
             if res["error"] is not None:
                 report.failed.append(res["error"])
@@ -308,12 +432,62 @@ class _StopSignals:
             signal.signal(sig, h)
 
 
-def _worker_init(event) -> None:
+PR_SET_PDEATHSIG = 1                     # <linux/prctl.h>
+
+
+def _end_if_orphaned(parent: int) -> None:
+    """End this process at once (no cleanup, nothing committed) if ``parent`` is no longer its
+    parent: a worker whose sweep is gone has nobody to report to, and a resumed sweep may
+    re-claim its run."""
+    if os.getppid() != parent:
+        os._exit(ORPHAN_EXIT)
+
+
+def _watch_parent(parent: int, interval: float = 0.2) -> None:
+    while True:
+        _end_if_orphaned(parent)
+        time.sleep(interval)
+
+
+def _die_with_parent(parent: int, *, use_prctl: bool = True) -> None:
+    """Make this process die with ``parent`` however the parent ends (``kill -9`` included).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, the kernel kills us when the parent exits; it
+    fires when the *thread* that started us exits, which for the pool's workers is the thread
+    blocked in :func:`run_sweep` for their whole life.  Everywhere (and in case prctl is
+    unavailable): a daemon thread that ends the process within 0.2 s of ``os.getppid()``
+    changing (re-parenting to init or a subreaper).  The parent may already be gone when this
+    runs, hence the check after prctl.
+    """
+    if use_prctl and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass                        # no prctl: the watchdog below still works
+    _end_if_orphaned(parent)
+    threading.Thread(target=_watch_parent, args=(parent,), name="fpx-parent-watch",
+                     daemon=True).start()
+
+
+def _worker_init(event, parent: int | None = None) -> None:
     """Worker processes: share the sweep's stop flag; SIGINT (a terminal's Ctrl-C reaches the
-    whole process group) is left to the parent, SIGTERM sent to a worker stops the sweep."""
+    whole process group) is left to the parent, SIGTERM sent to a worker stops the sweep (or,
+    once the sweep is gone, ends the worker at once: an idle orphan would never see the flag).
+    The worker dies with the sweep process ``parent`` and commits no database write after it is
+    gone (:func:`explorer.train.store.set_write_guard`)."""
     set_stop_event(event)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: event.set())
+    if parent is None:
+        signal.signal(signal.SIGTERM, lambda *_: event.set())
+        return
+
+    def on_term(*_) -> None:
+        _end_if_orphaned(parent)
+        event.set()
+    signal.signal(signal.SIGTERM, on_term)
+    _die_with_parent(parent)
+    store.set_write_guard(lambda: _end_if_orphaned(parent))
 
 
 def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
@@ -335,7 +509,8 @@ def _run_local(jobs: list, workers: int, collect, report: SweepReport) -> None:
     stop = ctx.Event()
     # No max_tasks_per_child: with it, CPython 3.11-3.13 can stop replacing workers and hang
     # (python/cpython#115634).
-    ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
+    ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                initargs=(stop, os.getpid()))
     try:
         with _StopSignals(stop):
             futures = {ex.submit(_job, *j) for j in jobs}
