@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba.extending import register_jitable
 
-from . import core
+from . import core, gemm_core
 
 #: Exponent markers of special operands in decomposed form (far outside any finite exponent).
 EXP_INF = 1 << 20
@@ -51,7 +51,13 @@ U_OUT_EMAX = 5     # exponent of the output format's largest binade
 U_OUT_EMIN = 6     # exponent of its smallest normal binade
 U_OUT_SUB = 7      # 1: subnormal results kept; 0: flushed to zero (sign kept)
 U_MIN_EXP = 8      # lowest exponent the window is anchored at
-U_LEN = 9
+U_SUM = 9          # how the block is summed: SUM_ALIGNED, SUM_EXACT or SUM_PAIRWISE
+U_LEN = 10
+
+#: Block sums (``U_SUM``): NVIDIA's aligned window (steps 2-5 above); the exact sum rounded once
+#: (AMD CDNA1); a binary tree of float32 additions, each rounded to nearest even with subnormal
+#: results flushed, the addend added last (AMD CDNA2).
+SUM_ALIGNED, SUM_EXACT, SUM_PAIRWISE = 0, 1, 2
 
 
 @register_jitable
@@ -151,6 +157,10 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
     found = max_raw > lowest
     if not found and sc == 0:
         return 0.0
+    if U[U_SUM] == SUM_EXACT:
+        return _exact_block(sa, ea, sb, eb, c, U, F, C, V)
+    if U[U_SUM] == SUM_PAIRWISE:
+        return _pairwise_block(sa, ea, sb, eb, c, U)
     big_at_max = False
     if U[U_CARRY] != 0 and found and (sc == 0 or max_raw >= ec):
         for k in range(size):
@@ -185,7 +195,14 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
         return 0.0
     # 4. Round the exact sum once (|total| < 2**53: exact in float64).
     s = np.float64(total) * 2.0 ** (max_exp - ACC_FRACTION_BITS - n - np.int64(sticky))
-    if abs(s) >= 2.0 ** (U[U_OUT_EMAX] + 1):
+    return _round_result(s, False, U, F, C, V)
+
+
+@register_jitable
+def _round_result(s, overflow, U, F, C, V):
+    """The float64 ``s`` (or its float64 round-to-odd representative, ``overflow`` when the
+    exact value is beyond float64) rounded into the result format; ±inf from ``2**(emax+1)``."""
+    if overflow or abs(s) >= 2.0 ** (U[U_OUT_EMAX] + 1):
         return np.inf if s > 0 else -np.inf
     bits = core.quantize_bits(np.int64(np.float64(s).view(np.int64)), core.SRC_FLOAT64, F, C, V,
                               np.uint64(0))
@@ -193,3 +210,49 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
     if U[U_OUT_SUB] == 0 and abs(d) < 2.0 ** U[U_OUT_EMIN]:
         return 0.0 * d
     return d
+
+
+@register_jitable
+def _product(sa, ea, sb, eb, k, m2):
+    """The exact product of operands ``k`` as a float64 (at most 24 significant bits)."""
+    return np.float64(sa[k] * sb[k]) * 2.0 ** (ea[k] + eb[k] - m2)
+
+
+@register_jitable
+def _exact_block(sa, ea, sb, eb, c, U, F, C, V):
+    """SUM_EXACT: the products and ``c`` added exactly, rounded once (round-to-odd
+    representative of the long sum, :func:`fpformat.gemm_core.ro_exact_sum`)."""
+    size = len(sa)
+    terms = np.empty(size + 1, np.float64)
+    for k in range(size):
+        terms[k] = _product(sa, ea, sb, eb, k, 2 * U[U_IN_M])
+    terms[size] = c
+    digits = np.empty(gemm_core.digits_for_window(-1100, 1100), np.int64)
+    y, overflow = gemm_core.ro_exact_sum(terms, size + 1, digits)
+    if y == 0.0 and not overflow:
+        return 0.0
+    return _round_result(y, overflow, U, F, C, V)
+
+
+@register_jitable
+def _flush32(x):
+    """A float32 below float32's normal range flushed to zero (sign kept)."""
+    return np.float32(0.0) * x if abs(x) < np.float32(1.1754943508222875e-38) else x
+
+
+@register_jitable
+def _pairwise_block(sa, ea, sb, eb, c, U):
+    """SUM_PAIRWISE: products in float32 (flushed below the normal range), added as a binary
+    tree over the ``fma`` slots (missing ones are zero), every addition rounded to nearest even
+    and flushed; then ``c`` (flushed) added with one more rounding."""
+    fma = U[U_FMA]
+    vals = np.zeros(fma, np.float32)
+    for k in range(len(sa)):
+        vals[k] = _flush32(np.float32(_product(sa, ea, sb, eb, k, 2 * U[U_IN_M])))
+    step = 1
+    while step < fma:
+        for i in range(0, fma, 2 * step):
+            vals[i] = _flush32(vals[i] + vals[i + step])
+        step *= 2
+    d = _flush32(_flush32(np.float32(c)) + vals[0])
+    return np.float64(d)

@@ -29,6 +29,9 @@ from .rounding import MODES, call_tuple, value_tuple
 #: Input and output formats presets are defined for (any spelling get_format accepts).
 IN_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2")
 OUT_FORMATS = ("float32", "float16")
+#: How a block is summed: NVIDIA's aligned window, an exact sum (AMD CDNA1), a float32 tree
+#: (AMD CDNA2).
+SUMMATIONS = ("aligned", "exact", "pairwise")
 #: Widest input significand the exact-product path holds (two of them in 23 fraction bits).
 MAX_INPUT_MAN_BITS = 11
 ROUNDINGS = tuple(m for m in MODES if m != "sr")
@@ -40,6 +43,11 @@ class MatrixUnit:
 
     #: Products added in one block (the instruction's fused group); K is cut into such blocks.
     fma: int
+    #: How the block is summed: ``"aligned"`` (the window below; NVIDIA), ``"exact"`` (the exact
+    #: sum of the products and ``c``, rounded once; AMD CDNA1) or ``"pairwise"`` (products in
+    #: float32, a binary tree of float32 additions rounded to nearest even with subnormal results
+    #: flushed, ``c`` added last; AMD CDNA2, float32 outputs only).
+    summation: str = "aligned"
     #: Fraction bits of the alignment window beyond float32's 23 (negative narrows it).
     extra_bits: int = 0
     #: One more window bit when the largest raw-exponent product's significand is >= 2 (and its
@@ -71,6 +79,21 @@ class MatrixUnit:
         if not -23 <= self.extra_bits <= 24:
             raise ValueError(f"extra_bits must be in -23..24 (window 0..47 fraction bits), "
                              f"got {self.extra_bits}")
+        if self.summation not in SUMMATIONS:
+            raise ValueError(f"summation must be one of {', '.join(SUMMATIONS)}, "
+                             f"got {self.summation!r}")
+        if self.summation != "aligned":
+            window = {"extra_bits": self.extra_bits != 0, "sticky": self.sticky,
+                      "result_bits": self.result_bits is not None,
+                      "min_exponent": self.min_exponent is not None}
+            if any(window.values()):
+                raise ValueError(f"{', '.join(k for k, v in window.items() if v)} describe the "
+                                 f"aligned window and have no effect with summation="
+                                 f"{self.summation!r}; leave them at their defaults")
+        if self.summation == "pairwise" and (self.rounding != "rne"
+                                             or self.fma & (self.fma - 1)):
+            raise ValueError(f"summation='pairwise' adds in float32 with rounding 'rne' over a "
+                             f"power-of-two fma; got rounding={self.rounding!r}, fma={self.fma}")
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
                              f"got {self.rounding!r}")
@@ -93,12 +116,14 @@ class MatrixUnit:
     def spec(self) -> str:
         """``fma<N>/x<extra>/<rounding>[/p<bits>][/min<exp>][/sticky][/nocarry][/ftzin]
         [/ftzout]``, which :func:`get_unit` parses back."""
-        parts = [f"fma{self.fma}", f"x{self.extra_bits}", self.rounding]
+        window = f"x{self.extra_bits}" if self.summation == "aligned" else self.summation
+        parts = [f"fma{self.fma}", window, self.rounding]
         if self.result_bits is not None:
             parts.append(f"p{self.result_bits}")
         if self.min_exponent is not None:
             parts.append(f"min{self.min_exponent}")
-        parts += [flag for flag, on in (("sticky", self.sticky), ("nocarry", not self.carry_bit),
+        carry = self.carry_bit or self.summation != "aligned"
+        parts += [flag for flag, on in (("sticky", self.sticky), ("nocarry", not carry),
                                         ("ftzin", not self.subnormal_inputs),
                                         ("ftzout", not self.subnormal_outputs)) if on]
         return "/".join(parts)
@@ -109,6 +134,7 @@ class MatrixUnit:
     def describe(self) -> dict[str, Any]:
         """Properties as a JSON-ready dict."""
         return {"name": str(self), "spec": self.spec, "fma": self.fma,
+                "summation": self.summation,
                 "extra_bits": self.extra_bits, "window_fraction_bits": 23 + self.extra_bits,
                 "carry_bit": self.carry_bit, "sticky": self.sticky, "rounding": self.rounding,
                 "result_bits": self.result_bits, "min_exponent": self.min_exponent,
@@ -125,6 +151,9 @@ class MatrixUnit:
         if out_format.exp_bits > 8 or out_format.man_bits > 23 or not out_format.signed:
             raise ValueError(f"out_format must be a signed format within float32 (the unit "
                              f"accumulates float32 significands), got {out_format}")
+        if self.summation == "pairwise" and out_format != element_format("float32"):
+            raise ValueError(f"summation='pairwise' units add in float32: out_format must be "
+                             f"float32, got {out_format}")
         bits = out_format.man_bits if self.result_bits is None else \
             min(self.result_bits, out_format.man_bits)
         result = FloatFormat(out_format.exp_bits, bits, bias=out_format.bias,
@@ -141,6 +170,7 @@ class MatrixUnit:
         t[unit_core.U_OUT_EMIN] = out_format.emin
         t[unit_core.U_OUT_SUB] = int(self.subnormal_outputs)
         t[unit_core.U_MIN_EXP] = -(1 << 30) if self.min_exponent is None else self.min_exponent
+        t[unit_core.U_SUM] = SUMMATIONS.index(self.summation)
         return core.as_int64_tuple(t), result.params, C, V
 
 
@@ -182,6 +212,12 @@ _GPUS: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
     "ada": _ADA, "l40s": _ADA,
     "h100": _HOPPER, "h200": _HOPPER,
     "b200": _BLACKWELL, "rtx-pro-6000": _BLACKWELL,
+    # AMD (models/MI100MC.m, MI210MC.m; MI250 as MI210): float32 outputs, rne.
+    "mi100": {("float16", "float32"): dict(fma=4, summation="exact", rounding="rne"),
+              ("bfloat16", "float32"): dict(fma=2, summation="exact", rounding="rne")},
+    **{gpu: {(i, "float32"): dict(fma=4, summation="pairwise", rounding="rne",
+                                  subnormal_inputs=False, subnormal_outputs=False)
+             for i in ("float16", "bfloat16")} for gpu in ("mi210", "mi250")},
 }
 _PRESETS = {(u, i, o): fields for u, rows in _GPUS.items() for (i, o), fields in rows.items()}
 
@@ -189,9 +225,10 @@ _PRESETS = {(u, i, o): fields for u, rows in _GPUS.items() for (i, o), fields in
 #: Units by name (case-insensitive), each with the (input, output) formats it has.
 UNITS = tuple(sorted({u for u, _, _ in _PRESETS}))
 #: Units whose published models need features this model does not have yet.
-NOT_YET = {"mi100", "mi210", "mi250", "mi300a", "mi300x"}
+NOT_YET = {"mi300a", "mi300x"}
 
-_SPEC = re.compile(r"^fma(?P<fma>\d+)/x(?P<extra>-?\d+)/(?P<rounding>[a-z]+)"
+_SPEC = re.compile(r"^fma(?P<fma>\d+)/(?:x(?P<extra>-?\d+)|(?P<sum>exact|pairwise))"
+                   r"/(?P<rounding>[a-z]+)"
                    r"(?:/p(?P<bits>\d+))?(?:/min(?P<min>-?\d+))?"
                    r"(?P<flags>(?:/(?:sticky|nocarry|ftzin|ftzout))*)$")
 
@@ -219,7 +256,8 @@ def get_unit(name, in_format="float16", out_format="float32") -> MatrixUnit:
     m = _SPEC.match(key)
     if m:
         flags = set(filter(None, m["flags"].split("/")))
-        return MatrixUnit(fma=int(m["fma"]), extra_bits=int(m["extra"]), rounding=m["rounding"],
+        return MatrixUnit(fma=int(m["fma"]), summation=m["sum"] or "aligned",
+                          extra_bits=int(m["extra"] or 0), rounding=m["rounding"],
                           result_bits=int(m["bits"]) if m["bits"] else None,
                           min_exponent=int(m["min"]) if m["min"] else None,
                           sticky="sticky" in flags, carry_bit="nocarry" not in flags,
@@ -227,9 +265,10 @@ def get_unit(name, in_format="float16", out_format="float32") -> MatrixUnit:
                           subnormal_outputs="ftzout" not in flags, name=key)
     if key in NOT_YET:
         raise NotImplementedError(
-            f"unit {name!r}: AMD CDNA matrix cores add the addend after the products (late "
-            f"partial sum), round between pairs or sum exactly, which fpformat's MatrixUnit "
-            f"does not model yet (docs/gemm.md); presets so far: {', '.join(UNITS)}")
+            f"unit {name!r}: AMD CDNA3 matrix cores add the addend after the products (late "
+            f"partial sum, its alignment rounded toward -inf) and group FP8 products odd/even, "
+            f"which fpformat's MatrixUnit does not model yet (docs/gemm.md); presets so far: "
+            f"{', '.join(UNITS)}")
     if key not in UNITS:
         raise ValueError(f"unknown unit {name!r}: presets are {', '.join(UNITS)}, or a spec like "
                          f"'fma16/x2/rtz' (fma<N>/x<extra bits>/<rounding>[/p<bits>][/sticky]"

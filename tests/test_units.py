@@ -50,13 +50,18 @@ def _values(fmt, rng, n: int, spread: int) -> np.ndarray:
     return fmt.quantize(x, saturate=True)
 
 
-units = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 3, 4, 8, 16, 32]),
+other_sums = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 4, 8, 16]),
+                       summation=st.sampled_from(["exact", "pairwise"]),
+                       rounding=st.just("rne"), subnormal_inputs=st.booleans(),
+                       subnormal_outputs=st.booleans())
+aligned = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 3, 4, 8, 16, 32]),
                   extra_bits=st.integers(-12, 6), carry_bit=st.booleans(),
                   sticky=st.booleans(), rounding=st.sampled_from(["rne", "rtz", "rna", "rtp",
                                                                   "rtn", "rto"]),
                   result_bits=st.sampled_from([None, 5, 10, 13]),
                   min_exponent=st.sampled_from([None, -133, -20, -3]),
                   subnormal_inputs=st.booleans(), subnormal_outputs=st.booleans())
+units = st.one_of(aligned, other_sums)
 
 
 def _check_against_reference(unit, in_name, out_name, a, b, c) -> None:
@@ -78,6 +83,8 @@ def _check_against_reference(unit, in_name, out_name, a, b, c) -> None:
        out_name=st.sampled_from(["float32", "float16"]), k=st.integers(1, 40),
        seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([2, 8, 30]))
 def test_kernel_matches_the_reference_on_random_units(unit, in_name, out_name, k, seed, spread):
+    if unit.summation == "pairwise":
+        out_name = "float32"                        # pairwise units add in float32
     rng = np.random.default_rng(seed)
     fi, fo = get_format(in_name), get_format(out_name)
     a = _values(fi, rng, 3 * k, spread).reshape(3, k)
@@ -88,7 +95,7 @@ def test_kernel_matches_the_reference_on_random_units(unit, in_name, out_name, k
 
 
 EDGE_UNITS = [get_unit("h100", "float16", "float32"), get_unit("h100", "float8_e4m3fn"),
-              get_unit("v100", "float16", "float16"),
+              get_unit("v100", "float16", "float16"), get_unit("mi100"), get_unit("mi250"),
               MatrixUnit(fma=4, extra_bits=3, sticky=True, rounding="rne")]
 
 
@@ -167,6 +174,8 @@ def test_custom_units_and_specs():
     assert get_unit("H100", "e4m3fn", "fp32").describe()["result_bits"] == 13
     assert get_unit("h100", "float8_e4m3fn").spec == "fma32/x-10/rtz/p13/min-133"
     assert get_unit("b200", "float8_e5m2").spec == "fma32/x2/rtz/min-133"
+    assert get_unit("mi250", "bfloat16").spec == "fma4/pairwise/rne/ftzin/ftzout"
+    assert get_unit("fma2/exact/rne") == get_unit("mi100", "bfloat16")
     assert get_unit("fma8/x1/rtz/min-132/ftzout") == MatrixUnit(
         fma=8, extra_bits=1, min_exponent=-132, subnormal_outputs=False)
     rng = np.random.default_rng(2)
@@ -187,10 +196,16 @@ def test_bad_unit_parameters_name_the_parameter(kwargs, message):
 
 
 def test_get_unit_errors_name_the_choices():
-    with pytest.raises(ValueError, match="presets are a100, a2, a30, ada, b200, h100, h200"):
+    with pytest.raises(ValueError, match="presets are a100, a2, a30, ada, b200, h100, h200, l40s"):
         get_unit("tpu")
     with pytest.raises(ValueError, match="no preset for bfloat16 inputs"):
         get_unit("v100", "bfloat16")
+    with pytest.raises(ValueError, match="no effect with summation='exact'"):
+        MatrixUnit(fma=4, summation="exact", extra_bits=2)
+    with pytest.raises(ValueError, match="power-of-two fma"):
+        MatrixUnit(fma=3, summation="pairwise", rounding="rne")
+    with pytest.raises(ValueError, match="out_format must be float32"):
+        mma(np.ones((1, 4)), np.ones((4, 1)), 0.0, "fma4/pairwise/rne", "float16", "float16")
     with pytest.raises(NotImplementedError, match="mi300x"):
         get_unit("mi300x")
     with pytest.raises(ValueError, match="at most 11 mantissa bits"):

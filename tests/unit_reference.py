@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
 from reference import reference
 
 from fpformat import FloatFormat
@@ -69,6 +70,14 @@ def unit_block(a, b, c: float, unit, in_fmt, out_fmt) -> float:
     ec = max(floor_log2(abs(cv)), -126) if cv != 0 else None
     if not terms and cv == 0:
         return 0.0
+    if unit.summation == "exact":
+        return _exact(sum(t[0] for t in terms) + cv, unit, out_fmt)
+    if unit.summation == "pairwise":                   # by position: the tree pairs slots
+        return _pairwise([_split(x, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs)[0]
+                          * _split(y, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs)[0]
+                          * Fraction(2) ** (_split(x, in_fmt.man_bits, in_fmt.emin, True)[1]
+                                            + _split(y, in_fmt.man_bits, in_fmt.emin, True)[1])
+                          for x, y in zip(a, b)], c, unit)
     carry = False
     if unit.carry_bit and terms:
         top = max(t[2] for t in terms)
@@ -120,3 +129,40 @@ def unit_gemm_row(a, b, c: float, unit, in_fmt, out_fmt) -> float:
     for k0 in range(0, max(len(a), 1), unit.fma):
         d = unit_block(a[k0:k0 + unit.fma], b[k0:k0 + unit.fma], d, unit, in_fmt, out_fmt)
     return d
+
+
+def _exact(total: Fraction, unit, out_fmt) -> float:
+    """The exact sum rounded once to nearest even into ``out_fmt`` (AMD CDNA1)."""
+    assert unit.rounding == "rne"
+    if total == 0:
+        return 0.0
+    if abs(total) >= Fraction(2) ** (out_fmt.emax + 1):
+        return math.copysign(math.inf, total)
+    e = max(floor_log2(abs(total)), out_fmt.emin)
+    quantum = Fraction(2) ** (e - out_fmt.man_bits)
+    n = abs(total) / quantum
+    low = math.floor(n)
+    r = n - low
+    if r > Fraction(1, 2) or (r == Fraction(1, 2) and low % 2 == 1):
+        low += 1
+    v = low * quantum
+    if v > Fraction(out_fmt.max):
+        return math.copysign(math.inf, total)
+    if not unit.subnormal_outputs and v < Fraction(2) ** out_fmt.emin:
+        v = Fraction(0)
+    return math.copysign(float(v), total)
+
+
+def _pairwise(products: list[Fraction], c: float, unit) -> float:
+    """Products in float32, a binary tree of float32 additions (nearest even) over the ``fma``
+    slots with subnormal results flushed, then ``c`` (AMD CDNA2)."""
+    def flush(x):
+        return np.float32(0.0) * x if abs(x) < np.float32(2.0 ** -126) else x
+
+    with np.errstate(over="ignore"):                 # products beyond float32 are +-inf
+        slots = [flush(np.float32(float(p))) for p in products]
+    slots += [np.float32(0.0)] * (unit.fma - len(slots))
+    with np.errstate(over="ignore", invalid="ignore"):     # float32 overflow: inf, inf-inf: NaN
+        while len(slots) > 1:
+            slots = [flush(slots[i] + slots[i + 1]) for i in range(0, len(slots), 2)]
+        return float(flush(flush(np.float32(c)) + slots[0]))
