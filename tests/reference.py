@@ -132,7 +132,7 @@ class Reference:
 
     def _quantum(self, v: Fraction) -> Fraction:
         """The quantum of the binade holding magnitude ``v > 0`` (unbounded above)."""
-        kexp = _floor_log2(v)
+        kexp = floor_log2(v)
         if not self.key.subnormals and v < Fraction(2) ** self.emin:
             return Fraction(2) ** self.emin
         return Fraction(2) ** (max(kexp, self.emin) - self.M)
@@ -222,7 +222,7 @@ class Reference:
         lo = n * q
         # below emin (subnormals) n is the mantissa field; above it, the hidden bit is set
         lo_code = n if lo < Fraction(2) ** self.emin and k.has_zero else \
-            ((_floor_log2(lo) + k.bias) << M) | (n - (1 << M))
+            ((floor_log2(lo) + k.bias) << M) | (n - (1 << M))
         hi_code = lo_code + 1
         return lo, lo_code, lo + q, (hi_code if hi_code <= self.max_mag_code else None)
 
@@ -319,7 +319,7 @@ def _times_pow2(n: int, k: int) -> Fraction:
     return Fraction(n, 1 << -k)
 
 
-def _floor_log2(v: Fraction) -> int:
+def floor_log2(v: Fraction) -> int:
     """floor(log2(v)) for a positive Fraction, exactly."""
     kexp = v.numerator.bit_length() - v.denominator.bit_length()
     if Fraction(2) ** kexp > v:

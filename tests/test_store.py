@@ -6,6 +6,7 @@ import multiprocessing as mp
 import sqlite3
 
 import pytest
+from procs import legacy_db
 
 from explorer.train import store
 
@@ -208,19 +209,8 @@ def test_write_guard_stops_a_write_before_commit(tmp_path):
 
 def test_database_without_claim_columns_is_upgraded_in_place(tmp_path):
     db = tmp_path / "old.db"
-    con = sqlite3.connect(db)
-    con.executescript("""
-        CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL,
-            finished REAL, config_json TEXT, n_params INTEGER, tokens INTEGER, exp_bits INTEGER,
-            man_bits INTEGER, block TEXT, fmt TEXT, targets TEXT, val_loss REAL, curve_json TEXT,
-            wall_s REAL, tokens_per_s REAL, env_json TEXT);
-        CREATE TABLE ptq (run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER,
-            method TEXT, val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
-            PRIMARY KEY (run_key, ckpt_tokens, fmt, method));
-        INSERT INTO runs (key, status, created, val_loss) VALUES ('done', 'finished', 1, 2.5);
-        INSERT INTO runs (key, status, created) VALUES ('old', 'running', 2);
-    """)
-    con.close()
+    legacy_db(db, "INSERT INTO runs (key, status, created, val_loss) VALUES ('done', 'finished', "
+                  "1, 2.5); INSERT INTO runs (key, status, created) VALUES ('old', 'running', 2);")
     assert store.finished_keys(db) == {"done"}               # reading changes nothing
     assert "owner" not in {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(runs)")}
     assert store.mark_running(db, "old", {}, **_cols()) is True    # no owner recorded: claimable

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import alive, descendants, legacy_db
 
 from explorer.train import store
 from explorer.train.sweep import parse_spec, run_sweep
@@ -98,33 +99,6 @@ def _finished(db: Path) -> dict[str, float]:
         return {}
 
 
-def _descendants(pid: int) -> set[int]:
-    """Live processes whose parent chain reaches ``pid`` (from /proc; Linux)."""
-    parent: dict[int, int] = {}
-    for st in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = st.read_text().rsplit(")", 1)[1].split()
-            parent[int(st.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    out, frontier = set(), {pid}
-    while frontier:
-        frontier = {c for c, pp in parent.items() if pp in frontier} - out
-        out |= frontier
-    return out
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for p in pids:
-        try:
-            if (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.add(p)
-        except OSError:
-            pass
-    return alive
-
-
 def _start_sweep(spec: Path, db: Path, env: dict, workers: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "explorer.cli", "sweep", str(spec),
                              "--db", str(db), "--workers", str(workers), "--no-progress"],
@@ -145,7 +119,7 @@ def test_stopped_and_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path
     # 1. SIGTERM to the sweep process alone: workers save a resume point and exit, exit code 130.
     proc = _start_sweep(spec, db, env, workers=2)
     _wait_finished(proc, db, 1)
-    workers = _descendants(proc.pid)
+    workers = descendants(proc.pid)
     proc.send_signal(signal.SIGTERM)
     try:
         rc = proc.wait(timeout=60)
@@ -155,7 +129,7 @@ def test_stopped_and_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path
     err = proc.stderr.read().decode()
     assert rc == 130 and "resume" in err, err[-2000:]
     time.sleep(0.5)
-    assert not _alive(workers), "worker processes left running after SIGTERM"
+    assert not alive(workers), "worker processes left running after SIGTERM"
     rows = store.load_runs(db, status=None)
     assert {r["status"] for r in rows} <= {"finished", "running"}     # nothing marked failed
     for r in rows:
@@ -237,7 +211,7 @@ def _ray_processes(marker: str) -> list[int]:
     out = []
     for c in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if marker.encode() in c.read_bytes() and _alive({int(c.parent.name)}):
+            if marker.encode() in c.read_bytes() and alive({int(c.parent.name)}):
                 out.append(int(c.parent.name))
         except OSError:
             continue
@@ -296,22 +270,6 @@ def test_max_runs_must_be_at_least_one(tmp_path, bad):
 
 # --- the --db file: dry runs only read it, bad files end in one line ------------------------
 
-def _legacy_db(path: Path) -> None:
-    """A results database as older versions wrote it: no claim columns, rollback journal."""
-    con = sqlite3.connect(path)
-    con.executescript("""
-        CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL,
-            finished REAL, config_json TEXT, n_params INTEGER, tokens INTEGER, exp_bits INTEGER,
-            man_bits INTEGER, block TEXT, fmt TEXT, targets TEXT, val_loss REAL, curve_json TEXT,
-            wall_s REAL, tokens_per_s REAL, env_json TEXT);
-        CREATE TABLE ptq (run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER,
-            method TEXT, val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
-            PRIMARY KEY (run_key, ckpt_tokens, fmt, method));
-        INSERT INTO runs (key, status, created) VALUES ('x', 'finished', 1);
-    """)
-    con.close()
-
-
 def _fpx(capsys, *argv) -> tuple[int, str, str]:
     from explorer.cli import main
     rc = main([str(a) for a in argv])
@@ -323,7 +281,7 @@ def test_dry_run_changes_nothing(tmp_path, env, capsys):
     spec = tmp_path / "s.toml"
     spec.write_text(SPEC)
     legacy = tmp_path / "legacy.db"
-    _legacy_db(legacy)
+    legacy_db(legacy, "INSERT INTO runs (key, status, created) VALUES ('x', 'finished', 1);")
     wal = tmp_path / "wal" / "wal.db"
     store.mark_running(wal, "y", {}, n_params=1, tokens=1, exp_bits=None, man_bits=None,
                        block=None, fmt="none", targets="")
@@ -375,7 +333,7 @@ def test_read_only_db_is_refused_before_any_run(tmp_path, env, capsys):
     spec = tmp_path / "s.toml"
     spec.write_text(SPEC)
     db = tmp_path / "ro.db"
-    _legacy_db(db)
+    legacy_db(db, "INSERT INTO runs (key, status, created) VALUES ('x', 'finished', 1);")
     before = db.read_bytes()
     db.chmod(0o444)
     try:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import alive
 
 from explorer.train import store
 
@@ -64,17 +65,6 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for p in pids:
-        try:
-            if (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.add(p)
-        except OSError:
-            pass
-    return alive
-
-
 def _running_rows(db: Path) -> list[tuple]:
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
@@ -113,14 +103,14 @@ def test_kill_9_of_the_sweep_kills_its_workers_and_they_write_nothing(tmp_path, 
         os.kill(proc.pid, signal.SIGKILL)          # the sweep alone: a crash, an OOM kill
         proc.wait()
         deadline = time.time() + 5
-        while time.time() < deadline and _alive(workers):
+        while time.time() < deadline and alive(workers):
             time.sleep(0.1)
-        survivors = _alive(workers)
+        survivors = alive(workers)
         assert not survivors, f"worker(s) {sorted(survivors)} outlived the killed sweep"
     finally:
         if proc.poll() is None:
             proc.kill()
-        for p in _alive(_children(proc.pid)) | _alive(locals().get("workers", set())):
+        for p in alive(_children(proc.pid)) | alive(locals().get("workers", set())):
             os.kill(p, signal.SIGKILL)
     state = _db_state(db)
     time.sleep(1.5)
@@ -156,13 +146,13 @@ def test_orphaned_worker_without_prctl_ends_itself(tmp_path, env):
         while time.time() < deadline and not (pidfile.exists() and pidfile.read_text()):
             time.sleep(0.1)
         pid = int(pidfile.read_text())
-        assert _alive({pid})
+        assert alive({pid})
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.time() + 3
-        while time.time() < deadline and _alive({pid}):
+        while time.time() < deadline and alive({pid}):
             time.sleep(0.05)
-        assert not _alive({pid}), "the orphaned child is still running"
+        assert not alive({pid}), "the orphaned child is still running"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)     # the child shares the middle's group

@@ -12,19 +12,9 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from reference import reference
+from reference import floor_log2, reference
 
 from fpformat import FloatFormat
-
-
-def floor_log2(v: Fraction) -> int:
-    """floor(log2 v) of a positive rational, exactly."""
-    k = v.numerator.bit_length() - v.denominator.bit_length()
-    if Fraction(2) ** k > v:
-        k -= 1
-    elif Fraction(2) ** (k + 1) <= v:
-        k += 1
-    return k
 
 
 def _split(x: float, man_bits: int, emin: int, keep_subnormals: bool) -> tuple[Fraction, int]:

@@ -1,0 +1,58 @@
+"""Test helpers for sweeps and the results database: processes read from /proc (Linux) and a
+results database as older versions wrote it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+#: The results schema before runs had claims (no owner/heartbeat columns).
+LEGACY_SCHEMA = """
+    CREATE TABLE runs (key TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL,
+        finished REAL, config_json TEXT, n_params INTEGER, tokens INTEGER, exp_bits INTEGER,
+        man_bits INTEGER, block TEXT, fmt TEXT, targets TEXT, val_loss REAL, curve_json TEXT,
+        wall_s REAL, tokens_per_s REAL, env_json TEXT);
+    CREATE TABLE ptq (run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER,
+        method TEXT, val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
+        PRIMARY KEY (run_key, ckpt_tokens, fmt, method));
+"""
+
+
+def legacy_db(path: Path, rows_sql: str = "") -> None:
+    """Create ``path`` with :data:`LEGACY_SCHEMA` (rollback journal) and run ``rows_sql``."""
+    con = sqlite3.connect(path)
+    con.executescript(LEGACY_SCHEMA + rows_sql)
+    con.commit()
+    con.close()
+
+
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first, then the parent)."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> set[int]:
+    """Processes whose parent chain reaches ``pid``."""
+    parent: dict[int, int] = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(st.parent.name)] = int(_stat_fields(st)[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The ``pids`` that exist and are not zombies."""
+    live = set()
+    for p in pids:
+        try:
+            if _stat_fields(Path("/proc") / str(p) / "stat")[0] != "Z":
+                live.add(p)
+        except (OSError, IndexError):
+            pass
+    return live
