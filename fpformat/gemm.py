@@ -524,8 +524,8 @@ def _decompose(x: np.ndarray, fmt: FloatFormat, keep_subnormals: bool):
 def _values_of(x, fmt: FloatFormat, pname: str, quantize: bool) -> np.ndarray:
     """``x`` as float64, checked to hold values of ``fmt`` (or rounded into it)."""
     arr = np.asarray(x, dtype=np.float64)
-    if quantize:
-        return fmt.quantize(arr, saturate=False)
+    if quantize:                        # as a saturating conversion instruction does
+        return fmt.quantize(arr, saturate=True)
     q = fmt.quantize(arr)
     bad = ~((q == arr) | (np.isnan(q) & np.isnan(arr)))
     if bad.any():
@@ -541,7 +541,8 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
 
     ``a`` (..., M, K) and ``b`` (..., K, N) with numpy ``matmul`` batch semantics (1-D operands
     are promoted and the added axis dropped), ``c`` broadcast to (..., M, N).  ``a`` and ``b``
-    must hold values of ``in_format`` (``quantize_inputs=True`` rounds them first, nearest-even)
+    must hold values of ``in_format`` (``quantize_inputs=True`` rounds them first, to nearest
+    even, saturating at the format's max)
     and ``c`` values of ``out_format`` (always checked).  K longer than the unit's block is
     accumulated block after block, each block's rounded result the next one's addend, as a GEMM
     built from the instruction does.  ``unit``: a preset name (for these formats), a spec or a

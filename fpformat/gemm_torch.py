@@ -6,6 +6,7 @@
     acc = Accumulator("e8m13", "rtz", chunk=128)
     y = emulated_linear(x, weight, bias, acc)          # autograd: backward GEMMs emulated too
     y = emulated_mm(qx, qw.t(), acc)                   # one GEMM, no autograd (for custom layers)
+    y = unit_mm(qx, qw.t(), "h100", "float8_e4m3fn")  # one GEMM through a matrix unit (mma)
 
 The slow path, for small models: every multiply-accumulate goes through the emulated accumulator
 on the CPU (CUDA tensors are copied to the host and back).  The inputs are taken as they are
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .gemm import Accumulator, matmul
+from .gemm import Accumulator, matmul, mma
 
 
 def emulated_mm(a: torch.Tensor, b: torch.Tensor, acc: Accumulator, seed: int | None = None
@@ -35,6 +36,23 @@ def emulated_mm(a: torch.Tensor, b: torch.Tensor, acc: Accumulator, seed: int | 
     A = a.detach().to("cpu", torch.float64).numpy()
     B = b.detach().to("cpu", torch.float64).numpy()
     y = matmul(A, B, accumulator=acc, seed=seed)
+    return torch.from_numpy(np.ascontiguousarray(y)).to(device=a.device, dtype=a.dtype)
+
+
+def unit_mm(a: torch.Tensor, b: torch.Tensor, unit="h100", in_format="float16",
+            out_format="float32") -> torch.Tensor:
+    """``a @ b`` (2-D tensors) computed by a matrix unit: :func:`fpformat.gemm.mma` with
+    ``c = 0`` and ``quantize_inputs=True`` (``a`` and ``b`` rounded to nearest-even into
+    ``in_format`` first, values beyond its range clamped to its max).  ``unit``: a
+    preset name, a spec or a :class:`~fpformat.units.MatrixUnit`; no autograd.
+
+    Returns a tensor with ``a``'s dtype and device (the unit's float32 or float16 result
+    converted by torch: exact for float32 tensors)."""
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"a and b must be 2-D, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    A = a.detach().to("cpu", torch.float64).numpy()
+    B = b.detach().to("cpu", torch.float64).numpy()
+    y = mma(A, B, 0.0, unit, in_format, out_format, quantize_inputs=True)
     return torch.from_numpy(np.ascontiguousarray(y)).to(device=a.device, dtype=a.dtype)
 
 

@@ -32,9 +32,10 @@ import numpy as np
 from .block import BlockFormat
 from .files import atomic_write
 from .format import FloatFormat
-from .gemm import Accumulator, matmul
+from .gemm import Accumulator, matmul, mma
 from .presets import get_format
 from .scales import BlockEncoding
+from .units import get_unit
 
 ENUMERATE_LIMIT = 1 << 14
 STYLES = ("csv", "hex")
@@ -421,3 +422,190 @@ def write_dot_vectors(vectors: list[DotVector], a_fmt, b_fmt, out_fmt, path: str
             else:
                 fh.write(f"{''.join(f'{c:0{wa}X}' for c in v.a_codes)} "
                          f"{''.join(f'{c:0{wb}X}' for c in v.b_codes)} {v.acc_code:0{wo}X}\n")
+
+
+# --------------------------------------------------------------------------------- mma vectors
+#: Fixed (non-random) vectors an mma set may hold at most, on top of ``count``.
+MMA_FIXED_MAX = 64
+
+
+@dataclass(frozen=True)
+class MmaVector:
+    """One golden vector for a matrix unit: ``d = a . b + c`` of one output element.
+
+    kind: ``edge`` (a term at the alignment window's last bit or just below it, or at the
+        result's rounding point: truncation, ties and the carry bit show here), ``carry``
+        (products >= 2), ``cancel`` (large terms cancelling), ``zero`` (an exact cancellation
+        to +0), ``below-window`` (terms too small for the window), ``subnormal`` (subnormal
+        inputs, addends or results), ``overflow``, ``special`` (NaN and infinities),
+        ``random`` or ``gaussian``.
+    a_codes, b_codes: k codes each (the input format), k order; c_code: the addend (output
+    format); d_code, d_value: the expected result (output format; a NaN result is the format's
+    canonical NaN code, any NaN is right).
+    """
+    kind: str
+    a_codes: tuple[int, ...]
+    b_codes: tuple[int, ...]
+    c_code: int
+    d_code: int
+    d_value: float
+
+
+def _pow2_pair(f: FloatFormat, x: int) -> tuple[float, float] | None:
+    """Values ``(a, b)`` of ``f`` with ``a * b == 2**x`` (normal ones where possible)."""
+    lo = f.emin - f.man_bits if f.subnormals else f.emin
+    for xa in sorted(range(lo, f.emax + 1), key=lambda e: (abs(e - x / 2), e)):
+        xb = x - xa
+        if lo <= xb <= f.emax:
+            return 2.0 ** xa, 2.0 ** xb
+    return None
+
+
+def mma_vectors(unit, in_format="float16", out_format="float32", k: int = 16, count: int = 100,
+                seed: int = 0) -> list[MmaVector]:
+    """Golden vectors for a matrix unit (:func:`fpformat.gemm.mma`): dot products of length
+    ``k`` (cut into the unit's blocks as a GEMM built from the instruction does) of
+    ``in_format`` codes plus an ``out_format`` addend.
+
+    ``unit``: a preset name (for these formats), a spec or a
+    :class:`~fpformat.units.MatrixUnit`.  Besides ``count`` random vectors (half with codes
+    uniform over the finite codes, half Gaussian data rounded into the format; addends Gaussian
+    or zero), the set always holds the cases that tell units apart (see :class:`MmaVector`):
+    terms at and just below the edge of the unit's alignment window and at the result's rounding
+    point (both signs, with and without a product >= 2 on top), carries, cancellation to zero,
+    terms below the window, subnormal inputs and results, overflow, NaN and infinities.
+    Deterministic in ``seed``."""
+    fi = _element_format(in_format, "in_format")
+    fo = _element_format(out_format, "out_format")
+    u = get_unit(unit, fi, fo)
+    u.tuples(fi, fo)                                       # the unit can take these formats
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k must be an int >= 2, got {k!r}")
+    k = int(k)
+    _check_size(count, k, f"(count + {MMA_FIXED_MAX} fixed vectors) * k {k}",
+                fixed=MMA_FIXED_MAX)
+    _check_seed(seed)
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, np.ndarray, np.ndarray, float]] = []
+
+    def add(kind, a, b, c=0.0):
+        xa, xb = np.zeros(k), np.zeros(k)
+        a, b = list(a)[:k], list(b)[:k]
+        xa[:len(a)], xb[:len(b)] = a, b
+        rows.append((kind, xa, xb, float(c)))
+
+    bits = fo.man_bits if u.result_bits is None else min(u.result_bits, fo.man_bits)
+    big_s = 2.0 - 2.0 ** -fi.man_bits                      # the largest significand: s*s >= 2
+    T = min(2 * fi.emax - 2, fo.emax - 3)                  # the top term's exponent
+    top = _pow2_pair(fi, T)
+    if top is not None:
+        window = 23 + u.extra_bits
+        offsets = sorted({window - 1, window, window + 1, window + 2, bits, bits + 1, bits + 2})
+        for carry in (False, True):
+            ta, tb = top
+            if carry:
+                ta, tb = ta * big_s, tb * big_s            # a product >= 2 at the top exponent
+            if not (np.isfinite(fi.quantize(np.array([ta, tb]))).all()):
+                continue
+            for j in offsets:
+                low = _pow2_pair(fi, T - j)
+                if low is None:
+                    continue
+                for sign in (1.0, -1.0):
+                    add("edge", [ta, sign * low[0]], [tb, low[1]])
+                odd = _pow2_pair(fi, T - bits)             # makes the result's last bit odd
+                if odd is not None and not carry:
+                    add("edge", [ta, odd[0], low[0]], [tb, odd[1], low[1]])
+    add("carry", [big_s] * k, [big_s] * k)
+    add("carry", [big_s, -1.0] + [big_s] * (k - 2), [big_s, 1.0] + [big_s] * (k - 2))
+    add("zero", [], [])
+    add("zero", [1.5, -1.5], [2.0, 2.0])
+    add("zero", [1.0], [1.0], -1.0)                        # the addend cancels the product
+    mx = fi.max
+    small = fi.quantize(rng.standard_normal(k - 2))
+    add("cancel", [mx, *small, -mx], [1.0] * k)
+    add("cancel", [mx, -mx * (1 - 2.0 ** -fi.man_bits)], [1.0, 1.0])
+    if top is not None:
+        tiny = _pow2_pair(fi, T - (23 + u.extra_bits) - 4)
+        if tiny is not None:
+            add("below-window", [top[0]] + [tiny[0]] * (k - 1), [top[1]] + [tiny[1]] * (k - 1))
+            add("below-window", [top[0]] + [-tiny[0]] * (k - 1), [top[1]] + [tiny[1]] * (k - 1))
+    sub = fi.min_subnormal
+    add("subnormal", [sub] * k, [1.0] * k)
+    add("subnormal", [sub, fi.min_normal], [fi.max, 1.0])
+    add("subnormal", [sub] * k, [sub] * k)
+    add("subnormal", [], [], fo.min_subnormal * 3)
+    add("subnormal", [sub], [sub], -fo.min_normal)
+    p_small = _pow2_pair(fi, fo.emin - 1)                  # a product in the subnormal range
+    if p_small is not None:
+        add("subnormal", [p_small[0]], [p_small[1]])
+        add("subnormal", [p_small[0], -p_small[0] / 2], [p_small[1], p_small[1]])
+    add("overflow", [mx] * k, [mx] * k)
+    add("overflow", [mx] * k, [mx] * k, fo.max)
+    add("overflow", [-mx] * k, [mx] * k, -fo.max)
+    specials = []
+    if fi.has_nan:
+        specials += [([np.nan], [1.0], 0.0)]
+    if fi.inf:
+        specials += [([np.inf], [1.0], 0.0), ([np.inf], [0.0], 0.0),
+                     ([np.inf, -np.inf], [1.0, 1.0], 0.0), ([-np.inf, 1.0], [1.0, 1.0], 0.0)]
+    specials += [([1.0], [1.0], np.inf), ([1.0], [1.0], -np.inf), ([1.0], [1.0], np.nan)]
+    if fi.inf:
+        specials.append(([np.inf], [1.0], -np.inf))
+    for a, b, c in specials:
+        add("special", a, b, c)
+    n_fixed = len(rows)
+    assert n_fixed <= MMA_FIXED_MAX, n_fixed
+    finite = _finite_codes(fi) if fi.bits <= 16 else None
+    for r in range(count):
+        if r % 2 == 0:
+            if finite is not None:
+                xa = fi.decode(rng.choice(finite, size=k))
+                xb = fi.decode(rng.choice(finite, size=k))
+            else:                                          # wide formats: any magnitude
+                xa = fi.quantize(rng.standard_normal(k) * np.exp2(rng.integers(-20, 20, k)))
+                xb = fi.quantize(rng.standard_normal(k) * np.exp2(rng.integers(-20, 20, k)))
+            c = 0.0
+            kind = "random"
+        else:
+            xa = fi.quantize(rng.standard_normal(k), saturate=True)
+            xb = fi.quantize(rng.standard_normal(k), saturate=True)
+            c = float(fo.quantize(np.array(rng.standard_normal() * 4), saturate=True)) \
+                if r % 4 == 1 else 0.0
+            kind = "gaussian"
+        add(kind, xa, xb, c)
+    A = fi.quantize(np.stack([r[1] for r in rows]))        # exact: every value is one of fi
+    B = fi.quantize(np.stack([r[2] for r in rows]))
+    C = fo.quantize(np.array([r[3] for r in rows]))
+    with np.errstate(invalid="ignore", over="ignore"):
+        D = mma(A[:, None, :], B[:, :, None], C[:, None, None], u, fi, fo)[:, 0, 0]
+    ca, cb = fi.encode(A), fi.encode(B)
+    cc, cd = fo.encode(C), fo.encode(D.astype(np.float64))
+    return [MmaVector(kind=rows[r][0], a_codes=tuple(int(x) for x in ca[r]),
+                      b_codes=tuple(int(x) for x in cb[r]), c_code=int(cc[r]),
+                      d_code=int(cd[r]), d_value=float(D[r])) for r in range(len(rows))]
+
+
+def write_mma_vectors(vectors: list[MmaVector], in_format, out_format, path: str,
+                      style: str = "csv", header: list[str] | None = None) -> None:
+    """Write mma vectors as CSV (``index,kind,a_codes,b_codes,c_code,d_code,d_value``; code lists
+    are space-separated hex, k order) or hex lines (``AA.. BB.. CC DD``: all a codes, all b
+    codes, the addend's code, the expected result's code)."""
+    _check_style(style)
+    fi = _element_format(in_format, "in_format")
+    fo = _element_format(out_format, "out_format")
+    wi, wo = (fi.bits + 3) // 4, (fo.bits + 3) // 4
+    with _open(path) as fh:
+        _write_header(fh, style, header)
+        if style == "csv":
+            fh.write("index,kind,a_codes,b_codes,c_code,d_code,d_value\n")
+        for i, v in enumerate(vectors):
+            if style == "csv":
+                a_hex = " ".join(f"{c:0{wi}X}" for c in v.a_codes)
+                b_hex = " ".join(f"{c:0{wi}X}" for c in v.b_codes)
+                fh.write(f"{i},{v.kind},{a_hex},{b_hex},{v.c_code:0{wo}X},{v.d_code:0{wo}X},"
+                         f"{v.d_value!r}\n")
+            else:
+                fh.write(f"{''.join(f'{c:0{wi}X}' for c in v.a_codes)} "
+                         f"{''.join(f'{c:0{wi}X}' for c in v.b_codes)} "
+                         f"{v.c_code:0{wo}X} {v.d_code:0{wo}X}\n")

@@ -159,3 +159,33 @@ def test_quantize_writes_exactly_the_output_name(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["output"] == str(out)
     assert np.load(out).shape == (50,)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quantized", "x.npy"]
+
+
+def test_vectors_mma(tmp_path, capsys):
+    from fpformat.vectors import mma_vectors
+    path = tmp_path / "mma.csv"
+    code, out, _ = run_cli(capsys, "vectors", "--op", "mma", "--unit", "h100", "--in-format",
+                           "float8_e4m3fn", "--k", "32", "--count", "6", "--out", str(path),
+                           "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["spec"] == "fma32/x-10/rtz/p13/min-133"
+    want = mma_vectors("h100", "float8_e4m3fn", "float32", k=32, count=6, seed=0)
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    assert lines[0] == "index,kind,a_codes,b_codes,c_code,d_code,d_value"
+    assert len(lines) == 1 + len(want) == 1 + summary["vectors"]
+    i, kind, a, b, c, d, _ = lines[1].split(",")
+    assert kind == want[0].kind and len(a.split()) == 32
+    assert int(d, 16) == want[0].d_code and int(c, 16) == want[0].c_code
+    hexpath = tmp_path / "mma.hex"
+    code, _, _ = run_cli(capsys, "vectors", "--op", "mma", "--unit", "fma16/x2/rne",
+                         "--out-format", "float16", "--k", "16", "--count", "2", "--style", "hex",
+                         "--out", str(hexpath))
+    rows = [ln for ln in hexpath.read_text().splitlines() if not ln.startswith("//")]
+    assert code == 0 and all(len(r.split()) == 4 and len(r.split()[3]) == 4 for r in rows)
+    for argv in (["--op", "mma", "--in-format", "float16"],             # no unit
+                 ["--op", "mma", "--unit", "h100", "-f", "e4m3"],        # a dot/convert option
+                 ["--op", "mma", "--unit", "v100", "--in-format", "bfloat16"],
+                 ["-f", "e4m3", "--unit", "h100"],
+                 ["--op", "dot", "--acc-format", "e8m13"]):                # dot without --format
+        code, _, err = run_cli(capsys, "vectors", *argv, "--out", str(tmp_path / "x.csv"))
+        assert code == 2 and "Traceback" not in err, argv

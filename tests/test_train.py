@@ -365,3 +365,73 @@ def test_accumulator_runs_every_gemm_exactly_as_emulated_mm():
     assert torch.equal(x.grad, emulated_mm(gy, w, acc))
     assert torch.equal(q.weight.grad, emulated_mm(gy.t(), x.detach(), acc))
     assert not torch.equal(x.grad, gy @ w)                # the accumulator is visible
+
+
+def test_matrix_unit_runs_every_gemm_exactly_as_mma():
+    """With a matrix unit the forward GEMM and both backward GEMMs equal fpformat.gemm.mma (with
+    quantize_inputs=True) bit for bit; a coarse unit makes a bypass visible."""
+    import numpy as np
+
+    from fpformat.gemm import mma
+    from fpformat.gemm_torch import unit_mm
+    torch.manual_seed(5)
+    spec = "fma4/x-12/rtz"                                 # an 11-bit window: visible
+    q = QuantLinear.from_linear(nn.Linear(24, 8), QuantConfig(fmt=None, matrix_unit=spec))
+    x = torch.randn(6, 24, requires_grad=True)
+    gy = torch.randn(6, 8)
+    y = q(x)
+    y.backward(gy)
+    w = q.weight.detach()
+
+    def ref(a, b):
+        d = mma(a.double().numpy(), b.double().numpy(), 0.0, spec, "float16", "float32",
+                quantize_inputs=True)
+        return torch.from_numpy(np.ascontiguousarray(d))
+
+    assert torch.equal(y.detach(), ref(x.detach(), w.t()) + q.bias.detach())
+    assert torch.equal(x.grad, ref(gy, w))
+    assert torch.equal(q.weight.grad, ref(gy.t(), x.detach()))
+    assert torch.equal(x.grad, unit_mm(gy, w, spec, "float16"))
+    assert x.grad.dtype == torch.float32
+    assert not torch.equal(x.grad, gy @ w)                # the unit is visible
+    with torch.no_grad():                                 # evaluation: the same forward GEMM
+        assert torch.equal(q(x), y)
+
+
+def test_matrix_unit_config_is_validated_and_keyed():
+    a = QuantConfig(matrix_unit="H100").to_dict()
+    assert a["matrix_unit"] == "h100" and a["matrix_unit_format"] == "float16"
+    b = QuantConfig(matrix_unit="b200", matrix_unit_format="float8_e4m3fn")
+    assert b.active and QuantConfig.from_dict(b.to_dict()) == b
+    assert "matrix_unit" not in QuantConfig().to_dict()
+    assert tiny(quant=QuantConfig(matrix_unit="h100")).to_dict() != \
+        tiny(quant=QuantConfig(matrix_unit="a100")).to_dict()
+    with pytest.raises(ValueError, match="accumulator.*matrix_unit"):
+        QuantConfig(accumulator="e8m13/rtz", matrix_unit="h100")
+    with pytest.raises(ValueError, match="matrix_unit"):
+        QuantConfig(matrix_unit="tpu")
+    with pytest.raises(ValueError, match="matrix_unit"):
+        QuantConfig(matrix_unit="v100", matrix_unit_format="bfloat16")   # no such preset
+    with pytest.raises(ValueError, match="matrix_unit"):
+        QuantConfig(matrix_unit="fma4/x0/rtz", matrix_unit_format="float32")  # too wide
+    with pytest.raises(ValueError, match="matrix_unit"):
+        QuantConfig(matrix_unit="mi300x")
+
+
+def test_cli_train_with_a_matrix_unit(tmp_path, capsys):
+    db = str(tmp_path / "runs.db")
+    small = [a if a != "24576" else "6144" for a in COMMON]
+    rc, out, err = _cli(capsys, "train", *small, "--format", "none", "--matrix-unit", "h100",
+                        "--db", db)
+    assert rc == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["matrix_unit"] == "h100" and r["matrix_unit_format"] == "float16"
+    assert math.isfinite(r["val_loss"]) and r["val_loss"] < math.log(256)
+    rc, out, _ = _cli(capsys, "train", *small, "--format", "none", "--db", db)
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["key"] != r["key"]
+    rc, _, err = _cli(capsys, "train", *small, "--format", "none", "--matrix-unit", "h100",
+                      "--accumulator", "e8m13/rtz")
+    assert rc == 2 and "accumulator" in err and "matrix_unit" in err and "Traceback" not in err
+    rc, _, err = _cli(capsys, "train", *small, "--format", "none",
+                      "--matrix-unit-format", "bfloat16")
+    assert rc == 2 and "--matrix-unit" in err

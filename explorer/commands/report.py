@@ -43,6 +43,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--accumulator", nargs="+", default=[], metavar="SPEC",
                    help="add an accumulation-error section for these accumulators, e.g. "
                         "e8m23 e8m13/rtz e8m13/rtz/chunk128")
+    p.add_argument("--matrix-unit", nargs="+", default=[], metavar="UNIT",
+                   help="add a section comparing matrix units (dot-product error against K): "
+                        "presets like h100 b200 v100 or specs like fma16/x2/rtz")
+    p.add_argument("--matrix-unit-format", default="float16", metavar="IN",
+                   help="input format of the --matrix-unit comparison (default float16; e.g. "
+                        "bfloat16, float8_e4m3fn); outputs are float32")
     p.add_argument("--json", action="store_true", help="print the written paths as JSON")
     return p
 
@@ -52,6 +58,7 @@ def run(args) -> int:
         runs=args.runs, law=args.law, propose=tuple(args.propose), bits=tuple(args.bits),
         params=args.params, tokens=args.tokens, budget=args.budget, block=args.block,
         sqnr_samples=args.sqnr_samples, seed=args.seed, accumulators=tuple(args.accumulator),
+        matrix_units=tuple(args.matrix_unit), matrix_unit_format=args.matrix_unit_format,
         command_line="fpx " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"]
         else "fpx report " + _reconstruct(args))
     paths = build_report(args.out, config, progress=True)
@@ -77,4 +84,10 @@ def _reconstruct(args) -> str:
               "--budget", f"{args.budget:g}", "--block", str(args.block)]
     if args.tokens is not None:
         parts += ["--tokens", f"{args.tokens:g}"]
+    if getattr(args, "accumulator", None):
+        parts += ["--accumulator", *args.accumulator]
+    if getattr(args, "matrix_unit", None):
+        parts += ["--matrix-unit", *args.matrix_unit]
+        if args.matrix_unit_format != "float16":
+            parts += ["--matrix-unit-format", args.matrix_unit_format]
     return shlex.join(parts)

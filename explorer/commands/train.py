@@ -55,6 +55,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--accumulator", default=None,
                    help="run every quantized layer's GEMMs through an emulated accumulator, e.g. "
                         "e8m13/rtz or e8m13/rtz/chunk128 (slow, exact; small models)")
+    p.add_argument("--matrix-unit", default=None, metavar="UNIT",
+                   help="run every quantized layer's GEMMs (forward and both backward) through a "
+                        "matrix unit: a preset (h100, a100, b200, ...) or a spec like "
+                        "fma16/x2/rtz; inputs rounded into --matrix-unit-format, float32 output "
+                        "(slow, bit-exact; small models)")
+    p.add_argument("--matrix-unit-format", default=None, metavar="IN",
+                   help="the matrix unit's input format (default float16; e.g. bfloat16, "
+                        "float8_e4m3fn)")
     p.add_argument("--capture", default=None, metavar="OUT.npz",
                    help="after training, save the weights, activations and output gradients of "
                         "every linear layer on a held-out batch (for fpx recommend --tensors)")
@@ -100,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
     # Every check below runs before train_ptq_capture writes anything (run row, checkpoints).
     q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=block,
                     rounding=rounding, targets=targets, seed=args.seed,
-                    accumulator=args.accumulator)
+                    accumulator=args.accumulator, matrix_unit=args.matrix_unit,
+                    matrix_unit_format=args.matrix_unit_format or "float16")
+    if args.matrix_unit_format is not None and args.matrix_unit is None:
+        raise ValueError("--matrix-unit-format needs --matrix-unit (the unit whose input format "
+                         "it is)")
     if q.fmt is not None:
         OperandSpec(q.fmt, q.block, q.rounding).build()      # unknown format -> error now
     cfg = TrainConfig(layers=args.layers, d_model=args.d_model, tokens=args.tokens, quant=q,
@@ -127,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
            "block": None if q.fmt is None or q.block is None else str(q.block),
            "targets": list(q.targets) if q.fmt else [], "skipped": r.skipped, "curve": r.curve,
            "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s, "ptq": list(outcome.ptq)}
+    if q.matrix_unit is not None:
+        out["matrix_unit"] = q.matrix_unit
+        out["matrix_unit_format"] = q.matrix_unit_format
     if args.json:
         print(json.dumps(out))
     else:
@@ -135,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"N = {r.params} non-embedding GEMM parameters, D = {r.tokens} tokens, "
               f"format {args.format}"
               + (f" (block {q.block}, {','.join(q.targets)})" if q.fmt else ""))
+        if q.matrix_unit is not None:
+            print(f"GEMMs through matrix unit {q.matrix_unit} ({q.matrix_unit_format} inputs, "
+                  "float32 output)")
         print(f"validation loss {r.val_loss:.4f} nats/token; {r.tokens_per_s:.0f} tok/s; "
               f"wall {r.wall_s:.1f} s")
         for row in outcome.ptq:

@@ -10,14 +10,17 @@ import fpformat
 from fpformat import FloatFormat, get_format
 from fpformat.files import check_output_path
 from fpformat.gemm import Accumulator, result_format
+from fpformat.units import get_unit
 from fpformat.vectors import (
     MAX_VECTOR_INPUTS,
     block_vectors,
     dot_vectors,
     element_vectors,
+    mma_vectors,
     write_block_vectors,
     write_dot_vectors,
     write_element_vectors,
+    write_mma_vectors,
 )
 
 
@@ -27,10 +30,20 @@ def add_parser(sub):
                                    "decoded value, always including every tie, the overflow and "
                                    "underflow boundaries, NaN, +-inf and +-0, plus COUNT "
                                    "random inputs.")
-    p.add_argument("--op", choices=["convert", "dot"], default="convert",
-                   help="convert: float32 -> format (default); dot: a multiply-accumulate unit")
-    p.add_argument("--format", "-f", required=True,
-                   help="format name or spec (with --op dot: the A operand's element format)")
+    p.add_argument("--op", choices=["convert", "dot", "mma"], default="convert",
+                   help="convert: float32 -> format (default); dot: a multiply-accumulate unit; "
+                        "mma: a matrix unit (tensor core), d = a.b + c")
+    p.add_argument("--format", "-f", default=None,
+                   help="format name or spec (with --op dot: the A operand's element format); "
+                        "required except with --op mma")
+    p.add_argument("--unit", default=None,
+                   help="--op mma: the matrix unit, a preset (h100, a100, b200, ...) or a spec "
+                        "like fma16/x2/rtz")
+    p.add_argument("--in-format", default=None,
+                   help="--op mma: the unit's input format (default float16), e.g. "
+                        "float8_e4m3fn, bfloat16, tf32")
+    p.add_argument("--out-format", default=None,
+                   help="--op mma: the unit's output format, float32 (default) or float16")
     p.add_argument("--b-format", default=None,
                    help="--op dot: B operand's format (default: --format)")
     p.add_argument("--acc-format", default=None, help="--op dot: accumulator format, e.g. e8m13")
@@ -75,10 +88,46 @@ def _run_dot(args, header: list[str]) -> int:
     return 0
 
 
+def _run_mma(args) -> int:
+    if not args.unit:
+        raise ValueError("--op mma needs --unit (a preset like h100 or a spec like fma16/x2/rtz)")
+    given = [o for o, v in (("--format", args.format), ("--b-format", args.b_format),
+                            ("--acc-format", args.acc_format), ("--chunk", args.chunk),
+                            ("--sr-bits", args.sr_bits)) if v is not None]
+    given += [o for o, bad in (("--fused-width", args.fused_width != 1),
+                               ("--order", args.order != "sequential"),
+                               ("--rounding", args.rounding != "rne"),
+                               ("--saturate", args.saturate)) if bad]
+    if given:
+        raise ValueError(f"{', '.join(given)} do not apply to --op mma (the unit fixes its "
+                         "rounding; give --unit, --in-format, --out-format)")
+    in_fmt = args.in_format or "float16"
+    out_fmt = args.out_format or "float32"
+    vecs = mma_vectors(args.unit, in_fmt, out_fmt, k=args.k, count=args.count, seed=args.seed)
+    unit = get_unit(args.unit, get_format(in_fmt), get_format(out_fmt))
+    header = [f"fpx vectors (fpformat {fpformat.__version__}): " + shlex.join(sys.argv[1:]),
+              f"matrix unit {unit} = {unit.spec}: d = a.b + c, a and b {in_fmt} (k {args.k}, "
+              f"blocks of {unit.fma}), c and d {out_fmt}"]
+    write_mma_vectors(vecs, in_fmt, out_fmt, args.out, args.style, header)
+    kinds = {k: sum(v.kind == k for v in vecs) for k in sorted({v.kind for v in vecs})}
+    summary = {"out": args.out, "vectors": len(vecs), "op": "mma", "unit": str(unit),
+               "spec": unit.spec, "in_format": in_fmt, "out_format": out_fmt, "kinds": kinds}
+    print(json.dumps(summary) if args.json
+          else f"wrote {len(vecs)} mma vectors to {args.out} {kinds}")
+    return 0
+
+
 def run(args) -> int:
     if args.count < 0:
         raise ValueError(f"--count must be >= 0, got {args.count}")
     check_output_path(args.out)            # before the work: a bad --out fails at once
+    if args.op == "mma":
+        return _run_mma(args)
+    if args.unit or args.in_format or args.out_format:
+        raise ValueError("--unit, --in-format and --out-format need --op mma")
+    if not args.format:
+        raise ValueError("--format is required (the element format; with --op dot the A "
+                         "operand's)")
     if args.op == "dot":
         header = [f"fpx vectors (fpformat {fpformat.__version__}): " + shlex.join(sys.argv[1:]),
                   f"dot product: A {args.format}, B {args.b_format or args.format}, accumulator "

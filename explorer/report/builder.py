@@ -27,6 +27,7 @@ from explorer.accumulation import accumulation_png, accumulation_study
 from explorer.blocks import CHANNEL_LOG2B
 from explorer.laws import CapybaraLaw, choose_law
 from explorer.progress import Progress
+from explorer.units_study import designer_notes, unit_png, unit_study
 from fpformat import get_format
 from fpformat.files import atomic_write
 
@@ -100,6 +101,8 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
     steps += [(f"proposal {f}", _proposal_section(f)) for f in proposed]
     if config.accumulators:
         steps.append(("accumulation", _section_accumulation))
+    if config.matrix_units:
+        steps.append(("matrix units", _section_matrix_units))
     if runs:
         steps += [("sweep", _section_sweep), ("fit", _section_fit)]
     steps.append(("reproducibility", _section_repro))
@@ -432,6 +435,37 @@ def _section_accumulation(ctx: _Context) -> Section:
                       for p in study.points),
                 caption=f"{study.trials}² dot products per point, {study.element_format} operands, "
                         f"seed {study.seed}."))
+    return s
+
+
+def _section_matrix_units(ctx: _Context) -> Section:
+    """Dot-product error of matrix units (tensor cores, presets or proposals) against K."""
+    c = ctx.config
+    study = unit_study(c.matrix_units, in_format=c.matrix_unit_format, seed=c.seed)
+    s = Section("Matrix units", anchor="matrix-units")
+    s.add(Para("A tensor core does not round each addition the way a scalar multiply-accumulate "
+               "does: it multiplies a block of `fma` pairs exactly, aligns every product (and the "
+               "running sum, its addend) to the block's largest exponent, keeps a window of a "
+               "fixed number of fraction bits below it (truncating the rest), adds the aligned "
+               "significands as integers and rounds the block's result once. Each line is one "
+               "unit emulated bit-exactly by `fpformat.gemm.mma` (presets reproduce measured "
+               "V100, A100 and H100 outputs bit for bit; docs/gemm.md): Gaussian operands "
+               f"rounded into {study.in_format}, K cut into the unit's blocks, each block's "
+               f"{study.out_format} result the next block's addend, compared with the exact dot "
+               "product."))
+    s.add(Figure("matrix_units", unit_png(study),
+                 "Median relative error of the dot product against K, one line per unit; "
+                 "dotted: each unit's result unit roundoff."))
+    s.add(Table(("unit", "spec", "K", "median rel. err", "p95 rel. err", "median err / Σ|p|"),
+                tuple((f"`{p.unit}`", f"`{p.spec}`", str(p.k), f"{p.median_relative:.2e}",
+                       f"{p.p95_relative:.2e}", f"{p.median_normalized:.2e}")
+                      for p in study.points),
+                caption=f"{study.trials}² dot products per point, {study.in_format} operands, "
+                        f"{study.out_format} results, seed {study.seed}. Spec: "
+                        "fma<products per block>/x<window bits beyond 23>/<result rounding>"
+                        "[/p<result bits>][/min<lowest anchor exponent>]."))
+    s.add(Para("What the differences mean for a designer:"))
+    s.add(Bullets(tuple(designer_notes(study))))
     return s
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from explorer.accumulation import parse_accumulator
 from explorer.blocks import CHANNEL_LOG2B, block_log2, parse_block
 from explorer.metrics import MAX_SAMPLES
+from fpformat import FloatFormat, get_format
+from fpformat.units import get_unit
 
 #: The bit widths the detailed sections cover by default (the 4-8 bit band hardware targets).
 DEFAULT_BITS: tuple[int, ...] = (4, 5, 6, 7, 8)
@@ -38,6 +40,10 @@ class ReportConfig:
         accumulators: accumulator specs (``explorer.accumulation.parse_accumulator``, e.g.
             ``"e8m13/rtz"``, ``"e8m13/rtz/chunk128"``) for the accumulation-error section; empty:
             no such section.
+        matrix_units: matrix units (preset names like ``"h100"`` or specs like
+            ``"fma16/x2/rtz"``, :func:`fpformat.units.get_unit`) for the matrix-unit section
+            (:mod:`explorer.units_study`); empty: no such section.
+        matrix_unit_format: the units' input format (default float16; outputs float32).
         command_line: the command line shown in the reproducibility section.
     """
 
@@ -52,6 +58,8 @@ class ReportConfig:
     sqnr_samples: int = 1 << 14
     seed: int = 0
     accumulators: tuple[str, ...] = ()
+    matrix_units: tuple[str, ...] = ()
+    matrix_unit_format: str = "float16"
     command_line: str | None = None
 
     def __post_init__(self) -> None:
@@ -60,6 +68,9 @@ class ReportConfig:
         if self.accumulators:
             for spec in self.accumulators:
                 parse_accumulator(spec)                  # ValueError naming the bad part
+        object.__setattr__(self, "matrix_units", tuple(self.matrix_units))
+        if self.matrix_units:
+            self._check_matrix_units()
         object.__setattr__(self, "bits", tuple(sorted(set(int(b) for b in self.bits))))
         if not self.bits:
             raise ValueError("bits must name at least one width")
@@ -83,6 +94,23 @@ class ReportConfig:
                              f"{self.sqnr_samples}")
         if not isinstance(self.law, str) or not self.law:
             raise ValueError("law must be 'paper' or the path of a fit JSON file")
+
+    def _check_matrix_units(self) -> None:
+        """``ValueError`` naming the unit or format that the matrix-unit section cannot use."""
+        try:
+            fi = get_format(self.matrix_unit_format)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"matrix_unit_format {self.matrix_unit_format!r}: {e}") from None
+        if not isinstance(fi, FloatFormat):
+            raise ValueError(f"matrix_unit_format must be an element format, got "
+                             f"{self.matrix_unit_format!r}")
+        if len(set(self.matrix_units)) != len(self.matrix_units):
+            raise ValueError(f"matrix_units: each unit once, got {' '.join(self.matrix_units)}")
+        for name in self.matrix_units:
+            try:
+                get_unit(name, fi, "float32").tuples(fi, get_format("float32"))
+            except (NotImplementedError, TypeError, ValueError) as e:
+                raise ValueError(f"matrix unit {name!r}: {e}") from None
 
     @property
     def tokens_or_default(self) -> float:

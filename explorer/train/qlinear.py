@@ -36,10 +36,11 @@ from torch import nn
 from explorer.accumulation import parse_accumulator
 from explorer.blocks import parse_block
 from fpformat import BlockFormat, FloatFormat, get_format
-from fpformat.gemm_torch import emulated_mm
+from fpformat.gemm_torch import emulated_mm, unit_mm
 from fpformat.kernels import specialize
 from fpformat.rounding import MODES
 from fpformat.torch import quantize, quantize_values
+from fpformat.units import get_unit
 
 
 class PerTarget(NamedTuple):
@@ -149,6 +150,13 @@ class QuantConfig:
         that accumulator.
         A slow, exact path for small models: it measures what accumulator precision does to
         training.
+    matrix_unit: None or a matrix unit (:func:`fpformat.units.get_unit`: a preset name like
+        ``"h100"`` or a spec like ``"fma16/x2/rtz"``): all three GEMMs of every quantized layer
+        then run through :func:`fpformat.gemm_torch.unit_mm` (:func:`fpformat.gemm.mma` with
+        float32 output), their inputs rounded into ``matrix_unit_format`` after the run's own
+        quantization.  Mutually exclusive with ``accumulator``.
+    matrix_unit_format: the unit's input format (default ``"float16"``); used only with
+        ``matrix_unit``.
     """
 
     fmt: str | None = None
@@ -160,11 +168,21 @@ class QuantConfig:
     include_head: bool = False
     attention: OperandSpec | None = None
     accumulator: str | None = None
+    matrix_unit: str | None = None
+    matrix_unit_format: str = "float16"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", parse_targets(self.targets))
         if self.accumulator is not None:
             parse_accumulator(self.accumulator)          # ValueError naming the bad part
+        if self.matrix_unit is not None:
+            if self.accumulator is not None:
+                raise ValueError(f"accumulator ({self.accumulator!r}) and matrix_unit "
+                                 f"({self.matrix_unit!r}) are mutually exclusive: a matrix unit "
+                                 "does its own accumulation; give one of them")
+            unit, fmt = _check_matrix_unit(self.matrix_unit, self.matrix_unit_format)
+            object.__setattr__(self, "matrix_unit", unit)
+            object.__setattr__(self, "matrix_unit_format", fmt)
         object.__setattr__(self, "block", parse_block(self.block))
         if self.fmt is not None and (not isinstance(self.fmt, str) or self.fmt.lower() == "none"):
             if isinstance(self.fmt, str):
@@ -201,7 +219,7 @@ class QuantConfig:
         """True when at least one GEMM input (or the attention inputs) is quantized, or the
         GEMMs run through an emulated accumulator."""
         return (any(self.spec(t) is not None for t in TARGETS) or self.attention is not None
-                or self.accumulator is not None)
+                or self.accumulator is not None or self.matrix_unit is not None)
 
     def to_dict(self) -> dict:
         """A JSON-able description (used in run configs and their hash)."""
@@ -212,7 +230,9 @@ class QuantConfig:
                 "attention": None if self.attention is None else
                 [self.attention.fmt, self.attention.block, self.attention.rounding],
                 # only when set, so configs (and run keys) without it are unchanged
-                **({"accumulator": self.accumulator} if self.accumulator else {})}
+                **({"accumulator": self.accumulator} if self.accumulator else {}),
+                **({"matrix_unit": self.matrix_unit,
+                    "matrix_unit_format": self.matrix_unit_format} if self.matrix_unit else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
@@ -224,7 +244,46 @@ class QuantConfig:
                    targets=tuple(d.get("targets", DEFAULT_TARGETS)), overrides=overrides,
                    seed=int(d.get("seed", 0)), include_head=bool(d.get("include_head", False)),
                    attention=None if att is None else OperandSpec(*att),
-                   accumulator=d.get("accumulator"))
+                   accumulator=d.get("accumulator"), matrix_unit=d.get("matrix_unit"),
+                   matrix_unit_format=d.get("matrix_unit_format", "float16"))
+
+
+def _check_matrix_unit(unit: object, in_format: object) -> tuple[str, str]:
+    """The matrix unit and its input format, normalised (lower case: ``H100`` and ``h100`` are
+    one run); ``ValueError`` naming ``matrix_unit`` or ``matrix_unit_format`` when the unit is
+    unknown, has no preset for the format, or cannot take it."""
+    if not isinstance(unit, str) or not unit.strip():
+        raise ValueError(f"matrix_unit must be a unit preset name or spec, got {unit!r}")
+    if not isinstance(in_format, str) or not in_format.strip():
+        raise ValueError(f"matrix_unit_format must be a format name, got {in_format!r}")
+    unit, in_format = unit.strip().lower(), in_format.strip()
+    try:
+        fi = get_format(in_format)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"matrix_unit_format {in_format!r}: {e}") from None
+    if not isinstance(fi, FloatFormat):
+        raise ValueError(f"matrix_unit_format must be an element format, got {in_format!r}")
+    try:
+        u = get_unit(unit, fi, "float32")
+        u.tuples(fi, get_format("float32"))             # the unit can take these inputs
+    except NotImplementedError as e:
+        raise ValueError(f"matrix_unit: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"matrix_unit {unit!r} with matrix_unit_format {in_format!r}: {e}"
+                         ) from None
+    return unit, in_format
+
+
+class _UnitGemm:
+    """A GEMM through a matrix unit (float32 output): ``a @ b`` by
+    :func:`fpformat.gemm_torch.unit_mm`."""
+
+    def __init__(self, unit: str, in_format: str):
+        self.in_format = get_format(in_format)
+        self.unit = get_unit(unit, self.in_format, "float32")
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return unit_mm(a, b, self.unit, self.in_format, "float32")
 
 
 def _seed(base: int, layer: int, target: int, step: int) -> int:
@@ -259,9 +318,11 @@ class _Operand:
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
-    """``a @ b``, through the emulated accumulator when one is configured."""
+    """``a @ b``, through the emulated accumulator or the matrix unit when one is configured."""
     if acc is None:
         return a @ b
+    if isinstance(acc, _UnitGemm):
+        return acc(a.contiguous(), b.contiguous())
     return emulated_mm(a.contiguous(), b.contiguous(), acc)
 
 
@@ -348,9 +409,11 @@ class QuantLinear(nn.Linear):
         if not isinstance(qcfg, QuantConfig):
             raise TypeError(f"qcfg must be a QuantConfig, got {type(qcfg).__name__}")
         self.qcfg = qcfg
-        self._acc = None
+        self._acc = None                 # the GEMM: None (torch), an Accumulator or a unit
         if qcfg.accumulator is not None:
             self._acc = parse_accumulator(qcfg.accumulator)
+        elif qcfg.matrix_unit is not None:
+            self._acc = _UnitGemm(qcfg.matrix_unit, qcfg.matrix_unit_format)
         cache: dict[OperandSpec, _Operand] = {}
         ops = []
         for t in TARGETS:
