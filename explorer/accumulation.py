@@ -37,6 +37,12 @@ from fpformat import get_format
 from fpformat.gemm import Accumulator, matmul
 from fpformat.rounding import MODES
 
+#: Axis labels of the error measures the accumulation and matrix-unit studies plot.
+MEASURES = {"median_normalized": "median |error| / Σ|products|",
+            "p95_normalized": "95th pct |error| / Σ|products|",
+            "median_relative": "median relative error",
+            "p95_relative": "95th pct relative error"}
+
 DEFAULT_ACCUMULATORS = ("e8m23", "e8m13/rtz", "e8m13/rtz/chunk128", "e8m10", "e8m7")
 DEFAULT_KS = (64, 256, 1024, 4096)
 
@@ -198,10 +204,7 @@ def accumulation_figure(study: AccumulationStudy, measure: str = "median_normali
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("K (products per dot product)")
-    names = {"median_normalized": "median |error| / Σ|products|",
-             "p95_normalized": "95th pct |error| / Σ|products|",
-             "median_relative": "median relative error", "p95_relative": "95th pct relative error"}
-    ax.set_ylabel(names[measure])
+    ax.set_ylabel(MEASURES[measure])
     ax.set_title(f"Accumulation error, {study.element_format} inputs (dotted: unit roundoff)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
@@ -209,12 +212,16 @@ def accumulation_figure(study: AccumulationStudy, measure: str = "median_normali
     return fig
 
 
-def accumulation_png(study: AccumulationStudy, measure: str = "median_normalized") -> bytes:
-    """:func:`accumulation_figure` as PNG bytes (reproducible: no timestamp metadata)."""
-    fig = accumulation_figure(study, measure)
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (reproducible: no timestamp metadata)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
+
+
+def accumulation_png(study: AccumulationStudy, measure: str = "median_normalized") -> bytes:
+    """:func:`accumulation_figure` as PNG bytes."""
+    return figure_png(accumulation_figure(study, measure))
 
 
 def markdown_table(study: AccumulationStudy) -> str:

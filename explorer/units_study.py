@@ -23,13 +23,13 @@ each point reports their medians and the 95th percentile of the relative error.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from explorer.accumulation import MEASURES, figure_png
 from fpformat import FloatFormat, get_format
 from fpformat.gemm import mma
 from fpformat.units import MatrixUnit, get_unit
@@ -184,10 +184,7 @@ def unit_figure(study: UnitStudy, measure: str = "median_relative"):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("K (products per dot product)")
-    names = {"median_relative": "median relative error",
-             "p95_relative": "95th pct relative error",
-             "median_normalized": "median |error| / Σ|products|"}
-    ax.set_ylabel(names[measure])
+    ax.set_ylabel(MEASURES[measure])
     ax.set_title(f"Matrix units, {study.in_format} inputs -> {study.out_format} "
                  f"(dotted: result unit roundoff)")
     ax.grid(True, which="major", alpha=0.3)
@@ -197,11 +194,8 @@ def unit_figure(study: UnitStudy, measure: str = "median_relative"):
 
 
 def unit_png(study: UnitStudy, measure: str = "median_relative") -> bytes:
-    """:func:`unit_figure` as PNG bytes (reproducible: no timestamp metadata)."""
-    fig = unit_figure(study, measure)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+    """:func:`unit_figure` as PNG bytes."""
+    return figure_png(unit_figure(study, measure))
 
 
 def markdown_table(study: UnitStudy) -> str:
