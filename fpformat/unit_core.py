@@ -8,15 +8,17 @@ the block FMA of NVIDIA tensor cores measured by Khattak and Mikaitis (arXiv 251
    ``M_in`` fraction bits and an exponent ``e`` (subnormals: the format's ``emin``), so that
    ``x = S * 2**(e - M_in)``.  Specials are marked by exponents ``EXP_INF``/``EXP_NAN``.
 2. Each product's significand ``P = Sa*Sb`` is exact, held with 23 fraction bits at the raw
-   exponent ``ea + eb``; ``P`` lies in [1, 4) for normal inputs.  A product with ``P >= 2`` is
-   normalised: one bit right (the bit dropped is zero for inputs of at most 11 significant
-   bits) and its exponent up by one.
-3. The block's largest exponent ``E`` (products and the addend ``c``, which enters as a float32
-   significand with 23 fraction bits; at least the unit's lowest anchor) anchors a window of
-   ``23 + n`` fraction bits, ``n`` the unit's extra alignment bits, plus one (the *carry bit*)
-   when the largest raw-exponent product has ``P >= 2`` and that exponent is not below
-   ``c``'s.  Every term is shifted to the window
-   and truncated (magnitude), optionally with a sticky bit for what fell out.
+   exponent ``ea + eb``; ``P`` lies in [1, 4) for normal inputs.  Without the carry bit a
+   product with ``P >= 2`` is normalised: one bit right (the bit dropped is zero for inputs of
+   at most 11 significant bits) and its exponent up by one.
+3. The block's largest exponent ``E`` (over the products' exponents, the addend ``c``, which
+   enters as a float32 significand with 23 fraction bits, and the unit's lowest anchor)
+   anchors a window of ``23 + n`` fraction bits, ``n`` the unit's extra alignment bits.  With
+   the carry bit (NVIDIA; the published models' formulation) products stay unnormalised and
+   ``E`` is taken over their raw exponents: a product with ``P >= 2`` at the top then brings
+   one more bit into the window than a normalised one would.  Each term, narrowed to ``23 + n``
+   bits at its own exponent when ``n < 0``, is shifted to the window and truncated
+   (magnitude), optionally with a sticky bit for what fell out.
 4. The aligned terms are added exactly as signed integers; a zero sum is +0.
 5. The sum is rounded once into the result format (the output format with the unit's result
    precision) by :func:`fpformat.core.quantize_bits`; a sum of ``2**(emax + 1)`` or more is
@@ -161,41 +163,57 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
         return _exact_block(sa, ea, sb, eb, c, U, F, C, V)
     if U[U_SUM] == SUM_PAIRWISE:
         return _pairwise_block(sa, ea, sb, eb, c, U)
-    big_at_max = False
-    if U[U_CARRY] != 0 and found and (sc == 0 or max_raw >= ec):
-        for k in range(size):
-            p = sa[k] * sb[k]
-            big_at_max |= (p != 0) & (ea[k] + eb[k] == max_raw) & (abs(p) >= big_p)
+    # 2. The window: 23 + n fraction bits below the anchor.  With the carry bit (the published
+    # models' formulation) products stay unnormalised, P in [1, 4) at the raw exponent, and the
+    # anchor is the largest raw exponent; without it products are normalised first.
+    raw_products = U[U_CARRY] != 0
+    anchor = max_raw if raw_products else max_exp
     if sc != 0:
-        max_exp = max(max_exp, ec)
-    max_exp = max(max_exp, U[U_MIN_EXP])
-    # 2. The window: 23 + n fraction bits below max_exp, one more for the carry bit.
-    n = U[U_EXTRA] + np.int64(big_at_max)
+        anchor = max(anchor, ec)
+    anchor = max(anchor, U[U_MIN_EXP])
+    n = U[U_EXTRA]
     sticky = U[U_STICKY] != 0
     # 3. Align, truncate and add.
     total = np.int64(0)
     for k in range(size):
         p = sa[k] * sb[k]
         mag = abs(p) << up
-        big = np.int64(mag >= (np.int64(2) << ACC_FRACTION_BITS))
+        big = np.int64(0) if raw_products else \
+            np.int64(mag >= (np.int64(2) << ACC_FRACTION_BITS))
         mag >>= big
         e = ea[k] + eb[k] + big
         mag = mag << n if n >= 0 else mag >> -n
         if sticky:
-            t = _shifted(mag, max(max_exp - e, 0), True)
+            t = _shifted(mag, max(anchor - e, 0), True)
         else:
-            t = mag >> min(max(max_exp - e, 0), 63)
+            t = mag >> min(max(anchor - e, 0), 63)
         total += t if p > 0 else -t
     if sc != 0:
         mag = abs(sc)
         mag = mag << n if n >= 0 else mag >> -n
-        t = _shifted(mag, max_exp - ec, sticky)
+        t = _shifted(mag, anchor - ec, sticky)
         total += t if sc > 0 else -t
     if total == 0:
         return 0.0
-    # 4. Round the exact sum once (|total| < 2**53: exact in float64).
-    s = np.float64(total) * 2.0 ** (max_exp - ACC_FRACTION_BITS - n - np.int64(sticky))
+    # 4. Round the exact sum once, through a float64 that rounds like it (round to odd).
+    s = _odd_float(total) * 2.0 ** (anchor - ACC_FRACTION_BITS - n - np.int64(sticky))
     return _round_result(s, False, U, F, C, V)
+
+
+@register_jitable
+def _odd_float(total):
+    """``total`` as a float64: exact below 2**53, else its round-to-odd neighbour (rounding
+    that float into a format of at most 50 fraction bits gives the exact value's rounding;
+    :mod:`fpformat.gemm_core`)."""
+    mag = abs(total)
+    shift = np.int64(0)
+    lost = np.int64(0)
+    while mag >= (np.int64(1) << 53):
+        lost |= mag & 1
+        mag >>= 1
+        shift += 1
+    v = np.float64(mag | lost) * 2.0 ** shift
+    return v if total > 0 else -v
 
 
 @register_jitable

@@ -50,8 +50,9 @@ class MatrixUnit:
     summation: str = "aligned"
     #: Fraction bits of the alignment window beyond float32's 23 (negative narrows it).
     extra_bits: int = 0
-    #: One more window bit when the largest raw-exponent product's significand is >= 2 (and its
-    #: exponent is not below the addend's), as NVIDIA's units behave.
+    #: Products stay unnormalised (significand in [1, 4)) and the window hangs below the largest
+    #: raw exponent, so a top product >= 2 brings one more bit in, as NVIDIA's units behave;
+    #: False normalises products first.
     carry_bit: bool = True
     #: Keep a sticky bit (the OR of the truncated bits) below the window.
     sticky: bool = False
@@ -76,8 +77,8 @@ class MatrixUnit:
                 raise TypeError(f"{pname} must be an int, got {type(v).__name__}")
         if not 1 <= self.fma <= 1 << 16:
             raise ValueError(f"fma must be in 1..65536 (products per block), got {self.fma}")
-        if not -23 <= self.extra_bits <= 24:
-            raise ValueError(f"extra_bits must be in -23..24 (window 0..47 fraction bits), "
+        if not -23 <= self.extra_bits <= 20:      # the block's integer sum stays in 63 bits
+            raise ValueError(f"extra_bits must be in -23..20 (window 0..43 fraction bits), "
                              f"got {self.extra_bits}")
         if self.summation not in SUMMATIONS:
             raise ValueError(f"summation must be one of {', '.join(SUMMATIONS)}, "

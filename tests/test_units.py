@@ -210,3 +210,29 @@ def test_get_unit_errors_name_the_choices():
         get_unit("mi300x")
     with pytest.raises(ValueError, match="at most 11 mantissa bits"):
         mma(np.ones((1, 1)), np.ones((1, 1)), 0.0, MatrixUnit(fma=4), "float32")
+
+
+@pytest.mark.parametrize("rounding", ["rne", "rtz", "rto"])
+def test_wide_blocks_whose_integer_sum_passes_float64(rounding):
+    """A 4096-product block with a 43-bit window: the integer sum needs more than 53 bits, so it
+    reaches the final rounding as its round-to-odd float64 (still the exact value's rounding)."""
+    unit = MatrixUnit(fma=4096, extra_bits=20, rounding=rounding)
+    rng = np.random.default_rng(4)
+    f16 = get_format("float16")
+    a = f16.quantize(rng.uniform(1, 2, (2, 4096)) * np.exp2(rng.integers(-12, 12, (2, 4096))))
+    b = f16.quantize(rng.uniform(1, 2, (4096, 1)))
+    _check_against_reference(unit, "float16", "float32", a, b, np.zeros((2, 1)))
+
+
+def test_integer_sums_beyond_float64_round_to_odd():
+    """The block's integer sum reaches the final rounding as a float64: exact below 2**53, else
+    its round-to-odd neighbour, so that no double rounding happens (a float32 tie plus a tiny
+    remainder must round up, not to even)."""
+    from fpformat.unit_core import _odd_float
+    assert _odd_float((1 << 52) + 3) == float((1 << 52) + 3)
+    tie_plus = (1 << 60) + (1 << 36) + 1              # a float32 tie, plus 1
+    assert _odd_float(tie_plus) == (1 << 60) + (1 << 36) + (1 << 8)
+    assert _odd_float(-tie_plus) == -_odd_float(tie_plus)
+    f32 = get_format("float32")
+    assert f32.quantize(np.array([_odd_float(tie_plus)]))[0] == (1 << 60) + (1 << 37)
+    assert f32.quantize(np.array([float(tie_plus)]))[0] == 1 << 60   # what it would give

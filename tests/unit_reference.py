@@ -68,19 +68,21 @@ def unit_block(a, b, c: float, unit, in_fmt, out_fmt) -> float:
                           * Fraction(2) ** (_split(x, in_fmt.man_bits, in_fmt.emin, True)[1]
                                             + _split(y, in_fmt.man_bits, in_fmt.emin, True)[1])
                           for x, y in zip(a, b)], c, unit)
-    carry = False
-    if unit.carry_bit and terms:
-        top = max(t[2] for t in terms)
-        carry = any(t[3] for t in terms if t[2] == top) and (ec is None or top >= ec)
-    exps = [t[1] for t in terms] + ([ec] if ec is not None else [])
+    # With the carry bit, the published models' own formulation: products stay unnormalised
+    # (significand in [1, 4) at the raw exponent) and the window hangs below the largest raw
+    # exponent.  Without it, products are normalised and the window hangs below the largest
+    # normalised exponent.
+    exponent = 2 if unit.carry_bit else 1          # each term's raw or normalised exponent
+    placed = [(t[0], t[exponent]) for t in terms] + ([(cv, ec)] if ec is not None else [])
+    exps = [e for _, e in placed]
     big_e = max(exps)
     if unit.min_exponent is not None:
         big_e = max(big_e, unit.min_exponent)
-    n = unit.extra_bits + int(carry)
+    n = unit.extra_bits
     # A term with exponent e and 23 fraction bits, widened or narrowed to 23 + n bits, then
     # truncated to the window: multiples of 2**(big_e - 23 - n).
     total = Fraction(0)
-    for value, e, _, _ in terms + ([(cv, ec, None, None)] if ec is not None else []):
+    for value, e in placed:
         own = Fraction(2) ** (e - 23 - n) if n < 0 else None    # narrowing truncates first
         mag = abs(value)
         if own is not None:
