@@ -121,11 +121,8 @@ def unit_study(units: Sequence[str | MatrixUnit] = DEFAULT_UNITS,
             raise ValueError(f"{pname} must be an element format, got {given!r}")
     names, built = [], []
     for u in units:
-        try:
-            unit = get_unit(u, fi, fo)
-            unit.tuples(fi, fo)                       # the unit can take these formats
-        except NotImplementedError as e:
-            raise ValueError(str(e)) from None
+        unit = get_unit(u, fi, fo)
+        unit.tuples(fi, fo)                           # the unit can take these formats
         names.append(str(u) if not isinstance(u, MatrixUnit) else str(unit))
         built.append(unit)
     if len(set(names)) != len(names):
@@ -224,6 +221,10 @@ def _summation(d: dict) -> str:
         return "an exact sum of each block"
     if how == "pairwise":
         return "a float32 adder tree in each block"
+    if how in ("late", "odd-even"):
+        groups = " in even and odd groups" if how == "odd-even" else ""
+        return (f"the products aligned{groups} in a window of {23 + d['extra_bits']} fraction "
+                f"bits, the addend joined after them rounding toward -inf")
     return f"a window of {_window(d)} fraction bits below the block's largest exponent"
 
 

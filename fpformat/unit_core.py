@@ -58,8 +58,17 @@ U_LEN = 10
 
 #: Block sums (``U_SUM``): NVIDIA's aligned window (steps 2-5 above); the exact sum rounded once
 #: (AMD CDNA1); a binary tree of float32 additions, each rounded to nearest even with subnormal
-#: results flushed, the addend added last (AMD CDNA2).
-SUM_ALIGNED, SUM_EXACT, SUM_PAIRWISE = 0, 1, 2
+#: results flushed, the addend added last (AMD CDNA2); the products' aligned sum and then the
+#: addend, the smaller of the two aligned to the other rounding toward -inf (AMD CDNA3, "late
+#: partial sum"); the same with the even- and odd-indexed products summed apart first (CDNA3
+#: FP8).
+SUM_ALIGNED, SUM_EXACT, SUM_PAIRWISE, SUM_LATE, SUM_ODD_EVEN = 0, 1, 2, 3, 4
+#: Extra bits both operands of the late addition get when the products' sum is the smaller.
+LATE_EXTRA_BITS = 7
+#: With odd/even groups, an addend more than this many binades below the sum is truncated.
+LATE_TRUNCATE_BELOW = 25
+#: Exponent of a group without a nonzero product.
+EMPTY_GROUP_EXP = -1024
 
 
 @register_jitable
@@ -163,6 +172,8 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
         return _exact_block(sa, ea, sb, eb, c, U, F, C, V)
     if U[U_SUM] == SUM_PAIRWISE:
         return _pairwise_block(sa, ea, sb, eb, c, U)
+    if U[U_SUM] == SUM_LATE or U[U_SUM] == SUM_ODD_EVEN:
+        return _late_block(sa, ea, sb, eb, sc, ec, max_exp, U, F, C, V)
     # 2. The window: 23 + n fraction bits below the anchor.  With the carry bit (the published
     # models' formulation) products stay unnormalised, P in [1, 4) at the raw exponent, and the
     # anchor is the largest raw exponent; without it products are normalised first.
@@ -250,6 +261,83 @@ def _exact_block(sa, ea, sb, eb, c, U, F, C, V):
     if y == 0.0 and not overflow:
         return 0.0
     return _round_result(y, overflow, U, F, C, V)
+
+
+@register_jitable
+def _group(sa, ea, sb, eb, start, step, up, n):
+    """``(E, S)``: the products ``start, start+step, ...`` (unnormalised, 23 fraction bits)
+    widened by ``n >= 0`` bits, aligned to their largest raw exponent ``E`` and truncated; ``S``
+    their signed integer sum (units of ``2**(E - 23 - n)``).  No nonzero product: E = -1024."""
+    anchor = np.int64(EMPTY_GROUP_EXP)
+    for k in range(start, len(sa), step):
+        if sa[k] * sb[k] != 0:
+            anchor = max(anchor, ea[k] + eb[k])
+    total = np.int64(0)
+    for k in range(start, len(sa), step):
+        p = sa[k] * sb[k]
+        t = ((abs(p) << up) << n) >> min(max(anchor - ea[k] - eb[k], 0), 63)
+        total += t if p > 0 else -t
+    return anchor, total
+
+
+@register_jitable
+def _add_late(e1, s1, e2, s2, n, extra_1, truncate_far):
+    """AMD CDNA3's addition of two aligned sums ``s1 * 2**(e1 - 23 - n)`` and ``s2 * 2**(e2 -
+    23 - n)``: the one with the smaller exponent is shifted to the other's, its magnitude
+    truncated and one unit added when it is negative and bits were lost (rounding toward -inf);
+    when the first is the smaller, both first gain ``extra_1`` bits.  With ``truncate_far`` a
+    second operand more than ``LATE_TRUNCATE_BELOW`` binades below is only truncated.
+    Returns ``(E, S, n)`` of the signed sum."""
+    anchor = max(e1, e2)
+    shift = abs(e1 - e2)
+    m1, m2 = abs(s1), abs(s2)
+    if e1 < anchor:
+        n += extra_1
+        m1 <<= extra_1
+        m2 <<= extra_1
+        kept = m1 >> min(shift, 63)
+        m1 = kept + np.int64((kept << min(shift, 63)) != m1 and s1 < 0)
+    elif e2 < anchor:
+        kept = m2 >> min(shift, 63)
+        lost = (kept << min(shift, 63)) != m2
+        if truncate_far and e2 < anchor - LATE_TRUNCATE_BELOW:
+            lost = False
+        m2 = kept + np.int64(lost and s2 < 0)
+    return anchor, (-m1 if s1 < 0 else m1) + (-m2 if s2 < 0 else m2), n
+
+
+@register_jitable
+def _late_block(sa, ea, sb, eb, sc, ec, max_exp, U, F, C, V):
+    """SUM_LATE / SUM_ODD_EVEN (AMD CDNA3): products (unnormalised) summed in one aligned group
+    or in even and odd groups joined by :func:`_add_late`, then the addend ``c`` (its float32
+    significand widened to ``23 + n`` bits; exponent -126 when zero) joined the same way, with
+    7 extra bits when the products are the smaller; one rounding.  A product of 2**128 or more
+    makes the block ±inf (NaN with both signs)."""
+    if max_exp >= 128:
+        pos = False
+        neg = False
+        big_p = np.int64(2) << (2 * U[U_IN_M])
+        for k in range(len(sa)):
+            p = sa[k] * sb[k]
+            huge = p != 0 and ea[k] + eb[k] + np.int64(abs(p) >= big_p) >= 128
+            pos = pos or (huge and p > 0)
+            neg = neg or (huge and p < 0)
+        if pos or neg:
+            return np.nan if pos and neg else (np.inf if pos else -np.inf)
+    up = ACC_FRACTION_BITS - 2 * U[U_IN_M]
+    n = U[U_EXTRA]
+    if U[U_SUM] == SUM_LATE:
+        e, s = _group(sa, ea, sb, eb, 0, 1, up, n)
+    else:
+        e_even, s_even = _group(sa, ea, sb, eb, 0, 2, up, n)
+        e_odd, s_odd = _group(sa, ea, sb, eb, 1, 2, up, n)
+        e, s, n = _add_late(e_even, s_even, e_odd, s_odd, n, 0, False)
+    if sc == 0:
+        ec = np.int64(ACC_EMIN)
+    e, s, n = _add_late(e, s, ec, sc << n, n, LATE_EXTRA_BITS, U[U_SUM] == SUM_ODD_EVEN)
+    if s == 0:
+        return 0.0
+    return _round_result(_odd_float(s) * 2.0 ** (e - ACC_FRACTION_BITS - n), False, U, F, C, V)
 
 
 @register_jitable

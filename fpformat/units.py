@@ -27,11 +27,12 @@ from .format import FloatFormat, element_format
 from .rounding import MODES, call_tuple, value_tuple
 
 #: Input and output formats presets are defined for (any spelling get_format accepts).
-IN_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2")
+IN_FORMATS = ("float16", "bfloat16", "tf32", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+              "float8_e5m2fnuz")
 OUT_FORMATS = ("float32", "float16")
 #: How a block is summed: NVIDIA's aligned window, an exact sum (AMD CDNA1), a float32 tree
-#: (AMD CDNA2).
-SUMMATIONS = ("aligned", "exact", "pairwise")
+#: (AMD CDNA2), a late partial sum, whole or in odd/even groups (AMD CDNA3).
+SUMMATIONS = ("aligned", "exact", "pairwise", "late", "odd-even")
 #: Widest input significand the exact-product path holds (two of them in 23 fraction bits).
 MAX_INPUT_MAN_BITS = 11
 ROUNDINGS = tuple(m for m in MODES if m != "sr")
@@ -46,7 +47,9 @@ class MatrixUnit:
     #: How the block is summed: ``"aligned"`` (the window below; NVIDIA), ``"exact"`` (the exact
     #: sum of the products and ``c``, rounded once; AMD CDNA1) or ``"pairwise"`` (products in
     #: float32, a binary tree of float32 additions rounded to nearest even with subnormal results
-    #: flushed, ``c`` added last; AMD CDNA2, float32 outputs only).
+    #: flushed, ``c`` added last; AMD CDNA2, float32 outputs only), ``"late"`` (the products'
+    #: aligned sum, then ``c``, the smaller aligned to the other rounding toward -inf; AMD CDNA3)
+    #: or ``"odd-even"`` (the same after summing even- and odd-indexed products apart; CDNA3 FP8).
     summation: str = "aligned"
     #: Fraction bits of the alignment window beyond float32's 23 (negative narrows it).
     extra_bits: int = 0
@@ -83,7 +86,13 @@ class MatrixUnit:
         if self.summation not in SUMMATIONS:
             raise ValueError(f"summation must be one of {', '.join(SUMMATIONS)}, "
                              f"got {self.summation!r}")
-        if self.summation != "aligned":
+        if self.summation in ("late", "odd-even"):
+            if self.sticky or self.result_bits is not None or self.min_exponent is not None \
+                    or self.rounding != "rne" or not 0 <= self.extra_bits <= 8:
+                raise ValueError(f"summation={self.summation!r} (AMD CDNA3) takes extra_bits "
+                                 f"in 0..8 and rounding 'rne', without sticky, result_bits or "
+                                 f"min_exponent")
+        elif self.summation != "aligned":
             window = {"extra_bits": self.extra_bits != 0, "sticky": self.sticky,
                       "result_bits": self.result_bits is not None,
                       "min_exponent": self.min_exponent is not None}
@@ -117,7 +126,9 @@ class MatrixUnit:
     def spec(self) -> str:
         """``fma<N>/x<extra>/<rounding>[/p<bits>][/min<exp>][/sticky][/nocarry][/ftzin]
         [/ftzout]``, which :func:`get_unit` parses back."""
-        window = f"x{self.extra_bits}" if self.summation == "aligned" else self.summation
+        window = (f"x{self.extra_bits}" if self.summation == "aligned" else
+                  f"{self.summation}{self.extra_bits}" if self.summation in ("late", "odd-even")
+                  else self.summation)
         parts = [f"fma{self.fma}", window, self.rounding]
         if self.result_bits is not None:
             parts.append(f"p{self.result_bits}")
@@ -152,9 +163,10 @@ class MatrixUnit:
         if out_format.exp_bits > 8 or out_format.man_bits > 23 or not out_format.signed:
             raise ValueError(f"out_format must be a signed format within float32 (the unit "
                              f"accumulates float32 significands), got {out_format}")
-        if self.summation == "pairwise" and out_format != element_format("float32"):
-            raise ValueError(f"summation='pairwise' units add in float32: out_format must be "
-                             f"float32, got {out_format}")
+        if self.summation in ("pairwise", "late", "odd-even") and \
+                out_format != element_format("float32"):
+            raise ValueError(f"summation={self.summation!r} units add in float32: out_format "
+                             f"must be float32, got {out_format}")
         bits = out_format.man_bits if self.result_bits is None else \
             min(self.result_bits, out_format.man_bits)
         result = FloatFormat(out_format.exp_bits, bits, bias=out_format.bias,
@@ -219,16 +231,24 @@ _GPUS: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
     **{gpu: {(i, "float32"): dict(fma=4, summation="pairwise", rounding="rne",
                                   subnormal_inputs=False, subnormal_outputs=False)
              for i in ("float16", "bfloat16")} for gpu in ("mi210", "mi250")},
+    # AMD CDNA3 (models/MI300MC.m; MI300A, MI300X): late partial sum, neab 1; FP8 (FNUZ
+    # inputs) in odd/even groups of 16.
+    **{gpu: {**{(i, "float32"): dict(fma=8, summation="late", extra_bits=1, rounding="rne")
+                for i in ("float16", "bfloat16")},
+             ("tf32", "float32"): dict(fma=4, summation="late", extra_bits=1, rounding="rne"),
+             **{(i, "float32"): dict(fma=16, summation="odd-even", extra_bits=1,
+                                     rounding="rne")
+                for i in ("float8_e4m3fnuz", "float8_e5m2fnuz")}}
+       for gpu in ("mi300a", "mi300x")},
 }
 _PRESETS = {(u, i, o): fields for u, rows in _GPUS.items() for (i, o), fields in rows.items()}
 
 
 #: Units by name (case-insensitive), each with the (input, output) formats it has.
 UNITS = tuple(sorted({u for u, _, _ in _PRESETS}))
-#: Units whose published models need features this model does not have yet.
-NOT_YET = {"mi300a", "mi300x"}
 
-_SPEC = re.compile(r"^fma(?P<fma>\d+)/(?:x(?P<extra>-?\d+)|(?P<sum>exact|pairwise))"
+_SPEC = re.compile(r"^fma(?P<fma>\d+)/(?:x(?P<extra>-?\d+)|(?P<sum>exact|pairwise)"
+                   r"|(?P<late>late|odd-even)(?P<late_extra>\d+))"
                    r"/(?P<rounding>[a-z]+)"
                    r"(?:/p(?P<bits>\d+))?(?:/min(?P<min>-?\d+))?"
                    r"(?P<flags>(?:/(?:sticky|nocarry|ftzin|ftzout))*)$")
@@ -257,19 +277,14 @@ def get_unit(name, in_format="float16", out_format="float32") -> MatrixUnit:
     m = _SPEC.match(key)
     if m:
         flags = set(filter(None, m["flags"].split("/")))
-        return MatrixUnit(fma=int(m["fma"]), summation=m["sum"] or "aligned",
-                          extra_bits=int(m["extra"] or 0), rounding=m["rounding"],
+        return MatrixUnit(fma=int(m["fma"]), summation=m["sum"] or m["late"] or "aligned",
+                          extra_bits=int(m["extra"] or m["late_extra"] or 0),
+                          rounding=m["rounding"],
                           result_bits=int(m["bits"]) if m["bits"] else None,
                           min_exponent=int(m["min"]) if m["min"] else None,
                           sticky="sticky" in flags, carry_bit="nocarry" not in flags,
                           subnormal_inputs="ftzin" not in flags,
                           subnormal_outputs="ftzout" not in flags, name=key)
-    if key in NOT_YET:
-        raise NotImplementedError(
-            f"unit {name!r}: AMD CDNA3 matrix cores add the addend after the products (late "
-            f"partial sum, its alignment rounded toward -inf) and group FP8 products odd/even, "
-            f"which fpformat's MatrixUnit does not model yet (docs/gemm.md); presets so far: "
-            f"{', '.join(UNITS)}")
     if key not in UNITS:
         raise ValueError(f"unknown unit {name!r}: presets are {', '.join(UNITS)}, or a spec like "
                          f"'fma16/x2/rtz' (fma<N>/x<extra bits>/<rounding>[/p<bits>][/sticky]"

@@ -79,7 +79,7 @@ def test_cli_report_writes_the_matrix_unit_section(tmp_path, capsys):
     (dict(matrix_units=("v100",), matrix_unit_format="bfloat16"), "v100"),
     (dict(matrix_units=("h100", "h100")), "each unit once"),
     (dict(matrix_units=("h100",), matrix_unit_format="mxfp4"), "element format"),
-    (dict(matrix_units=("mi300x",)), "mi300x")])
+    (dict(matrix_units=("mi300x",), matrix_unit_format="float8_e4m3fn"), "mi300x")])
 def test_bad_matrix_unit_settings_are_value_errors(kw, message):
     with pytest.raises(ValueError, match=message):
         ReportConfig(**kw)

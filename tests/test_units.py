@@ -61,7 +61,11 @@ aligned = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 3, 4, 8, 16, 32]),
                   result_bits=st.sampled_from([None, 5, 10, 13]),
                   min_exponent=st.sampled_from([None, -133, -20, -3]),
                   subnormal_inputs=st.booleans(), subnormal_outputs=st.booleans())
-units = st.one_of(aligned, other_sums)
+late_sums = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 4, 8, 16]),
+                      summation=st.sampled_from(["late", "odd-even"]),
+                      extra_bits=st.integers(0, 8), rounding=st.just("rne"),
+                      subnormal_inputs=st.booleans(), subnormal_outputs=st.booleans())
+units = st.one_of(aligned, other_sums, late_sums)
 
 
 def _check_against_reference(unit, in_name, out_name, a, b, c) -> None:
@@ -83,8 +87,8 @@ def _check_against_reference(unit, in_name, out_name, a, b, c) -> None:
        out_name=st.sampled_from(["float32", "float16"]), k=st.integers(1, 40),
        seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([2, 8, 30]))
 def test_kernel_matches_the_reference_on_random_units(unit, in_name, out_name, k, seed, spread):
-    if unit.summation == "pairwise":
-        out_name = "float32"                        # pairwise units add in float32
+    if unit.summation in ("pairwise", "late", "odd-even"):
+        out_name = "float32"                        # these units add in float32
     rng = np.random.default_rng(seed)
     fi, fo = get_format(in_name), get_format(out_name)
     a = _values(fi, rng, 3 * k, spread).reshape(3, k)
@@ -96,12 +100,14 @@ def test_kernel_matches_the_reference_on_random_units(unit, in_name, out_name, k
 
 EDGE_UNITS = [get_unit("h100", "float16", "float32"), get_unit("h100", "float8_e4m3fn"),
               get_unit("v100", "float16", "float16"), get_unit("mi100"), get_unit("mi250"),
+              get_unit("mi300x"), get_unit("mi300a", "float8_e5m2fnuz"),
               MatrixUnit(fma=4, extra_bits=3, sticky=True, rounding="rne")]
 
 
 @pytest.mark.parametrize("unit", EDGE_UNITS, ids=lambda u: str(u))
 def test_kernel_matches_the_reference_on_edge_cases(unit):
-    in_name = "float8_e4m3fn" if "e4m3" in str(unit) else "float16"
+    in_name = "float8_e4m3fn" if "e4m3" in str(unit) else \
+        "float8_e5m2fnuz" if "e5m2fnuz" in str(unit) else "float16"
     out_name = "float16" if str(unit).endswith("float16") else "float32"
     fi = get_format(in_name)
     k = unit.fma
@@ -176,6 +182,8 @@ def test_custom_units_and_specs():
     assert get_unit("b200", "float8_e5m2").spec == "fma32/x2/rtz/min-133"
     assert get_unit("mi250", "bfloat16").spec == "fma4/pairwise/rne/ftzin/ftzout"
     assert get_unit("fma2/exact/rne") == get_unit("mi100", "bfloat16")
+    assert get_unit("mi300x", "float8_e4m3fnuz").spec == "fma16/odd-even1/rne"
+    assert get_unit("fma8/late1/rne") == get_unit("mi300a", "bfloat16")
     assert get_unit("fma8/x1/rtz/min-132/ftzout") == MatrixUnit(
         fma=8, extra_bits=1, min_exponent=-132, subnormal_outputs=False)
     rng = np.random.default_rng(2)
@@ -206,8 +214,10 @@ def test_get_unit_errors_name_the_choices():
         MatrixUnit(fma=3, summation="pairwise", rounding="rne")
     with pytest.raises(ValueError, match="out_format must be float32"):
         mma(np.ones((1, 4)), np.ones((4, 1)), 0.0, "fma4/pairwise/rne", "float16", "float16")
-    with pytest.raises(NotImplementedError, match="mi300x"):
-        get_unit("mi300x")
+    with pytest.raises(ValueError, match="mi300x' has no preset for float8_e4m3fn"):
+        get_unit("mi300x", "float8_e4m3fn")
+    with pytest.raises(ValueError, match="AMD CDNA3"):
+        MatrixUnit(fma=8, summation="late", extra_bits=1, rounding="rtz")
     with pytest.raises(ValueError, match="at most 11 mantissa bits"):
         mma(np.ones((1, 1)), np.ones((1, 1)), 0.0, MatrixUnit(fma=4), "float32")
 

@@ -62,6 +62,10 @@ def unit_block(a, b, c: float, unit, in_fmt, out_fmt) -> float:
         return 0.0
     if unit.summation == "exact":
         return _exact(sum(t[0] for t in terms) + cv, unit, out_fmt)
+    if unit.summation in ("late", "odd-even"):        # by position: odd/even groups
+        return _late([(_split(x, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs),
+                       _split(y, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs))
+                      for x, y in zip(a, b)], cv, unit, out_fmt)
     if unit.summation == "pairwise":                   # by position: the tree pairs slots
         return _pairwise([_split(x, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs)[0]
                           * _split(y, in_fmt.man_bits, in_fmt.emin, unit.subnormal_inputs)[0]
@@ -158,3 +162,50 @@ def _pairwise(products: list[Fraction], c: float, unit) -> float:
         while len(slots) > 1:
             slots = [flush(slots[i] + slots[i + 1]) for i in range(0, len(slots), 2)]
         return float(flush(flush(np.float32(c)) + slots[0]))
+
+
+def _late(splits, cv: Fraction, unit, out_fmt) -> float:
+    """AMD CDNA3: products (exact, at their raw exponents ``ea + eb``) truncated to a window of
+    ``23 + n`` fraction bits below their largest exponent and summed (whole, or in even and odd
+    groups joined below); then ``c``; each join aligns the operand with the smaller exponent to
+    the other's and rounds it toward -inf (7 extra bits first when the products are the smaller;
+    with odd/even groups an addend more than 25 binades below is truncated instead); one
+    rounding to nearest even."""
+    prods = [(sa * sb * Fraction(2) ** (ea + eb), ea + eb) if sa * sb != 0 else None
+             for (sa, ea), (sb, eb) in splits]
+    huge = [v for v, _ in filter(None, prods) if abs(v) >= Fraction(2) ** 128]
+    if huge:
+        signs = {v > 0 for v in huge}
+        return math.nan if len(signs) == 2 else math.copysign(math.inf, huge[0])
+    n = unit.extra_bits
+
+    def group(items):
+        live = [t for t in items if t is not None]
+        e = max((e for _, e in live), default=-1024)
+        q = Fraction(2) ** (e - 23 - n)
+        return e, sum(math.floor(abs(v) / q) * (1 if v > 0 else -1) for v, _ in live)
+
+    def join(e1, s1, e2, s2, n, extra_1, truncate_far):
+        top = max(e1, e2)
+        if e1 < top:
+            n += extra_1
+            s1, s2 = s1 * 2 ** extra_1, s2 * 2 ** extra_1
+            s1 = math.floor(Fraction(s1, 2 ** (top - e1)))
+        elif e2 < top:
+            v = Fraction(s2, 2 ** (top - e2))
+            s2 = math.floor(v) if not (truncate_far and e2 < top - 25) else math.trunc(v)
+        return top, s1 + s2, n
+
+    if unit.summation == "late":
+        e, total = group(prods)
+    else:
+        e_even, s_even = group(prods[0::2])
+        e_odd, s_odd = group(prods[1::2])
+        e, total, n = join(e_even, s_even, e_odd, s_odd, n, 0, False)
+    ec = max(floor_log2(abs(cv)), -126) if cv != 0 else -126
+    sc = cv / Fraction(2) ** (ec - 23 - n)
+    assert sc.denominator == 1
+    e, total, n = join(e, total, ec, int(sc), n, 7, unit.summation == "odd-even")
+    if total == 0:
+        return 0.0
+    return _exact(total * Fraction(2) ** (e - 23 - n), unit, out_fmt)

@@ -109,7 +109,7 @@ class ReportConfig:
         for name in self.matrix_units:
             try:
                 get_unit(name, fi, "float32").tuples(fi, get_format("float32"))
-            except (NotImplementedError, TypeError, ValueError) as e:
+            except (TypeError, ValueError) as e:
                 raise ValueError(f"matrix unit {name!r}: {e}") from None
 
     @property
