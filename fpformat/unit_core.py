@@ -19,7 +19,9 @@ the block FMA of NVIDIA tensor cores measured by Khattak and Mikaitis (arXiv 251
    one more bit into the window than a normalised one would.  Each term, narrowed to ``23 + n``
    bits at its own exponent when ``n < 0``, is shifted to the window and truncated
    (magnitude), optionally with a sticky bit for what fell out.
-4. The aligned terms are added exactly as signed integers; a zero sum is +0.
+4. The aligned terms are added exactly as signed integers (or, with a finite number of carry
+   bits, in a two's-complement adder of a sign bit, 2 integer bits and the carry bits above the
+   window's fraction bits, which wraps around); a zero sum is +0.
 5. The sum is rounded once into the result format (the output format with the unit's result
    precision) by :func:`fpformat.core.quantize_bits`; a sum of ``2**(emax + 1)`` or more is
    ±inf whatever the rounding mode, as the model has it.
@@ -54,7 +56,8 @@ U_OUT_EMIN = 6     # exponent of its smallest normal binade
 U_OUT_SUB = 7      # 1: subnormal results kept; 0: flushed to zero (sign kept)
 U_MIN_EXP = 8      # lowest exponent the window is anchored at
 U_SUM = 9          # how the block is summed: SUM_ALIGNED, SUM_EXACT or SUM_PAIRWISE
-U_LEN = 10
+U_CARRY_BITS = 10  # integer bits of the adder above the window's top binade; -1: unbounded
+U_LEN = 11
 
 #: Block sums (``U_SUM``): NVIDIA's aligned window (steps 2-5 above); the exact sum rounded once
 #: (AMD CDNA1); a binary tree of float32 additions, each rounded to nearest even with subnormal
@@ -204,11 +207,26 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
         mag = mag << n if n >= 0 else mag >> -n
         t = _shifted(mag, anchor - ec, sticky)
         total += t if sc > 0 else -t
+    if U[U_CARRY_BITS] >= 0:
+        # A two's-complement adder of a sign bit, 2 integer bits (a product is below 4) and the
+        # carry bits wraps around beyond them.
+        width = ACC_FRACTION_BITS + n + np.int64(sticky) + 3 + U[U_CARRY_BITS]
+        total = _wrap(total, width)
     if total == 0:
         return 0.0
     # 4. Round the exact sum once, through a float64 that rounds like it (round to odd).
     s = _odd_float(total) * 2.0 ** (anchor - ACC_FRACTION_BITS - n - np.int64(sticky))
     return _round_result(s, False, U, F, C, V)
+
+
+@register_jitable
+def _wrap(total, width):
+    """``total`` as a two's-complement integer of ``width`` bits (sign bit included) holds it:
+    the bits above are lost."""
+    if width >= 63:
+        return total
+    m = total & ((np.int64(1) << width) - 1)
+    return m - (np.int64(1) << width) if m >= (np.int64(1) << (width - 1)) else m
 
 
 @register_jitable

@@ -66,6 +66,10 @@ class MatrixUnit:
     #: Lowest exponent the alignment window is anchored at (None: no bound): tiny blocks are
     #: truncated as if their largest term were ``2**min_exponent``.
     min_exponent: int | None = None
+    #: Carry bits of the block adder beyond its sign bit and the 2 integer bits one product
+    #: needs (None: unbounded, as the published models have it); a sum that needs more wraps
+    #: around in two's complement, as a too-narrow hardware adder does.
+    carry_bits: int | None = None
     #: Subnormal inputs used as they are (False: read as zero).
     subnormal_inputs: bool = True
     #: Subnormal results kept (False: flushed to zero, sign kept).
@@ -117,6 +121,14 @@ class MatrixUnit:
                                               or not -1100 <= self.min_exponent <= 128):
             raise ValueError(f"min_exponent must be None or an int in -1100..128, "
                              f"got {self.min_exponent!r}")
+        if self.carry_bits is not None:
+            if isinstance(self.carry_bits, bool) or not isinstance(self.carry_bits, int) \
+                    or not 0 <= self.carry_bits <= 16:
+                raise ValueError(f"carry_bits must be None or an int in 0..16, "
+                                 f"got {self.carry_bits!r}")
+            if self.summation != "aligned":
+                raise ValueError(f"carry_bits bounds the aligned window's adder; it has no "
+                                 f"effect with summation={self.summation!r}")
         for pname in ("carry_bit", "sticky", "subnormal_inputs", "subnormal_outputs"):
             if not isinstance(getattr(self, pname), bool):
                 raise TypeError(f"{pname} must be a bool, got {getattr(self, pname)!r}")
@@ -134,6 +146,8 @@ class MatrixUnit:
             parts.append(f"p{self.result_bits}")
         if self.min_exponent is not None:
             parts.append(f"min{self.min_exponent}")
+        if self.carry_bits is not None:
+            parts.append(f"c{self.carry_bits}")
         carry = self.carry_bit or self.summation != "aligned"
         parts += [flag for flag, on in (("sticky", self.sticky), ("nocarry", not carry),
                                         ("ftzin", not self.subnormal_inputs),
@@ -150,6 +164,7 @@ class MatrixUnit:
                 "extra_bits": self.extra_bits, "window_fraction_bits": 23 + self.extra_bits,
                 "carry_bit": self.carry_bit, "sticky": self.sticky, "rounding": self.rounding,
                 "result_bits": self.result_bits, "min_exponent": self.min_exponent,
+                "carry_bits": self.carry_bits,
                 "subnormal_inputs": self.subnormal_inputs,
                 "subnormal_outputs": self.subnormal_outputs}
 
@@ -184,6 +199,7 @@ class MatrixUnit:
         t[unit_core.U_OUT_SUB] = int(self.subnormal_outputs)
         t[unit_core.U_MIN_EXP] = -(1 << 30) if self.min_exponent is None else self.min_exponent
         t[unit_core.U_SUM] = SUMMATIONS.index(self.summation)
+        t[unit_core.U_CARRY_BITS] = -1 if self.carry_bits is None else self.carry_bits
         return core.as_int64_tuple(t), result.params, C, V
 
 
@@ -250,7 +266,7 @@ UNITS = tuple(sorted({u for u, _, _ in _PRESETS}))
 _SPEC = re.compile(r"^fma(?P<fma>\d+)/(?:x(?P<extra>-?\d+)|(?P<sum>exact|pairwise)"
                    r"|(?P<late>late|odd-even)(?P<late_extra>\d+))"
                    r"/(?P<rounding>[a-z]+)"
-                   r"(?:/p(?P<bits>\d+))?(?:/min(?P<min>-?\d+))?"
+                   r"(?:/p(?P<bits>\d+))?(?:/min(?P<min>-?\d+))?(?:/c(?P<carry>\d+))?"
                    r"(?P<flags>(?:/(?:sticky|nocarry|ftzin|ftzout))*)$")
 
 
@@ -282,6 +298,7 @@ def get_unit(name, in_format="float16", out_format="float32") -> MatrixUnit:
                           rounding=m["rounding"],
                           result_bits=int(m["bits"]) if m["bits"] else None,
                           min_exponent=int(m["min"]) if m["min"] else None,
+                          carry_bits=int(m["carry"]) if m["carry"] else None,
                           sticky="sticky" in flags, carry_bit="nocarry" not in flags,
                           subnormal_inputs="ftzin" not in flags,
                           subnormal_outputs="ftzout" not in flags, name=key)

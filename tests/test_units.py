@@ -60,6 +60,7 @@ aligned = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 3, 4, 8, 16, 32]),
                                                                   "rtn", "rto"]),
                   result_bits=st.sampled_from([None, 5, 10, 13]),
                   min_exponent=st.sampled_from([None, -133, -20, -3]),
+                  carry_bits=st.sampled_from([None, None, 0, 1, 3]),
                   subnormal_inputs=st.booleans(), subnormal_outputs=st.booleans())
 late_sums = st.builds(MatrixUnit, fma=st.sampled_from([1, 2, 4, 8, 16]),
                       summation=st.sampled_from(["late", "odd-even"]),
@@ -246,3 +247,19 @@ def test_integer_sums_beyond_float64_round_to_odd():
     f32 = get_format("float32")
     assert f32.quantize(np.array([_odd_float(tie_plus)]))[0] == (1 << 60) + (1 << 37)
     assert f32.quantize(np.array([float(tie_plus)]))[0] == 1 << 60   # what it would give
+
+
+def test_too_few_carry_bits_wrap_around():
+    """Sixteen products of 1.75 * 1.75 (3.0625 each, sum 49) need 4 carry bits beyond the sign
+    and a product's 2 integer bits; an adder with 2 wraps (two's complement: 49 - 64 = -15), as
+    a too-narrow hardware adder does."""
+    a = np.full((1, 16), 1.75)
+    b = np.full((16, 1), 1.75)
+    assert float(mma(a, b, 0.0, "fma16/x2/rtz")[0, 0]) == 49.0
+    assert float(mma(a, b, 0.0, "fma16/x2/rtz/c4")[0, 0]) == 49.0
+    assert float(mma(a, b, 0.0, "fma16/x2/rtz/c3")[0, 0]) == 49.0 - 64     # range [-32, 32)
+    assert float(mma(a, b, 0.0, "fma16/x2/rtz/c2")[0, 0]) == 49.0 - 64     # [-16, 16): 17 - 32
+    _check_against_reference(get_unit("fma16/x2/rtz/c2"), "float16", "float32", a, b,
+                             np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="carry_bits bounds the aligned window"):
+        MatrixUnit(fma=4, summation="exact", carry_bits=2)

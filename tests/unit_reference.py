@@ -98,6 +98,11 @@ def unit_block(a, b, c: float, unit, in_fmt, out_fmt) -> float:
         else:
             t = math.floor(mag / quantum) * quantum
         total += t if value > 0 else -t
+    if unit.carry_bits is not None:                    # a two's-complement adder that wraps
+        step = Fraction(2) ** (big_e - 23 - n) / (2 if unit.sticky else 1)
+        width = 23 + n + int(unit.sticky) + 3 + unit.carry_bits      # sign, 2 integer bits
+        units = int(total / step) % 2 ** width
+        total = (units - 2 ** width if units >= 2 ** (width - 1) else units) * step
     if total == 0:
         return 0.0
     if abs(total) >= Fraction(2) ** (out_fmt.emax + 1):
