@@ -489,7 +489,7 @@ def _mma_rows(sa, ea, sb, eb, c, out, U, F, C, V, flat):
     d = c[t, i, j]
     for k0 in range(0, K, fma):
         k1 = min(k0 + fma, K)
-        d = unit_core.block_fma(sa[t, i, k0:k1], ea[t, i, k0:k1], sb[t, j, k0:k1],
+        d = unit_core.block_any(sa[t, i, k0:k1], ea[t, i, k0:k1], sb[t, j, k0:k1],
                                 eb[t, j, k0:k1], d, U, F, C, V)
     out[t, i, j] = d
 

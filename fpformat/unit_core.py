@@ -137,9 +137,52 @@ def _specials(sa, ea, sb, eb, sc, ec):
     return np.inf if pinf else -np.inf
 
 
+LOWEST = -(1 << 30)                 # below every exponent: zero products, empty maxima
+
+
+@register_jitable
+def _scan(sa, ea, sb, eb, c, U):
+    """``(sc, ec, top, max_raw, max_exp)``: ``c`` decomposed, the largest operand exponent
+    (``>= EXP_INF`` when an operand is special) and the largest raw and normalised exponents of
+    the nonzero products (``LOWEST`` when there is none)."""
+    big_p = np.int64(2) << (2 * U[U_IN_M])          # |Sa*Sb| from here on: P >= 2
+    lowest = np.int64(LOWEST)
+    sc, ec = decompose(c, ACC_FRACTION_BITS, ACC_EMIN, True)
+    top = lowest
+    max_raw = lowest
+    max_exp = lowest
+    for k in range(len(sa)):
+        ka, kb = ea[k], eb[k]
+        top = max(top, max(ka, kb))
+        p = sa[k] * sb[k]
+        big = np.int64(abs(p) >= big_p)
+        raw = ka + kb if p != 0 else lowest
+        max_raw = max(max_raw, raw)
+        max_exp = max(max_exp, raw + big)
+    return sc, ec, top, max_raw, max_exp
+
+
+@register_jitable
+def block_any(sa, ea, sb, eb, c, U, F, C, V):
+    """:func:`block_fma` for every summation, the CPU's: the exact and pairwise summations use
+    scratch arrays, which GPU device code cannot allocate."""
+    if U[U_SUM] != SUM_EXACT and U[U_SUM] != SUM_PAIRWISE:
+        return block_fma(sa, ea, sb, eb, c, U, F, C, V)
+    sc, ec, top, max_raw, _ = _scan(sa, ea, sb, eb, c, U)
+    if top >= EXP_INF or ec >= EXP_INF:
+        return _specials(sa, ea, sb, eb, sc, ec)
+    if max_raw == LOWEST and sc == 0:
+        return 0.0
+    if U[U_SUM] == SUM_EXACT:
+        return _exact_block(sa, ea, sb, eb, c, U, F, C, V)
+    return _pairwise_block(sa, ea, sb, eb, c, U)
+
+
 @register_jitable
 def block_fma(sa, ea, sb, eb, c, U, F, C, V):
-    """One block of the unit: ``round(sum_k a[k]*b[k] + c)`` over the block's operands.
+    """One block of the unit: ``round(sum_k a[k]*b[k] + c)`` over the block's operands, for the
+    aligned, late and odd/even summations (allocation-free: numba.cuda compiles it too; the
+    CPU kernels call :func:`block_any`).
 
     ``sa``/``ea`` and ``sb``/``eb``: the block's decomposed operands (:func:`decompose`; equal
     lengths, at most the unit's ``fma``); ``c`` a float64
@@ -151,30 +194,12 @@ def block_fma(sa, ea, sb, eb, c, U, F, C, V):
     load into a gather); zero products take the lowest exponent and add nothing."""
     size = len(sa)
     up = ACC_FRACTION_BITS - 2 * U[U_IN_M]          # product fraction bits -> 23
-    big_p = np.int64(2) << (2 * U[U_IN_M])          # |Sa*Sb| from here on: P >= 2
-    lowest = np.int64(-(1 << 30))
-    sc, ec = decompose(c, ACC_FRACTION_BITS, ACC_EMIN, True)
-    # 1. Specials, the largest raw exponent and the largest normalised one.
-    top = lowest                                    # the largest operand exponent: specials
-    max_raw = lowest
-    max_exp = lowest
-    for k in range(size):
-        ka, kb = ea[k], eb[k]
-        top = max(top, max(ka, kb))
-        p = sa[k] * sb[k]
-        big = np.int64(abs(p) >= big_p)
-        raw = ka + kb if p != 0 else lowest
-        max_raw = max(max_raw, raw)
-        max_exp = max(max_exp, raw + big)
+    sc, ec, top, max_raw, max_exp = _scan(sa, ea, sb, eb, c, U)
     if top >= EXP_INF or ec >= EXP_INF:
         return _specials(sa, ea, sb, eb, sc, ec)
-    found = max_raw > lowest
+    found = max_raw > LOWEST
     if not found and sc == 0:
         return 0.0
-    if U[U_SUM] == SUM_EXACT:
-        return _exact_block(sa, ea, sb, eb, c, U, F, C, V)
-    if U[U_SUM] == SUM_PAIRWISE:
-        return _pairwise_block(sa, ea, sb, eb, c, U)
     if U[U_SUM] == SUM_LATE or U[U_SUM] == SUM_ODD_EVEN:
         return _late_block(sa, ea, sb, eb, sc, ec, max_exp, U, F, C, V)
     # 2. The window: 23 + n fraction bits below the anchor.  With the carry bit (the published

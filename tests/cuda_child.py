@@ -325,6 +325,21 @@ def run_ptx() -> dict[str, str]:
         case(f"block:{spec}:{mode}", fc._block_kernel(B, FE, CE, FS, CS, want_out),
              (types.float32[:, ::1], types.uint64, types.uint8[:, ::1], sdt[:, ::1],
               types.float32[:, ::1]))
+    # The matrix-unit core (aligned and late summations) compiles as device code too.
+    from fpformat import unit_core
+    from fpformat.units import get_unit
+    def unit_kernel_for(U, F, C, V):
+        def unit_kernel(sa, ea, sb, eb, out):
+            i = cuda.grid(1)
+            if i < out.size:
+                out[i] = unit_core.block_fma(sa[i], ea[i], sb[i], eb[i], 0.0, U, F, C, V)
+        return pytypes.SimpleNamespace(py_func=unit_kernel)
+
+    for unit_name, fin in (("h100", "float8_e4m3fn"), ("mi300x", "float16")):
+        tuples = get_unit(unit_name, fin).tuples(get_format(fin), get_format("float32"))
+        case(f"unit:{unit_name}:{fin}", unit_kernel_for(*tuples),
+             (types.int64[:, ::1], types.int64[:, ::1], types.int64[:, ::1],
+              types.int64[:, ::1], types.float64[::1]))
     return results
 
 
