@@ -105,11 +105,7 @@ class AccumulationStudy:
                 or measure in ("accumulator", "label", "k")):
             raise ValueError(f"measure must be one of median_normalized, p95_normalized, "
                              f"median_relative, p95_relative; got {measure!r}")
-        out = {}
-        for a in self.accumulators:
-            pts = {p.k: getattr(p, measure) for p in self.points if p.accumulator == a}
-            out[a] = np.array([pts[k] for k in self.ks], dtype=float)
-        return out
+        return series_of(self.points, "accumulator", self.accumulators, self.ks, measure)
 
     def to_dict(self) -> dict:
         """JSON-ready: the inputs and a list of point dicts."""
@@ -210,6 +206,16 @@ def accumulation_figure(study: AccumulationStudy, measure: str = "median_normali
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def series_of(points, group: str, groups, ks, measure: str) -> dict[str, np.ndarray]:
+    """``{g: measure over ks}`` for each ``g`` of ``groups``, from points that carry the
+    attributes ``group``, ``k`` and ``measure`` (one point per group and K)."""
+    out = {}
+    for g in groups:
+        pts = {p.k: getattr(p, measure) for p in points if getattr(p, group) == g}
+        out[g] = np.array([pts[k] for k in ks], dtype=float)
+    return out
 
 
 def figure_png(fig) -> bytes:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from explorer.accumulation import MEASURES, figure_png
+from explorer.accumulation import MEASURES, figure_png, series_of
 from fpformat import FloatFormat, get_format
 from fpformat.gemm import mma
 from fpformat.units import MatrixUnit, get_unit
@@ -68,11 +68,7 @@ class UnitStudy:
         if measure not in ("median_relative", "p95_relative", "median_normalized"):
             raise ValueError(f"measure must be one of median_relative, p95_relative, "
                              f"median_normalized; got {measure!r}")
-        out = {}
-        for u in self.units:
-            pts = {p.k: getattr(p, measure) for p in self.points if p.unit == u}
-            out[u] = np.array([pts[k] for k in self.ks], dtype=float)
-        return out
+        return series_of(self.points, "unit", self.units, self.ks, measure)
 
     def growth(self, measure: str = "median_relative") -> dict[str, float]:
         """``{unit: slope}`` of log(error) against log(K) between the smallest and largest K
