@@ -111,24 +111,15 @@ class MatrixUnit:
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
                              f"got {self.rounding!r}")
-        if self.result_bits is not None and (isinstance(self.result_bits, bool)
-                                             or not isinstance(self.result_bits, int)
-                                             or not 1 <= self.result_bits <= 23):
-            raise ValueError(f"result_bits must be None or an int in 1..23, "
-                             f"got {self.result_bits!r}")
-        if self.min_exponent is not None and (isinstance(self.min_exponent, bool)
-                                              or not isinstance(self.min_exponent, int)
-                                              or not -1100 <= self.min_exponent <= 128):
-            raise ValueError(f"min_exponent must be None or an int in -1100..128, "
-                             f"got {self.min_exponent!r}")
-        if self.carry_bits is not None:
-            if isinstance(self.carry_bits, bool) or not isinstance(self.carry_bits, int) \
-                    or not 0 <= self.carry_bits <= 16:
-                raise ValueError(f"carry_bits must be None or an int in 0..16, "
-                                 f"got {self.carry_bits!r}")
-            if self.summation != "aligned":
-                raise ValueError(f"carry_bits bounds the aligned window's adder; it has no "
-                                 f"effect with summation={self.summation!r}")
+        for pname, lo, hi in (("result_bits", 1, 23), ("min_exponent", -1100, 128),
+                              ("carry_bits", 0, 16)):
+            v = getattr(self, pname)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                                  or not lo <= v <= hi):
+                raise ValueError(f"{pname} must be None or an int in {lo}..{hi}, got {v!r}")
+        if self.carry_bits is not None and self.summation != "aligned":
+            raise ValueError(f"carry_bits bounds the aligned window's adder; it has no "
+                             f"effect with summation={self.summation!r}")
         for pname in ("carry_bit", "sticky", "subnormal_inputs", "subnormal_outputs"):
             if not isinstance(getattr(self, pname), bool):
                 raise TypeError(f"{pname} must be a bool, got {getattr(self, pname)!r}")
@@ -136,8 +127,9 @@ class MatrixUnit:
     # ----------------------------------------------------------------------------- naming
     @property
     def spec(self) -> str:
-        """``fma<N>/x<extra>/<rounding>[/p<bits>][/min<exp>][/sticky][/nocarry][/ftzin]
-        [/ftzout]``, which :func:`get_unit` parses back."""
+        """``fma<N>/(x<extra>|exact|pairwise|late<extra>|odd-even<extra>)/<rounding>[/p<bits>]
+        [/min<exp>][/c<carry bits>][/sticky][/nocarry][/ftzin][/ftzout]``, which
+        :func:`get_unit` parses back."""
         window = (f"x{self.extra_bits}" if self.summation == "aligned" else
                   f"{self.summation}{self.extra_bits}" if self.summation in ("late", "odd-even")
                   else self.summation)
@@ -304,8 +296,8 @@ def get_unit(name, in_format="float16", out_format="float32") -> MatrixUnit:
                           subnormal_outputs="ftzout" not in flags, name=key)
     if key not in UNITS:
         raise ValueError(f"unknown unit {name!r}: presets are {', '.join(UNITS)}, or a spec like "
-                         f"'fma16/x2/rtz' (fma<N>/x<extra bits>/<rounding>[/p<bits>][/sticky]"
-                         f"[/nocarry][/ftzin][/ftzout])")
+                         f"'fma16/x2/rtz', 'fma4/exact/rne', 'fma8/late1/rne' (see "
+                         f"MatrixUnit.spec for the grammar)")
     i = _format_name(in_format, IN_FORMATS, "in_format")
     o = _format_name(out_format, OUT_FORMATS, "out_format")
     fields = _PRESETS.get((key, i, o))
