@@ -122,13 +122,19 @@ def restore_dtype(out: np.ndarray, kind, like=None):
     return out
 
 
-def _torch_values(t) -> tuple[np.ndarray, str]:
-    """``as_float_array`` of a CPU torch tensor: a float32/float64 view, or an exact float32
-    copy of a float16/bfloat16 tensor."""
+def tensor_kind(t) -> str:
+    """The float kind of a torch tensor; ``TypeError`` naming its dtype otherwise."""
     kind = str(t.dtype).replace("torch.", "")
     if kind not in FLOAT_KINDS:
         raise TypeError(f"tensor dtype must be float16, bfloat16, float32 or float64, "
                         f"got {t.dtype}")
+    return kind
+
+
+def _torch_values(t) -> tuple[np.ndarray, str]:
+    """``as_float_array`` of a CPU torch tensor: a float32/float64 view, or an exact float32
+    copy of a float16/bfloat16 tensor."""
+    kind = tensor_kind(t)
     if t.device.type != "cpu":
         raise ValueError(f"expected a CPU tensor, got device {t.device}")
     t = t.detach()

@@ -49,7 +49,7 @@ from .dispatch import JIT, seed_key, threads_for, want_specialized
 from .format import FloatFormat
 from .presets import get_format
 from .rounding import call_tuple
-from .units import MatrixUnit, get_unit
+from .units import get_unit
 
 ORDERS = ("sequential", "pairwise")
 MAX_ACC_MAN_BITS = 50
@@ -551,9 +551,7 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
     for f, pname in ((fi, "in_format"), (fo, "out_format")):
         if not isinstance(f, FloatFormat):
             raise ValueError(f"{pname} must be an element format, got {f}")
-    unit = get_unit(unit, fi, fo)
-    if not isinstance(unit, MatrixUnit):
-        raise TypeError(f"unit must be a MatrixUnit, a preset name or a spec, got {unit!r}")
+    unit = get_unit(unit, fi, fo)         # TypeError/ValueError for anything but a unit
     U, F, C, V = unit.tuples(fi, fo)
     A = _values_of(a, fi, "a", quantize_inputs)
     B = _values_of(b, fi, "b", quantize_inputs)

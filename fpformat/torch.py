@@ -17,17 +17,8 @@ import numpy as np
 import torch
 
 from . import cuda
-from .arrays import float_kind
+from .arrays import tensor_kind
 from .presets import get_format
-
-
-def _kind(t: torch.Tensor) -> str:
-    """The tensor's float kind; ``TypeError`` for other dtypes."""
-    try:
-        return float_kind(t.dtype)
-    except TypeError:
-        raise TypeError(f"tensor dtype must be float16, bfloat16, float32 or float64, "
-                        f"got {t.dtype}") from None
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -38,7 +29,7 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.device.type != "cpu":
         raise ValueError(f"expected a CPU tensor, got device {t.device}")
     t = t.detach()
-    kind = _kind(t)
+    kind = tensor_kind(t)
     if kind in ("float32", "float64", "float16"):
         return t.contiguous().numpy()
     u16 = t.contiguous().view(torch.int16).numpy().view(np.uint16)
@@ -69,7 +60,7 @@ def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool 
     f = get_format(fmt)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    _kind(x)
+    tensor_kind(x)
     if x.device.type == "cuda":
         return cuda.quantize(f, x.contiguous(), rounding, saturate, seed, sr_bits)
     if x.device.type != "cpu":
