@@ -20,15 +20,18 @@ inputs requires.  The default targets are Sun et al.'s three: ``fwd_w``, ``dgrad
 :func:`fpformat.torch.quantize` (fake quantization: values rounded into the format, kept in the
 tensor's dtype; the GEMM itself then runs in that dtype, i.e. with a wide accumulator).
 
-:func:`quantize_model` swaps the ``nn.Linear`` layers of any torch model for :class:`QuantLinear`
-(the classifier stays unquantized unless asked); :func:`dequantize_model` reverses it.
+:func:`quantize_model` swaps every GEMM module of a torch model for a quantized one sharing its
+parameters: ``nn.Linear`` -> :class:`QuantLinear`, ``transformers``' ``Conv1D`` (GPT-2 family,
+weight stored ``(in, out)``) and any type taught by :func:`register_gemm` -> :class:`QuantGemm`
+(the classifier stays unquantized unless asked); it reports what it quantized and refuses a
+model with nothing to quantize.  :func:`dequantize_model` reverses it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -334,7 +337,7 @@ class _QGemm(torch.autograd.Function):
     """y = q(x) q(W)^T + b with quantized inputs in both backward GEMMs."""
 
     @staticmethod
-    def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias, layer: QuantLinear):
+    def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias, layer: _QuantGemmMixin):
         ops = layer._ops
         cdtype = x2.dtype
         if torch.is_autocast_enabled(x2.device.type):
@@ -387,20 +390,11 @@ class _QGemm(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-class QuantLinear(nn.Linear):
-    """An ``nn.Linear`` whose GEMM inputs are quantized per a :class:`QuantConfig`.
-
-    ``step`` (set by the trainer each optimizer step) and ``layer_id`` feed the stochastic-rounding
-    seeds, so a run is reproducible and resumes bit-identically.  With no spec active the layer
-    computes exactly what ``nn.Linear`` computes (same values and gradients).
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 qcfg: QuantConfig | None = None, layer_id: int = 0, device=None, dtype=None):
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.layer_id = layer_id
-        self.step = 0
-        self.set_config(qcfg or QuantConfig())
+class _QuantGemmMixin:
+    """The quantized GEMM ``y = x W^T + b`` shared by :class:`QuantLinear` and :class:`QuantGemm`:
+    the config, its operand quantizers, the seeds' ``layer_id``/``step``, and the forward.  The
+    caller hands the weight in ``(out, in)`` orientation (a transposed view for modules that store
+    it ``(in, out)``; autograd transposes its gradient back)."""
 
     def set_config(self, qcfg: QuantConfig) -> None:
         """Replace the quantization config (builds the fpformat objects once)."""
@@ -421,6 +415,54 @@ class QuantLinear(nn.Linear):
             ops.append(None if s is None else cache[s])
         self._ops = PerTarget(*ops)
 
+    @property
+    def quantizes(self) -> bool:
+        """Whether any GEMM input is quantized or the GEMMs run through an emulated accumulator
+        or matrix unit (False: the layer computes exactly what the plain module computes)."""
+        return any(op is not None for op in self._ops) or self._acc is not None
+
+    def _gemm(self, x: torch.Tensor, weight: torch.Tensor, bias, out_features: int):
+        """``x (..., in) -> (..., out)`` through the quantized GEMM; ``weight`` is ``(out, in)``."""
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            y = self._forward_only(x2, weight, bias)
+        else:
+            y = _QGemm.apply(x2, weight, bias, self)
+        return y.reshape(*shape[:-1], out_features)
+
+    def _forward_only(self, x2: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+        """The forward GEMM alone (evaluation): same values as the training forward."""
+        ops = self._ops
+        seeds = _seeds(self.qcfg.seed, self.layer_id, self.step)
+        qx = ops.fwd_x(x2, 1, seeds.fwd_x) if ops.fwd_x is not None else x2
+        qw = ops.fwd_w(weight, 1, seeds.fwd_w) if ops.fwd_w is not None else weight
+        if self._acc is None:
+            return torch.nn.functional.linear(qx, qw.to(qx.dtype), bias)
+        y = _mm(qx, qw.to(qx.dtype).t(), self._acc)
+        return y if bias is None else y + bias.to(y.dtype)
+
+    def _specs_repr(self) -> str:
+        specs = [f"{t}={op.spec.label()}/{op.spec.rounding}"
+                 for t, op in self._ops._asdict().items() if op is not None]
+        return ", " + ", ".join(specs) if specs else ", unquantized"
+
+
+class QuantLinear(_QuantGemmMixin, nn.Linear):
+    """An ``nn.Linear`` whose GEMM inputs are quantized per a :class:`QuantConfig`.
+
+    ``step`` (set by the trainer each optimizer step) and ``layer_id`` feed the stochastic-rounding
+    seeds, so a run is reproducible and resumes bit-identically.  With no spec active the layer
+    computes exactly what ``nn.Linear`` computes (same values and gradients).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 qcfg: QuantConfig | None = None, layer_id: int = 0, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.layer_id = layer_id
+        self.step = 0
+        self.set_config(qcfg or QuantConfig())
+
     @classmethod
     def from_linear(cls, lin: nn.Linear, qcfg: QuantConfig, layer_id: int = 0) -> QuantLinear:
         """A QuantLinear sharing ``lin``'s parameters (no copy)."""
@@ -435,30 +477,72 @@ class QuantLinear(nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not any(op is not None for op in self._ops) and self._acc is None:
+        if not self.quantizes:
             return super().forward(x)
-        shape = x.shape
-        if not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
-            y = self._forward_only(x.reshape(-1, shape[-1]))
-            return y.reshape(*shape[:-1], self.out_features)
-        y = _QGemm.apply(x.reshape(-1, shape[-1]), self.weight, self.bias, self)
-        return y.reshape(*shape[:-1], self.out_features)
-
-    def _forward_only(self, x2: torch.Tensor) -> torch.Tensor:
-        """The forward GEMM alone (evaluation): same values as the training forward."""
-        ops = self._ops
-        seeds = _seeds(self.qcfg.seed, self.layer_id, self.step)
-        qx = ops.fwd_x(x2, 1, seeds.fwd_x) if ops.fwd_x is not None else x2
-        qw = ops.fwd_w(self.weight, 1, seeds.fwd_w) if ops.fwd_w is not None else self.weight
-        if self._acc is None:
-            return torch.nn.functional.linear(qx, qw.to(qx.dtype), self.bias)
-        y = _mm(qx, qw.to(qx.dtype).t(), self._acc)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+        return self._gemm(x, self.weight, self.bias, self.out_features)
 
     def extra_repr(self) -> str:
-        specs = [f"{t}={op.spec.label()}/{op.spec.rounding}"
-                 for t, op in self._ops._asdict().items() if op is not None]
-        return super().extra_repr() + (", " + ", ".join(specs) if specs else ", unquantized")
+        return super().extra_repr() + self._specs_repr()
+
+
+class QuantGemm(_QuantGemmMixin, nn.Module):
+    """The quantized replacement of a registered GEMM module (:func:`register_gemm`) other than
+    ``nn.Linear``: ``y = x W^T + b`` (``layout="out_in"``) or ``y = x W + b`` (``"in_out"``, e.g.
+    ``transformers``' ``Conv1D``), every GEMM input quantized per a :class:`QuantConfig` as in
+    :class:`QuantLinear`, blocks along each GEMM's reduction axis whichever way the weight is
+    stored.
+
+    It holds the module's own weight and bias parameters (shared, not copied) under their own
+    attribute names, so ``state_dict`` keys and shapes and tied weights are unchanged;
+    :func:`dequantize_model` puts the original module back.  With no spec active it computes
+    ``F.linear(x, W_out_in, b)``, for ``Conv1D`` the same ``addmm`` as the module itself.
+    """
+
+    def __init__(self, module: nn.Module, gemm: GemmType, qcfg: QuantConfig, layer_id: int = 0):
+        super().__init__()
+        w = getattr(module, gemm.weight, None)
+        if not isinstance(w, torch.Tensor) or w.dim() != 2:
+            raise ValueError(f"{type(module).__name__}.{gemm.weight}: expected a 2-D weight "
+                             f"tensor for GEMM type {gemm.module_type}, got "
+                             f"{type(w).__name__ if not isinstance(w, torch.Tensor) else w.shape}")
+        b = None if gemm.bias is None else getattr(module, gemm.bias, None)
+        self.gemm = gemm
+        self._weight_name, self._bias_name = gemm.weight, gemm.bias
+        setattr(self, gemm.weight, w)
+        if gemm.bias is not None:
+            setattr(self, gemm.bias, b)
+        if gemm.layout == "out_in":
+            self.out_features, self.in_features = w.shape
+        else:
+            self.in_features, self.out_features = w.shape
+        if b is not None and tuple(b.shape) != (self.out_features,):
+            raise ValueError(f"{type(module).__name__}.{gemm.bias}: expected shape "
+                             f"({self.out_features},) for weight {tuple(w.shape)} stored "
+                             f"{gemm.layout}, got {tuple(b.shape)}")
+        self.layer_id = layer_id
+        self.step = 0
+        self.set_config(qcfg)
+        object.__setattr__(self, _ORIGINAL, module)      # what dequantize_model puts back
+
+    @property
+    def weight_out_in(self) -> torch.Tensor:
+        """The weight as ``(out, in)``: the parameter itself or its transposed view."""
+        w = getattr(self, self._weight_name)
+        return w if self.gemm.layout == "out_in" else w.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input's last dimension is {x.shape[-1]}, expected in_features="
+                             f"{self.in_features}")
+        bias = None if self._bias_name is None else getattr(self, self._bias_name)
+        if not self.quantizes:
+            return torch.nn.functional.linear(x, self.weight_out_in, bias)
+        return self._gemm(x, self.weight_out_in, bias, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"{self.gemm.module_type}, in_features={self.in_features}, "
+                f"out_features={self.out_features}, layout={self.gemm.layout}"
+                + self._specs_repr())
 
 
 class _QKV:
@@ -472,34 +556,308 @@ class _QKV:
                         seed=self.seed if self.spec.rounding == "sr" else None)
 
 
-def quantize_model(model: nn.Module, qcfg: QuantConfig) -> nn.Module:
-    """Swap every ``nn.Linear`` of ``model`` (in place) for a :class:`QuantLinear` sharing its
-    parameters; layers named like a classifier (:data:`HEAD_NAMES`) are skipped unless
-    ``qcfg.include_head``.  Modules with a ``qk_quant`` attribute (our attention) get the
-    ``qcfg.attention`` spec.  Returns ``model``.  Calling it again re-configures the layers.
+#: What a registered GEMM module's ``build`` is called with: ``(module, qcfg, layer_id)``; it
+#: returns the quantized replacement (see :func:`register_gemm`).
+GemmBuild = Callable[[nn.Module, QuantConfig, int], nn.Module]
+LAYOUTS = ("out_in", "in_out")
+# The module a replacement stands for, kept outside ``_modules`` (not a child: no state_dict keys,
+# no second visit) so that dequantize_model and a re-configuring quantize_model can reach it.
+_ORIGINAL = "_fpx_gemm_original"
+
+
+@dataclass(frozen=True)
+class GemmType:
+    """A kind of module that computes one GEMM, ``y = x W^T + b``, as :func:`quantize_model`
+    knows it (see :func:`register_gemm`).
+
+    module_type: the class as ``"package.module.QualName"`` (subclasses match too).
+    layout: how the 2-D weight is stored: ``"out_in"`` (``nn.Linear``: ``y = x W^T + b``) or
+        ``"in_out"`` (``transformers``' ``Conv1D``: ``y = x W + b``).
+    weight, bias: the attribute names of the weight and bias (bias None: the module has none).
+    build: ``build(module, qcfg, layer_id) -> replacement``, or None for the default
+        (:class:`QuantLinear` for ``nn.Linear``, :class:`QuantGemm` for anything else).
+    """
+
+    module_type: str
+    layout: str = "out_in"
+    weight: str = "weight"
+    bias: str | None = "bias"
+    build: GemmBuild | None = None
+
+
+_GEMM_TYPES: dict[str, GemmType] = {}
+
+
+def _type_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_gemm(module_type: type | str, *, layout: str = "out_in", weight: str = "weight",
+                  bias: str | None = "bias", build: GemmBuild | None = None) -> GemmType:
+    """Teach :func:`quantize_model` a GEMM module type; returns its :class:`GemmType`.
+
+    module_type: an ``nn.Module`` subclass, or its path ``"package.module.QualName"`` (so a
+        library's class can be named without importing the library).  Subclasses match too; the
+        most derived registered class wins.  Registering a type again replaces its entry.
+    layout: ``"out_in"`` when the module computes ``y = x W^T + b`` with ``W`` of shape
+        ``(out, in)`` (``nn.Linear``), ``"in_out"`` when it computes ``y = x W + b`` with ``W``
+        of shape ``(in, out)`` (``transformers``' ``Conv1D``).  Blocks then run along each
+        GEMM's reduction axis whichever way ``W`` is stored.
+    weight, bias: attribute names of the 2-D weight and of the bias (``bias=None``: none).
+    build: ``build(module, qcfg, layer_id) -> nn.Module``, the quantized replacement, for
+        modules whose forward is more than that GEMM; it should share the module's parameters
+        (training must update the model's own weights), and subclassing :class:`QuantGemm`
+        gives it stochastic-rounding steps and :func:`specialize_kernels`.  None: the default
+        replacement, :class:`QuantGemm` (:class:`QuantLinear` for ``nn.Linear``), which refuses
+        modules holding parameters, buffers or submodules besides ``weight`` and ``bias``.
+    :func:`dequantize_model` puts the original module back in every case.
+    """
+    if isinstance(module_type, type):
+        if not issubclass(module_type, nn.Module):
+            raise ValueError(f"module_type must be a torch.nn.Module subclass or a "
+                             f"'package.module.ClassName' path, got class {module_type!r}")
+        path = _type_path(module_type)
+    elif isinstance(module_type, str) and "." in module_type.strip(".") and \
+            all(p.isidentifier() for p in module_type.split(".")):
+        path = module_type
+    else:
+        raise ValueError(f"module_type must be a torch.nn.Module subclass or a "
+                         f"'package.module.ClassName' path, got {module_type!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if not isinstance(weight, str) or not weight.isidentifier():
+        raise ValueError(f"weight must be an attribute name, got {weight!r}")
+    if bias is not None and (not isinstance(bias, str) or not bias.isidentifier()
+                             or bias == weight):
+        raise ValueError(f"bias must be None or an attribute name other than weight, "
+                         f"got {bias!r}")
+    if build is not None and not callable(build):
+        raise ValueError(f"build must be None or a callable (module, qcfg, layer_id) -> "
+                         f"nn.Module, got {type(build).__name__}")
+    g = GemmType(path, layout, weight, bias, build)
+    _GEMM_TYPES[path] = g
+    return g
+
+
+def gemm_types() -> tuple[GemmType, ...]:
+    """The registered GEMM module types, in registration order."""
+    return tuple(_GEMM_TYPES.values())
+
+
+register_gemm(nn.Linear, layout="out_in")
+# transformers (a test dependency only, never imported here) computes the GEMMs of the GPT-2
+# family in Conv1D, y = x W + b with W stored (in, out); named by path so explorer runs without
+# it.  Older releases defined the class in modeling_utils.
+register_gemm("transformers.pytorch_utils.Conv1D", layout="in_out")
+register_gemm("transformers.modeling_utils.Conv1D", layout="in_out")
+
+
+def _gemm_type_of(module: nn.Module) -> GemmType | None:
+    """The registered type of a plain (not yet quantized) module, or None."""
+    for cls in type(module).__mro__:
+        g = _GEMM_TYPES.get(_type_path(cls))
+        if g is not None:
+            return g
+    return None
+
+
+def _replaced_type(module: nn.Module) -> GemmType | None:
+    """The GEMM type a replacement made by :func:`quantize_model` (or a user's QuantLinear)
+    stands for; None for any other module."""
+    orig = module.__dict__.get(_ORIGINAL)
+    if orig is not None:
+        return _gemm_type_of(orig)
+    if isinstance(module, QuantGemm):
+        return module.gemm
+    if isinstance(module, QuantLinear):
+        return _GEMM_TYPES[_type_path(nn.Linear)]
+    return None
+
+
+def _check_plain_state(module: nn.Module, g: GemmType) -> None:
+    """The default replacements keep only weight and bias: refuse a module holding more."""
+    own = {g.weight, *(() if g.bias is None else (g.bias,))}
+    extra = ([n for n, _ in module.named_parameters(recurse=False) if n not in own]
+             + [n for n, _ in module.named_buffers(recurse=False)]
+             + [n for n, _ in module.named_children()])
+    if extra:
+        raise ValueError(f"{type(module).__name__} holds {', '.join(extra)} besides "
+                         f"{' and '.join(sorted(own))}; the default quantized replacement "
+                         "would drop them: register its type with register_gemm(..., build=...)")
+
+
+def _build(module: nn.Module, g: GemmType, qcfg: QuantConfig, layer_id: int) -> nn.Module:
+    if g.build is not None:
+        rep = g.build(module, qcfg, layer_id)
+        if not isinstance(rep, nn.Module):
+            raise TypeError(f"build for {g.module_type} must return an nn.Module, got "
+                            f"{type(rep).__name__}")
+    else:
+        _check_plain_state(module, g)
+        if isinstance(module, nn.Linear) and g.layout == "out_in" and g.weight == "weight":
+            rep = QuantLinear.from_linear(module, qcfg, layer_id=layer_id)
+        else:
+            rep = QuantGemm(module, g, qcfg, layer_id=layer_id)
+    if rep is not module:
+        object.__setattr__(rep, _ORIGINAL, module)
+    return rep
+
+
+def _install(child: nn.Module, g: GemmType, qcfg: QuantConfig, layer_id: int) -> nn.Module:
+    """``child`` quantized per ``qcfg``: re-configured in place when it is already one of ours,
+    else a new replacement (built from the original module when ``child`` is a user-built one)."""
+    if isinstance(child, _QuantGemmMixin):
+        child.set_config(qcfg)
+        child.layer_id = layer_id
+        return child
+    orig = child.__dict__.get(_ORIGINAL, child)
+    return _build(orig, g, qcfg, layer_id)
+
+
+def _restore(child: nn.Module) -> nn.Module:
+    """The plain module a replacement stands for, holding the replacement's current parameters
+    (a QuantLinear built directly becomes an ``nn.Linear``); any other module unchanged."""
+    orig = child.__dict__.get(_ORIGINAL)
+    if orig is None:
+        return _plain(child) if isinstance(child, QuantLinear) else child
+    if isinstance(child, _QuantGemmMixin):
+        names = ((child._weight_name, child._bias_name) if isinstance(child, QuantGemm)
+                 else ("weight", "bias"))
+        for n in names:
+            if n is not None and getattr(orig, n) is not getattr(child, n):
+                setattr(orig, n, getattr(child, n))
+    return orig
+
+
+def _output_embeddings(model: nn.Module) -> nn.Module | None:
+    """The classifier of a Hugging Face model (``get_output_embeddings()``), or None."""
+    get = getattr(model, "get_output_embeddings", None)
+    if not callable(get):
+        return None
+    try:
+        out = get()
+    except (NotImplementedError, AttributeError):
+        return None
+    return out if isinstance(out, nn.Module) else None
+
+
+@dataclass(frozen=True)
+class QuantizedGemms:
+    """What :func:`quantize_model` did.
+
+    names: qualified names of the GEMM modules now carrying the config, by ``layer_id``.
+    skipped: ``(name, reason)`` of the GEMM modules left unquantized (classifier heads without
+        ``include_head``; ``nn.MultiheadAttention``'s ``out_proj``, whose weight that module
+        uses directly, never calling its forward).
+    quantizes: whether the config quantizes any GEMM input or runs the GEMMs through an
+        emulated accumulator or matrix unit (False for an attention-only config).
+    attention: how many attention modules quantize q, k, v (``qcfg.attention``).
+    """
+
+    names: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    quantizes: bool
+    attention: int
+
+    @property
+    def count(self) -> int:
+        """How many GEMM modules compute a quantized GEMM (0 when the config quantizes none of
+        the GEMM inputs)."""
+        return len(self.names) if self.quantizes else 0
+
+    def __str__(self) -> str:
+        s = f"{self.count} of {len(self.names) + len(self.skipped)} GEMM modules quantized"
+        if self.skipped:
+            s += " (unquantized: " + ", ".join(f"{n}: {r}" for n, r in self.skipped) + ")"
+        return s
+
+
+def _quantizes_gemms(qcfg: QuantConfig) -> bool:
+    return (any(qcfg.spec(t) is not None for t in TARGETS) or qcfg.accumulator is not None
+            or qcfg.matrix_unit is not None)
+
+
+def quantize_model(model: nn.Module, qcfg: QuantConfig) -> QuantizedGemms:
+    """Swap every GEMM module of ``model`` (in place) for a quantized one sharing its parameters.
+
+    GEMM modules are those of a registered type (:func:`register_gemm`): ``nn.Linear`` (becomes
+    :class:`QuantLinear`), ``transformers``' ``Conv1D`` (the GPT-2 family; becomes a
+    :class:`QuantGemm` with its weight read as ``(in, out)``) and whatever else was registered.
+    The classifier (a GEMM module named like :data:`HEAD_NAMES`, or a Hugging Face model's
+    ``get_output_embeddings()``) is skipped unless ``qcfg.include_head``.  Modules with a
+    ``qk_quant`` attribute (our attention) get the ``qcfg.attention`` spec.  ``layer_id`` (a
+    stochastic-rounding seed input) numbers the quantized modules: each parent's GEMM children
+    first, then its other children depth first.  Calling it again re-configures the layers; a
+    module reachable under two names is one GEMM, replaced once.
+
+    Returns a :class:`QuantizedGemms` (``.count`` GEMMs quantized, their names, what was
+    skipped).  ``ValueError`` naming the model's class and the registered types when the model
+    has no GEMM module to quantize (none found, or only heads without ``include_head``), when
+    ``model`` is itself a GEMM module (it cannot be swapped in place: wrap it), or when
+    ``qcfg.attention`` is set and no module takes it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(qcfg, QuantConfig):
         raise TypeError(f"qcfg must be a QuantConfig, got {type(qcfg).__name__}")
-    counter = 0
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Linear):
+    cls = type(model).__name__
+    if _replaced_type(model) is not None or _gemm_type_of(model) is not None:
+        raise ValueError(f"model ({cls}) is itself a GEMM module; quantize_model replaces "
+                         f"submodules in place: pass a container, e.g. nn.Sequential(model)")
+    if qcfg.attention is not None and not any(hasattr(m, "qk_quant") for m in model.modules()):
+        raise ValueError(f"attention: {cls} has no attention module with a qk_quant hook "
+                         "(explorer.train.model's Attention); its attention products cannot be "
+                         "quantized, so attention must be None for it")
+    head = _output_embeddings(model)
+    names: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    done: dict[int, nn.Module] = {}           # id(module met) -> what stands there now
+    seen: set[int] = set()
+    attention = 0
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        nonlocal attention
+        seen.add(id(parent))
+        # _modules, not named_children(): that one lists a module held twice by one parent once.
+        kids = [(n, c) for n, c in parent._modules.items() if c is not None]
+        gemm_kids = set()
+        for name, child in kids:
+            g = _replaced_type(child) or _gemm_type_of(child)
+            if g is None:
                 continue
-            if name in HEAD_NAMES and not qcfg.include_head:
-                if isinstance(child, QuantLinear):
-                    setattr(parent, name, _plain(child))
-                continue
-            if isinstance(child, QuantLinear):
-                child.set_config(qcfg)
-                child.layer_id = counter
-            else:
-                setattr(parent, name, QuantLinear.from_linear(child, qcfg, layer_id=counter))
-            counter += 1
+            gemm_kids.add(id(child))
+            if id(child) not in done:
+                full = prefix + name
+                if isinstance(parent, nn.MultiheadAttention):
+                    rep = _restore(child)
+                    skipped.append((full, "nn.MultiheadAttention uses its weight directly"))
+                elif (name in HEAD_NAMES or child is head) and not qcfg.include_head:
+                    rep = _restore(child)
+                    skipped.append((full, "classifier head (include_head=False)"))
+                else:
+                    rep = _install(child, g, qcfg, len(names))
+                    names.append(full)
+                done[id(child)] = rep
+            if done[id(child)] is not child:
+                setattr(parent, name, done[id(child)])
+        for name, child in kids:
+            if id(child) not in gemm_kids and id(child) not in seen:
+                visit(child, prefix + name + ".")
         if hasattr(parent, "qk_quant"):
             parent.qk_quant = None if qcfg.attention is None else _QKV(qcfg.attention, qcfg.seed)
-    return model
+            attention += qcfg.attention is not None
+
+    visit(model, "")
+    if not names:
+        kinds = ", ".join(g.module_type for g in gemm_types())
+        if skipped:
+            raise ValueError(f"{cls} has no GEMM module to quantize: its only ones are "
+                             f"{', '.join(f'{n} ({r})' for n, r in skipped)}; pass "
+                             "include_head=True to quantize a classifier head")
+        raise ValueError(f"{cls} has no GEMM module to quantize: none of its modules is of a "
+                         f"registered GEMM type ({kinds}); register its GEMM modules' class "
+                         "with explorer.train.qlinear.register_gemm")
+    return QuantizedGemms(tuple(names), tuple(skipped), _quantizes_gemms(qcfg), attention)
 
 
 def _plain(q: QuantLinear) -> nn.Linear:
@@ -511,12 +869,15 @@ def _plain(q: QuantLinear) -> nn.Linear:
 
 
 def dequantize_model(model: nn.Module) -> nn.Module:
-    """Reverse :func:`quantize_model`: QuantLinear -> nn.Linear (same parameters), attention
+    """Reverse :func:`quantize_model`: every quantized GEMM module back to the module it replaced
+    (a directly built QuantLinear becomes an ``nn.Linear``), same parameters; attention
     quantization off.  Returns ``model``."""
     for _, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, QuantLinear):
-                setattr(parent, name, _plain(child))
+            if _replaced_type(child) is not None:
+                rep = _restore(child)
+                if rep is not child:
+                    setattr(parent, name, rep)
         if hasattr(parent, "qk_quant"):
             parent.qk_quant = None
     return model
@@ -531,7 +892,7 @@ def specialize_kernels(model: nn.Module) -> int:
     Returns how many (format, rounding) pairs were specialised."""
     pairs = set()
     for m in model.modules():
-        if isinstance(m, QuantLinear):
+        if isinstance(m, _QuantGemmMixin):
             for op in m._ops:
                 if op is not None and isinstance(op.fmt, FloatFormat):
                     pairs.add((op.fmt, op.spec.rounding))
@@ -541,7 +902,8 @@ def specialize_kernels(model: nn.Module) -> int:
 
 
 def set_quant_step(model: nn.Module, step: int) -> None:
-    """Tell every QuantLinear the optimizer step (feeds the stochastic-rounding seeds)."""
+    """Tell every quantized GEMM module (QuantLinear, QuantGemm) the optimizer step (feeds the
+    stochastic-rounding seeds)."""
     for m in model.modules():
-        if isinstance(m, QuantLinear):
+        if isinstance(m, _QuantGemmMixin):
             m.step = step
