@@ -14,8 +14,11 @@ from ._cache import invalidate_stale_cache
 invalidate_stale_cache()              # numba's cache does not notice edits to the inlined core
 
 from .block import BlockFormat  # noqa: E402
-from .format import FloatFormat  # noqa: E402
+from .format import CodeClass, FloatFormat  # noqa: E402
+from .intformat import IntFormat  # noqa: E402
 from .presets import ELEMENT_PRESETS, get_format  # noqa: E402
+from .scales import BlockEncoding  # noqa: E402
 
-__all__ = ["FloatFormat", "BlockFormat", "get_format", "ELEMENT_PRESETS"]
+__all__ = ["FloatFormat", "BlockFormat", "IntFormat", "BlockEncoding", "CodeClass", "get_format",
+           "ELEMENT_PRESETS"]
 __version__ = "0.1.0"

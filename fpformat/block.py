@@ -24,9 +24,11 @@ max clamp to ±max, as OCP prescribes), with the chosen rounding mode; ``x / sca
 float64 (exact for power-of-two scales, correctly rounded otherwise; the float32 MX kernel in
 :mod:`fpformat.block_core` forms it in float32 where that is provably equivalent).  A block
 holding a NaN or an infinity gets a NaN scale (E8M0 code 255, the scale format's NaN, or a
-float32 NaN) and all its elements decode as NaN.  Blocks may be ragged: the last block along the
-axis is shorter when the length is not a multiple of the block size.  Stochastic rounding draws
-element ``i``'s random bits from its flat index in ``x``, as for element formats.
+float32 NaN) and all its elements decode as NaN; where the scale format has no NaN such a block
+has no encoding: ``encode`` raises ``ValueError`` naming it, ``quantize`` gives NaN for it.
+Blocks may be ragged: the last block along the axis is shorter when the length is not a multiple
+of the block size.  Stochastic rounding draws element ``i``'s random bits from its flat index in
+``x``, as for element formats, or takes them from ``random_bits`` (the numpy path).
 
 The block presets and the spec grammar live in :mod:`fpformat.presets`, the scale helpers shared
 with the kernels in :mod:`fpformat.scales`, golden vectors in :mod:`fpformat.vectors`.
@@ -219,19 +221,52 @@ class BlockFormat:
                 None if out is None else out.reshape(x.shape))
 
     def encode(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
-               sr_bits: int | None = None) -> BlockEncoding:
-        """Scales per block and element codes of ``x`` (float16/bfloat16/float32/float64)."""
+               sr_bits: int | None = None, random_bits=None) -> BlockEncoding:
+        """Scales per block and element codes of ``x`` (float16/bfloat16/float32/float64).
+
+        ``random_bits``: stochastic rounding of the elements with the caller's bits (an integer
+        array shaped like ``x``; element ``i`` of ``x / scale`` uses element ``i``), with the
+        rule of :meth:`FloatFormat.encode`; CPU only.  ``ValueError`` when a block holds NaN or
+        inf and the scale format has no NaN to mark it (module docstring)."""
+        if random_bits is not None and is_cuda_array(x):
+            raise ValueError("random_bits is supported on the CPU only (numpy arrays or CPU "
+                             "tensors); x is a CUDA array")
         if is_cuda_array(x):
             return cuda.block_encode(self, x, rounding, saturate, seed, sr_bits)
         arr, kind = as_float_array(x)
-        fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=False)
+        if self._scale_lacks_nan:
+            self._check_encodable(arr)
+        fused = None if random_bits is not None else \
+            self._fused(arr, rounding, saturate, seed, sr_bits, want_out=False)
         if fused is not None:
             codes, scales, tscale, _ = fused
             return BlockEncoding(codes=codes, scales=scales, tensor_scale=tscale, format=self,
                                  shape=tuple(arr.shape), dtype=kind)
-        return self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
+        return self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits, random_bits)
 
-    def _encode_numpy(self, arr, kind, rounding, saturate, seed, sr_bits) -> BlockEncoding:
+    @cached_property
+    def _scale_lacks_nan(self) -> bool:
+        """Whether the scale format has no NaN (then a block holding NaN/inf has no encoding)."""
+        return self.scale_format is not None and not self.scale_format.has_nan
+
+    def _nonfinite_blocks(self, arr: np.ndarray) -> np.ndarray:
+        """Per block (the scales' shape): whether it holds a NaN or an infinity."""
+        return self._block_reduce(~np.isfinite(arr), np.any)
+
+    def _check_encodable(self, arr: np.ndarray) -> None:
+        """``ValueError`` naming the first block that holds NaN/inf (for a scale format without
+        NaN, which has no code to mark such a block)."""
+        if arr.size == 0 or np.isfinite(arr).all():
+            return
+        self.layout(arr.shape)                        # the layout's own errors first
+        first = tuple(int(i) for i in np.argwhere(self._nonfinite_blocks(arr))[0])
+        raise ValueError(f"x holds NaN or inf in the block with scale index {first}, and the "
+                         f"scale format {self.scale_format} has no NaN to mark it: such a block "
+                         f"has no encoding.  quantize gives NaN for it; encode needs finite "
+                         f"data or a scale format with a NaN (e.g. float8_e8m0fnu, ue4m3fn)")
+
+    def _encode_numpy(self, arr, kind, rounding, saturate, seed, sr_bits,
+                      random_bits=None) -> BlockEncoding:
         x64 = np.asarray(arr, dtype=np.float64)
         sval, scodes, tscale = self._scales(x64)
         full = self._broadcast(sval, x64.shape)
@@ -239,7 +274,7 @@ class BlockFormat:
             y = x64 / np.where(np.isfinite(full) & (full != 0), full, 1.0)
         y = np.where(np.isfinite(full) & (full != 0), y, 0.0)
         codes = self.element.encode(y, rounding=rounding, saturate=saturate, seed=seed,
-                                    sr_bits=sr_bits)
+                                    sr_bits=sr_bits, random_bits=random_bits)
         if self.int_codes:                  # sign-magnitude -> two's complement (-0 -> 0)
             sb = 1 << (self.element.bits - 1)
             c = codes.astype(np.int64)
@@ -262,6 +297,8 @@ class BlockFormat:
         """Values of an encoding (NaN throughout blocks whose scale is NaN)."""
         if not isinstance(enc, BlockEncoding):
             raise TypeError(f"enc must be a BlockEncoding from encode(), got {type(enc).__name__}")
+        if is_cuda_array(enc.codes):                        # a GPU encoding decodes on the GPU
+            return cuda.block_decode(self, enc, dtype)
         sval = self._scale_values(enc.scales, enc.tensor_scale)
         full = self._broadcast(sval, enc.codes.shape)
         vals = self._element_values(enc.codes)
@@ -271,16 +308,21 @@ class BlockFormat:
         return out if kind == "float64" else restore_dtype(out, kind)
 
     def quantize(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
-                 sr_bits: int | None = None, out: np.ndarray | None = None):
+                 sr_bits: int | None = None, out: np.ndarray | None = None, random_bits=None):
         """``decode(encode(x))`` with ``x``'s dtype and shape (the product element × scale is
-        exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales).
+        exact in float64 and rounded to ``x``'s dtype: exact for power-of-two scales).  A block
+        holding NaN/inf is NaN throughout, also where the scale format has no NaN (and
+        ``encode`` refuses the data).
 
-        ``out``: optional preallocated numpy array (x's dtype and shape) to write into, as with
-        numpy's ``out=``; it is returned (numpy inputs only)."""
+        ``out``: optional preallocated array (x's dtype and shape) to write into, as with
+        numpy's ``out=``; it is returned (a numpy array, or a CUDA array for CUDA inputs).
+        ``random_bits``: as in
+        :meth:`encode` (CPU only)."""
+        if random_bits is not None and is_cuda_array(x):
+            raise ValueError("random_bits is supported on the CPU only (numpy arrays or CPU "
+                             "tensors); x is a CUDA array")
         if is_cuda_array(x):
-            if out is not None:
-                raise ValueError("out= is supported for CPU numpy arrays only")
-            return cuda.block_quantize(self, x, rounding, saturate, seed, sr_bits)
+            return cuda.block_quantize(self, x, rounding, saturate, seed, sr_bits, out)
         arr, kind = as_float_array(x)
         if out is not None:
             if not isinstance(out, np.ndarray) or out.shape != arr.shape or \
@@ -295,14 +337,19 @@ class BlockFormat:
             arr = arr.astype(np.float64)
         direct = out if out is not None and out.dtype == np.float32 and \
             out.flags.c_contiguous and arr.dtype == np.float32 else None
-        fused = self._fused(arr, rounding, saturate, seed, sr_bits, want_out=True, out=direct)
+        fused = None if random_bits is not None else \
+            self._fused(arr, rounding, saturate, seed, sr_bits, want_out=True, out=direct)
         if fused is not None:
             if direct is not None and fused[3] is not None and np.shares_memory(fused[3], direct):
                 return direct
             res = restore_dtype(fused[3], kind, like=x)
         else:
-            enc = self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits)
-            res = restore_dtype(self.decode(enc), enc.dtype, like=x)
+            enc = self._encode_numpy(arr, kind, rounding, saturate, seed, sr_bits, random_bits)
+            vals = self.decode(enc)
+            if self._scale_lacks_nan and arr.size:       # the codes cannot say which were NaN
+                bad = self._broadcast(self._nonfinite_blocks(arr), arr.shape)
+                vals = np.where(bad, np.nan, vals)
+            res = restore_dtype(vals, enc.dtype, like=x)
         if out is None:
             return res
         np.copyto(out, np.asarray(res).view(out.dtype) if kind == "bfloat16" else res)
@@ -395,7 +442,8 @@ class BlockFormat:
             codes = np.where(nonfinite, np.float32(np.nan), codes).astype(np.float32)
             values = np.where(nonfinite, np.nan, values)
         else:
-            codes = np.where(nonfinite, nan_code(sf), codes).astype(sf.dtype)
+            snan = nan_code(sf)              # None: no marker (encode refused such data)
+            codes = (codes if snan is None else np.where(nonfinite, snan, codes)).astype(sf.dtype)
             values = np.where(nonfinite, np.nan, values)
         return values, codes, tscale
 

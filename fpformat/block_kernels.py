@@ -151,7 +151,10 @@ def block_params(fmt, k: int, tscale: float | None, rounding: str, saturate: boo
     if sf is not None:
         mode = "rtp" if fmt.scale_rule == "amax" and fmt.scale_rounding == "up" else "rne"
         FS, CS = sf.params, call_tuple(sf, mode, True, None)
-        snan = float(nan_code(sf))
+        # A scale format without NaN has no code for a block holding NaN/inf: encode refuses
+        # such data before the kernel runs; quantize only reads the block's value (NaN).
+        snan_code = nan_code(sf)
+        snan = float(0 if snan_code is None else snan_code)
         ssub = 2.0 ** (sf.emin - sf.man_bits)
     else:
         FS, CS, ssub = _NO_SCALE_FORMAT, _NO_CALL, 1.0

@@ -39,7 +39,8 @@ F_HASZERO = 9      # 0 for E8M0-like formats: exponent field 0 is normal
 F_NEGZERO = 10     # 1: the sign-bit-only code is -0; 0: it is NaN (fnuz)
 F_NANPOS = 11      # code for +NaN results, -1 if the format has no NaN
 F_NANNEG = 12      # code for -NaN results, -1 if the format has no NaN
-F_LEN = 13
+F_PARITY = 13      # 1: "even"/"odd" (rne, rto) is the lower neighbour's code parity (P3109 p = 1)
+F_LEN = 14
 
 # Call tuple C (int64), built by fpformat.rounding.call_tuple: the rounding mode and the results of
 # the special cases, precomputed on the host so the core stays branch-light.
@@ -145,8 +146,10 @@ def round_parts(b, S, F, C, u):
     a = b & ~signmask                                        # magnitude bits
     fe = a >> src_m                                          # source exponent field
     # Below the format's normal range (source subnormals always are: routing guarantees the
-    # format's emin >= the source's).  There the quantum is fixed at 2**qlow.
-    lowlim = max(F[F_EMIN] + S[S_BIAS], 1)                  # source exponent field of emin
+    # format's emin >= the source's, or emin = -1023 from float64, see lowraw).  There the
+    # quantum is fixed at 2**qlow.
+    lowraw = F[F_EMIN] + S[S_BIAS]
+    lowlim = max(lowraw, 1)                                  # source exponent field of emin
     low = fe < lowlim
     # A source subnormal (fe == 0) has the exponent of fe == 1; where the shift clamps anyway
     # (lowlim >= M + 3) the max is left out (constant-folded: this loop is the kernels' cost).
@@ -154,6 +157,10 @@ def round_parts(b, S, F, C, u):
     shift = src_m - M + max(lowlim - fe1, 0)                 # quantum 2**(emin - M) below range
     if F[F_SUBNORMALS] == 0 and low:                         # flushing: quantum 2**emin
         shift += M
+    # emin = -1023 from float64 (lowraw = 0): the format's lowest binade lies among float64's
+    # subnormals, which then share the one quantum 2**(emin - M) (FloatFormat allows no lower).
+    if lowraw < 1 and low:
+        shift -= 1
     sh = min(shift, src_m + 2)                               # sig < 2**(src_m+1): n = 0 beyond
     sig = (a & ((one << src_m) - 1)) | (np.int64(fe != 0) << src_m)
     mask = (one << sh) - 1
@@ -161,6 +168,10 @@ def round_parts(b, S, F, C, u):
     rem = sig & mask
     n = sig >> sh
     odd = n & 1
+    # With M = 0 every normal significand is 1 (odd); P3109 reads the parity of the lower
+    # neighbour's code instead, its biased exponent (F_PARITY; numerics.md "Ties").
+    if F[F_PARITY] == 1 and M == 0 and not low:
+        odd = (max(fe, one) - S[S_BIAS] + F[F_BIAS]) & 1
 
     if mode == RNE:
         up = rem + odd > half                                # rem > half, or a tie and n odd
@@ -286,8 +297,12 @@ def decode_code(code, F, sub_unit):
     e = mag >> M
     m = mag & ((np.int64(1) << M) - 1)
     normal = np.int64(((min(e, 2046) - F[F_BIAS] + 1023) << 52) | (m << (52 - M))).view(np.float64)
-    if e == 0 and F[F_HASZERO] == 1:
-        v = np.float64(m) * sub_unit if F[F_SUBNORMALS] == 1 else 0.0
+    if e <= 1 and F[F_HASZERO] == 1 and F[F_SUBNORMALS] == 1:
+        # Exponent fields 0 and 1 share the quantum sub_unit; computed so, a lowest binade
+        # below float64's normal range (emin = -1023) decodes exactly too.
+        v = np.float64(mag) * sub_unit
+    elif e == 0 and F[F_HASZERO] == 1:
+        v = 0.0
     else:
         v = normal
     if mag > F[F_MAXMAG]:

@@ -7,6 +7,7 @@ compiled kernels in :mod:`fpformat.kernels`.  Semantics are pinned in docs/numer
 
 from __future__ import annotations
 
+import enum
 import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -22,11 +23,30 @@ from .names import (
     canonical_name,
     default_bias,
     element_spec_fields,
+    p3109_fields,
+    p3109_name,
     write_element_spec,
 )
 
 MAX_EXP_BITS = 11
 MAX_MAN_BITS = 52
+
+
+class CodeClass(enum.IntEnum):
+    """What a code encodes, as :meth:`FloatFormat.classify` reports it (a uint8 per code).
+
+    ``ZERO`` includes -0 and, in formats that flush subnormals, the codes with exponent field 0
+    and a nonzero mantissa (they decode as zero); ``SUBNORMAL`` is exponent field 0 with a
+    nonzero mantissa where the format keeps subnormals (every nonzero code of an ``E = 0``
+    format); ``NORMAL`` every other finite code (all of an E8M0-like format's finite codes);
+    ``INFINITE`` ±inf; ``NAN`` every NaN code (the fnuz sign-bit-only code included).  The sign
+    is not part of the class: it is the code's top bit in signed formats."""
+
+    ZERO = 0
+    SUBNORMAL = 1
+    NORMAL = 2
+    INFINITE = 3
+    NAN = 4
 
 
 @dataclass(frozen=True)
@@ -43,11 +63,19 @@ class FloatFormat:
         nan_codes: how many of the top magnitude codes are NaN.
         inf: the magnitude code just below the NaN codes is infinity.
         negative_zero: ``False`` (signed only) makes the sign-bit-only code NaN (fnuz layouts).
+        parity: which parity "even" (``rne`` ties) and "odd" (``rto``) read: ``"significand"``
+            (IEEE 754; ml_dtypes) or ``"code"``, the lower neighbour's code (IEEE P3109's
+            CodeIsEven).  They differ only where ``man_bits == 0`` (every normal significand
+            is 1, so ``"significand"`` sends every tie up); for ``man_bits >= 1`` the field is
+            stored as ``"significand"``.  docs/numerics.md, "Ties".
         has_zero: ``False`` (E8M0-like): exponent field 0 is an ordinary normal binade and the
             format has no zero; requires ``subnormals=False``.
         name: display name (a preset name or spec string); not part of equality.
 
-    Every finite value must be a float64 (``ValueError`` otherwise).
+    Every finite value must be a float64 (``ValueError`` otherwise, naming the limit): the
+    smallest quantum at least ``2**-1074`` and the smallest normal at least ``2**-1023`` (a
+    lowest binade among float64's subnormals, as in ``binary11p1uf``, needs subnormals and a
+    zero), the largest binade at most ``2**1023``.
     """
 
     exp_bits: int
@@ -59,6 +87,7 @@ class FloatFormat:
     inf: bool = False
     negative_zero: bool = True
     has_zero: bool = True
+    parity: str = "significand"
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,11 +132,24 @@ class FloatFormat:
         smallest_nonzero = (1 if self.subnormals else 1 << M) if self.has_zero else 0
         if self._maxmag < smallest_nonzero:
             raise ValueError("nan_codes and inf leave this format no finite nonzero value")
-        # Every value must be a float64: the kernels decode through float64.
-        if self.emin - M < -1074 or self.emin < -1022:
-            raise ValueError(f"bias={self.bias} puts the smallest values below float64's range")
+        # Every value must be a float64: the kernels decode through float64.  Below 2**-1022
+        # the core rounds float64 subnormals with one quantum, which holds for one binade of
+        # the format and only where it has subnormals and a zero (core.round_parts).
+        if self.emin - M < -1074:
+            raise ValueError(f"bias={self.bias} puts the smallest quantum at 2**{self.emin - M}, "
+                             f"below float64's smallest subnormal 2**-1074")
+        lowest = -1023 if self.subnormals and self.has_zero else -1022
+        if self.emin < lowest:
+            raise ValueError(f"bias={self.bias} puts the smallest normal at 2**{self.emin}; "
+                             f"the limit is 2**{lowest}"
+                             + ("" if lowest == -1023 else " without subnormals or a zero"))
         if self.emax > 1023:
-            raise ValueError(f"bias={self.bias} puts the largest values beyond float64's range")
+            raise ValueError(f"bias={self.bias} puts the largest binade at 2**{self.emax}, "
+                             f"beyond float64's 2**1023")
+        if self.parity not in ("significand", "code"):
+            raise ValueError(f"parity must be 'significand' or 'code', got {self.parity!r}")
+        if M > 0:                       # both parities coincide: one spelling keeps == exact
+            object.__setattr__(self, "parity", "significand")
 
     # ----------------------------------------------------------------------------- structure
     @property
@@ -186,6 +228,60 @@ class FloatFormat:
         """Distance from 1 to the next larger value, ``2**-M`` (relative precision)."""
         return 2.0 ** -self.man_bits
 
+    @cached_property
+    def epsneg(self) -> float:
+        """Distance from 1 to the next smaller value, ``1 - max{v < 1}`` (numpy's and
+        ml_dtypes' ``finfo.epsneg``): ``2**-(M+1)`` where 1 and its lower neighbour share a
+        normal binade, larger where 1 is the smallest normal (``float4_e2m1fn``: 0.5).  NaN
+        when 1 is not a value of the format or no value lies below it."""
+        code = int(self.encode(np.array([1.0]), rounding="rtz")[0])
+        if code == 0 or self.code_value(code) != 1:
+            return float("nan")
+        return float(1 - self.code_value(code - 1))
+
+    @property
+    def max_code(self) -> int:
+        """The code of ``+max`` (the largest finite magnitude code; ``max_code | sign bit`` is
+        ``-max`` in signed formats)."""
+        return self._maxmag
+
+    @property
+    def nan_code(self) -> int | None:
+        """The canonical NaN code: what :meth:`encode` gives for a NaN input with the sign bit
+        clear (``np.nan``); None where the format has no NaN.  IEEE-style formats give the quiet
+        NaN (mantissa MSB set) and keep a NaN input's sign (``nan_code | sign bit`` for a
+        negative NaN); fnuz/P3109 formats have the one NaN ``0x80..``."""
+        c = self.params[core.F_NANPOS]
+        return None if c < 0 else int(c)
+
+    def classify(self, codes) -> np.ndarray:
+        """The :class:`CodeClass` of each code (``codes``: unsigned or non-negative integers below
+        ``2**bits``), as a uint8 array shaped like ``codes``."""
+        c = np.asarray(codes)
+        if c.dtype.kind not in "ui":
+            raise TypeError(f"codes must be an integer array, got dtype {c.dtype}")
+        if c.size and (int(c.min()) < 0 or int(c.max()) >= (1 << self.bits)):
+            raise ValueError(f"codes must be in 0..{(1 << self.bits) - 1} for the {self.bits}-bit "
+                             f"format {self}")
+        c = c.astype(np.uint64)
+        M = self.man_bits
+        signbit = np.uint64(1 << (self.exp_bits + M)) if self.signed else np.uint64(0)
+        mag = c & ~signbit if self.signed else c
+        e = mag >> np.uint64(M)
+        m = mag & np.uint64((1 << M) - 1)
+        out = np.full(c.shape, CodeClass.NORMAL, dtype=np.uint8)
+        if self.has_zero:
+            field0 = e == 0
+            out[field0 & (m == 0)] = CodeClass.ZERO
+            out[field0 & (m != 0)] = CodeClass.SUBNORMAL if self.subnormals else CodeClass.ZERO
+        special = mag > np.uint64(self._maxmag)
+        out[special] = CodeClass.NAN
+        if self.inf:
+            out[mag == np.uint64(self._maxmag + 1)] = CodeClass.INFINITE
+        if self.signed and not self.negative_zero and self.has_zero:
+            out[c == signbit] = CodeClass.NAN
+        return out
+
     @property
     def dynamic_range(self) -> float:
         """``log2(max / smallest positive value)``, in binades (octaves)."""
@@ -215,15 +311,15 @@ class FloatFormat:
     @property
     def spec(self) -> str:
         """A spec string that `get_format` parses back to an equal format: the element spec, or
-        a preset name where the grammar cannot express the format (E8M0, P3109), else the
-        ``repr``."""
+        a preset name where the grammar cannot express the format (E8M0, ``p3109_k8p3``), or
+        the P3109 name (``binary11p1se``), else the ``repr``."""
         spec = write_element_spec(self)
         if spec is not None:
             return spec
         for name in ELEMENT_PRESET_FIELDS:
             if element_format(name) == self:
                 return name
-        return repr(self)
+        return p3109_name(self) or repr(self)
 
     def __str__(self) -> str:
         return self.name or self.spec
@@ -238,31 +334,43 @@ class FloatFormat:
             "max": self.max, "min_normal": self.min_normal, "min_subnormal": self.min_subnormal,
             "epsilon": self.epsilon, "dynamic_range_binades": self.dynamic_range,
             "num_finite": self.num_finite, "emin": self.emin, "emax": self.emax,
-            "has_nan": self.has_nan,
+            "has_nan": self.has_nan, "parity": self.parity,
+            "epsneg": self.epsneg, "max_code": self.max_code, "nan_code": self.nan_code,
         }
 
     # ----------------------------------------------------------------------------- kernels
     def encode(self, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
-               sr_bits: int | None = None) -> np.ndarray:
+               sr_bits: int | None = None, random_bits=None) -> np.ndarray:
         """Round ``x`` (float16/bfloat16/float32/float64, any shape) once into this format.
 
         Returns unsigned codes of dtype :attr:`dtype`, shaped like ``x``.  ``rounding`` is one of
         ``rne rna rtz rtp rtn rto sr``; ``saturate`` clamps overflow to ±max (otherwise IEEE 754
         §7.4 rules, docs/numerics.md); ``seed``/``sr_bits`` drive stochastic rounding.
+
+        ``random_bits`` (``rounding="sr"`` only, CPU only, instead of ``seed``): an integer
+        array shaped like ``x``, the ``k`` random bits a hardware generator gives each element
+        (``k = sr_bits``, or the width of ``random_bits``' unsigned dtype when ``sr_bits`` is
+        None).  The rule: ``t`` is the ``k`` bits just below the last place the format keeps
+        (the discarded bits truncated to ``k``, zero-padded where fewer are discarded); the
+        magnitude rounds up iff ``t + r >= 2**k``, the carry out of their ``k``-bit sum
+        (docs/numerics.md, "Stochastic rounding with given bits").  ``ValueError`` for a
+        value outside ``0 .. 2**k - 1``, another shape or dtype, or a CUDA array.
         """
-        return kernels.encode(self, x, rounding, saturate, seed, sr_bits)
+        return kernels.encode(self, x, rounding, saturate, seed, sr_bits, random_bits)
 
     def decode(self, codes, dtype=np.float64) -> np.ndarray:
         """Values of ``codes`` (any unsigned or non-negative integer array) as ``dtype``."""
         return kernels.decode(self, codes, dtype)
 
     def quantize(self, x, rounding: str = "rne", saturate: bool = False, seed: int | None = None,
-                 sr_bits: int | None = None, out=None):
+                 sr_bits: int | None = None, out=None, random_bits=None):
         """``decode(encode(x))`` in one pass, with ``x``'s dtype and shape.
 
         ``out``: optional preallocated float32/float64 numpy array (x's dtype and shape) to write
-        into, as with numpy's ``out=``; it is returned."""
-        return kernels.quantize(self, x, rounding, saturate, seed, sr_bits, out)
+        into, as with numpy's ``out=``, or for a CUDA ``x`` a CUDA array of x's dtype and shape
+        (``out=x``: in place); it is returned.  ``random_bits``: stochastic rounding
+        with the caller's bits, as in :meth:`encode` (not together with ``out``)."""
+        return kernels.quantize(self, x, rounding, saturate, seed, sr_bits, out, random_bits)
 
     # ----------------------------------------------------------------------------- kernel params
     @cached_property
@@ -297,6 +405,7 @@ class FloatFormat:
         t[core.F_NEGZERO] = int(self.negative_zero)
         t[core.F_NANPOS] = nanpos
         t[core.F_NANNEG] = nanneg
+        t[core.F_PARITY] = int(self.parity == "code")
         return core.as_int64_tuple(t)
 
     def fits(self, dtype) -> bool:
@@ -313,6 +422,17 @@ def element_format(name: str) -> FloatFormat:
     key = canonical_name(name)
     if key in ELEMENT_PRESET_FIELDS:
         return FloatFormat(**ELEMENT_PRESET_FIELDS[key], name=key)
+    p3109 = p3109_fields(key)
+    if p3109 is not None:
+        if p3109["exp_bits"] > MAX_EXP_BITS:
+            raise ValueError(f"format {name!r}: needs {p3109['exp_bits']} exponent bits (bias "
+                             f"2**{p3109['exp_bits'] - 1}); its values leave float64's range "
+                             f"(exp_bits <= {MAX_EXP_BITS}: K - P <= {MAX_EXP_BITS} signed, "
+                             f"K - P + 1 <= {MAX_EXP_BITS} unsigned)")
+        try:
+            return FloatFormat(**p3109)
+        except ValueError as err:
+            raise ValueError(f"format {name!r}: {err}") from None
     return parse_element_spec(key)
 
 

@@ -61,6 +61,21 @@ def _quantize_generic(xbits, out, S, F, C, V, key):
             out[i] = core.quantize_bits(np.int64(xbits[i]), S, F, C, V, np.uint64(0))
 
 
+# Stochastic rounding with the caller's random bits (``random_bits=``): the per-element 64-bit
+# numbers come from an array (see given_random_u64) instead of the counter-based stream.  Generic
+# compilations only: this path serves verification, and keeps the default loops untouched.
+@numba.njit(**JIT)
+def _encode_given(xbits, out, S, F, C, us):
+    for i in prange(xbits.size):
+        out[i] = core.encode_bits(np.int64(xbits[i]), S, F, C, us[i])
+
+
+@numba.njit(**JIT)
+def _quantize_given(xbits, out, S, F, C, V, us):
+    for i in prange(xbits.size):
+        out[i] = core.quantize_bits(np.int64(xbits[i]), S, F, C, V, us[i])
+
+
 @numba.njit(**JIT)
 def _decode_kernel(codes, out, F, sub_unit):
     for i in prange(codes.size):
@@ -111,7 +126,63 @@ def sr_random_u64(seed: int, index) -> np.ndarray | np.uint64:
         if np.ndim(index) == 0:
             return core.sr_random(key, np.uint64(index))
         idx = np.asarray(index, dtype=np.uint64)
-        return np.array([core.sr_random(key, i) for i in idx], dtype=np.uint64)
+        # core.sr_random on arrays: the same uint64 arithmetic, wrapping, element by element
+        return core._mix64(key + (idx + np.uint64(1)) * core._GOLDEN)
+
+
+def random_bits_width(random_bits, shape, rounding, seed, sr_bits) -> tuple[np.ndarray, int]:
+    """Validate ``random_bits`` (the caller's stochastic-rounding bits for an input of
+    ``shape``) and return ``(r, k)``: the bits as a uint64 array and their width ``k``.
+
+    The rule they drive is in :func:`given_random_u64`.  ``k`` is ``sr_bits``, or, when that is
+    None, the width of ``random_bits``' unsigned dtype (uint8: 8, ... uint64: 64); a signed
+    integer array needs ``sr_bits``.  ``ValueError`` naming the parameter for anything else:
+    another rounding mode, a seed as well, a CUDA array, a non-integer dtype, another shape, or
+    a value outside ``0 .. 2**k - 1``."""
+    if not isinstance(rounding, str) or rounding.lower() != "sr":
+        raise ValueError(f"random_bits needs rounding='sr', got rounding={rounding!r}")
+    if seed is not None:
+        raise ValueError("random_bits and seed are exclusive: the bits replace the seeded stream")
+    if is_cuda_array(random_bits):
+        raise ValueError("random_bits is supported on the CPU only (numpy arrays or CPU tensors), "
+                         "got a CUDA array")
+    r = np.asarray(random_bits)
+    if r.dtype.kind not in "ui":
+        raise ValueError(f"random_bits must be an integer array, got dtype {r.dtype}")
+    if r.shape != tuple(shape):
+        raise ValueError(f"random_bits must have x's shape {tuple(shape)}, got {r.shape}")
+    if sr_bits is None:
+        if r.dtype.kind != "u":
+            raise ValueError(f"random_bits of signed dtype {r.dtype} needs sr_bits (the "
+                             f"generator's width in bits, 1..64)")
+        k = 8 * r.dtype.itemsize
+    elif isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) \
+            or not 1 <= sr_bits <= 64:
+        raise ValueError(f"sr_bits must be an int in 1..64 or None, got {sr_bits!r}")
+    else:
+        k = int(sr_bits)
+    if r.size:
+        lo, hi = int(r.min()), int(r.max())
+        if lo < 0 or hi >= 1 << k:
+            raise ValueError(f"random_bits must be in 0..{(1 << k) - 1} (k = {k} bits), "
+                             f"got values in {lo}..{hi}")
+    return r.astype(np.uint64), k
+
+
+def given_random_u64(random_bits, shape, rounding, seed, sr_bits) -> tuple[np.ndarray, int]:
+    """The per-element 64-bit numbers that make the core's stochastic rounding follow the
+    hardware convention with the caller's bits, flat (C order), and the width ``k``.
+
+    The convention (docs/numerics.md, "Stochastic rounding with given bits"): ``t`` is the
+    ``k`` bits just below the last place kept (the discarded bits truncated to ``k``; zeros
+    appended where fewer are discarded), ``r`` the element's ``k`` random bits; the magnitude
+    rounds up iff ``t + r >= 2**k`` (the carry out of the ``k``-bit sum).  The core rounds up
+    iff ``(u >> (64 - k)) < t``; with ``u = (2**k - 1 - r) << (64 - k)`` that is the same
+    test."""
+    r, k = random_bits_width(random_bits, shape, rounding, seed, sr_bits)
+    mask = np.uint64((1 << k) - 1)
+    u = (mask - r.reshape(-1)) << np.uint64(64 - k)
+    return np.ascontiguousarray(u, dtype=np.uint64), k
 
 
 def _run_quantize(S, F, C, V, bits, obits, key) -> None:
@@ -127,16 +198,27 @@ def _flat_input(x):
     return arr, kind, np.ascontiguousarray(arr).reshape(-1)
 
 
-def encode(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None) -> np.ndarray:
+def encode(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None,
+           random_bits=None) -> np.ndarray:
     """Codes of ``x`` in ``fmt`` (see :meth:`FloatFormat.encode`)."""
+    if random_bits is not None and is_cuda_array(x):
+        raise ValueError("random_bits is supported on the CPU only (numpy arrays or CPU "
+                         "tensors); x is a CUDA array")
     if is_cuda_array(x):
         return cuda.encode(fmt, x, rounding, saturate, seed, sr_bits)
-    C = call_tuple(fmt, rounding, saturate, sr_bits)
     arr, _, flat = _flat_input(x)
+    us = None
+    if random_bits is not None:
+        us, sr_bits = given_random_u64(random_bits, arr.shape, rounding, seed, sr_bits)
+    C = call_tuple(fmt, rounding, saturate, sr_bits)
     bits, S = _source_bits(fmt, flat)
     out = np.empty(flat.size, dtype=fmt.dtype)
-    key = seed_key(seed, C[core.C_MODE])
     F = fmt.params
+    if us is not None:
+        with threads_for(flat.size):
+            _encode_given(bits, out, S, F, C, us)
+        return out.reshape(arr.shape)
+    key = seed_key(seed, C[core.C_MODE])
     with threads_for(flat.size):
         if want_specialized(("enc", S, F, C), flat.size):
             _encode_specialized(S, F, C)(bits, out, key)
@@ -169,12 +251,18 @@ def decode(fmt, codes, dtype=np.float64) -> np.ndarray:
     return out
 
 
-def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None, out=None):
+def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None, out=None,
+             random_bits=None):
     """``decode(encode(x))`` in one pass, in ``x``'s dtype (see :meth:`FloatFormat.quantize`)."""
+    if random_bits is not None and is_cuda_array(x):
+        raise ValueError("random_bits is supported on the CPU only (numpy arrays or CPU "
+                         "tensors); x is a CUDA array")
     if is_cuda_array(x):
+        return cuda.quantize(fmt, x, rounding, saturate, seed, sr_bits, out)
+    if random_bits is not None:
         if out is not None:
-            raise ValueError("out= is supported for CPU numpy arrays only")
-        return cuda.quantize(fmt, x, rounding, saturate, seed, sr_bits)
+            raise ValueError("out= is not supported together with random_bits")
+        return _quantize_given_bits(fmt, x, rounding, saturate, seed, sr_bits, random_bits)
     if out is not None:
         return _quantize_into(fmt, x, out, rounding, saturate, seed, sr_bits)
     C = call_tuple(fmt, rounding, saturate, sr_bits)
@@ -190,6 +278,23 @@ def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None, ou
     F = fmt.params
     V = value_tuple(fmt, C, S)
     _run_quantize(S, F, C, V, bits, obits, key)
+    return restore_dtype(out.reshape(arr.shape), kind, like=x)
+
+
+def _quantize_given_bits(fmt, x, rounding, saturate, seed, sr_bits, random_bits):
+    """``quantize`` with the caller's stochastic-rounding bits (:func:`given_random_u64`)."""
+    arr, kind, flat = _flat_input(x)
+    us, k = given_random_u64(random_bits, arr.shape, rounding, seed, sr_bits)
+    C = call_tuple(fmt, rounding, saturate, k)
+    if not fmt.fits(kind):
+        raise ValueError(f"format {fmt} has values that are not {kind} values; quantize a "
+                         f"float64 array instead, or use encode/decode")
+    bits, S = _source_bits(fmt, flat)
+    f32 = S == core.SRC_FLOAT32
+    out = np.empty(flat.size, dtype=np.float32 if f32 else np.float64)
+    obits = out.view(np.uint32 if f32 else np.uint64)
+    with threads_for(flat.size):
+        _quantize_given(bits, obits, S, fmt.params, C, value_tuple(fmt, C, S), us)
     return restore_dtype(out.reshape(arr.shape), kind, like=x)
 
 

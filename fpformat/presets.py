@@ -2,10 +2,13 @@
 
 ``get_format(name)`` accepts:
 
-* element preset names, aliases and element spec strings
-  ``[u]e<E>m<M>[b<BIAS>][fn|fnuz|ieee][_ftz]`` (the table and the grammar:
-  :mod:`fpformat.names`), e.g. ``float8_e4m3fn``, ``e4m3`` (Sun et al.'s convention; max 480),
-  ``e3m4b5``, ``ue4m3fn``;
+* element preset names, aliases, P3109 names ``binary<K>p<P><s|u><e|f>`` and element spec
+  strings ``[u]e<E>m<M>[b<BIAS>][fin|fn|fnuz|ieee][_ftz]`` (the tables and the grammars:
+  :mod:`fpformat.names`; every name: docs/names.md), e.g. ``float8_e4m3fn``, ``e4m3`` (Sun et
+  al.'s convention; max 480), ``e3m4b5``, ``ue4m3fn``, ``binary8p3se``; ``e8m0`` and ``ue8m0``
+  are OCP's E8M0 (``float8_e8m0fnu``);
+* torch, numpy and ml_dtypes dtype objects and scalar types (``torch.bfloat16``,
+  ``ml_dtypes.float8_e4m3fn``, ``np.dtype(ml_dtypes.float4_e2m1fn)``, ``np.float16``), by name;
 * block presets (``mxfp8_e4m3``, ``mxfp8_e5m2``, ``mxfp6_e2m3``, ``mxfp6_e3m2``, ``mxfp4``,
   ``mxint8``, ``nvfp4``) and block specs ``ELEMENT/BLOCK[/SCALE][/RULE][@axisN]``
   (:func:`get_block_format`; the semantics: :mod:`fpformat.block`).
@@ -19,7 +22,8 @@ import re
 
 from .block import BlockFormat
 from .format import FloatFormat, element_format, parse_element_spec
-from .names import ELEMENT_PRESET_FIELDS, canonical_name
+from .intformat import IntFormat, int_format
+from .names import ELEMENT_PRESET_FIELDS, canonical_name, dtype_name
 from .scales import is_pow2_format
 
 #: The element preset names (``get_format`` also takes aliases and element specs).
@@ -30,15 +34,18 @@ __all__ = ["BLOCK_PRESETS", "ELEMENT_PRESETS", "element_format", "get_block_form
 
 
 def get_format(name):
-    """A `FloatFormat` or `BlockFormat` by preset name or spec string (instances pass through).
+    """A `FloatFormat` or `BlockFormat` by preset name, alias, spec string or dtype object
+    (instances pass through).
 
     Raises ``ValueError`` naming the unknown format.
     """
-    if isinstance(name, (FloatFormat, BlockFormat)):
+    if isinstance(name, (FloatFormat, BlockFormat, IntFormat)):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"format must be a name string, FloatFormat or BlockFormat, "
-                        f"got {type(name).__name__}")
+        name = _dtype_format_name(name)
+    intf = int_format(name)           # int8, int4...: two's-complement integers (IntFormat)
+    if intf is not None:
+        return intf
     key = canonical_name(name)
     if key in ELEMENT_PRESET_FIELDS:
         return element_format(key)
@@ -46,6 +53,20 @@ def get_format(name):
     if block is not None:
         return block
     return element_format(key)
+
+
+def _dtype_format_name(obj) -> str:
+    """The format name of a torch, numpy or ml_dtypes dtype object or scalar type
+    (:func:`fpformat.names.dtype_name`); ``TypeError`` for other objects, ``ValueError`` for a
+    packed dtype."""
+    name = dtype_name(obj)
+    if name is None:
+        raise TypeError(f"format must be a name string, FloatFormat, BlockFormat or a torch/"
+                        f"numpy/ml_dtypes dtype, got {type(obj).__name__}")
+    if name.endswith("_x2"):                # torch.float4_e2m1fn_x2: two codes in one byte
+        raise ValueError(f"format {obj}: a packed dtype (two {name[:-3]} codes per byte); the "
+                         f"element format is get_format({name[:-3]!r})")
+    return name
 
 
 # --------------------------------------------------------------------------------- block presets

@@ -81,11 +81,14 @@ def _write_header(fh, style: str, header: list[str] | None) -> None:
 
 @dataclass(frozen=True)
 class ElementVectors:
-    """Inputs (float32), their kinds, and the expected codes and values."""
+    """Inputs (float32), their kinds, and the expected codes and values (and, for stochastic
+    rounding with given bits, each input's random bits and their width)."""
     inputs: np.ndarray      # float32
     kinds: np.ndarray       # str: tie, tie-1ulp, tie+1ulp, value, boundary, special, random
     codes: np.ndarray       # unsigned, fmt.dtype
     values: np.ndarray      # float64 decoded
+    random_bits: np.ndarray | None = None   # uint64, one per input (random_bits= only)
+    sr_bits: int | None = None              # their width k
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -148,31 +151,94 @@ def element_inputs(fmt: FloatFormat, count: int, seed: int) -> tuple[np.ndarray,
 
 
 def element_vectors(fmt: FloatFormat, rounding: str = "rne", saturate: bool = False,
-                    count: int = 1000, seed: int = 0, sr_bits: int | None = None) -> ElementVectors:
+                    count: int = 1000, seed: int = 0, sr_bits: int | None = None,
+                    random_bits=None) -> ElementVectors:
     """Golden vectors for ``fmt`` under ``rounding``/``saturate`` (stochastic rounding uses
-    ``seed`` for the random bits too, element ``i`` drawing ``fpformat.core.sr_random``)."""
+    ``seed`` for the random bits too, element ``i`` drawing ``fpformat.core.sr_random``).
+
+    ``random_bits`` (``rounding="sr"``): a 1-D integer array of the bits a hardware generator
+    gives, one per input in order; the first ``len(inputs)`` are used (``ValueError`` when
+    there are fewer), with the rule of :meth:`FloatFormat.encode` and width ``sr_bits`` (None:
+    the width of the array's unsigned dtype).  ``seed`` then draws the random inputs only."""
     inputs, kinds = element_inputs(fmt, count, seed)
-    codes = fmt.encode(inputs, rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
-    return ElementVectors(inputs=inputs, kinds=kinds, codes=codes, values=fmt.decode(codes))
+    if random_bits is None:
+        codes = fmt.encode(inputs, rounding=rounding, saturate=saturate, seed=seed,
+                           sr_bits=sr_bits)
+        return ElementVectors(inputs=inputs, kinds=kinds, codes=codes, values=fmt.decode(codes))
+    r = np.asarray(random_bits)
+    if r.ndim != 1:
+        raise ValueError(f"random_bits must be a 1-D array (one value per input), got shape "
+                         f"{r.shape}")
+    if r.size < inputs.size:
+        raise ValueError(f"random_bits holds {r.size} values; these vectors need {inputs.size} "
+                         f"(one per input: lower count or give more bits)")
+    r = r[:inputs.size]
+    codes = fmt.encode(inputs, rounding=rounding, saturate=saturate, sr_bits=sr_bits,
+                       random_bits=r)
+    width = sr_bits if sr_bits is not None else 8 * r.dtype.itemsize
+    return ElementVectors(inputs=inputs, kinds=kinds, codes=codes, values=fmt.decode(codes),
+                          random_bits=r.astype(np.uint64), sr_bits=int(width))
+
+
+def load_random_bits(path: str) -> np.ndarray:
+    """Random bits for :func:`element_vectors` from a file: a ``.npy`` file of a 1-D unsigned
+    (or non-negative signed) integer array, read with ``np.load(allow_pickle=False)``, or text
+    with one hexadecimal value per line (``0x`` optional; blank lines and lines starting with
+    ``#`` or ``//`` skipped), read as uint64.  ``ValueError`` naming the file and the line for
+    anything else (range checks against the width come with the encoding)."""
+    if str(path).endswith(".npy"):
+        try:
+            r = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a plain .npy integer array ({exc})") from None
+        if r.dtype.kind not in "ui":
+            raise ValueError(f"{path}: random bits must be integers, got dtype {r.dtype}")
+        if r.ndim != 1:
+            raise ValueError(f"{path}: random bits must be a 1-D array, got shape {r.shape}")
+        if r.size and int(r.min()) < 0:
+            raise ValueError(f"{path}: random bits must be >= 0, got {int(r.min())}")
+        return r
+    values = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            t = line.strip()
+            if not t or t.startswith("#") or t.startswith("//"):
+                continue
+            try:
+                v = int(t, 16)
+            except ValueError:
+                raise ValueError(f"{path}, line {n}: expected one hexadecimal value, got "
+                                 f"{t[:40]!r}") from None
+            if not 0 <= v < 1 << 64:
+                raise ValueError(f"{path}, line {n}: {t[:40]} is not a 64-bit unsigned value")
+            values.append(v)
+    return np.array(values, dtype=np.uint64)
 
 
 def write_element_vectors(vec: ElementVectors, fmt: FloatFormat, path: str, style: str = "csv",
                           header: list[str] | None = None) -> None:
     """Write ``vec`` as CSV (``index,kind,input_f32_hex,input,code_hex,value``) or as hex lines
-    (``IIIIIIII CC`` — float32 input bits and expected code, for ``$readmemh``)."""
+    (``IIIIIIII CC`` — float32 input bits and expected code, for ``$readmemh``).  Vectors with
+    given random bits carry them too: a ``random_hex`` CSV column after ``input``, and a
+    ``RR`` field between input and code in hex lines (``ceil(k/4)`` digits)."""
     _check_style(style)
     width = (fmt.bits + 3) // 4
     in_bits = vec.inputs.view(np.uint32)
+    rb = vec.random_bits
+    rw = 0 if rb is None else (int(vec.sr_bits) + 3) // 4
     with _open(path) as fh:
         _write_header(fh, style, header)
         if style == "csv":
-            fh.write("index,kind,input_f32_hex,input,code_hex,value\n")
+            rcol = "" if rb is None else ",random_hex"
+            fh.write(f"index,kind,input_f32_hex,input{rcol},code_hex,value\n")
             for i in range(len(vec)):
-                fh.write(f"{i},{vec.kinds[i]},{int(in_bits[i]):08X},{float(vec.inputs[i])!r},"
-                         f"{int(vec.codes[i]):0{width}X},{float(vec.values[i])!r}\n")
+                r = "" if rb is None else f",{int(rb[i]):0{rw}X}"
+                fh.write(f"{i},{vec.kinds[i]},{int(in_bits[i]):08X},{float(vec.inputs[i])!r}"
+                         f"{r},{int(vec.codes[i]):0{width}X},{float(vec.values[i])!r}\n")
         else:
             for i in range(len(vec)):
-                fh.write(f"{int(in_bits[i]):08X} {int(vec.codes[i]):0{width}X}\n")
+                r = "" if rb is None else f" {int(rb[i]):0{rw}X}"
+                fh.write(f"{int(in_bits[i]):08X}{r} {int(vec.codes[i]):0{width}X}\n")
 
 
 # --------------------------------------------------------------------------------- block vectors
@@ -185,18 +251,26 @@ class BlockVectors:
     kinds: list[str]
     encodings: list[BlockEncoding]
     values: np.ndarray          # decoded, float64
+    random_bits: np.ndarray | None = None   # uint64, inputs' shape (random_bits= only)
+    sr_bits: int | None = None              # their width k
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
 
 def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True, count: int = 100,
-                  seed: int = 0) -> BlockVectors:
+                  seed: int = 0, sr_bits: int | None = None, random_bits=None) -> BlockVectors:
     """Blocks to verify a block-quantization unit against: a zero block, blocks holding NaN, +inf
     and -inf, a block whose maximum saturates after scaling, the element grid with its ties,
     tiny and huge blocks at the scale's limits, and ``count`` random Gaussian blocks of random
     magnitude.  Rows have the block length (32 for ``"channel"``/``"tensor"``/tiles) and are
-    encoded one at a time, so a NaN in one row does not spread to another."""
+    encoded one at a time, so a NaN in one row does not spread to another.  A scale format
+    without NaN has no encoding for a block holding NaN/inf: those three blocks are left out.
+
+    ``random_bits`` (``rounding="sr"``): a 1-D integer array, one value per element in row
+    order; the first ``rows * block length`` are used (``ValueError`` when there are fewer),
+    width ``sr_bits`` (None: the array's unsigned dtype's width), by the rule of
+    :meth:`FloatFormat.encode`; ``seed`` then draws the random blocks only."""
     k = fmt.block_size if isinstance(fmt.block_size, int) and fmt.tile is None else 32
     _check_size(count, k, f"(count + 8 fixed blocks) * block length {k}", fixed=8)
     _check_seed(seed)
@@ -216,7 +290,8 @@ def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True
     for special, kind in ((np.nan, "nan"), (np.inf, "+inf"), (-np.inf, "-inf")):
         v = rng.standard_normal(k)
         v[k // 2] = special
-        add(v, kind)
+        if fmt.scale_format is None or fmt.scale_format.has_nan:
+            add(v, kind)
     top = el.max * 1.99                                   # amax just below the next binade
     add(np.linspace(-top, top, k), "saturating")
     vals = el.values()
@@ -226,26 +301,46 @@ def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True
     for _ in range(count):
         add(rng.standard_normal(k) * np.exp2(rng.uniform(-20, 20)), "random")
     x = np.stack(rows)
-    encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, seed=seed)
-            for r in range(len(rows))]
+    if random_bits is None:
+        encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, seed=seed,
+                               sr_bits=sr_bits) for r in range(len(rows))]
+        values = np.concatenate([one_row.decode(e) for e in encs])
+        return BlockVectors(inputs=x, kinds=kinds, encodings=encs, values=values)
+    rb = np.asarray(random_bits)
+    if rb.ndim != 1:
+        raise ValueError(f"random_bits must be a 1-D array (one value per element), got shape "
+                         f"{rb.shape}")
+    if rb.size < x.size:
+        raise ValueError(f"random_bits holds {rb.size} values; these vectors need {x.size} "
+                         f"(one per element: lower count or give more bits)")
+    rb = rb[:x.size].reshape(x.shape)
+    encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, sr_bits=sr_bits,
+                           random_bits=rb[r:r + 1]) for r in range(len(rows))]
     values = np.concatenate([one_row.decode(e) for e in encs])
-    return BlockVectors(inputs=x, kinds=kinds, encodings=encs, values=values)
+    width = sr_bits if sr_bits is not None else 8 * rb.dtype.itemsize
+    return BlockVectors(inputs=x, kinds=kinds, encodings=encs, values=values,
+                        random_bits=rb.astype(np.uint64), sr_bits=int(width))
 
 
 def write_block_vectors(vec: BlockVectors, fmt: BlockFormat, path: str, style: str = "csv",
                         header: list[str] | None = None) -> None:
     """CSV ``block,kind,element,input_f32_hex,scale_code,element_code,value[,tensor_scale_hex]``
     (one line per element; scale codes in hex for a scale format, float32 bits otherwise), or hex
-    lines ``IIIIIIII SS CC [TTTTTTTT]`` (the last field: the float32 tensor scale, nvfp4 only)."""
+    lines ``IIIIIIII SS CC [TTTTTTTT]`` (the last field: the float32 tensor scale, nvfp4 only).
+    Vectors with given random bits carry them: a ``random_hex`` CSV column after
+    ``input_f32_hex``, and an ``RR`` field after the input in hex lines."""
     _check_style(style)
     bits = vec.inputs.view(np.uint32)
     ew = (fmt.element.bits + 3) // 4
     sw = 8 if fmt.scale_format is None else (fmt.scale_format.bits + 3) // 4
     nv = fmt.scale_rule == "nvfp4"
+    rb = vec.random_bits
+    rw = 0 if rb is None else (int(vec.sr_bits) + 3) // 4
     with _open(path) as fh:
         _write_header(fh, style, header)
         if style == "csv":
-            fh.write("block,kind,element,input_f32_hex,scale_code,element_code,value"
+            fh.write("block,kind,element,input_f32_hex" + ("" if rb is None else ",random_hex")
+                     + ",scale_code,element_code,value"
                      + (",tensor_scale_hex" if nv else "") + "\n")
         for r, enc in enumerate(vec.encodings):
             sc = enc.scales.reshape(-1)
@@ -256,12 +351,14 @@ def write_block_vectors(vec: BlockVectors, fmt: BlockFormat, path: str, style: s
             for j in range(vec.inputs.shape[1]):
                 s = int(sc[min(j // per, len(sc) - 1)])
                 c = int(enc.codes.reshape(-1)[j])
+                rnd = "" if rb is None else f"{int(rb[r, j]):0{rw}X}"
                 if style == "csv":
-                    fh.write(f"{r},{vec.kinds[r]},{j},{int(bits[r, j]):08X},{s:0{sw}X},{c:0{ew}X},"
+                    fh.write(f"{r},{vec.kinds[r]},{j},{int(bits[r, j]):08X},"
+                             + (f"{rnd}," if rnd else "") + f"{s:0{sw}X},{c:0{ew}X},"
                              f"{float(vec.values[r, j])!r}" + (f",{ts}" if nv else "") + "\n")
                 else:
-                    fh.write(f"{int(bits[r, j]):08X} {s:0{sw}X} {c:0{ew}X}"
-                             + (f" {ts}" if nv else "") + "\n")
+                    fh.write(f"{int(bits[r, j]):08X} " + (f"{rnd} " if rnd else "")
+                             + f"{s:0{sw}X} {c:0{ew}X}" + (f" {ts}" if nv else "") + "\n")
 
 
 # --------------------------------------------------------------------------------- dot vectors

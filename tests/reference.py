@@ -6,7 +6,8 @@ magnitudes, with every special case of docs/numerics.md spelled out one by one. 
 (pure Python, microseconds per element) and is meant for differential tests.
 
 The input format is any object with the attributes ``exp_bits, man_bits, bias, signed,
-subnormals, nan_codes, inf, negative_zero, has_zero`` (``fpformat.FloatFormat`` has them).
+subnormals, nan_codes, inf, negative_zero, has_zero`` and optionally ``parity``
+(``fpformat.FloatFormat`` has them).
 
     >>> from fpformat import get_format
     >>> ref = Reference(get_format("float8_e4m3fn"))
@@ -44,13 +45,15 @@ class FormatKey(NamedTuple):
     inf: bool
     negative_zero: bool
     has_zero: bool
+    parity: str = "significand"     # "code": ties/odd read the lower neighbour's code (P3109)
 
 
 def format_key(fmt) -> FormatKey:
     """The :class:`FormatKey` of any format-like object."""
     return FormatKey(int(fmt.exp_bits), int(fmt.man_bits), int(fmt.bias), bool(fmt.signed),
                      bool(fmt.subnormals), int(fmt.nan_codes), bool(fmt.inf),
-                     bool(fmt.negative_zero), bool(getattr(fmt, "has_zero", True)))
+                     bool(fmt.negative_zero), bool(getattr(fmt, "has_zero", True)),
+                     str(getattr(fmt, "parity", "significand")))
 
 
 class Reference:
@@ -274,7 +277,10 @@ class Reference:
         assert n.denominator == 1, (lo, hi)
         n = n.numerator
         r = (a - lo) / q                               # 0 < r < 1
-        up = _round_up(rounding, r, n, neg, u, sr_bits)
+        # "Even" and "odd" (rne, rto) read the lower neighbour's integer significand n, or
+        # its code under parity="code" (P3109's CodeIsEven; they differ only where M = 0).
+        parity_of = lo_code if k.parity == "code" else n
+        up = _round_up(rounding, r, parity_of, neg, u, sr_bits)
         if not up:
             if lo == 0:
                 return self._zero(neg)
@@ -377,3 +383,62 @@ def same_float(a, b) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     both_nan = np.isnan(a) & np.isnan(b)
     return both_nan | ((a == b) & (np.signbit(a) == np.signbit(b)))
+
+
+# ------------------------------------------------------------------ stochastic rounding, given bits
+def encode_given_bits(fmt, x: float, r: int, k: int, saturate: bool = False) -> int:
+    """The code of ``x`` under stochastic rounding with the caller's ``k`` random bits ``r``,
+    written from docs/numerics.md ("Stochastic rounding with given bits"): between the
+    neighbouring magnitudes ``lo <= |x| < hi``, ``t = floor((|x| - lo) / (hi - lo) * 2**k)``
+    (the ``k`` bits below the last kept place) and the magnitude rounds up iff
+    ``t + r >= 2**k``.  Everything else (NaN, inf, zero, exact values, overflow past max,
+    inputs below an E8M0-like format's range) is the ``"sr"`` mode's result, which does not
+    depend on the random bits."""
+    if not 1 <= k <= 64 or not 0 <= r < (1 << k):
+        raise ValueError(f"need 1 <= k <= 64 and 0 <= r < 2**k, got k={k}, r={r}")
+    ref = reference(fmt)
+    x = float(x)
+    neg = math.copysign(1.0, x) < 0
+    if not math.isfinite(x) or x == 0 or (neg and not ref.key.signed):
+        return ref.encode(x, "sr", saturate, u=0, sr_bits=k)
+    a = abs(Fraction(x))
+    if a >= ref.beyond or a < ref.smallest:
+        return ref.encode(x, "sr", saturate, u=0, sr_bits=k)
+    lo, _, hi, _ = ref._neighbours(a)
+    if lo == a:
+        return ref.encode(x, "rtz", saturate)
+    t = math.floor((a - lo) / (hi - lo) * (1 << k))
+    if t + r >= 1 << k:                               # away from zero: hi, or overflow past max
+        return ref.encode(x, "rtn" if neg else "rtp", saturate)
+    return ref.encode(x, "rtz", saturate)
+
+
+# ------------------------------------------------------------------ two's-complement integers
+def int_encode(bits: int, frac_bits: int, symmetric: bool, x: float, rounding: str = "rne",
+               u: int | None = None, sr_bits: int | None = None, r: int | None = None) -> int:
+    """The two's-complement code of ``x`` in the integer format ``k * 2**-frac_bits``
+    (``fpformat.intformat``'s docstring): exact rationals, the rounding of
+    :func:`_round_up` on the magnitude (``sr`` with the 64-bit ``u`` of the seeded stream, or
+    with given bits ``r`` of width ``sr_bits`` by the carry rule), clamping to the range, NaN to
+    0."""
+    kmax = (1 << (bits - 1)) - 1
+    kmin = -kmax if symmetric else -(1 << (bits - 1))
+    x = float(x)
+    if math.isnan(x):
+        return 0
+    if math.isinf(x):
+        return (kmax if x > 0 else kmin) % (1 << bits)
+    y = Fraction(x) * Fraction(2) ** frac_bits
+    neg = y < 0
+    a = abs(y)
+    n = math.floor(a)
+    rem = a - n
+    if rem == 0:
+        up = False
+    elif rounding == "sr" and r is not None:
+        up = math.floor(rem * (1 << sr_bits)) + r >= 1 << sr_bits
+    else:
+        up = _round_up(rounding, rem, n, neg, u, sr_bits)
+    mag = n + int(up)
+    k = -mag if neg else mag
+    return min(max(k, kmin), kmax) % (1 << bits)

@@ -14,8 +14,11 @@ def add_parser(sub):
                        description="Show a format's properties, special codes, the standard "
                                    "formats it could be confused with, and optionally every "
                                    "code's value.")
-    p.add_argument("format", nargs="?", help="preset name or spec, e.g. e4m3, float8_e4m3fn, "
-                                              "e3m4b5, ue4m3fn, mxfp4, e2m1/32/e8m0")
+    p.add_argument("format", nargs="?", help="preset name, alias or spec, e.g. e4m3, "
+                                              "float8_e4m3fn, e3m4b5, ue4m3fn, binary8p3se, "
+                                              "mxfp4, e2m1/32/e8m0 (every name: docs/names.md; "
+                                              "e8m0 and ue8m0 are OCP E8M0, the family "
+                                              "member is ue8m0fin)")
     p.add_argument("--values", action="store_true",
                    help=f"print every code (formats of at most {VALUE_TABLE_MAX_BITS} bits)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -34,8 +37,11 @@ def run(args) -> int:
     info = describe(fmt)
     if args.values:
         if not isinstance(fmt, FloatFormat):
-            raise ValueError("--values needs an element format (a block format's element: "
-                             f"fpx info {fmt.element.spec} --values)")
+            hint = (f"a block format's element: fpx info {fmt.element.spec} --values"
+                    if hasattr(fmt, "element") else
+                    f"{fmt.spec} is a two's-complement integer format: code k, read as a "
+                    f"signed integer, is the value k * 2**-{fmt.frac_bits}")
+            raise ValueError(f"--values lists the codes of a floating-point format ({hint})")
         info["values"] = value_table(fmt)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -52,7 +58,9 @@ def _print_text(fmt, info: dict) -> None:
             continue
         if isinstance(v, float):
             v = f"{v:.10g}"
-        if isinstance(v, dict) and "spec" in v:
+        if isinstance(v, list):
+            v = ", ".join(map(str, v)) or "(none)"
+        elif isinstance(v, dict) and "spec" in v:
             v = f"{v.get('name')} ({v['spec']}, {v.get('bits')} bits, max {v.get('max'):.6g})"
         elif isinstance(v, dict):
             v = json.dumps(v, default=str)
@@ -69,7 +77,8 @@ def _print_text(fmt, info: dict) -> None:
         for r in la:
             print(f"    {r['name']:22s} bias {r['bias']:<4d} max {r['max']:<12.6g} "
                   f"min {r['min_subnormal']:<12.6g} nan_codes {r['nan_codes']} inf {r['inf']} "
-                  f"-0 {'yes' if r['negative_zero'] else 'no (NaN)'}")
+                  f"-0 {'yes' if r['negative_zero'] else 'no (NaN)'}"
+                  f"{'' if r.get('has_zero', True) else ' zero no'}")
     if "values" in info:
         print(f"  {'code':>6s} {'hex':>6s} {'binary':>16s} {'value':>16s}  class")
         for r in info["values"]:

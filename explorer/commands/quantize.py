@@ -9,8 +9,11 @@ import os
 import numpy as np
 
 from explorer.metrics import quantization_error
-from fpformat import FloatFormat, get_format
+from fpformat import FloatFormat, IntFormat, get_format
 from fpformat.files import atomic_write, check_output_path
+
+#: Element formats (codes only, no scales): floats and two's-complement integers.
+ELEMENT_TYPES = (FloatFormat, IntFormat)
 
 
 def add_parser(sub):
@@ -63,7 +66,7 @@ def _save(path: str, arr: np.ndarray) -> None:
 
 def run(args) -> int:
     fmt = get_format(args.format)
-    if isinstance(fmt, FloatFormat):
+    if isinstance(fmt, ELEMENT_TYPES):
         scales_path = None
     elif args.sr_bits is not None:
         raise ValueError("--sr-bits applies to element formats only")
@@ -75,11 +78,11 @@ def run(args) -> int:
         check_output_path(scales_path)
     x = load_array(args.input)
     kw = dict(rounding=args.rounding, saturate=args.saturate, seed=args.seed)
-    if isinstance(fmt, FloatFormat):
+    if isinstance(fmt, ELEMENT_TYPES):
         kw["sr_bits"] = args.sr_bits
     summary = {"format": str(fmt), "shape": list(x.shape), "input_dtype": str(x.dtype)}
     if args.codes:
-        if isinstance(fmt, FloatFormat):
+        if isinstance(fmt, ELEMENT_TYPES):
             codes = fmt.encode(x, **kw)
         else:
             enc = fmt.encode(x, **kw)

@@ -7,7 +7,7 @@ import shlex
 import sys
 
 import fpformat
-from fpformat import FloatFormat, get_format
+from fpformat import BlockFormat, FloatFormat, get_format
 from fpformat.files import check_output_path
 from fpformat.gemm import Accumulator, result_format
 from fpformat.units import get_unit
@@ -16,6 +16,7 @@ from fpformat.vectors import (
     block_vectors,
     dot_vectors,
     element_vectors,
+    load_random_bits,
     mma_vectors,
     write_block_vectors,
     write_dot_vectors,
@@ -64,6 +65,12 @@ def add_parser(sub):
                         f"at most {MAX_VECTOR_INPUTS} per file")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs and SR (default 0)")
     p.add_argument("--sr-bits", type=int, default=None, help="random bits per SR decision")
+    p.add_argument("--random-bits", default=None, metavar="FILE",
+                   help="--rounding sr: the random bits a hardware generator gives, one per "
+                        "input element in order (a .npy 1-D unsigned int "
+                        "array, or text with one hex value per line); width --sr-bits (a .npy "
+                        "file: default its dtype's width). The rule: the k bits below the last "
+                        "kept place plus the k random bits; a carry rounds up")
     p.add_argument("--out", "-o", required=True, help="output file")
     p.add_argument("--style", choices=["csv", "hex"], default="csv",
                    help="csv (default) or hex lines")
@@ -121,6 +128,8 @@ def run(args) -> int:
     if args.count < 0:
         raise ValueError(f"--count must be >= 0, got {args.count}")
     check_output_path(args.out)            # before the work: a bad --out fails at once
+    if args.random_bits is not None and (args.op != "convert" or args.rounding != "sr"):
+        raise ValueError("--random-bits needs --rounding sr and --op convert")
     if args.op == "mma":
         return _run_mma(args)
     if args.unit or args.in_format or args.out_format:
@@ -140,15 +149,27 @@ def run(args) -> int:
     header = [f"fpx vectors (fpformat {fpformat.__version__}): " + shlex.join(sys.argv[1:]),
               f"format {fmt} = {fmt.spec if isinstance(fmt, FloatFormat) else fmt}",
               f"rounding {args.rounding}, saturate {args.saturate}, seed {args.seed}"]
+    if not isinstance(fmt, (FloatFormat, BlockFormat)):
+        raise ValueError(f"fpx vectors writes vectors for float element formats and block "
+                         f"formats; {fmt} is neither")
+    bits = None
+    if args.random_bits is not None:
+        if not args.random_bits.endswith(".npy") and args.sr_bits is None:
+            raise ValueError(f"--random-bits {args.random_bits}: a text file needs --sr-bits "
+                             f"(the generator's width in bits)")
+        bits = load_random_bits(args.random_bits)
+        header.append(f"random bits from {args.random_bits}, one per input: rounds up iff the "
+                      f"k bits below the last kept place plus the k random bits carry out")
     if isinstance(fmt, FloatFormat):
         vec = element_vectors(fmt, args.rounding, args.saturate, args.count, args.seed,
-                              args.sr_bits)
+                              args.sr_bits, random_bits=bits)
         write_element_vectors(vec, fmt, args.out, args.style, header)
         n = len(vec)
         kinds = {str(k): int((vec.kinds == k).sum()) for k in sorted(set(vec.kinds.tolist()))}
     else:
         # OCP MX and NVFP4 clamp scaled elements to the element max: block formats saturate.
-        vec = block_vectors(fmt, args.rounding, True, args.count, args.seed)
+        vec = block_vectors(fmt, args.rounding, True, args.count, args.seed, args.sr_bits,
+                            random_bits=bits)
         write_block_vectors(vec, fmt, args.out, args.style, header)
         n = len(vec)
         kinds = {k: vec.kinds.count(k) for k in sorted(set(vec.kinds))}
