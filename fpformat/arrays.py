@@ -41,10 +41,14 @@ def float_kind(dtype) -> str:
 
 
 def is_cuda_array(x) -> bool:
-    """True for anything exposing ``__cuda_array_interface__`` (numba, CuPy, torch CUDA)."""
+    """True for anything exposing ``__cuda_array_interface__`` (numba, CuPy, torch CUDA) and for
+    numba's own device arrays, simulated ones included (under ``NUMBA_ENABLE_CUDASIM`` they have
+    no interface, only numba's ``__cuda_ndarray__`` mark)."""
     if _is_torch(x):                    # torch raises RuntimeError (not AttributeError) on the
         return bool(getattr(x, "is_cuda", False))   # interface of a tensor requiring grad
-    return hasattr(x, "__cuda_array_interface__")
+    if isinstance(x, np.ndarray):
+        return False
+    return hasattr(x, "__cuda_array_interface__") or bool(getattr(x, "__cuda_ndarray__", False))
 
 
 def _is_torch(x) -> bool:
@@ -68,12 +72,18 @@ def as_float_array(x) -> tuple[np.ndarray, str]:
     if kind not in FLOAT_KINDS:
         raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, "
                         f"got dtype {arr.dtype}")
+    return _widened(arr, kind), kind
+
+
+def _widened(arr: np.ndarray, kind: str) -> np.ndarray:
+    """float16 (numpy's conversion) and bfloat16 (any 2-byte dtype holding its bits) widened to
+    float32 exactly, NaN payloads and signs kept; float32/float64 as they are."""
     if kind == "float16":
-        return arr.astype(np.float32), kind
+        return arr.astype(np.float32)
     if kind == "bfloat16":
         wide = (np.ascontiguousarray(arr).view(np.uint16).astype(np.uint32) << np.uint32(16))
-        return wide.view(np.float32), kind
-    return arr, kind
+        return wide.view(np.float32)
+    return arr
 
 
 def check_out(x, out: np.ndarray) -> None:
@@ -98,18 +108,30 @@ def check_out(x, out: np.ndarray) -> None:
 
 
 def restore_dtype(out: np.ndarray, kind, like=None):
-    """Convert a float32/float64 result back to ``kind`` (exact when the values fit it), and to a
-    torch tensor when ``like`` is one."""
+    """Convert a float32/float64 result back to ``kind`` and to a torch tensor when ``like``
+    is one.
+
+    One rounding (to nearest even) from the result's exact value -- exact when the values fit
+    ``kind`` --, NaN keeping its sign (a quiet NaN: the CPU's rule, docs/numerics.md).  A torch
+    result gets the numpy result's bits: torch's own conversions round float64 to float16 via
+    float32 (twice) and write its float32 -> bfloat16 NaN with a fixed sign."""
     name = kind if isinstance(kind, str) else getattr(kind, "name", str(kind))
     if like is not None and _is_torch(like):
         if name not in FLOAT_KINDS:
             raise TypeError(f"dtype must be one of {', '.join(FLOAT_KINDS)}, got {kind}")
-        # new_tensor copies onto like's device and dtype: exact, the values fit that dtype
-        return like.new_tensor(out)
+        res = np.asarray(restore_dtype(out, name))
+        if name != "bfloat16":
+            return like.new_tensor(res)                  # same dtype: a copy of the bits
+        int16 = like.new_zeros(()).short().dtype         # torch.int16, via like
+        bits = np.require(res, requirements="C").view(np.int16)
+        return like.new_tensor(bits, dtype=int16).view(like.dtype)
     if name == "float16":
         out = out.astype(np.float16)
     elif name == "bfloat16":
-        f32 = np.ascontiguousarray(out, dtype=np.float32)
+        # float64 results (element x scale products) are rounded once: to float32 by round to
+        # odd (24 bits, enough for a later nearest rounding to 8), then to nearest even
+        f32 = _f64_to_f32_odd(out) if out.dtype == np.float64 else \
+            np.ascontiguousarray(out, dtype=np.float32)
         u16 = _f32_to_bf16_bits(f32)
         if like is not None and not _is_torch(like):
             out = u16.view(np.asarray(like).dtype)
@@ -133,14 +155,30 @@ def tensor_kind(t) -> str:
 
 def _torch_values(t) -> tuple[np.ndarray, str]:
     """``as_float_array`` of a CPU torch tensor: a float32/float64 view, or an exact float32
-    copy of a float16/bfloat16 tensor."""
+    copy of a float16/bfloat16 tensor widened from its bits as a numpy array of that dtype is
+    (so a tensor and an array with the same bits give the same results, NaNs included)."""
     kind = tensor_kind(t)
     if t.device.type != "cpu":
         raise ValueError(f"expected a CPU tensor, got device {t.device}")
-    t = t.detach()
-    if kind in ("float16", "bfloat16"):
-        t = t.float()                                   # exact widening, by torch
-    return t.contiguous().numpy(), kind
+    t = t.detach().contiguous()
+    if kind == "bfloat16":
+        t = t.view(t.new_zeros(()).short().dtype)        # torch.int16 (numpy has no bfloat16)
+    return _widened(t.numpy(), kind), kind
+
+
+def _f64_to_f32_odd(f64: np.ndarray) -> np.ndarray:
+    """float64 -> float32 rounding to odd (an inexact result gets an odd last bit), so that a
+    following round to nearest of at most 22 bits equals rounding the float64 once."""
+    f64 = np.ascontiguousarray(f64, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f32 = f64.astype(np.float32)
+        back = f32.astype(np.float64)
+    b = f32.view(np.uint32).copy()
+    adjust = (back != f64) & ~np.isnan(f64) & ((b & np.uint32(1)) == 0)
+    down = adjust & (np.abs(back) > np.abs(f64))             # one ulp toward the exact value
+    b[down] -= np.uint32(1)
+    b[adjust & ~down] += np.uint32(1)
+    return b.view(np.float32)
 
 
 def _f32_to_bf16_bits(f32: np.ndarray) -> np.ndarray:

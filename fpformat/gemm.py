@@ -44,7 +44,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import core, gemm_core, unit_core
+from . import core, cuda_gemm, gemm_core, unit_core
 from .dispatch import JIT, seed_key, threads_for, want_specialized
 from .format import FloatFormat
 from .presets import get_format
@@ -546,13 +546,21 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
     and ``c`` values of ``out_format`` (always checked).  K longer than the unit's block is
     accumulated block after block, each block's rounded result the next one's addend, as a GEMM
     built from the instruction does.  ``unit``: a preset name (for these formats), a spec or a
-    :class:`~fpformat.units.MatrixUnit`.  Returns float32 (float16 for float16 outputs)."""
+    :class:`~fpformat.units.MatrixUnit`.  Returns float32 (float16 for float16 outputs).
+
+    CUDA arrays (``a`` and ``b`` both on the GPU; ``c`` there or on the host) are computed on
+    the device by :mod:`fpformat.cuda_gemm`, bit for bit as here, and the result is an array of
+    ``a``'s kind on its device (units with ``"exact"`` or ``"pairwise"`` summation raise
+    ``ValueError`` there)."""
     fi, fo = get_format(in_format), get_format(out_format)
     for f, pname in ((fi, "in_format"), (fo, "out_format")):
         if not isinstance(f, FloatFormat):
             raise ValueError(f"{pname} must be an element format, got {f}")
     unit = get_unit(unit, fi, fo)         # TypeError/ValueError for anything but a unit
     U, F, C, V = unit.tuples(fi, fo)
+    if any(cuda_gemm.is_device_array(x) for x in (a, b, c)):     # computed on the GPU
+        host_c = c if cuda_gemm.is_device_array(c) else _values_of(c, fo, "c", False)
+        return cuda_gemm.mma(a, b, host_c, unit, fi, fo, (U, F, C, V), quantize_inputs)
     A = _values_of(a, fi, "a", quantize_inputs)
     B = _values_of(b, fi, "b", quantize_inputs)
     drop = [A.ndim == 1, B.ndim == 1]
@@ -570,8 +578,8 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
     except ValueError:
         raise ValueError(f"c of shape {np.shape(c)} does not broadcast to the result's "
                          f"{shape}") from None
-    A = np.broadcast_to(A, batch + (M, K)).reshape(-1, M, K)
-    Bt = np.swapaxes(np.broadcast_to(B, batch + (K, N)), -1, -2).reshape(-1, N, K)
+    A = np.broadcast_to(A, batch + (M, K)).reshape(math.prod(batch), M, K)   # -1 is ambiguous
+    Bt = np.swapaxes(np.broadcast_to(B, batch + (K, N)), -1, -2).reshape(math.prod(batch), N, K)
     sa, ea = _decompose(A, fi, unit.subnormal_inputs)
     sb, eb = _decompose(Bt, fi, unit.subnormal_inputs)
     out = np.empty((sa.shape[0], M, N), np.float64)

@@ -5,8 +5,12 @@
     y.sum().backward()                                        # straight-through: dy/dx = 1
 
 CPU tensors go to the numba kernels without a copy (float32/float64; float16 and bfloat16 are
-widened exactly); CUDA tensors go to the numba.cuda kernels through
-``__cuda_array_interface__``.  fpformat imports torch here and in :mod:`fpformat.gemm_torch`
+widened exactly); CUDA tensors go to the numba.cuda kernels (:mod:`fpformat.cuda`) through
+``__cuda_array_interface__``, read in place in every float dtype, on torch's current stream, with
+results and scratch from torch's caching allocator and no synchronisation: a CUDA ``quantize``
+can be captured in ``torch.cuda.graph`` once a warm-up call has compiled its kernels (a graph
+replays the stochastic-rounding key it captured: pass ``seed`` explicitly).  fpformat imports
+torch here and in :mod:`fpformat.gemm_torch`
 (the other torch face); :mod:`fpformat.cuda` imports it only when a torch CUDA tensor arrives, and
 the element and block API read CPU tensors through their own methods (:mod:`fpformat.arrays`).
 """
@@ -61,8 +65,8 @@ def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     tensor_kind(x)
-    if x.device.type == "cuda":
-        return cuda.quantize(f, x.contiguous(), rounding, saturate, seed, sr_bits)
+    if x.device.type == "cuda":                  # non-contiguous: made contiguous by torch there
+        return cuda.quantize(f, x, rounding, saturate, seed, sr_bits)
     if x.device.type != "cpu":
         raise ValueError(f"device must be cpu or cuda, got {x.device}")
     y = f.quantize(to_numpy(x), rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)

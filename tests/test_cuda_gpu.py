@@ -1,5 +1,6 @@
-"""The GPU path on a real CUDA GPU (``pytest -m gpu``): results identical to the CPU kernels for
-numba device arrays, torch CUDA tensors and CuPy arrays, returned in the input's kind.
+"""The GPU path on a real CUDA GPU (``pytest -m gpu``): results identical to the CPU kernels, raw
+bits and NaN signs included, for numba device arrays, torch CUDA tensors and CuPy arrays, returned
+in the input's kind; one compilation per format, mode and dtype; CUDA-graph capture.
 
 Skipped where no GPU is present; the simulator tests (tests/test_cuda.py) run everywhere.
 """
@@ -24,58 +25,90 @@ from fpformat import get_format  # noqa: E402
 MODES = ("rne", "rna", "rtz", "rtp", "rtn", "rto", "sr")
 FORMATS = ("float8_e4m3fn", "float8_e5m2", "e2m1", "e3m2", "float8_e8m0fnu", "ue4m3fn",
            "float8_e4m3fnuz")
+BLOCKS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4",
+          "e4m3/channel", "e4m3/tensor", "e4m3/128x128", "e4m3/32@axis0")
 
 
 def _data(n: int = 1 << 20, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(n) * np.exp2(rng.uniform(-30, 20, n))).astype(np.float32)
-    x[:8] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, 3e38, -3e38]
+    x[:9] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, 3e38, -3e38]
     return x
 
 
-def _bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.dtype.kind == "f":
-        nan = np.isnan(a) & np.isnan(b)
-        w = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
-        return bool(np.array_equal(np.where(nan, 0, a.view(w)), np.where(nan, 0, b.view(w))))
-    return bool(np.array_equal(a, b))
+def _bits(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a if a.dtype.kind in "ui" else a.view({2: np.uint16, 4: np.uint32,
+                                                   8: np.uint64}[a.dtype.itemsize])
+
+
+def _bits_equal(a, b) -> bool:
+    """Same dtype, shape and raw bits (NaN signs and payloads included)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(_bits(a), _bits(b)))
 
 
 @pytest.mark.parametrize("name", FORMATS)
 @pytest.mark.parametrize("mode", MODES)
 def test_numba_device_arrays_match_cpu(name, mode):
+    # every mode on float32 data; saturation and the float16/float64 inputs with rne and sr
+    # (each combination compiles its own kernels: about a second each on first use)
     f = get_format(name)
     x = _data().reshape(1024, -1)
-    d = cuda.to_device(x)
-    for sat in (False, True):
-        codes = f.encode(d, rounding=mode, saturate=sat, seed=5)
-        assert cuda.is_cuda_array(codes)
-        assert _bits_equal(codes.copy_to_host(), f.encode(x, rounding=mode, saturate=sat, seed=5))
-        q = f.quantize(d, rounding=mode, saturate=sat, seed=5)
-        assert _bits_equal(q.copy_to_host(), f.quantize(x, rounding=mode, saturate=sat, seed=5))
+    more = mode in ("rne", "sr")
+    for xi in (x, x.astype(np.float16), x.astype(np.float64)) if more else (x,):
+        d = cuda.to_device(xi)
+        for sat in (False, True) if more else (False,):
+            codes = f.encode(d, rounding=mode, saturate=sat, seed=5)
+            assert cuda.is_cuda_array(codes)
+            assert _bits_equal(codes.copy_to_host(),
+                               f.encode(xi, rounding=mode, saturate=sat, seed=5))
+            if f.fits(xi.dtype):
+                q = f.quantize(d, rounding=mode, saturate=sat, seed=5)
+                assert _bits_equal(q.copy_to_host(),
+                                   f.quantize(xi, rounding=mode, saturate=sat, seed=5))
     c = f.encode(x)
     assert _bits_equal(f.decode(cuda.to_device(c)).copy_to_host(), f.decode(c))
 
 
-@pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e4m3", "nvfp4", "e4m3/channel"])
-@pytest.mark.parametrize("mode", ["rne", "sr"])
-def test_block_formats_match_cpu(name, mode):
-    from fpformat import cuda as fc
+def _block_data(name: str) -> np.ndarray:
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((512, 256)) * np.exp2(rng.uniform(-20, 20, (512, 1))))
+    x[3] = 0.0
+    if name != "nvfp4" and "tensor" not in name:
+        x[5, 7], x[6, 100] = np.nan, -np.inf
+    return x
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_block_formats_match_cpu_in_every_dtype(name):
+    torch = pytest.importorskip("torch")
     b = get_format(name)
-    x = _data(1 << 16, seed=1).reshape(-1, 64) if name != "nvfp4" else \
-        np.random.default_rng(2).standard_normal((512, 64)).astype(np.float32)
-    got = fc.encode(b, cuda.to_device(x), mode, True, 3, None)
-    want = b.encode(x, rounding=mode, seed=3)
-    assert _bits_equal(got.codes.copy_to_host(), want.codes)
-    assert _bits_equal(got.scales.copy_to_host(), want.scales)
-    q = fc.quantize(b, cuda.to_device(x), mode, True, 3, None)
-    assert _bits_equal(q.copy_to_host(), b.quantize(x, rounding=mode, seed=3))
+    x64 = _block_data(name)
+    for dtype, mode in ((torch.float32, "rne"), (torch.float16, "rne"), (torch.bfloat16, "sr"),
+                        (torch.float64, "rne")):
+        xt = torch.from_numpy(x64).to(dtype)
+        xc = xt.cuda()
+        got = b.encode(xc, rounding=mode, seed=3)
+        want = b.encode(xt, rounding=mode, seed=3)
+        assert torch.equal(got.codes.cpu(), torch.from_numpy(np.asarray(want.codes)))
+        assert _bits_equal(got.scales.cpu().numpy(), want.scales)
+        assert got.tensor_scale == want.tensor_scale or (
+            np.isnan(got.tensor_scale) and np.isnan(want.tensor_scale))
+        q = b.quantize(xc, rounding=mode, seed=3)
+        wq = b.quantize(xt, rounding=mode, seed=3)
+        assert q.dtype == dtype and torch.equal(q.cpu().view(_int(torch, dtype)),
+                                                wq.view(_int(torch, dtype)))
+        assert _bits_equal(b.decode(got).cpu().numpy(), b.decode(want))
+
+
+def _int(torch, dtype):
+    return {2: torch.int16, 4: torch.int32, 8: torch.int64}[torch.empty((), dtype=dtype)
+                                                            .element_size()]
 
 
 def test_torch_cuda_tensors_round_trip_in_kind():
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA")
     from fpformat.torch import quantize
     f = get_format("float8_e4m3fn")
     x = torch.from_numpy(_data(1 << 16)[64:]).cuda()              # finite: 2046 x 32
@@ -84,8 +117,7 @@ def test_torch_cuda_tensors_round_trip_in_kind():
         y = quantize(xt, f, rounding="sr", seed=7)
         assert y.dtype == dtype and y.device == xt.device
         want = quantize(xt.detach().cpu(), f, rounding="sr", seed=7)
-        assert torch.equal(torch.nan_to_num(y.detach().cpu().float(), nan=7.0),
-                           torch.nan_to_num(want.float(), nan=7.0))
+        assert torch.equal(y.detach().cpu().view(_int(torch, dtype)), want.view(_int(torch, dtype)))
         y.sum().backward()
         assert torch.all(xt.grad == 1)
     codes = f.encode(x)
@@ -96,10 +128,52 @@ def test_torch_cuda_tensors_round_trip_in_kind():
     assert y.is_cuda and torch.equal(y.cpu(), quantize(x.reshape(-1, 32).cpu(), b))
 
 
+def test_out_and_in_place_with_torch():
+    torch = pytest.importorskip("torch")
+    b = get_format("nvfp4")
+    x = torch.randn(256, 64, device="cuda", dtype=torch.bfloat16)
+    want = b.quantize(x.cpu())
+    out = torch.empty_like(x)
+    assert b.quantize(x, out=out) is out and torch.equal(out.cpu().view(torch.int16),
+                                                         want.view(torch.int16))
+    assert b.quantize(x, out=x) is x and torch.equal(x.cpu().view(torch.int16),
+                                                     want.view(torch.int16))
+
+
+def test_one_compilation_per_format_mode_and_dtype():
+    torch = pytest.importorskip("torch")
+    from fpformat import cuda as fc
+    for name in ("nvfp4", "e4m3/channel", "e4m3/tensor", "mxfp4", "float8_e4m3fn"):
+        f = get_format(name)
+        f.quantize(torch.randn(64, 64, device="cuda"), rounding="sr", seed=0)     # warm-up
+        before = fc.compilations()
+        for i, shape in enumerate(((128, 64), (3, 96), (1000, 32), (7, 1024))):
+            f.quantize(torch.randn(shape, device="cuda") * 10.0 ** i, rounding="sr", seed=i)
+        assert fc.compilations() == before, name
+
+
+def test_torch_quantize_is_captured_in_a_cuda_graph():
+    torch = pytest.importorskip("torch")
+    from fpformat.torch import quantize
+    x = torch.randn(1024, 256, device="cuda", dtype=torch.bfloat16)
+    for name in ("float8_e4m3fn", "mxfp4", "nvfp4", "e4m3/channel", "e4m3/tensor"):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            quantize(x, name, rounding="sr", seed=1)                # warm-up: compiles
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = quantize(x, name, rounding="sr", seed=1)
+        x.copy_(torch.randn_like(x))
+        g.replay()
+        torch.cuda.synchronize()
+        want = quantize(x.cpu(), name, rounding="sr", seed=1)
+        assert torch.equal(y.cpu().view(torch.int16), want.view(torch.int16)), name
+
+
 def test_torch_side_stream():
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA")
     f = get_format("e3m2")
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):

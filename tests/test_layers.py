@@ -139,13 +139,14 @@ def test_fpformat_modules_never_import_the_package_itself():
 # of the layers below, never above.
 FPFORMAT_LAYERS = (
     {"fpformat._cache", "fpformat.core", "fpformat.gemm_core", "fpformat.names",
-     "fpformat.files", "fpformat.unit_core"},
+     "fpformat.files", "fpformat.unit_core", "fpformat.packing"},
     {"fpformat.rounding", "fpformat.arrays", "fpformat.dispatch", "fpformat.scales"},
-    {"fpformat.block_kernels", "fpformat.block_core", "fpformat.cuda", "fpformat.kernels"},
-    {"fpformat.format"},
+    {"fpformat.block_kernels", "fpformat.block_core", "fpformat.cuda", "fpformat.cuda_kernels",
+     "fpformat.kernels"},
+    {"fpformat.format", "fpformat.intformat"},
     {"fpformat.block"},
     {"fpformat.presets"},
-    {"fpformat.units", "fpformat.gemm"},
+    {"fpformat.units", "fpformat.gemm", "fpformat.cuda_gemm"},
     {"fpformat.torch", "fpformat.gemm_torch", "fpformat.testing", "fpformat.vectors",
      "fpformat.describe"},
     {"fpformat"},
