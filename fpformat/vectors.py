@@ -165,14 +165,7 @@ def element_vectors(fmt: FloatFormat, rounding: str = "rne", saturate: bool = Fa
         codes = fmt.encode(inputs, rounding=rounding, saturate=saturate, seed=seed,
                            sr_bits=sr_bits)
         return ElementVectors(inputs=inputs, kinds=kinds, codes=codes, values=fmt.decode(codes))
-    r = np.asarray(random_bits)
-    if r.ndim != 1:
-        raise ValueError(f"random_bits must be a 1-D array (one value per input), got shape "
-                         f"{r.shape}")
-    if r.size < inputs.size:
-        raise ValueError(f"random_bits holds {r.size} values; these vectors need {inputs.size} "
-                         f"(one per input: lower count or give more bits)")
-    r = r[:inputs.size]
+    r = _take_bits(random_bits, inputs.size, "input")
     codes = fmt.encode(inputs, rounding=rounding, saturate=saturate, sr_bits=sr_bits,
                        random_bits=r)
     width = sr_bits if sr_bits is not None else 8 * r.dtype.itemsize
@@ -306,14 +299,7 @@ def block_vectors(fmt: BlockFormat, rounding: str = "rne", saturate: bool = True
                                sr_bits=sr_bits) for r in range(len(rows))]
         values = np.concatenate([one_row.decode(e) for e in encs])
         return BlockVectors(inputs=x, kinds=kinds, encodings=encs, values=values)
-    rb = np.asarray(random_bits)
-    if rb.ndim != 1:
-        raise ValueError(f"random_bits must be a 1-D array (one value per element), got shape "
-                         f"{rb.shape}")
-    if rb.size < x.size:
-        raise ValueError(f"random_bits holds {rb.size} values; these vectors need {x.size} "
-                         f"(one per element: lower count or give more bits)")
-    rb = rb[:x.size].reshape(x.shape)
+    rb = _take_bits(random_bits, x.size, "element").reshape(x.shape)
     encs = [one_row.encode(x[r:r + 1], rounding=rounding, saturate=saturate, sr_bits=sr_bits,
                            random_bits=rb[r:r + 1]) for r in range(len(rows))]
     values = np.concatenate([one_row.decode(e) for e in encs])
@@ -706,3 +692,16 @@ def write_mma_vectors(vectors: list[MmaVector], in_format, out_format, path: str
                 fh.write(f"{''.join(f'{c:0{wi}X}' for c in v.a_codes)} "
                          f"{''.join(f'{c:0{wi}X}' for c in v.b_codes)} "
                          f"{v.c_code:0{wo}X} {v.d_code:0{wo}X}\n")
+
+
+def _take_bits(random_bits, n: int, what: str) -> np.ndarray:
+    """The first ``n`` of the caller's stochastic-rounding bits (a 1-D array, one per
+    ``what``); ``ValueError`` when it is not 1-D or holds fewer."""
+    r = np.asarray(random_bits)
+    if r.ndim != 1:
+        raise ValueError(f"random_bits must be a 1-D array (one value per {what}), got shape "
+                         f"{r.shape}")
+    if r.size < n:
+        raise ValueError(f"random_bits holds {r.size} values; these vectors need {n} (one per "
+                         f"{what}: lower count or give more bits)")
+    return r[:n]
