@@ -204,9 +204,20 @@ def _device(x, floats: bool) -> _Device:
         t = t.contiguous()
         view = cuda.as_cuda_array(t, sync=False)             # we launch on torch's stream
         return _Device(view, kind, fam, x, _torch_stream(x))
+    view, stream = _foreign_view(x, fam, "x", copy_ok=True)
+    return _Device(view, np.dtype(view.dtype).name, fam, x, stream)
+
+
+def _foreign_view(x, fam: str, name: str, copy_ok: bool):
+    """(numba view, stream) of a CUDA array that is not a torch tensor: CuPy (made contiguous
+    if ``copy_ok``, on CuPy's current stream), numba's own (or simulated) device arrays, any
+    ``__cuda_array_interface__`` object; ``ValueError`` unless C-contiguous."""
+    cuda = _cuda()
     if fam == "cupy":
         import cupy  # optional: only for CuPy arrays
-        a = cupy.ascontiguousarray(x)
+        a = cupy.ascontiguousarray(x) if copy_ok else x
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
         stream = _external_stream(cupy.cuda.get_current_stream().ptr)
         view = cuda.as_cuda_array(a, sync=False)
     elif getattr(x, "__cuda_ndarray__", False):              # numba's own (or simulated) arrays
@@ -214,13 +225,12 @@ def _device(x, floats: bool) -> _Device:
     elif hasattr(x, "__cuda_array_interface__"):
         view, stream = cuda.as_cuda_array(x), 0
     else:
-        raise TypeError(f"expected a CUDA array (with __cuda_array_interface__), "
+        raise TypeError(f"{name}: expected a CUDA array (with __cuda_array_interface__), "
                         f"got {type(x).__name__}")
     if not view.is_c_contiguous():
-        raise ValueError("CUDA arrays must be C-contiguous (copy it first, e.g. "
-                         "numba.cuda.device_array_like + copy, or cupy.ascontiguousarray)")
-    kind = np.dtype(view.dtype).name
-    return _Device(view, kind, fam, x, stream)
+        raise ValueError(f"{name}: CUDA arrays must be C-contiguous (copy it first, e.g. "
+                         f"numba.cuda.device_array_like + copy, or cupy.ascontiguousarray)")
+    return view, stream
 
 
 def _raw(x, floats: bool, name: str = "x", copy_ok: bool = True) -> _Raw:
@@ -246,23 +256,7 @@ def _raw(x, floats: bool, name: str = "x", copy_ok: bool = True) -> _Raw:
             t = t.view(_torch_bits_dtype(t.element_size()))
         view = cuda.as_cuda_array(t.reshape(-1), sync=False)  # we launch on torch's stream
         return _Raw(view, _Device(view, kind, fam, x, _torch_stream(x)), shape)
-    if fam == "cupy":
-        import cupy  # optional: only for CuPy arrays
-        a = cupy.ascontiguousarray(x) if copy_ok else x
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous")
-        stream = _external_stream(cupy.cuda.get_current_stream().ptr)
-        view = cuda.as_cuda_array(a, sync=False)
-    elif getattr(x, "__cuda_ndarray__", False):              # numba's own (or simulated) arrays
-        view, stream = x, 0
-    elif hasattr(x, "__cuda_array_interface__"):
-        view, stream = cuda.as_cuda_array(x), 0
-    else:
-        raise TypeError(f"{name}: expected a CUDA array (with __cuda_array_interface__), "
-                        f"got {type(x).__name__}")
-    if not view.is_c_contiguous():
-        raise ValueError(f"{name}: CUDA arrays must be C-contiguous (copy it first, e.g. "
-                         f"numba.cuda.device_array_like + copy, or cupy.ascontiguousarray)")
+    view, stream = _foreign_view(x, fam, name, copy_ok)
     dt = np.dtype(view.dtype)
     kind = dt.name
     shape = tuple(int(s) for s in view.shape)

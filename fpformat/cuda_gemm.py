@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from . import core, unit_core
+from . import core, gemm_core, unit_core
 from . import cuda as fc
 from .arrays import is_cuda_array
 from .format import FloatFormat
@@ -185,6 +185,77 @@ def _unit_kernel(U: tuple, F: tuple, C: tuple, V: tuple, itemsize: int):
             else:
                 out[t, i, j] = d
     return unit_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_kernel(Fa: tuple, Ca: tuple, Fp: tuple, Cp: tuple, Cs: tuple, pairwise: bool,
+                   promote: bool, scaled: bool):
+    """The accumulator model (:func:`fpformat.gemm.matmul`): a grid-stride loop over output
+    elements, each through :func:`fpformat.gemm_core.gemm_element` (the CPU kernel's core),
+    ``b`` read as ``(K, N)`` (a warp's neighbouring ``j`` read neighbouring words).  Thread
+    ``t`` of the grid uses row ``t`` of the scratch arrays.  Codes are stored into the result
+    format's unsigned dtype."""
+    _cuda()
+
+    @cuda.jit
+    def matmul_kernel(a, b, sa, sbt, block_k, seg_len, W, sub_a, sub_p, key_a, key_p, terms,
+                      digits, tree, tcode, out_val, out_code):
+        N = np.int64(b.shape[1])
+        t = np.int64(cuda.grid(1))
+        for idx in range(t, np.int64(a.shape[0]) * N, np.int64(cuda.gridsize(1))):
+            i = idx // N
+            j = idx - i * N
+            v, c = gemm_core.gemm_element(a, b, True, sa, sbt, i, j, idx, block_k, seg_len, W,
+                                          pairwise, promote, scaled, Fa, Ca, sub_a, Fp, Cp,
+                                          sub_p, Cs, key_a, key_p, terms[t], digits[t], tree[t],
+                                          tcode[t])
+            out_val[i, j] = v
+            out_code[i, j] = c
+    return matmul_kernel
+
+
+#: ``info`` slots of :func:`_significand_kernel` per operand: largest significant-bit count,
+#: smallest exponent of a last set bit, largest ``e`` with ``|v| < 2**e`` (their start values:
+#: :func:`fpformat.gemm.significand_info`'s answer for no finite nonzero value).
+_INFO_START = (0, 1 << 20, -1075)
+
+
+@functools.lru_cache(maxsize=None)
+def _significand_kernel():
+    """:func:`fpformat.gemm.significand_info` of a flat operand into ``info[3 * slot:]``
+    (atomic max/min over the finite nonzero values; ``info`` starts at :data:`_INFO_START`)."""
+    _cuda()
+
+    @cuda.jit
+    def significand_kernel(x, info, slot):
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            v = np.float64(x[i])
+            if v != 0.0 and math.isfinite(v):
+                m, e = math.frexp(abs(v))
+                sig = np.int64(m * 9007199254740992.0)    # * 2**53, exact
+                tz = np.int64(0)
+                while (sig & 1) == 0:
+                    sig >>= 1
+                    tz += 1
+                cuda.atomic.max(info, 3 * slot, np.int64(53) - tz)
+                cuda.atomic.min(info, 3 * slot + 1, np.int64(e) - 53 + tz)
+                cuda.atomic.max(info, 3 * slot + 2, np.int64(e))
+    return significand_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _info_start_kernel():
+    _cuda()
+    b0, l0, t0 = _INFO_START
+
+    @cuda.jit
+    def info_start_kernel(info):
+        if cuda.grid(1) == 0:
+            for s in range(info.size // 3):
+                info[3 * s] = b0
+                info[3 * s + 1] = l0
+                info[3 * s + 2] = t0
+    return info_start_kernel
 
 
 # --------------------------------------------------------------------------------- host
@@ -341,3 +412,82 @@ def _to_device(d, host: np.ndarray):
         with _cuda().gpus[d.like.device.index]:
             return _cuda().as_cuda_array(t, sync=False)
     return _cuda().to_device(host, stream=d.stream)
+
+
+# --------------------------------------------------------------------------------- matmul
+#: Bytes of per-thread scratch one :func:`matmul` launch may hold (the grid shrinks to fit).
+SCRATCH_BYTES = 256 << 20
+
+
+def matmul_on_device(a, b) -> bool:
+    """Whether :func:`fpformat.gemm.matmul` runs ``a @ b`` on the GPU: both are float CUDA
+    arrays (other CUDA inputs, e.g. integer tensors, go through the host as before)."""
+    return all(is_device_array(x) and _float_array(x) for x in (a, b))
+
+
+def _float_array(x) -> bool:
+    name = str(getattr(x, "dtype", "")).replace("torch.", "")
+    return name in ("float16", "bfloat16", "float32", "float64")
+
+
+def matmul(a, b, plan_for, check, return_codes: bool):
+    """:func:`fpformat.gemm.matmul` (no input formats or scales) for CUDA arrays ``a`` (M, K)
+    and ``b`` (K, N).
+
+    ``plan_for(K)`` gives the :class:`fpformat.gemm.GemmPlan`; ``check(info_a, info_b)`` raises
+    ``ValueError`` when products of such operands are not exact in float64
+    (:func:`fpformat.gemm._check_significands`; the three numbers per operand are reduced on
+    the device and read back once, before the GEMM is queued).  Returns float64 values of
+    ``a``'s kind on its device, with the codes (the plan's result format's dtype) when
+    ``return_codes``."""
+    with fc._on_device(a):
+        da = fc._device(a, floats=True)
+        db = fc._device(b, floats=True)
+        A, B = da.view, db.view
+        for v, pname in ((A, "a"), (B, "b")):
+            if v.ndim != 2:
+                raise ValueError(f"{pname} must be 2-D, got shape {tuple(v.shape)}")
+        M, K = (int(n) for n in A.shape)
+        N = int(B.shape[1])
+        if int(B.shape[0]) != K:
+            raise ValueError(f"a and b do not chain: a is {(M, K)}, b is {tuple(B.shape)}")
+        stream = da.stream
+        plan = plan_for(K)
+        info_obj, info = fc._empty(da, (6,), np.int64)
+        fc._launch(_info_start_kernel(), 1, 1, stream, info)
+        for slot, v in enumerate((A, B)):
+            _launch(_significand_kernel(), int(v.size), stream, v.reshape(int(v.size)), info,
+                    slot)
+        got = fc._read(info, da)
+        check(got[:3], got[3:])
+        vals_obj, vals = fc._empty(da, (M, N), np.float64)
+        codes_obj, codes = fc._empty(da, (M, N), np.dtype(plan.final.dtype))
+        if M * N:
+            _run_matmul(da, A, B, plan, vals, codes, M * N)
+        del info_obj
+        return (vals_obj, codes_obj) if return_codes else vals_obj
+
+
+def _run_matmul(da, A, B, plan, vals, codes, n: int) -> None:
+    """Launch the matmul kernel over ``n`` outputs with per-thread scratch from ``da``'s
+    framework, the grid capped so that the scratch stays within :data:`SCRATCH_BYTES`."""
+    ngroups = -(-plan.seg_len // plan.W) if plan.pairwise else 1
+    nterms = max(plan.W + 1, gemm_core.MIN_TERMS)
+    ndig = int(gemm_core.digits_for_window(-1074, 1025))
+    per_thread = 8 * (nterms + ndig + 2 * ngroups)
+    blocks, threads = fc._launch_shape(n)
+    blocks = max(1, min(blocks, SCRATCH_BYTES // (per_thread * threads)))
+    total = blocks * threads
+    keep = []
+    scratch = []
+    for width, dt in ((nterms, np.float64), (ndig, np.int64), (ngroups, np.float64),
+                      (ngroups, np.int64)):
+        obj, view = fc._empty(da, (total, width), dt)
+        keep.append(obj)
+        scratch.append(view)
+    kernel = _matmul_kernel(plan.Fa, plan.Ca, plan.Fp, plan.Cp, plan.Cs, plan.pairwise,
+                            plan.promote, plan.scaled)
+    ones_obj, ones = fc._empty(da, (1, 1), np.float64)      # block scales: not read unscaled
+    fc._launch(kernel, blocks, threads, da.stream, A, B, ones, ones, plan.block_k, plan.seg_len,
+               plan.W, plan.sub_a, plan.sub_p, plan.key_a, plan.key_p, *scratch, vals, codes)
+    del keep, ones_obj

@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -137,137 +137,23 @@ def _accumulator_format(fmt, pname: str) -> FloatFormat:
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _gemm_kernel(a, bt, sa, sbt, block_k, seg_len, W, pairwise, promote, scaled,
                  Fa, Ca, sub_a, Fp, Cp, sub_p, Cs, key_a, key_p, out_val, out_code):
-    M, K = a.shape
+    """Every output element through :func:`fpformat.gemm_core.gemm_element` (the scalar core
+    the GPU kernel of :mod:`fpformat.cuda_gemm` runs too), with per-element scratch."""
+    M = a.shape[0]
     N = bt.shape[0]
-    nseg = (K + seg_len - 1) // seg_len if K > 0 else 0
-    stride_a = 2 * K + 2                    # bound on accumulator roundings per output element
-    stride_p = nseg + 1
-    sr_a = Ca[core.C_MODE] == core.SR
-    sr_p = Cp[core.C_MODE] == core.SR
     ngroups = (seg_len + W - 1) // W
     for idx in prange(M * N):
         i = idx // N
         j = idx - i * N
-        terms = np.empty(max(W + 1, 64), dtype=np.float64)
+        terms = np.empty(max(W + 1, gemm_core.MIN_TERMS), dtype=np.float64)
         digits = np.empty(_NDIG, dtype=np.int64)
         tree = np.empty(ngroups if pairwise else 1, dtype=np.float64)
         tcode = np.empty(ngroups if pairwise else 1, dtype=np.int64)
-        ev = 0
-        pev = 0
-        P = 0.0
-        Pcode = Ca[core.C_ZERO_POS]
-        O = 0.0
-        Ocode = Cp[core.C_ZERO_POS]
-        u = np.uint64(0)
-        for sg in range(nseg):
-            k0 = sg * seg_len
-            k1 = min(k0 + seg_len, K)
-            if not pairwise:
-                P = 0.0
-                Pcode = Ca[core.C_ZERO_POS]
-                k = k0
-                while k < k1:
-                    g1 = min(k + W, k1)
-                    if sr_a:
-                        u = core.sr_random(key_a, idx * stride_a + ev)
-                    if g1 - k == 1:
-                        Pcode = gemm_core.round_add(P, a[i, k] * bt[j, k], Fa, Ca, u)
-                    else:
-                        terms[0] = P
-                        n = 1
-                        for kk in range(k, g1):
-                            terms[n] = a[i, kk] * bt[j, kk]
-                            n += 1
-                        Pcode = gemm_core.round_sum(terms, n, digits, Fa, Ca, u)
-                    ev += 1
-                    P = core.decode_code(Pcode, Fa, sub_a)
-                    k = g1
-            else:
-                nl = 0
-                k = k0
-                while k < k1:
-                    g1 = min(k + W, k1)
-                    n = 0
-                    for kk in range(k, g1):
-                        terms[n] = a[i, kk] * bt[j, kk]
-                        n += 1
-                    if sr_a:
-                        u = core.sr_random(key_a, idx * stride_a + ev)
-                    c = gemm_core.round_sum(terms, n, digits, Fa, Ca, u)
-                    ev += 1
-                    tcode[nl] = c
-                    tree[nl] = core.decode_code(c, Fa, sub_a)
-                    nl += 1
-                    k = g1
-                while nl > 1:
-                    h = nl // 2
-                    for t in range(h):
-                        if sr_a:
-                            u = core.sr_random(key_a, idx * stride_a + ev)
-                        c = gemm_core.round_add(tree[2 * t], tree[2 * t + 1], Fa, Ca, u)
-                        ev += 1
-                        tcode[t] = c
-                        tree[t] = core.decode_code(c, Fa, sub_a)
-                    if nl % 2 == 1:
-                        tcode[h] = tcode[nl - 1]
-                        tree[h] = tree[nl - 1]
-                        nl = h + 1
-                    else:
-                        nl = h
-                P = tree[0]
-                Pcode = tcode[0]
-            if promote:
-                s = 1.0
-                if scaled:
-                    blk = k0 // block_k
-                    sc = core.encode_bits(gemm_core.f64_bits(sa[i, blk] * sbt[j, blk]),
-                                          core.SRC_FLOAT64, Fp, Cs, np.uint64(0))
-                    s = core.decode_code(sc, Fp, sub_p)
-                if sr_p:
-                    u = core.sr_random(key_p, idx * stride_p + pev)
-                pev += 1
-                n = _scaled_terms(terms, O, s, P)
-                Ocode = gemm_core.round_sum(terms, n, digits, Fp, Cp, u)
-                O = core.decode_code(Ocode, Fp, sub_p)
-        if promote:
-            out_val[i, j] = O
-            out_code[i, j] = Ocode
-        else:
-            out_val[i, j] = P
-            out_code[i, j] = Pcode
-
-
-@numba.njit(inline="always")
-def _scaled_terms(terms, O, s, P):
-    """Write ``O`` and the exact pieces of ``s * P`` into ``terms``; return the count.
-
-    ``P``'s odd integer significand is cut into pieces of ``53 - bits(s)`` bits, so each piece
-    times ``s`` is exact in float64 (barring float64 underflow below 2**-1022)."""
-    terms[0] = O
-    if s == 1.0 or P == 0.0 or not (np.isfinite(P) and np.isfinite(s)):
-        terms[1] = s * P
-        return 2
-    ms, es = math.frexp(abs(s))
-    ss = np.int64(ms * 9007199254740992.0)
-    sbits = 53
-    while (ss & 1) == 0:
-        ss >>= 1
-        sbits -= 1
-    w = 53 - sbits
-    mp, ep = math.frexp(abs(P))
-    sig = np.int64(mp * 9007199254740992.0)
-    lsb = ep - 53
-    n = 1
-    mask = (np.int64(1) << w) - 1
-    sign = -1.0 if P < 0.0 else 1.0
-    while sig != 0:
-        piece = sig & mask
-        if piece != 0:
-            terms[n] = s * (sign * math.ldexp(np.float64(piece), lsb))
-            n += 1
-        sig >>= w
-        lsb += w
-    return n
+        v, c = gemm_core.gemm_element(a, bt, False, sa, sbt, i, j, idx, block_k, seg_len, W,
+                                      pairwise, promote, scaled, Fa, Ca, sub_a, Fp, Cp, sub_p,
+                                      Cs, key_a, key_p, terms, digits, tree, tcode)
+        out_val[i, j] = v
+        out_code[i, j] = c
 
 
 # ------------------------------------------------------------------------------------ host
@@ -298,8 +184,14 @@ def significand_info(x: np.ndarray) -> tuple[int, int, int]:
 
 
 def _check_products(a: np.ndarray, b: np.ndarray, what: str = "a and b") -> None:
-    ba, la, ta = significand_info(a)
-    bb, lb, tb = significand_info(b)
+    _check_significands(significand_info(a), significand_info(b), what)
+
+
+def _check_significands(info_a, info_b, what: str = "a and b") -> None:
+    """``ValueError`` unless every product of values with these :func:`significand_info`
+    answers is exact in float64 (and inside its exponent range)."""
+    ba, la, ta = (int(v) for v in info_a)
+    bb, lb, tb = (int(v) for v in info_b)
     if ba == 0 or bb == 0:
         return
     if ba + bb > 53:
@@ -363,6 +255,13 @@ def matmul(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: 
 
     Returns:
         float64 (M, N) values, or ``(values, codes)``.
+
+    CUDA arrays (``a`` and ``b`` both float arrays on the GPU: torch CUDA tensors, CuPy or numba
+    device arrays, numba's simulated ones) without ``a_format``/``b_format``/scales are computed
+    on the device by :mod:`fpformat.cuda_gemm` with the CPU kernel's scalar core
+    (:func:`fpformat.gemm_core.gemm_element`), bit for bit as here; the results are arrays of
+    ``a``'s kind on its device (the product check reads three numbers per operand back: one
+    stream synchronisation).  Other CUDA inputs are copied to the host.
     """
     if accumulator is None:
         accumulator = Accumulator(acc_format, acc_rounding, order, fused_width, chunk,
@@ -370,6 +269,10 @@ def matmul(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: 
     elif not isinstance(accumulator, Accumulator):
         raise TypeError(f"accumulator must be an Accumulator, got {type(accumulator).__name__}")
     acc = accumulator
+    if a_format is None and b_format is None and a_scale is None and b_scale is None \
+            and cuda_gemm.matmul_on_device(a, b):
+        return cuda_gemm.matmul(a, b, lambda K: _plan(acc, K, None, seed), _check_significands,
+                                return_codes)
     A = _as_2d(a, "a")
     B = _as_2d(b, "b")
     if A.shape[1] != B.shape[0]:
@@ -420,30 +323,58 @@ def matmul(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: 
         if acc.chunk is not None and block_k % acc.chunk != 0:
             raise ValueError(f"chunk={acc.chunk} must divide block_k={block_k}: a promotion "
                              f"applies one block's scale")
-        seg_len = acc.chunk if acc.chunk is not None else block_k
     else:
         SA = np.ones((1, 1))
         SBt = np.ones((1, 1))
-        block_k = max(K, 1)
-        seg_len = acc.chunk if acc.chunk is not None else max(K, 1)
-    promote = scaled or acc.chunk is not None
+        block_k = None
+    plan = _plan(acc, K, block_k, seed)
+    out_val = np.empty((M, N), dtype=np.float64)
+    out_code = np.empty((M, N), dtype=np.int64)
+    _gemm_kernel(A, Bt, SA, SBt, *plan[:-1], out_val, out_code)
+    if return_codes:
+        return out_val, out_code.astype(plan.final.dtype)
+    return out_val
 
+
+class GemmPlan(NamedTuple):
+    """The arguments of :func:`fpformat.gemm_core.gemm_element` that do not depend on the
+    data, as the CPU kernel takes them (in this order), and the result codes' format."""
+    block_k: int                 # products per scale block (K, at least 1, unscaled)
+    seg_len: int                 # products per promoted segment
+    W: int                       # fused width
+    pairwise: bool
+    promote: bool
+    scaled: bool
+    Fa: tuple                    # accumulator format, call tuple, subnormal quantum
+    Ca: tuple
+    sub_a: float
+    Fp: tuple                    # promotion format, call tuple, subnormal quantum
+    Cp: tuple
+    sub_p: float
+    Cs: tuple                    # rounding of scale products (RNE into the promotion format)
+    key_a: Any                   # stochastic-rounding keys (accumulator, promotions)
+    key_p: Any
+    final: FloatFormat           # the result codes' format (:func:`result_format`)
+
+
+def _plan(acc: Accumulator, K: int, block_k: int | None, seed) -> GemmPlan:
+    """The plan of a ``K``-long GEMM with ``acc``; ``block_k``: the scale blocks' length
+    (already checked against ``acc.chunk``), None without scales."""
+    scaled = block_k is not None
+    if not scaled:
+        block_k = max(K, 1)
+    seg_len = acc.chunk if acc.chunk is not None else block_k
+    promote = scaled or acc.chunk is not None
     fa, fp = acc.acc_format, acc.promote_format
     Ca = call_tuple(fa, acc.rounding, bool(acc.saturate), acc.sr_bits)
     Cp = call_tuple(fp, acc.promote_rounding, False, acc.sr_bits)
     Cs = call_tuple(fp, "rne", False, None)
     key_a = seed_key(seed, Ca[core.C_MODE])
     key_p = seed_key(None if seed is None else int(seed) + 0x5EED, Cp[core.C_MODE])
-    out_val = np.empty((M, N), dtype=np.float64)
-    out_code = np.empty((M, N), dtype=np.int64)
-    _gemm_kernel(A, Bt, SA, SBt, int(block_k), int(seg_len), acc.fused_width,
-                 acc.order == "pairwise", promote, scaled, fa.params, Ca,
-                 float(2.0 ** (fa.emin - fa.man_bits)), fp.params, Cp,
-                 float(2.0 ** (fp.emin - fp.man_bits)), Cs, key_a, key_p, out_val, out_code)
-    if return_codes:
-        final = fp if promote else fa
-        return out_val, out_code.astype(final.dtype)
-    return out_val
+    return GemmPlan(int(block_k), int(seg_len), acc.fused_width, acc.order == "pairwise",
+                    promote, scaled, fa.params, Ca, float(2.0 ** (fa.emin - fa.man_bits)),
+                    fp.params, Cp, float(2.0 ** (fp.emin - fp.man_bits)), Cs, key_a, key_p,
+                    fp if promote else fa)
 
 
 def result_format(accumulator: Accumulator, scaled: bool = False) -> FloatFormat:

@@ -225,3 +225,157 @@ def round_sum(terms, n, digits, F, C, u):
     else:
         y, ovf = ro_exact_sum(terms, n, digits)
     return round_repr(y, ovf, F, C, u)
+
+
+# --------------------------------------------------------------------------------- one output
+#: Smallest ``terms`` scratch of :func:`gemm_element`: :func:`scaled_terms` writes up to 55
+#: entries (``O`` and at most 54 pieces of a 53-bit significand).
+MIN_TERMS = 64
+
+
+@register_jitable
+def _product(a, b, b_kn, i, j, k):
+    """``a[i, k] * b[k, j]`` in float64 (exact for the operands :func:`gemm_element` accepts);
+    ``b`` is ``(K, N)`` when ``b_kn``, else its transpose ``(N, K)``."""
+    bv = b[k, j] if b_kn else b[j, k]
+    return np.float64(a[i, k]) * np.float64(bv)
+
+
+@register_jitable
+def scaled_terms(terms, O, s, P):
+    """Write ``O`` and the exact pieces of ``s * P`` into ``terms``; return the count.
+
+    ``P``'s odd integer significand is cut into pieces of ``53 - bits(s)`` bits, so each piece
+    times ``s`` is exact in float64 (barring float64 underflow below 2**-1022)."""
+    terms[0] = O
+    if s == 1.0 or P == 0.0 or not (math.isfinite(P) and math.isfinite(s)):
+        terms[1] = s * P
+        return 2
+    ms, es = math.frexp(abs(s))
+    ss = np.int64(ms * 9007199254740992.0)
+    sbits = 53
+    while (ss & 1) == 0:
+        ss >>= 1
+        sbits -= 1
+    w = 53 - sbits
+    mp, ep = math.frexp(abs(P))
+    sig = np.int64(mp * 9007199254740992.0)
+    lsb = ep - 53
+    n = 1
+    mask = (np.int64(1) << w) - 1
+    sign = -1.0 if P < 0.0 else 1.0
+    while sig != 0:
+        piece = sig & mask
+        if piece != 0:
+            terms[n] = s * (sign * math.ldexp(np.float64(piece), lsb))
+            n += 1
+        sig >>= w
+        lsb += w
+    return n
+
+
+@register_jitable
+def gemm_element(a, b, b_kn, sa, sbt, i, j, idx, block_k, seg_len, W, pairwise, promote,
+                 scaled, Fa, Ca, sub_a, Fp, Cp, sub_p, Cs, key_a, key_p, terms, digits, tree,
+                 tcode):
+    """``(value, code)`` of output element ``(i, j)`` (flat index ``idx = i * N + j``) of
+    :func:`fpformat.gemm.matmul`: the CPU kernel and the GPU kernel of
+    :mod:`fpformat.cuda_gemm` both call this, so both give the same bits.
+
+    ``a`` is ``(M, K)``; ``b`` is ``(K, N)`` when ``b_kn`` (the GPU's layout: neighbouring
+    threads read neighbouring columns), else ``(N, K)`` (the CPU's ``b.T``, contiguous along
+    k).  ``sa`` ``(M, nblk)`` and ``sbt`` ``(N, nblk)`` are the block scales (read when
+    ``scaled``).  The products (exact in float64) enter the accumulator ``Fa``/``Ca`` in groups
+    of ``W`` per segment of ``seg_len`` (sequential, or an adder tree when ``pairwise``), each
+    segment promoted into ``Fp``/``Cp`` when ``promote`` (scale products rounded with ``Cs``);
+    the semantics are :mod:`fpformat.gemm`'s docstring.  Stochastic rounding draws
+    ``sr_random(key_a, idx * (2K + 2) + r)`` for the accumulator's ``r``-th rounding and
+    ``sr_random(key_p, idx * (nseg + 1) + r)`` for the promotions.  Scratch: ``terms`` (at
+    least ``max(W + 1, MIN_TERMS)`` float64), ``digits`` (``digits_for_window(-1074, 1025)``
+    int64), ``tree``/``tcode`` (``ceil(seg_len / W)`` entries when ``pairwise``)."""
+    K = a.shape[1]
+    nseg = (K + seg_len - 1) // seg_len if K > 0 else 0
+    stride_a = 2 * K + 2                    # bound on accumulator roundings per output element
+    stride_p = nseg + 1
+    sr_a = Ca[core.C_MODE] == core.SR
+    sr_p = Cp[core.C_MODE] == core.SR
+    ev = 0
+    pev = 0
+    P = 0.0
+    Pcode = np.int64(Ca[core.C_ZERO_POS])
+    O = 0.0
+    Ocode = np.int64(Cp[core.C_ZERO_POS])
+    u = np.uint64(0)
+    for sg in range(nseg):
+        k0 = sg * seg_len
+        k1 = min(k0 + seg_len, K)
+        if not pairwise:
+            P = 0.0
+            Pcode = np.int64(Ca[core.C_ZERO_POS])
+            k = k0
+            while k < k1:
+                g1 = min(k + W, k1)
+                if sr_a:
+                    u = core.sr_random(key_a, idx * stride_a + ev)
+                if g1 - k == 1:
+                    Pcode = np.int64(round_add(P, _product(a, b, b_kn, i, j, k), Fa, Ca, u))
+                else:
+                    terms[0] = P
+                    n = 1
+                    for kk in range(k, g1):
+                        terms[n] = _product(a, b, b_kn, i, j, kk)
+                        n += 1
+                    Pcode = np.int64(round_sum(terms, n, digits, Fa, Ca, u))
+                ev += 1
+                P = core.decode_code(Pcode, Fa, sub_a)
+                k = g1
+        else:
+            nl = 0
+            k = k0
+            while k < k1:
+                g1 = min(k + W, k1)
+                n = 0
+                for kk in range(k, g1):
+                    terms[n] = _product(a, b, b_kn, i, j, kk)
+                    n += 1
+                if sr_a:
+                    u = core.sr_random(key_a, idx * stride_a + ev)
+                c = round_sum(terms, n, digits, Fa, Ca, u)
+                ev += 1
+                tcode[nl] = c
+                tree[nl] = core.decode_code(c, Fa, sub_a)
+                nl += 1
+                k = g1
+            while nl > 1:
+                h = nl // 2
+                for t in range(h):
+                    if sr_a:
+                        u = core.sr_random(key_a, idx * stride_a + ev)
+                    c = round_add(tree[2 * t], tree[2 * t + 1], Fa, Ca, u)
+                    ev += 1
+                    tcode[t] = c
+                    tree[t] = core.decode_code(c, Fa, sub_a)
+                if nl % 2 == 1:
+                    tcode[h] = tcode[nl - 1]
+                    tree[h] = tree[nl - 1]
+                    nl = h + 1
+                else:
+                    nl = h
+            P = tree[0]
+            Pcode = np.int64(tcode[0])
+        if promote:
+            s = 1.0
+            if scaled:
+                blk = k0 // block_k
+                sc = core.encode_bits(f64_bits(np.float64(sa[i, blk]) * np.float64(sbt[j, blk])),
+                                      core.SRC_FLOAT64, Fp, Cs, np.uint64(0))
+                s = core.decode_code(sc, Fp, sub_p)
+            if sr_p:
+                u = core.sr_random(key_p, idx * stride_p + pev)
+            pev += 1
+            n = scaled_terms(terms, O, s, P)
+            Ocode = np.int64(round_sum(terms, n, digits, Fp, Cp, u))
+            O = core.decode_code(Ocode, Fp, sub_p)
+    if promote:
+        return O, Ocode
+    return P, Pcode

@@ -9,7 +9,9 @@
     y = unit_mm(qx, qw.t(), "h100", "float8_e4m3fn")  # one GEMM through a matrix unit (mma)
 
 The slow path, for small models: every multiply-accumulate goes through the emulated accumulator
-on the CPU (CUDA tensors are copied to the host and back).  The inputs are taken as they are
+(CUDA tensors are computed on their GPU by :mod:`fpformat.cuda_gemm`, with the CPU kernels'
+scalar cores: the same bits, no host copies; matrix units whose summation runs on the CPU
+only go through the host).  The inputs are taken as they are
 (already quantized, or float32/bfloat16 values: any two float32 values multiply exactly in
 float64); the result is the accumulator's value converted to the input's dtype (exact when the
 result format fits that dtype, else rounded to nearest by torch).  The bias is added afterwards
@@ -21,18 +23,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import cuda_gemm
 from .gemm import Accumulator, matmul, mma
+from .presets import get_format
+from .units import get_unit
 
 
 def emulated_mm(a: torch.Tensor, b: torch.Tensor, acc: Accumulator, seed: int | None = None
                 ) -> torch.Tensor:
     """``a @ b`` (2-D tensors) with every dot product accumulated as ``acc`` says; no autograd.
 
-    Returns a tensor with ``a``'s dtype and device."""
+    Returns a tensor with ``a``'s dtype and device.  Float CUDA tensors (both on the GPU) are
+    computed there by :mod:`fpformat.cuda_gemm` (:func:`fpformat.gemm.matmul`'s device path,
+    bit for bit as on the CPU); other inputs go through the host."""
     if not isinstance(acc, Accumulator):
         raise TypeError(f"acc must be an fpformat.gemm.Accumulator, got {type(acc).__name__}")
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"a and b must be 2-D, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.is_cuda and b.is_cuda and a.is_floating_point() and b.is_floating_point():
+        y = matmul(a.detach(), b.detach().to(a.device), accumulator=acc, seed=seed)
+        return y.to(dtype=a.dtype)
     A = a.detach().to("cpu", torch.float64).numpy()
     B = b.detach().to("cpu", torch.float64).numpy()
     y = matmul(A, B, accumulator=acc, seed=seed)
@@ -47,9 +57,18 @@ def unit_mm(a: torch.Tensor, b: torch.Tensor, unit="h100", in_format="float16",
     preset name, a spec or a :class:`~fpformat.units.MatrixUnit`; no autograd.
 
     Returns a tensor with ``a``'s dtype and device (the unit's float32 or float16 result
-    converted by torch: exact for float32 tensors)."""
+    converted by torch: exact for float32 tensors).  A CUDA ``a`` is computed on its GPU
+    (``b`` moved there first if it is elsewhere) by :mod:`fpformat.cuda_gemm`, bit for bit as
+    on the CPU, on torch's current stream, without host copies -- except for units whose
+    summation runs on the CPU only (``"exact"``, ``"pairwise"``:
+    :data:`fpformat.cuda_gemm.GPU_SUMMATIONS`), which copy to the host and back."""
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"a and b must be 2-D, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.is_cuda and get_unit(unit, get_format(in_format), get_format(out_format)).summation \
+            in cuda_gemm.GPU_SUMMATIONS:
+        y = mma(a.detach(), b.detach().to(a.device), 0.0, unit, in_format, out_format,
+                quantize_inputs=True)
+        return y.to(dtype=a.dtype)
     A = a.detach().to("cpu", torch.float64).numpy()
     B = b.detach().to("cpu", torch.float64).numpy()
     y = mma(A, B, 0.0, unit, in_format, out_format, quantize_inputs=True)

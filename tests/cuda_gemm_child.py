@@ -4,10 +4,11 @@
                                                                 # device arrays vs the CPU
     python tests/cuda_gemm_child.py ptx                         # compile the kernels for sm_90
 
-``sim`` calls the public :func:`fpformat.gemm.mma` with numba's simulated device arrays (which
-route to :mod:`fpformat.cuda_gemm`) and compares every result with the CPU's, raw bits and
-dtype (NaN signs included).  ``ptx`` compiles the GPU kernels with NVVM for compute capability
-9.0 without a GPU.  Each prints one JSON object ``{case: "ok" | error text}`` as its last line.
+``sim`` calls the public :func:`fpformat.gemm.mma` and :func:`fpformat.gemm.matmul` with
+numba's simulated device arrays (which route to :mod:`fpformat.cuda_gemm`) and compares every
+result with the CPU's, raw bits and dtype (NaN signs included).  ``ptx`` compiles the GPU
+kernels with NVVM for compute capability 9.0 without a GPU.  Each prints one JSON object
+``{case: "ok" | error text}`` as its last line.
 """
 
 from __future__ import annotations
@@ -213,6 +214,100 @@ def run_sim() -> dict[str, str]:
         check()
     case("hypothesis:units", random_units)
 
+    # the accumulator model (fpformat.gemm.matmul): the CPU kernel's scalar core on the device
+    from fpformat.gemm import Accumulator, matmul
+
+    def mm_operands(m, k, n, seed, specials=True):
+        rng = np.random.default_rng(seed)
+        f16 = get_format("float16")
+        a = f16.quantize(rng.standard_normal((m, k)) * np.exp2(rng.integers(-8, 9, (m, k))))
+        b = f16.quantize(rng.standard_normal((k, n)) * np.exp2(rng.integers(-8, 9, (k, n))))
+        if specials and k:
+            a[0, k // 2] = np.inf
+            b[k - 1, n - 1] = -np.nan
+            a[m - 1, :] = 0.0
+        return a, b
+
+    def mm_same(acc, a, b, seed, a_dtype=np.float32, b_dtype=np.float64):
+        wv, wc = matmul(a, b, accumulator=acc, seed=seed, return_codes=True)
+        gv, gc = matmul(dev(a, a_dtype), dev(b, b_dtype), accumulator=acc, seed=seed,
+                        return_codes=True)
+        same(gv, wv)
+        gc = gc.copy_to_host()
+        assert gc.dtype == wc.dtype and np.array_equal(gc, wc), f"codes {acc.label()}"
+
+    def matmul_accumulators():
+        accs = (Accumulator("e8m13", "rtz"), Accumulator("float32"),
+                Accumulator("e8m13", "sr", chunk=8, sr_bits=5),
+                Accumulator("e5m10", "rna", order="pairwise", fused_width=3),
+                Accumulator("e6m7", "rtp", fused_width=4, chunk=12, promote_format="e8m13",
+                            promote_rounding="sr"),
+                Accumulator("float8_e4m3fn", "rne", saturate=True),
+                Accumulator("e8m23", "rto", order="pairwise", chunk=5),
+                Accumulator("bfloat16", "rtn", fused_width=70))
+        for i, acc in enumerate(accs):
+            for k in (0, 1, 29):
+                a, b = mm_operands(3, k, 4, seed=10 * i + k)
+                mm_same(acc, a, b, seed=i, b_dtype=np.float16 if i % 2 else np.float64)
+        a, b = mm_operands(3, 20, 2, seed=3, specials=False)
+        got = matmul(dev(a), dev(b), "e8m13", "rtz")                 # values only, in kind
+        assert getattr(got, "__cuda_ndarray__", False), type(got)
+        same(got, matmul(a, b, "e8m13", "rtz"))
+    case("matmul:accumulators", matmul_accumulators)
+
+    def matmul_random():
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+        modes = st.sampled_from(("rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"))
+
+        @st.composite
+        def accumulators(draw):
+            return Accumulator(
+                draw(st.sampled_from(("e8m13", "e5m10", "e8m23", "e6m4", "e3m12"))),
+                draw(modes), draw(st.sampled_from(("sequential", "pairwise"))),
+                draw(st.integers(1, 6)), draw(st.none() | st.integers(1, 12)),
+                draw(st.sampled_from(("float32", "e8m13", "e6m10"))), draw(modes),
+                draw(st.booleans()), draw(st.none() | st.integers(1, 12)))
+
+        @settings(max_examples=15, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(accumulators(), st.integers(0, 40), st.integers(0, 1000))
+        def check(acc, k, seed):
+            a, b = mm_operands(2, k, 3, seed, specials=seed % 3 == 0)
+            mm_same(acc, a, b, seed)
+        check()
+    case("matmul:hypothesis", matmul_random)
+
+    def matmul_errors():
+        third = np.full((2, 3), 1.0 / 3.0)                # 53-bit values: products not exact
+        big = np.full((2, 3), 2.0 ** 600)                 # products beyond float64's range
+        for what, a, b in (("inexact products", third, third.T), ("exponent range", big, big.T)):
+            try:
+                matmul(a, b)
+            except ValueError as e:
+                want = str(e)
+            else:
+                raise AssertionError(f"{what}: the CPU accepted it")
+            try:
+                matmul(dev(a, np.float64), dev(b, np.float64))
+            except ValueError as e:
+                assert str(e) == want, f"{what}: {e} vs the CPU's {want}"
+            else:
+                raise AssertionError(f"{what}: expected ValueError")
+        calls = {
+            "1-D": (lambda: matmul(dev(np.ones(3)), dev(np.ones((3, 2)))), "must be 2-D"),
+            "chain": (lambda: matmul(dev(np.ones((2, 3))), dev(np.ones((4, 2)))),
+                      "do not chain"),
+        }
+        for what, (call, text) in calls.items():
+            try:
+                call()
+            except ValueError as e:
+                assert text in str(e), f"{what}: {e}"
+                continue
+            raise AssertionError(f"{what}: expected ValueError")
+    case("matmul:errors", matmul_errors)
+
     def errors():
         fi = get_format("float8_e4m3fn")
         good = dev(np.ones((2, 8)))
@@ -299,6 +394,21 @@ def run_ptx() -> dict[str, str]:
                                                fi.man_bits, fi.emin, True, quantize)
             case(f"operand:{fin}:{src}:{'quantize' if quantize else 'check'}", kernel,
                  (src[::1], types.int64[::1], types.int64[::1], types.int32[::1], types.int64))
+    from fpformat.gemm import Accumulator, _plan
+    F2, I2 = types.float64[:, ::1], types.int64[:, ::1]
+    for acc, src, cdt in ((Accumulator("e8m13", "sr", chunk=32), types.float32, types.uint32),
+                          (Accumulator("e5m10", "rne", order="pairwise", fused_width=4),
+                           types.float16, types.uint16)):
+        p = _plan(acc, 64, None, 1)
+        case(f"matmul:{acc.label()}",
+             cuda_gemm._matmul_kernel(p.Fa, p.Ca, p.Fp, p.Cp, p.Cs, p.pairwise, p.promote,
+                                      p.scaled),
+             (src[:, ::1], src[:, ::1], F2, F2, types.int64, types.int64, types.int64,
+              types.float64, types.float64, types.uint64, types.uint64, F2, I2, F2, I2, F2,
+              cdt[:, ::1]))
+    case("significands", cuda_gemm._significand_kernel(),
+         (types.float32[::1], types.int64[::1], types.int64))
+    case("significands-start", cuda_gemm._info_start_kernel(), (types.int64[::1],))
     fo = get_format("float32")
     Co = call_tuple(fo, "rne", False, None)
     case("check:float32", cuda_gemm._check_kernel(fo.params, Co, value_tuple(fo, Co,

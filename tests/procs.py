@@ -1,10 +1,36 @@
-"""Test helpers for sweeps and the results database: processes read from /proc (Linux) and a
-results database as older versions wrote it."""
+"""Test helpers for child processes, sweeps and the results database: a CUDA child run under
+the simulator or NVVM, processes read from /proc (Linux) and a results database as older
+versions wrote it."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cuda_child(script: str, which: str, simulator: bool) -> dict[str, str]:
+    """Run ``tests/<script> <which>`` in a fresh interpreter (numba.cuda must be configured
+    before its first import: ``NUMBA_ENABLE_CUDASIM=1`` when ``simulator``) and return the JSON
+    object ``{case: "ok" | error}`` it prints on its last line."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    if simulator:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / script), which],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def failures(results: dict[str, str], prefix: str) -> dict[str, str]:
+    """The cases of a :func:`cuda_child` result starting with ``prefix`` that did not pass."""
+    return {k: v for k, v in results.items() if k.startswith(prefix) and v != "ok"}
 
 #: The results schema before runs had claims (no owner/heartbeat columns).
 LEGACY_SCHEMA = """

@@ -9,7 +9,6 @@ tests/test_cuda_gpu.py (``-m gpu``).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procs import cuda_child, failures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, "tests", "cuda_child.py")
@@ -26,23 +26,12 @@ pytest.importorskip("numba.cuda")
 
 
 def _child(which: str, simulator: bool) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if simulator:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run([sys.executable, CHILD, which], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return cuda_child("cuda_child.py", which, simulator)
 
 
 @pytest.fixture(scope="module")
 def sim() -> dict[str, str]:
     return _child("sim", simulator=True)
-
-
-def _failures(results: dict[str, str], prefix: str) -> dict[str, str]:
-    return {k: v for k, v in results.items() if k.startswith(prefix) and v != "ok"}
 
 
 def _count(results: dict[str, str], prefix: str) -> int:
@@ -54,7 +43,7 @@ def test_element_codes_and_values_match_cpu_for_every_mode(sim):
     # 7 rounding modes (SR with the same seed) x saturate on/off; float32 and float64 inputs,
     # float16 and bfloat16 inputs for rne, rtp and sr; raw bits, NaN signs included
     assert _count(sim, "elem:") == 9 * 7 * 2
-    assert _failures(sim, "elem:") == {}
+    assert failures(sim, "elem:") == {}
 
 
 def test_ieee_presets_encode_64_bit_codes_like_the_cpu(sim):
@@ -69,7 +58,7 @@ def test_stochastic_rounding_uses_the_global_flat_index(sim):
 
 def test_decode_matches_cpu_for_every_code(sim):
     assert _count(sim, "decode:") == 9 + 1
-    assert _failures(sim, "decode:") == {}
+    assert failures(sim, "decode:") == {}
 
 
 def test_inputs_are_widened_by_integer_code(sim):
@@ -98,7 +87,7 @@ def test_block_formats_match_cpu_for_every_preset_layout_and_dtype(sim):
     # encoding; plus the float16 NVFP4 example, NaN signs, long rows (grid-wide path),
     # a scale format without NaN and out-of-range codes in decode
     assert _count(sim, "block:") == 14 * 7 + 5
-    assert _failures(sim, "block:") == {}
+    assert failures(sim, "block:") == {}
     assert sim["block:nvfp4:float16-single-rounding"] == "ok"
 
 

@@ -1,16 +1,15 @@
-"""Matrix units on the GPU path (fpformat.cuda_gemm) without a GPU: fpformat.gemm.mma on
-numba's simulated device arrays against the CPU, bit for bit, and the kernels compiled with NVVM
-for sm_90; each in a child process (tests/cuda_gemm_child.py), because NUMBA_ENABLE_CUDASIM
-must be set before numba.cuda is first imported."""
+"""Matrix units on the GPU path (fpformat.cuda_gemm) without a GPU: fpformat.gemm.mma and
+fpformat.gemm.matmul on numba's simulated device arrays against the CPU, bit for bit, and the
+kernels compiled with NVVM for sm_90; each in a child process (tests/cuda_gemm_child.py),
+because NUMBA_ENABLE_CUDASIM must be set before numba.cuda is first imported."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 
 import pytest
+from procs import cuda_child, failures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, "tests", "cuda_gemm_child.py")
@@ -19,23 +18,12 @@ pytest.importorskip("numba.cuda")
 
 
 def _child(which: str, simulator: bool) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    if simulator:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run([sys.executable, CHILD, which], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return cuda_child("cuda_gemm_child.py", which, simulator)
 
 
 @pytest.fixture(scope="module")
 def sim() -> dict[str, str]:
     return _child("sim", simulator=True)
-
-
-def _failures(results: dict[str, str], prefix: str) -> dict[str, str]:
-    return {k: v for k, v in results.items() if k.startswith(prefix) and v != "ok"}
 
 
 def test_every_unit_gives_the_cpu_bits(sim):
@@ -46,7 +34,7 @@ def test_every_unit_gives_the_cpu_bits(sim):
     sys.path.insert(0, os.path.dirname(CHILD))
     from cuda_gemm_child import UNITS
     assert sum(k.startswith("unit:") for k in sim) == len(UNITS) == 19
-    assert _failures(sim, "unit:") == {}
+    assert failures(sim, "unit:") == {}
 
 
 def test_drawn_units_give_the_cpu_bits(sim):
@@ -65,11 +53,21 @@ def test_public_mma_routes_device_arrays_and_raises_like_the_cpu(sim):
     assert sim["errors"] == "ok", sim["errors"]
 
 
+def test_matmul_accumulators_give_the_cpu_bits(sim):
+    # fpformat.gemm.matmul on device arrays: 8 accumulators (sequential, pairwise, fused,
+    # chunked promotion with SR, saturating, ...) x K in (0, 1, 29) with NaN/inf operands, values
+    # and codes; 15 accumulators drawn by hypothesis over every Accumulator field; the CPU's
+    # errors (inexact products, exponent range) word for word, shapes
+    for name in ("matmul:accumulators", "matmul:hypothesis", "matmul:errors"):
+        assert sim[name] == "ok", sim[name]
+
+
 def test_gemm_kernels_compile_for_a_real_gpu():
     """NVVM compiles the unit kernel (aligned, late, odd/even; float32 and float16 results),
-    the operand kernels and the value check for sm_90."""
+    the operand kernels, the value check and the accumulator-model (matmul) kernels for sm_90."""
     results = _child("ptx", simulator=False)
     if "unavailable" in results:
         pytest.skip(f"NVVM not available: {results['unavailable'][:200]}")
-    assert len(results) == 4 + 3 * 2 + 1         # units, operand kernels per input format, check
+    # units, operand kernels per input format, matmul (2) and its significand reduction (2), check
+    assert len(results) == 4 + 3 * 2 + 2 + 2 + 1
     assert {k: v for k, v in results.items() if v != "ok"} == {}

@@ -191,3 +191,59 @@ def test_cupy_arrays_come_back_as_cupy():
     y = f.quantize(cupy.asarray(x))
     assert isinstance(y, cupy.ndarray)
     assert _bits_equal(cupy.asnumpy(y), f.quantize(x))
+
+
+def test_unit_mm_runs_cuda_tensors_on_the_gpu_with_the_cpu_bits():
+    """fpformat.gemm_torch.unit_mm on CUDA tensors: computed by fpformat.cuda_gemm (a CUDA
+    result, no host copy), the CPU's bits for float32/float16/bfloat16 tensors; a unit whose
+    summation runs on the CPU only (MI100's exact sum) goes through the host."""
+    torch = pytest.importorskip("torch")
+    from fpformat import cuda_gemm
+    from fpformat.gemm_torch import unit_mm
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(48, 70, generator=g) * 4
+    b = torch.randn(70, 40, generator=g)
+    a[0, 0], b[1, 1] = float("inf"), 1e6                   # clamped by quantize_inputs
+    for unit, fin in (("h100", "float8_e4m3fn"), ("mi300x", "float16"), ("a100", "bfloat16"),
+                      ("mi100", "float16")):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            ac, bc = a.to(dtype), b.to(dtype)
+            want = unit_mm(ac, bc, unit, fin)
+            calls = []
+            real = cuda_gemm.mma
+            cuda_gemm.mma = lambda *args, **kw: calls.append(1) or real(*args, **kw)
+            try:
+                got = unit_mm(ac.cuda(), bc.cuda(), unit, fin)
+            finally:
+                cuda_gemm.mma = real
+            assert got.is_cuda and got.dtype == dtype, (unit, dtype)
+            assert len(calls) == (0 if unit == "mi100" else 1), (unit, dtype)
+            assert torch.equal(got.cpu().view(_int(torch, dtype)),
+                               want.view(_int(torch, dtype))), (unit, dtype)
+
+
+def test_emulated_mm_and_matmul_run_cuda_tensors_on_the_gpu_with_the_cpu_bits():
+    """fpformat.gemm.matmul (the accumulator model) on CUDA tensors: a CUDA result with the
+    CPU's values and codes; fpformat.gemm_torch.emulated_mm through it, in the tensor's dtype."""
+    torch = pytest.importorskip("torch")
+    from fpformat.gemm import Accumulator, matmul
+    from fpformat.gemm_torch import emulated_mm
+    g = torch.Generator().manual_seed(4)
+    a = (torch.randn(33, 300, generator=g) * 8).half().float()
+    b = (torch.randn(300, 17, generator=g)).bfloat16().float()
+    a[0, 0] = float("inf")
+    for acc in (Accumulator("e8m13", "rtz"), Accumulator("e8m13", "sr", chunk=128),
+                Accumulator("e5m10", "rna", order="pairwise", fused_width=4),
+                Accumulator("e6m7", "rtp", fused_width=16, chunk=64, promote_format="e8m13")):
+        wv, wc = matmul(a.double().numpy(), b.double().numpy(), accumulator=acc, seed=2,
+                        return_codes=True)
+        gv, gc = matmul(a.cuda(), b.cuda(), accumulator=acc, seed=2, return_codes=True)
+        assert gv.is_cuda and gv.dtype == torch.float64, acc.label()
+        assert np.array_equal(gv.cpu().numpy().view(np.uint64), wv.view(np.uint64)), acc.label()
+        assert np.array_equal(gc.cpu().numpy(), wc), acc.label()
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            want = emulated_mm(a.to(dtype), b.t().contiguous().to(dtype).t(), acc, seed=2)
+            got = emulated_mm(a.to(dtype).cuda(), b.to(dtype).cuda(), acc, seed=2)
+            assert got.is_cuda and got.dtype == dtype
+            assert torch.equal(got.cpu().view(_int(torch, dtype)),
+                               want.view(_int(torch, dtype))), (acc.label(), dtype)

@@ -6,8 +6,9 @@ import json
 
 from explorer.fit import (
     MAX_BOOTSTRAP,
+    REDUCED_FREE,
     check_bootstrap,
-    fit_capybara_detailed,
+    fit_capybara_supported,
     fit_qid_from_results,
     fit_steps,
     load_runs_arrays,
@@ -50,32 +51,42 @@ def run(args) -> int:
         check_output_path(args.out)        # before the fit: a bad -o fails at once
     a = load_runs_arrays(args.runs, include_baseline=args.include_baseline)
     with Progress(fit_steps(a["N"], args.bootstrap), "fitting", unit="fit") as bar:
-        fit = fit_capybara_detailed(**a, bootstrap=args.bootstrap, seed=args.seed,
-                                    huber_delta=args.huber, free=args.free,
-                                    progress=lambda done, total: bar.update(1))
-    doc = fit.to_dict()
+        def step(done, total):
+            bar.total = total          # grows when a reduced fit follows the full one
+            bar.update(1)
+        fits = fit_capybara_supported(**a, bootstrap=args.bootstrap, seed=args.seed,
+                                      huber_delta=args.huber, free=args.free, progress=step)
+    doc = fits.to_dict()
     doc["source"] = str(args.runs)
     qid = fit_qid_from_results(args.runs)
     if qid is not None:
         doc["qid"] = qid.to_dict()
     if args.out:
-        save_fit(fit, args.out, extra={k: doc[k] for k in ("source", "qid") if k in doc})
+        save_fit(fits, args.out, extra={k: doc[k] for k in ("source", "qid") if k in doc})
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    partial = (f" (fitted: {', '.join(fit.free)}; others fixed at the paper's values)"
-               if len(fit.free) != 8 else "")
-    print(f"Capybara law fitted to {fit.n_points} runs from {args.runs}" + partial)
-    print(f"{'constant':>9} {'value':>14}   95% interval ({fit.bootstrap} bootstrap resamples)")
-    for name, v in fit.law.to_dict().items():
-        lo_hi = fit.ci.get(name)
-        iv = f"[{lo_hi[0]:.6g}, {lo_hi[1]:.6g}]" if lo_hi else "-"
-        print(f"{name:>9} {v:>14.6g}   {iv}")
-    print(f"relative residuals: RMS {100 * fit.rms_rel:.3f}%, max {100 * fit.max_rel:.3f}%, "
-          f"{fit.outliers} beyond 3 robust sigma")
-    for h in fit.heldout:
-        print(f"held out N = {h.N:.4g} ({h.count} runs): "
-              f"mean |rel. error| {100 * h.mean_abs_rel:.3f}%, max {100 * h.max_abs_rel:.3f}%")
+    full = fits.full
+    partial = (f" (fitted: {', '.join(full.free)}; others fixed at the paper's values)"
+               if len(full.free) != 8 else "")
+    print(f"Capybara law fitted to {full.n_points} runs from {args.runs}" + partial)
+    _print_fit(full)
+    if fits.reduced is not None:
+        print(f"These runs do not identify the full law. The reduced fit they support "
+              f"({', '.join(REDUCED_FREE)} free; the other constants held at the paper's "
+              f"values):")
+        _print_fit(fits.reduced)
+    changed = [r for r in fits.layouts() if r.fitted != r.reference]
+    if changed:
+        where = "; ".join(f"{r.bits} bits: e{r.reference[0]}m{r.reference[1]} -> "
+                          f"e{r.fitted[0]}m{r.fitted[1]}" for r in changed)
+        unidentified = {k for k, why in full.identification().items() if why}
+        trust = (" (but δ or ν is not identified: keep the paper's layouts)"
+                 if {"delta", "nu"} & unidentified else "")
+        print(f"best E/M per width under the full fit differs from the paper's: {where}{trust}")
+    else:
+        print("best E/M per width (3-16 bits): the same under the full fit as under the paper's "
+              "law")
     if "qid" in doc:
         q = doc["qid"]
         print(f"QiD law (ptq rows): dL = {q['k']:.4g} D^{q['beta']:.4f} / "
@@ -83,3 +94,28 @@ def run(args) -> int:
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def _print_fit(fit) -> None:
+    """The constants with their intervals and identification marks, then the diagnostics."""
+    why = fit.identification()
+    print(f"{'constant':>9} {'value':>14}   {'95% interval':<26} "
+          f"identified? ({fit.bootstrap} bootstrap resamples)")
+    for name, v in fit.law.to_dict().items():
+        lo_hi = fit.ci.get(name)
+        iv = f"[{lo_hi[0]:.6g}, {lo_hi[1]:.6g}]" if lo_hi else "-"
+        mark = ("held" if name not in fit.free
+                else f"NOT IDENTIFIED by these runs: {why[name]}" if why[name]
+                else "yes" if fit.ci else "no interval (--bootstrap 0)")
+        print(f"{name:>9} {v:>14.6g}   {iv:<26} {mark}")
+    if not fit.converged:
+        print("the refinement stopped at its evaluation limit (explorer.fit.MAX_ITER) before "
+              "meeting its tolerances: treat these constants as approximate")
+    if fit.bootstrap and fit.resamples_converged < fit.bootstrap:
+        print(f"{fit.bootstrap - fit.resamples_converged} of {fit.bootstrap} bootstrap "
+              f"refits stopped at the evaluation limit")
+    print(f"relative residuals: RMS {100 * fit.rms_rel:.3f}%, max {100 * fit.max_rel:.3f}%, "
+          f"{fit.outliers} beyond 3 robust sigma")
+    for h in fit.heldout:
+        print(f"held out N = {h.N:.4g} ({h.count} runs): "
+              f"mean |rel. error| {100 * h.mean_abs_rel:.3f}%, max {100 * h.max_abs_rel:.3f}%")
