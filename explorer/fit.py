@@ -5,13 +5,19 @@ Method (:func:`fit_capybara`):
 1. *Multi-start by variable projection.*  For fixed exponents (α, β, δ, ν) the law is linear and
    non-negative in (n, d, ε, 1/γ); a grid of exponent starts is solved by relative-weighted NNLS and
    the best few starts are kept.
-2. *Robust bounded refinement.*  All eight constants are refined together by
-   ``scipy.optimize.least_squares`` on the residual log(L_pred) − log(L_obs) with a Huber loss
-   (scale 1e-3 in log-loss by default, as Hoffmann et al. 2022 used for Chinchilla), within bounds
-   (exponents in (0.01, 2) for α, β and (0.01, 12) for δ, ν; ε between 0 and the smallest loss).
+2. *Robust bounded refinement.*  All eight constants are refined together on the residual
+   log(L_pred) − log(L_obs) with a Huber loss (scale 1e-3 in log-loss by default, as Hoffmann et
+   al. 2022 used for Chinchilla), within bounds (exponents in (0.01, 2) for α, β and (0.01, 12)
+   for δ, ν; ε between 0 and the smallest loss): the cost ``scipy.optimize.least_squares(...,
+   loss="huber")`` minimises, by the same trust-region-reflective method compiled with the
+   analytic Jacobian (:mod:`explorer.fit_kernel`: every start, resample and held-out refit in
+   one call).
 3. *Diagnostics* (:func:`fit_capybara_detailed`): bootstrap percentile intervals on every constant
    (runs resampled with replacement, each refit started from the full fit), leave-one-group-out
    held-out error by model size (fit without that N, predict it), and relative residuals.
+4. *What the runs identify* (:meth:`CapybaraFit.identification`, :func:`fit_capybara_supported`):
+   a constant on a bound of the fit, or whose interval spans more than :data:`SPAN_FACTOR`, is
+   not identified; the reduced fit (:data:`REDUCED_FREE`) is then offered beside the full one.
 
 Data come as arrays, from a results database (``runs`` table read by :mod:`explorer.results`;
 schema in explorer/train/store.py) or a CSV with columns ``N,D,E,M,B,loss`` (or the database's
@@ -28,14 +34,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from fpformat.files import atomic_write
 
-from . import results
+from . import fit_kernel, results
 from .laws import CapybaraLaw, KumarLaw, QiDLaw, load_law, log2_block
 
 PARAM_NAMES = ("n", "alpha", "d", "beta", "eps", "gamma", "delta", "nu")
@@ -49,6 +55,15 @@ MIN_QID_POINTS = 5
 #: The most bootstrap resamples :func:`fit_capybara_detailed` runs.  Each is a full multi-start
 #: fit (~0.1-1 s); 100000 already takes hours, and percentile intervals stop changing long before.
 MAX_BOOTSTRAP = 100_000
+_CHUNK = 20               # bootstrap resamples refined per call (progress between calls)
+#: A fitted constant whose 95% bootstrap interval spans more than this factor (upper end over
+#: lower end) is "not identified by these runs", as is one that ends on a bound of the fit.
+SPAN_FACTOR = 10.0
+#: A constant within this fraction of its range from a bound of the fit sits on that bound.
+ON_BOUND = 1e-6
+#: The constants of the reduced fit offered when the full law is not identified: the scale
+#: constants free, the paper's exponents (α, β, δ, ν) held.
+REDUCED_FREE = ("n", "d", "eps", "gamma")
 
 # exponent starts for the variable-projection grid
 _ALPHAS = (0.1, 0.25, 0.45, 0.7)
@@ -192,35 +207,46 @@ def _vp_starts(N, D, E, M, lb, loss, keep: int, spec: _Spec) -> list[np.ndarray]
     return starts
 
 
-def _refine(theta0, N, D, E, M, lb, loss, huber: float, spec: _Spec) -> tuple[np.ndarray, float]:
-    lo, hi = _bounds(loss)
-    lo, hi = lo[spec.mask], hi[spec.mask]
-    y = np.log(loss)
-
-    def resid(x):
-        p = _predict(spec.full(x), N, D, E, M, lb)
-        return np.log(np.maximum(p, 1e-300)) - y
-
-    x0 = _clip(np.asarray(theta0, float)[spec.mask], lo, hi)
-    r = least_squares(resid, x0, bounds=(lo, hi), loss="huber", f_scale=huber, x_scale="jac",
-                      max_nfev=4000, xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    return spec.full(r.x), float(r.cost)
+#: Cost evaluations one refinement may take (as ``least_squares``' ``max_nfev`` did here; the
+#: micro-sweep's fits take 160-200 from a grid start).
+MAX_ITER = 4000
+_FTOL, _XTOL = 1e-12, 1e-12
 
 
-def _fit_theta(N, D, E, M, lb, loss, huber: float, starts: int, spec: _Spec,
-               init: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    if init is not None:
-        cands = [init]
-    else:
-        cands = _vp_starts(N, D, E, M, lb, loss, starts, spec)
-        if not spec.all_free:
-            cands.append(spec.ref.copy())      # the reference law itself is a natural start
-    best, best_cost = None, np.inf
-    for t0 in cands:
-        t, cost = _refine(t0, N, D, E, M, lb, loss, huber, spec)
-        if cost < best_cost:
-            best, best_cost = t, cost
-    return best, best_cost
+class _Refined(NamedTuple):
+    theta: np.ndarray        # (K, 8)
+    cost: np.ndarray         # (K,)
+    converged: np.ndarray    # (K,) bool: tolerances met or no descent left, not MAX_ITER
+
+
+def _refine(starts, N, D, E, M, lb, loss, huber: float, spec: _Spec,
+            counts: np.ndarray | None = None) -> _Refined:
+    """Refine each start (K, 8) by :func:`explorer.fit_kernel.refine_many`; ``counts`` (K, n)
+    weights the runs per problem (bootstrap resamples; default every run once).  Each problem's
+    box is :func:`_bounds` of the runs it weights."""
+    starts = np.array(starts, dtype=float, ndmin=2)
+    K, n = starts.shape[0], len(loss)
+    if counts is None:
+        counts = np.ones((K, n))
+    lo = np.empty((K, len(PARAM_NAMES)))
+    hi = np.empty_like(lo)
+    for k in range(K):
+        lo[k], hi[k] = _bounds(loss[counts[k] > 0])
+    theta, cost, _iters, status = fit_kernel.refine_many(
+        starts, spec.mask, lo, hi, np.log(N), np.log(D), np.log(E + 0.5), np.log(M + 0.5),
+        np.asarray(lb, float), np.log(loss), counts, huber, MAX_ITER, _FTOL, _XTOL)
+    return _Refined(theta, cost, status != fit_kernel.MAX_ITER)
+
+
+def _fit_theta(N, D, E, M, lb, loss, huber: float, starts: int,
+               spec: _Spec) -> tuple[np.ndarray, float, bool]:
+    """The best of the refined grid starts: (theta, cost, converged)."""
+    cands = _vp_starts(N, D, E, M, lb, loss, starts, spec)
+    if not spec.all_free:
+        cands.append(spec.ref.copy())      # the reference law itself is a natural start
+    r = _refine(cands, N, D, E, M, lb, loss, huber, spec)
+    best = int(np.argmin(r.cost))
+    return r.theta[best], float(r.cost[best]), bool(r.converged[best])
 
 
 def fit_capybara(*, N, D, E, M, B, loss, huber_delta: float = DEFAULT_HUBER,
@@ -235,7 +261,8 @@ def fit_capybara(*, N, D, E, M, B, loss, huber_delta: float = DEFAULT_HUBER,
     :class:`CapybaraLaw`.  For intervals and diagnostics use :func:`fit_capybara_full`."""
     spec = _Spec(free, fixed)
     N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss, _min_points(spec))
-    theta, _ = _fit_theta(N, D, E, M, lb, loss, _check_huber(huber_delta), int(starts), spec)
+    theta, _cost, _ok = _fit_theta(N, D, E, M, lb, loss, _check_huber(huber_delta),
+                                   int(starts), spec)
     return spec.law(theta)
 
 
@@ -291,11 +318,43 @@ class CapybaraFit:
     bootstrap: int = 0
     heldout: tuple[HeldOut, ...] = ()
     free: tuple[str, ...] = PARAM_NAMES
+    #: free constant -> "lower" or "upper": the fit ended on that bound of its range
+    on_bound: dict[str, str] = field(default_factory=dict)
+    #: whether the refinement of the best start met its tolerances (not :data:`MAX_ITER`)
+    converged: bool = True
+    #: how many of the ``bootstrap`` resamples' refinements met their tolerances
+    resamples_converged: int = 0
 
     @property
     def held_out(self) -> tuple[HeldOut, ...]:
         """Alias of ``heldout``."""
         return self.heldout
+
+    def identification(self, span_factor: float = SPAN_FACTOR) -> dict[str, str]:
+        """Each free constant -> ``""`` where these runs pin it down, else why not: it ended on
+        a bound of the fit, or its 95% bootstrap interval reaches 0 or spans more than
+        ``span_factor`` (upper end over lower end).  Without bootstrap intervals only the bound
+        test applies."""
+        values = self.law.to_dict()
+        out = {}
+        for name in self.free:
+            reason = ""
+            if name in self.on_bound:
+                reason = f"on the fit's {self.on_bound[name]} bound ({values[name]:.4g})"
+            elif name in self.ci:
+                lo, hi = self.ci[name]
+                if lo <= 0:
+                    reason = f"95% interval [{lo:.3g}, {hi:.3g}] reaches 0"
+                elif hi / lo > span_factor:
+                    reason = (f"95% interval [{lo:.3g}, {hi:.3g}] spans {hi / lo:.3g}x "
+                              f"(more than {span_factor:g}x)")
+            out[name] = reason
+        return out
+
+    @property
+    def identified(self) -> bool:
+        """True when every free constant is identified (:meth:`identification`)."""
+        return not any(self.identification().values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -305,8 +364,11 @@ class CapybaraFit:
             "ci95": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()},
             "bootstrap": self.bootstrap,
             "free": list(self.free),
+            "not_identified": {k: why for k, why in self.identification().items() if why},
             "diagnostics": {
                 "n_points": self.n_points,
+                "converged": self.converged,
+                "resamples_converged": self.resamples_converged,
                 "huber_delta": self.huber_delta,
                 "cost": self.cost,
                 "rms_rel": self.rms_rel,
@@ -342,7 +404,7 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
     N, D, E, M, lb, loss = _prepare(N, D, E, M, B, loss, min_points)
     huber = _check_huber(huber_delta)
     bootstrap = check_bootstrap(bootstrap)
-    theta, cost = _fit_theta(N, D, E, M, lb, loss, huber, int(starts), spec)
+    theta, cost, converged = _fit_theta(N, D, E, M, lb, loss, huber, int(starts), spec)
     law = spec.law(theta)
     pred = _predict(theta, N, D, E, M, lb)
     rel = (loss - pred) / loss
@@ -354,15 +416,20 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
     total = fit_steps(N, bootstrap, heldout)
     done = 0
     ci: dict[str, tuple[float, float]] = {}
+    resamples_converged = 0
     if bootstrap:
+        # resample k draws runs with replacement: the same runs, weighted by how often drawn
         rng = np.random.default_rng(seed)
+        counts = np.stack([np.bincount(rng.integers(0, len(loss), len(loss)),
+                                       minlength=len(loss)) for _ in range(bootstrap)])
         samples = []
-        for _ in range(bootstrap):
-            idx = rng.integers(0, len(loss), len(loss))
-            t, _c = _fit_theta(N[idx], D[idx], E[idx], M[idx], lb[idx], loss[idx], huber, 1,
-                               spec, init=theta)
-            samples.append([spec.law(t).to_dict()[k] for k in PARAM_NAMES])
-            done += 1
+        for chunk in range(0, bootstrap, _CHUNK):
+            part = counts[chunk:chunk + _CHUNK].astype(float)
+            r = _refine(np.repeat(theta[None], len(part), axis=0), N, D, E, M, lb, loss,
+                        huber, spec, counts=part)
+            samples += [[spec.law(t).to_dict()[k] for k in PARAM_NAMES] for t in r.theta]
+            resamples_converged += int(r.converged.sum())
+            done += len(part)
             if progress:
                 progress(done, total)
         nat = np.array(samples)
@@ -376,8 +443,8 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
             tr = N != s
             if tr.sum() < min_points:
                 continue
-            t, _c = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber,
-                               int(starts), spec)
+            t, _c, _ok = _fit_theta(N[tr], D[tr], E[tr], M[tr], lb[tr], loss[tr], huber,
+                                    int(starts), spec)
             p = _predict(t, N[~tr], D[~tr], E[~tr], M[~tr], lb[~tr])
             err = np.abs(p - loss[~tr]) / loss[~tr]
             held.append(HeldOut(float(s), int((~tr).sum()), float(err.mean()), float(err.max())))
@@ -389,7 +456,84 @@ def fit_capybara_detailed(*, N, D, E, M, B, loss, bootstrap: int = 200, seed: in
                        rms_rel=float(np.sqrt(np.mean(rel ** 2))),
                        max_rel=float(np.max(np.abs(rel))),
                        outliers=outliers, by_size=by_size, ci=ci, bootstrap=bootstrap,
-                       heldout=tuple(held), free=spec.free)
+                       heldout=tuple(held), free=spec.free,
+                       on_bound=_on_bound(theta, _bounds(loss), spec), converged=converged,
+                       resamples_converged=resamples_converged)
+
+
+def _on_bound(theta: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], spec: _Spec) -> dict:
+    """Free constant -> "lower"/"upper" where ``theta`` ends within :data:`ON_BOUND` of the
+    range of a bound."""
+    lo, hi = bounds
+    near = ON_BOUND * (hi - lo)
+    out = {}
+    for i, name in enumerate(PARAM_NAMES):
+        if name in spec.free:
+            if theta[i] <= lo[i] + near[i]:
+                out[name] = "lower"
+            elif theta[i] >= hi[i] - near[i]:
+                out[name] = "upper"
+    return out
+
+
+class LayoutRow(NamedTuple):
+    """The best (E, M) split of one width under two laws."""
+
+    bits: int
+    reference: tuple[int, int]
+    fitted: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SupportedFit:
+    """What a set of runs can tell about the law: the requested fit and, where that fit does not
+    identify every constant it frees, the reduced fit (:data:`REDUCED_FREE` free, the other
+    constants held at the reference law's values) with its own intervals and held-out error."""
+
+    full: CapybaraFit
+    reduced: CapybaraFit | None
+    #: the law that held constants come from (the paper's unless the caller gave one)
+    reference: CapybaraLaw
+
+    @property
+    def supported(self) -> CapybaraFit:
+        """The fit these runs support: the full one where it is identified, else the reduced."""
+        return self.full if self.reduced is None else self.reduced
+
+    def layouts(self, widths: Any = range(3, 17)) -> tuple[LayoutRow, ...]:
+        """Best E/M per total width P under the reference law and under the full fit (only δ and
+        ν decide it: Sun et al. §4.2)."""
+        return tuple(LayoutRow(int(P), self.reference.optimal_layout(int(P)),
+                               self.full.law.optimal_layout(int(P))) for P in widths)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The supported fit's document (its ``constants`` are what ``--law`` then uses), with
+        ``supported`` ("full"/"reduced"), the full fit under ``full`` when it was reduced, and
+        the best layouts per width under the reference law and the full fit."""
+        doc = self.supported.to_dict()
+        doc["supported"] = "full" if self.reduced is None else "reduced"
+        if self.reduced is not None:
+            doc["full"] = self.full.to_dict()
+        doc["layouts"] = [{"bits": r.bits, "reference": list(r.reference),
+                           "fitted": list(r.fitted)} for r in self.layouts()]
+        return doc
+
+
+def fit_capybara_supported(*, free: Any = None, fixed: CapybaraLaw | None = None,
+                           progress: Any = None, **kwargs: Any) -> SupportedFit:
+    """:func:`fit_capybara_detailed` (same arguments), then, if the fit leaves a constant not
+    identified (:meth:`CapybaraFit.identification`) and frees more than :data:`REDUCED_FREE`,
+    the reduced fit with the same bootstrap and held-out settings.  ``progress(done, total)``
+    counts both fits' refits (``total`` grows when the reduced fit starts)."""
+    full = fit_capybara_detailed(free=free, fixed=fixed, progress=progress, **kwargs)
+    reduced = None
+    if not full.identified and set(full.free) > set(REDUCED_FREE):
+        steps = fit_steps(kwargs["N"], full.bootstrap, kwargs.get("heldout", True))
+        second = None if progress is None else (
+            lambda done, total: progress(steps + done, steps + total))
+        reduced = fit_capybara_detailed(free=REDUCED_FREE, fixed=fixed, progress=second,
+                                        **kwargs)
+    return SupportedFit(full=full, reduced=reduced, reference=fixed or CapybaraLaw.paper())
 
 
 def fit_capybara_full(**kwargs: Any) -> CapybaraFit:
@@ -583,10 +727,12 @@ def fit_qid_from_results(path: str | Path) -> QiDLaw | None:
     return fit_qid(**a)
 
 
-def save_fit(fit: CapybaraFit | CapybaraLaw, path: str | Path, extra: dict | None = None) -> dict:
-    """Write a fit (or a bare law) as JSON; returns the document written."""
-    doc = fit.to_dict() if isinstance(fit, CapybaraFit) else {"kind": "capybara-fit",
-                                                              "constants": fit.to_dict()}
+def save_fit(fit: SupportedFit | CapybaraFit | CapybaraLaw, path: str | Path,
+             extra: dict | None = None) -> dict:
+    """Write a fit (or a bare law) as JSON; returns the document written.  Its ``constants``
+    are the law :func:`load_fit` reads back: for a :class:`SupportedFit`, the supported one."""
+    doc = (fit.to_dict() if isinstance(fit, (SupportedFit, CapybaraFit))
+           else {"kind": "capybara-fit", "constants": fit.to_dict()})
     if extra:
         doc.update(extra)
     with atomic_write(path, "w") as fh:

@@ -77,3 +77,6 @@ def test_report_with_runs(tmp_path):
     rms = float(m.split("RMS ")[1].split("%")[0])
     assert rms < 1.0
     assert "Leave-one-model-size-out" in md
+    # intervals and identification marks beside the paper's constants, and the layouts verdict
+    assert "95% interval" in md and "identified by these runs" in md
+    assert "best E/M split" in md

@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from explorer.report import ReportConfig, build_report
-from explorer.report.config import DEFAULT_BITS
+from explorer.report.config import DEFAULT_BITS, FIT_BOOTSTRAP
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -40,6 +40,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sqnr-samples", type=int, default=1 << 14, metavar="N",
                    help="samples per distribution for measured SQNR (default 16384)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test data (default 0)")
+    p.add_argument("--fit-bootstrap", type=int, default=FIT_BOOTSTRAP, metavar="N",
+                   help=f"bootstrap resamples behind the fitted constants' intervals with --runs "
+                        f"(default {FIT_BOOTSTRAP}; 0 = none)")
     p.add_argument("--accumulator", nargs="+", default=[], metavar="SPEC",
                    help="add an accumulation-error section for these accumulators, e.g. "
                         "e8m23 e8m13/rtz e8m13/rtz/chunk128")
@@ -57,7 +60,8 @@ def run(args) -> int:
     config = ReportConfig(
         runs=args.runs, law=args.law, propose=tuple(args.propose), bits=tuple(args.bits),
         params=args.params, tokens=args.tokens, budget=args.budget, block=args.block,
-        sqnr_samples=args.sqnr_samples, seed=args.seed, accumulators=tuple(args.accumulator),
+        sqnr_samples=args.sqnr_samples, seed=args.seed,
+        fit_bootstrap=args.fit_bootstrap, accumulators=tuple(args.accumulator),
         matrix_units=tuple(args.matrix_unit), matrix_unit_format=args.matrix_unit_format,
         command_line="fpx " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"]
         else "fpx report " + _reconstruct(args))
@@ -84,6 +88,8 @@ def _reconstruct(args) -> str:
               "--budget", f"{args.budget:g}", "--block", str(args.block)]
     if args.tokens is not None:
         parts += ["--tokens", f"{args.tokens:g}"]
+    if args.runs and getattr(args, "fit_bootstrap", FIT_BOOTSTRAP) != FIT_BOOTSTRAP:
+        parts += ["--fit-bootstrap", str(args.fit_bootstrap)]
     if getattr(args, "accumulator", None):
         parts += ["--accumulator", *args.accumulator]
     if getattr(args, "matrix_unit", None):

@@ -186,7 +186,7 @@ def _gap(x: float) -> str:
 
 
 def _layout(e: int, m: int) -> str:
-    return f"e{e}m{m}"
+    return lawview.layout_name(e, m)
 
 
 # ----------------------------------------------------------------------------------- sections
@@ -560,7 +560,8 @@ def _section_sweep(ctx: _Context) -> Section:
 
 def _section_fit(ctx: _Context) -> Section:
     s = Section("Fit diagnostics", anchor="fit")
-    s.add(*lawview.fit_blocks(ctx.runs, CapybaraLaw.paper()))
+    s.add(*lawview.fit_blocks(ctx.runs, CapybaraLaw.paper(), ctx.config.fit_bootstrap,
+                              ctx.config.seed))
     return s
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 
 from explorer.accumulation import parse_accumulator
 from explorer.blocks import CHANNEL_LOG2B, block_log2, parse_block
+from explorer.fit import check_bootstrap
 from explorer.metrics import MAX_SAMPLES
 from fpformat import FloatFormat, get_format
 from fpformat.units import get_unit
 
 #: The bit widths the detailed sections cover by default (the 4-8 bit band hardware targets).
 DEFAULT_BITS: tuple[int, ...] = (4, 5, 6, 7, 8)
+#: Bootstrap resamples behind the fitted constants' intervals (as `fpx fit`'s default).
+FIT_BOOTSTRAP = 200
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ReportConfig:
             report's compute-optimal precision would not exist.
         sqnr_samples: elements per distribution for the measured SQNR (keep it modest: the
             default report must finish in a minute on two cores).
+        fit_bootstrap: bootstrap resamples of the fit-diagnostics section's intervals (0..
+            ``explorer.fit.MAX_BOOTSTRAP``; 0 = no intervals, so no constant is judged by its
+            interval, only by the fit's bounds).
         seed: seed of the random test data.
         accumulators: accumulator specs (``explorer.accumulation.parse_accumulator``, e.g.
             ``"e8m13/rtz"``, ``"e8m13/rtz/chunk128"``) for the accumulation-error section; empty:
@@ -56,6 +62,7 @@ class ReportConfig:
     budget: float = 1e23
     block: int | str = "channel"
     sqnr_samples: int = 1 << 14
+    fit_bootstrap: int = FIT_BOOTSTRAP
     seed: int = 0
     accumulators: tuple[str, ...] = ()
     matrix_units: tuple[str, ...] = ()
@@ -92,6 +99,10 @@ class ReportConfig:
         if not 256 <= self.sqnr_samples <= MAX_SAMPLES:
             raise ValueError(f"sqnr_samples must be in 256..{MAX_SAMPLES}, got "
                              f"{self.sqnr_samples}")
+        try:
+            check_bootstrap(self.fit_bootstrap)
+        except ValueError as exc:
+            raise ValueError(f"fit_{exc}") from None
         if not isinstance(self.law, str) or not self.law:
             raise ValueError("law must be 'paper' or the path of a fit JSON file")
 

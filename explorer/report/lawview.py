@@ -1,9 +1,9 @@
 """What the report needs from the analyzer, in one place.
 
 Thin functions over the analyzer's public API (``explorer.laws.CapybaraLaw``,
-``explorer.fit.fit_capybara``, ``explorer.hwcost``, ``explorer.metrics``) plus the few derived
-quantities the report shows that the analyzer does not return directly (all layouts of one width
-ranked by predicted loss, a Pareto front, SQNR with the report's scaling cases, the
+``explorer.fit.fit_capybara_supported``, ``explorer.hwcost``, ``explorer.metrics``) plus the few
+derived quantities the report shows that the analyzer does not return directly (all layouts of
+one width ranked by predicted loss, a Pareto front, SQNR with the report's scaling cases, the
 fit-diagnostics blocks).  Block sizes are passed around as log2 B (channel-wise = 13.1567).
 """
 
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 import numpy as np
 
 from explorer import hwcost
-from explorer.fit import MIN_HELDOUT_SIZES, fit_capybara
+from explorer.fit import REDUCED_FREE, SPAN_FACTOR, fit_capybara_supported
 from explorer.metrics import scaled_quantize as _scaled_quantize
 from explorer.metrics import test_data as _test_data
 from fpformat import get_format
@@ -141,45 +141,95 @@ def sqnr_table(names: list[str], samples: int, seed: int) -> SqnrTable:
 MIN_FIT_RUNS = 12
 
 
-def fit_blocks(runs, paper_law) -> list:
-    """Blocks of the fit-diagnostics section: the Capybara law fitted to the quantized runs,
-    its constants beside the paper's, predicted against measured loss, relative residuals and
-    the held-out error of leave-one-model-size-out refits."""
+def fit_blocks(runs, paper_law, bootstrap: int, seed: int = 0) -> list:
+    """Blocks of the fit-diagnostics section: the Capybara law fitted to the quantized runs with
+    bootstrap intervals (``bootstrap`` resamples) and identification marks beside the paper's
+    constants; where the runs do not identify the full law, a sentence saying so and the
+    reduced fit they support with its held-out error; whether the best layouts per width change
+    under the fit; predicted against measured loss and the relative residuals."""
     a = fit_arrays(runs)
     n = len(a["loss"])
     if n < MIN_FIT_RUNS:
         return [Para(f"Only {n} finished quantized runs: too few to fit the law's 8 constants "
                      f"(the report fits from {MIN_FIT_RUNS} runs on). Add runs with `fpx sweep`.")]
-    fitted = fit_capybara(**a)
-    pred = np.asarray(fitted.loss(a["N"], a["D"], a["E"], a["M"], a["B"]), dtype=float)
-    rel = (a["loss"] - pred) / a["loss"]
+    fits = fit_capybara_supported(**a, bootstrap=bootstrap, seed=seed, fixed=paper_law)
+    full = fits.full
     blocks: list = [Para(
-        f"The Capybara law fitted to the {n} quantized runs (`fit_capybara`): relative residuals "
-        f"have RMS {100 * np.sqrt(np.mean(rel ** 2)):.2f}% and maximum "
-        f"{100 * np.max(np.abs(rel)):.2f}%. Small CPU runs give constants unlike the paper's; "
-        f"what carries over is the method and whether the law's shape fits.")]
-    paper, mine = constants(paper_law), constants(fitted)
-    blocks.append(Table(("constant", "paper", "fitted"),
-                        tuple((k, f"{paper[k]:.6g}", f"{mine[k]:.6g}") for k in paper if k in mine),
-                        caption="Fitted constants beside the published ones."))
-    sizes = np.unique(a["N"])
-    held = []
-    if len(sizes) >= MIN_HELDOUT_SIZES:
-        for size in sizes:
-            train = a["N"] != size
-            if train.sum() < MIN_FIT_RUNS:
-                continue
-            sub = fit_capybara(**{k: v[train] for k, v in a.items()})
-            p = np.asarray(sub.loss(a["N"][~train], a["D"][~train], a["E"][~train], a["M"][~train],
-                                    a["B"][~train]), dtype=float)
-            held.append((size, float(np.mean(np.abs(p - a["loss"][~train]) / a["loss"][~train]))))
-    if held:
-        blocks.append(Table(("held-out model size N", "mean |relative error|"),
-                            tuple((f"{s:.3g}", f"{100 * e:.2f}%") for s, e in held),
-                            caption="Leave-one-model-size-out: fit without that size, predict it."))
+        f"The Capybara law fitted to the {n} quantized runs (`fpx fit`: robust multi-start fit, "
+        f"{bootstrap} bootstrap resamples for the 95% intervals, leave-one-model-size-out "
+        f"refits): relative residuals have RMS {100 * full.rms_rel:.2f}% and maximum "
+        f"{100 * full.max_rel:.2f}%. A constant on a bound of the fit, or whose interval spans "
+        f"more than {SPAN_FACTOR:g}x, is not identified by these runs: its value is not a "
+        f"measurement.")]
+    blocks.append(_constants_table(full, paper_law, "Fitted constants beside the published "
+                                                    "ones."))
+    blocks += _heldout_table(full)
+    if fits.reduced is not None:
+        lost = ", ".join(k for k, why in full.identification().items() if why)
+        blocks.append(Para(
+            f"**These runs do not identify the full law** (not identified: {lost}). The "
+            f"reduced fit below frees only {', '.join(REDUCED_FREE)} and holds the paper's "
+            f"exponents; its held-out error says how well even that carries to an unseen model "
+            f"size."))
+        blocks.append(_constants_table(fits.reduced, paper_law, "The reduced fit these runs "
+                                                                "support."))
+        blocks += _heldout_table(fits.reduced)
+        still = [k for k, why in fits.reduced.identification().items() if why]
+        if still:
+            blocks.append(Para(f"Even the reduced fit leaves {', '.join(still)} not identified: "
+                               f"the runs do not resolve that part of the law."))
+    blocks.append(_layouts_block(fits))
+    pred = np.asarray(full.law.loss(a["N"], a["D"], a["E"], a["M"], a["B"]), dtype=float)
     groups = [f"N={x:.3g}" for x in a["N"]]
     blocks.append(Figure("fit_diagnostics", fig.fit_diagnostics(
         a["loss"], pred, groups, "Capybara law fitted to the runs"),
         "Left: predicted against measured validation loss (dotted: equality). Right: relative "
         "residual per run, coloured by model size."))
     return blocks
+
+
+def _constants_table(fit, paper_law, caption: str) -> Table:
+    why = fit.identification()
+    paper, mine = constants(paper_law), constants(fit.law)
+    rows = []
+    for k in paper:
+        lo_hi = fit.ci.get(k)
+        interval = f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi and k in fit.free else "—"
+        mark = ("held at the paper's value" if k not in fit.free
+                else f"**not identified**: {why[k]}" if why[k] else "yes")
+        rows.append((k, f"{paper[k]:.6g}", f"{mine[k]:.6g}", interval, mark))
+    return Table(("constant", "paper", "fitted", "95% interval", "identified by these runs"),
+                 tuple(rows), caption=caption)
+
+
+def _heldout_table(fit) -> list:
+    if not fit.heldout:
+        return []
+    return [Table(("held-out model size N", "runs", "mean |relative error|", "max"),
+                  tuple((f"{h.N:.3g}", str(h.count), f"{100 * h.mean_abs_rel:.2f}%",
+                         f"{100 * h.max_abs_rel:.2f}%") for h in fit.heldout),
+                  caption="Leave-one-model-size-out: fit without that size, predict it.")]
+
+
+def _layouts_block(fits):
+    rows = fits.layouts()
+    changed = [r for r in rows if r.fitted != r.reference]
+    why = fits.full.identification()
+    if not changed:
+        return Para(f"The best E/M split of every width from {rows[0].bits} to {rows[-1].bits} "
+                    f"bits is the same under the fitted law as under the paper's: the "
+                    f"recommendations do not change.")
+    trust = ("δ and ν, which alone decide the split, are not both identified by these runs, so "
+             "the recommendations stay on the paper's law."
+             if why.get("delta") or why.get("nu") else
+             "δ and ν, which alone decide the split, are identified by these runs.")
+    return Table(("bits", "paper's best", "fitted law's best"),
+                 tuple((str(r.bits), layout_name(*r.reference), layout_name(*r.fitted))
+                       for r in rows),
+                 caption=f"The best E/M split per width changes under the fitted law at "
+                         f"{len(changed)} of {len(rows)} widths. {trust}")
+
+
+def layout_name(e: int, m: int) -> str:
+    """How the report names a layout: ``e3m2``."""
+    return f"e{e}m{m}"
