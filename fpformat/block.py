@@ -46,7 +46,7 @@ from . import block_core, cuda
 from .arrays import as_float_array, check_out, float_kind, is_cuda_array, restore_dtype
 from .block_kernels import run_blocks
 from .format import FloatFormat, element_format
-from .scales import BlockEncoding, emax_elem, is_pow2_format, nan_code, tensor_scale
+from .scales import BlockEncoding, emax_elem, is_pow2_format, tensor_scale
 
 SCALE_RULES = ("ocp", "amax", "nvfp4")
 #: Largest block (and tile side) in elements: block indices stay within 32-bit arithmetic.
@@ -442,7 +442,7 @@ class BlockFormat:
             codes = np.where(nonfinite, np.float32(np.nan), codes).astype(np.float32)
             values = np.where(nonfinite, np.nan, values)
         else:
-            snan = nan_code(sf)              # None: no marker (encode refused such data)
+            snan = sf.nan_code               # None: no marker (encode refused such data)
             codes = (codes if snan is None else np.where(nonfinite, snan, codes)).astype(sf.dtype)
             values = np.where(nonfinite, np.nan, values)
         return values, codes, tscale

@@ -23,7 +23,7 @@ from numba import prange
 from . import core
 from .dispatch import JIT, seed_key, threads_for, want_specialized
 from .rounding import call_tuple
-from .scales import emax_elem, nan_code
+from .scales import emax_elem
 
 RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
 
@@ -153,7 +153,7 @@ def block_params(fmt, k: int, tscale: float | None, rounding: str, saturate: boo
         FS, CS = sf.params, call_tuple(sf, mode, True, None)
         # A scale format without NaN has no code for a block holding NaN/inf: encode refuses
         # such data before the kernel runs; quantize only reads the block's value (NaN).
-        snan_code = nan_code(sf)
+        snan_code = sf.nan_code
         snan = float(0 if snan_code is None else snan_code)
         ssub = 2.0 ** (sf.emin - sf.man_bits)
     else:

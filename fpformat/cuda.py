@@ -80,6 +80,7 @@ def _cuda():
     return cuda
 
 
+@functools.lru_cache(maxsize=None)       # fixed when numba.cuda is imported; asked per launch
 def _simulator() -> bool:
     """Whether numba.cuda is the CUDA simulator (NUMBA_ENABLE_CUDASIM=1 at its import)."""
     try:                                # numba-cuda's config: heavy, imported with numba.cuda

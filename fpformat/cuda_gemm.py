@@ -56,7 +56,7 @@ import numpy as np
 
 from . import core, gemm_core, unit_core
 from . import cuda as fc
-from .arrays import is_cuda_array
+from .arrays import FLOAT_KINDS, is_cuda_array
 from .format import FloatFormat
 from .rounding import call_tuple, value_tuple
 
@@ -216,7 +216,8 @@ def _matmul_kernel(Fa: tuple, Ca: tuple, Fp: tuple, Cp: tuple, Cs: tuple, pairwi
 
 #: ``info`` slots of :func:`_significand_kernel` per operand: largest significant-bit count,
 #: smallest exponent of a last set bit, largest ``e`` with ``|v| < 2**e`` (their start values:
-#: :func:`fpformat.gemm.significand_info`'s answer for no finite nonzero value).
+#: the identities of the max/min/max reductions; an operand with no finite nonzero value keeps
+#: ``bits`` 0, as :func:`fpformat.gemm.significand_info` reports it).
 _INFO_START = (0, 1 << 20, -1075)
 
 
@@ -296,7 +297,7 @@ def mma(a, b, c, unit, fi: FloatFormat, fo: FloatFormat, tuples: tuple,
     needs scratch (:data:`GPU_SUMMATIONS`), shapes that do not chain or broadcast, and operand
     values outside their formats (as on the CPU)."""
     for x, pname in ((a, "a"), (b, "b")):
-        if not is_device_array(x):
+        if not is_cuda_array(x):
             raise TypeError(f"{pname} must be a CUDA array like the other operand, got "
                             f"{type(x).__name__} (put both operands on the GPU, or both on the "
                             f"host)")
@@ -306,12 +307,6 @@ def mma(a, b, c, unit, fi: FloatFormat, fo: FloatFormat, tuples: tuple,
                          f"{', '.join(GPU_SUMMATIONS)} (pass host arrays for this unit)")
     with fc._on_device(a):
         return _mma(a, b, c, unit, fi, fo, tuples, bool(quantize_inputs))
-
-
-def is_device_array(x) -> bool:
-    """A CUDA array: ``__cuda_array_interface__`` (torch CUDA, CuPy, numba) or numba's own
-    device arrays, simulated ones included."""
-    return is_cuda_array(x) or bool(getattr(x, "__cuda_ndarray__", False))
 
 
 def _mma(a, b, c, unit, fi, fo, tuples, quantize_inputs):
@@ -336,7 +331,7 @@ def _mma(a, b, c, unit, fi, fo, tuples, quantize_inputs):
 
     # c: a device array (checked on the device), or a checked host value
     c_scalar, c0 = False, 0.0
-    if is_device_array(c):
+    if is_cuda_array(c):
         dc = fc._device(c, floats=True)
         cview = dc.view.reshape(dc.view.size)
         c_shape = tuple(dc.view.shape)
@@ -420,14 +415,16 @@ SCRATCH_BYTES = 256 << 20
 
 
 def matmul_on_device(a, b) -> bool:
-    """Whether :func:`fpformat.gemm.matmul` runs ``a @ b`` on the GPU: both are float CUDA
-    arrays (other CUDA inputs, e.g. integer tensors, go through the host as before)."""
-    return all(is_device_array(x) and _float_array(x) for x in (a, b))
+    """Whether :func:`fpformat.gemm.matmul` runs ``a @ b`` on the GPU: both are CUDA arrays of
+    float16, float32 or float64, or torch CUDA tensors of bfloat16 (widened by torch; other
+    arrays have no bfloat16 the kernels can read).  Other CUDA inputs (integer, float8) have no
+    device kernel and go through the host."""
+    return all(is_cuda_array(x) and _float_array(x) for x in (a, b))
 
 
 def _float_array(x) -> bool:
     name = str(getattr(x, "dtype", "")).replace("torch.", "")
-    return name in ("float16", "bfloat16", "float32", "float64")
+    return name in FLOAT_KINDS and (name != "bfloat16" or type(x).__module__.startswith("torch"))
 
 
 def matmul(a, b, plan_for, check, return_codes: bool):

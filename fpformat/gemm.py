@@ -45,6 +45,7 @@ import numpy as np
 from numba import prange
 
 from . import core, cuda_gemm, gemm_core, unit_core
+from .arrays import is_cuda_array
 from .dispatch import JIT, seed_key, threads_for, want_specialized
 from .format import FloatFormat
 from .presets import get_format
@@ -489,8 +490,8 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
             raise ValueError(f"{pname} must be an element format, got {f}")
     unit = get_unit(unit, fi, fo)         # TypeError/ValueError for anything but a unit
     U, F, C, V = unit.tuples(fi, fo)
-    if any(cuda_gemm.is_device_array(x) for x in (a, b, c)):     # computed on the GPU
-        host_c = c if cuda_gemm.is_device_array(c) else _values_of(c, fo, "c", False)
+    if any(is_cuda_array(x) for x in (a, b, c)):     # computed on the GPU
+        host_c = c if is_cuda_array(c) else _values_of(c, fo, "c", False)
         return cuda_gemm.mma(a, b, host_c, unit, fi, fo, (U, F, C, V), quantize_inputs)
     A = _values_of(a, fi, "a", quantize_inputs)
     B = _values_of(b, fi, "b", quantize_inputs)

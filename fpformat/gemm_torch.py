@@ -40,7 +40,7 @@ def emulated_mm(a: torch.Tensor, b: torch.Tensor, acc: Accumulator, seed: int | 
         raise TypeError(f"acc must be an fpformat.gemm.Accumulator, got {type(acc).__name__}")
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"a and b must be 2-D, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.is_cuda and b.is_cuda and a.is_floating_point() and b.is_floating_point():
+    if a.is_cuda and b.is_cuda and cuda_gemm.matmul_on_device(a, b):
         y = matmul(a.detach(), b.detach().to(a.device), accumulator=acc, seed=seed)
         return y.to(dtype=a.dtype)
     A = a.detach().to("cpu", torch.float64).numpy()

@@ -39,10 +39,10 @@ import numpy as np
 
 from . import kernels
 from .arrays import FLOAT_LAYOUTS, as_float_array, float_kind, is_cuda_array, restore_dtype
-from .rounding import mode_code
+from .rounding import check_sr_bits, mode_code
 
 MIN_BITS, MAX_BITS = 2, 32
-#: A fractional exponent range no float64 input can leave (values stay float64 values).
+#: The range of frac_bits: every value k * 2**-frac_bits stays a float64 value.
 MAX_FRAC_BITS = 1000
 _NAME = re.compile(r"int(\d+)")
 
@@ -170,19 +170,20 @@ class IntFormat:
         mode = rounding.lower() if isinstance(rounding, str) else rounding
         mode_code(mode)                                   # ValueError naming the modes
         arr, kind = as_float_array(x)
-        y = np.asarray(arr, dtype=np.float64)
+        x64 = np.asarray(arr, dtype=np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
-            y = np.ldexp(y, self.frac_bits)
+            y = np.ldexp(x64, self.frac_bits)
+        # frac_bits < 0 can scale a tiny input below float64's subnormals, to 0: keep it the
+        # smallest nonzero of its sign, which every mode rounds as it rounds the exact value
+        # (far below 1/2: only its sign and that it is inexact matter)
+        y = np.where((y == 0) & (x64 != 0), np.copysign(5e-324, x64), y)
         # NaN -> 0; beyond +-2**bits every mode clamps, and within it |y| + 0.5 is exact
         lim = float(1 << self.bits)
         y = np.clip(np.where(np.isnan(y), 0.0, y), -lim, lim)
         if random_bits is not None:
             us, k = kernels.given_random_u64(random_bits, y.shape, mode, seed, sr_bits)
         elif mode == "sr":
-            if sr_bits is not None and (isinstance(sr_bits, bool) or not isinstance(
-                    sr_bits, (int, np.integer)) or not 1 <= sr_bits <= 64):
-                raise ValueError(f"sr_bits must be an int in 1..64 or None, got {sr_bits!r}")
-            k = 64 if sr_bits is None else int(sr_bits)
+            k = check_sr_bits(sr_bits, default=64)
             us = kernels.sr_random_u64(seed, np.arange(y.size))    # seed None: a fresh one
         a = np.abs(y)
         lo = np.floor(a)

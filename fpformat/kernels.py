@@ -31,7 +31,7 @@ from .dispatch import (
     threads_for,
     want_specialized,
 )
-from .rounding import call_tuple, value_tuple
+from .rounding import call_tuple, check_sr_bits, value_tuple
 
 
 @numba.njit(inline="always")
@@ -151,16 +151,10 @@ def random_bits_width(random_bits, shape, rounding, seed, sr_bits) -> tuple[np.n
         raise ValueError(f"random_bits must be an integer array, got dtype {r.dtype}")
     if r.shape != tuple(shape):
         raise ValueError(f"random_bits must have x's shape {tuple(shape)}, got {r.shape}")
-    if sr_bits is None:
-        if r.dtype.kind != "u":
-            raise ValueError(f"random_bits of signed dtype {r.dtype} needs sr_bits (the "
-                             f"generator's width in bits, 1..64)")
-        k = 8 * r.dtype.itemsize
-    elif isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) \
-            or not 1 <= sr_bits <= 64:
-        raise ValueError(f"sr_bits must be an int in 1..64 or None, got {sr_bits!r}")
-    else:
-        k = int(sr_bits)
+    if sr_bits is None and r.dtype.kind != "u":
+        raise ValueError(f"random_bits of signed dtype {r.dtype} needs sr_bits (the "
+                         f"generator's width in bits, 1..64)")
+    k = check_sr_bits(sr_bits, default=8 * r.dtype.itemsize)
     if r.size:
         lo, hi = int(r.min()), int(r.max())
         if lo < 0 or hi >= 1 << k:

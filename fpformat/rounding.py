@@ -27,6 +27,17 @@ def mode_code(rounding: str) -> int:
     return MODES[rounding.lower()]
 
 
+def check_sr_bits(sr_bits, default: int | None = None) -> int | None:
+    """``sr_bits`` (the resolution of stochastic rounding's random numbers) as an int in 1..64,
+    or ``default`` when it is None; ``ValueError`` otherwise."""
+    if sr_bits is None:
+        return default
+    if isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) \
+            or not 1 <= sr_bits <= 64:
+        raise ValueError(f"sr_bits must be an int in 1..64 or None, got {sr_bits!r}")
+    return int(sr_bits)
+
+
 @functools.lru_cache(maxsize=4096)
 def call_tuple(fmt, rounding: str = "rne", saturate: bool = False,
                sr_bits: int | None = None) -> tuple[int, ...]:
@@ -35,12 +46,7 @@ def call_tuple(fmt, rounding: str = "rne", saturate: bool = False,
     if not isinstance(saturate, (bool, int)) or \
             isinstance(saturate, int) and saturate not in (0, 1):
         raise TypeError(f"saturate must be a bool, got {saturate!r}")
-    if sr_bits is None:
-        bits = 64
-    elif isinstance(sr_bits, bool) or not isinstance(sr_bits, int) or not 1 <= sr_bits <= 64:
-        raise ValueError(f"sr_bits must be an int in 1..64 or None, got {sr_bits!r}")
-    else:
-        bits = sr_bits
+    bits = check_sr_bits(sr_bits, default=64)
     F = fmt.params
     signbit = F[core.F_SIGNBIT]
     maxmag = F[core.F_MAXMAG]

@@ -121,14 +121,6 @@ def is_pow2_format(scale_format) -> bool:
     return scale_format.man_bits == 0 and not scale_format.signed
 
 
-def nan_code(scale_format) -> int | None:
-    """The code that marks a block holding NaN/inf; None when the scale format has no NaN (such
-    a block then has no encoding: ``BlockFormat.encode`` raises, ``quantize`` gives NaN)."""
-    if not scale_format.has_nan:
-        return None
-    return int(scale_format.encode(np.array([np.nan]))[0])
-
-
 def tensor_scale(x: np.ndarray) -> float:
     """NVFP4's float32 per-tensor scale ``amax / (448 * 6)``: 1 for an all-zero tensor, NaN when
     the tensor holds a NaN or an infinity."""

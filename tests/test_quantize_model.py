@@ -500,6 +500,26 @@ def test_a_module_reachable_twice_is_one_gemm():
     net = nn.Sequential(shared, nn.ReLU(), shared)
     r = quantize_model(net, QuantConfig(fmt="e4m3"))
     assert r.names == ("0",) and net[0] is net[2] and isinstance(net[0], QuantLinear)
+    dequantize_model(net)
+    assert net[0] is net[2] and type(net[0]) is nn.Linear
+
+
+def test_a_module_held_under_two_names_by_one_parent_is_restored_under_both():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = self.a
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    m = Tied()
+    weight = m.a.weight
+    quantize_model(m, QuantConfig(fmt="e4m3"))
+    assert m.a is m.b and isinstance(m.a, QuantLinear)
+    dequantize_model(m)
+    assert m.a is m.b and type(m.a) is nn.Linear and m.a.weight is weight
 
 
 def test_hub_is_offline_so_nothing_can_download():

@@ -494,6 +494,17 @@ def test_int_format_matches_reference(data, bits, frac, sym, mode, dtype):
         assert not np.signbit(q[q == 0]).any()                # no -0 among integers
 
 
+@pytest.mark.parametrize("frac", [-1, -60, -1000])
+@pytest.mark.parametrize("mode", ["rne", "rna", "rtz", "rtp", "rtn", "rto"])
+def test_int_format_rounds_tiny_inputs_once(frac, mode):
+    # scaling by 2**frac_bits < 1 takes these below float64's subnormals: the decision must
+    # still be the exact value's (rtp of the smallest subnormal is one quantum, not zero)
+    f = IntFormat(8, frac)
+    x = np.array([5e-324, -5e-324, 1e-310, -1e-310, 2.0 ** -1000, 0.0, -0.0])
+    want = [int_encode(8, frac, False, v, mode) for v in x]
+    assert f.encode(x, rounding=mode).tolist() == want
+
+
 def test_int8_specials_and_saturation():
     i8 = get_format("int8")
     x = np.array([np.nan, np.inf, -np.inf, 1e10, -1e10, -0.3, 127.5, -128.5])

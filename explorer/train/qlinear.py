@@ -872,10 +872,13 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     """Reverse :func:`quantize_model`: every quantized GEMM module back to the module it replaced
     (a directly built QuantLinear becomes an ``nn.Linear``), same parameters; attention
     quantization off.  Returns ``model``."""
+    restored: dict[int, nn.Module] = {}
     for _, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            if _replaced_type(child) is not None:
-                rep = _restore(child)
+        # _modules, not named_children(): a module held under two names is listed under both,
+        # and restored once, so the two names share one module again
+        for name, child in list(parent._modules.items()):
+            if child is not None and _replaced_type(child) is not None:
+                rep = restored.setdefault(id(child), _restore(child))
                 if rep is not child:
                     setattr(parent, name, rep)
         if hasattr(parent, "qk_quant"):
