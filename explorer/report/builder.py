@@ -31,6 +31,7 @@ from explorer.units_study import designer_notes, unit_png, unit_study
 from fpformat import get_format
 from fpformat.files import atomic_write
 
+from . import effects as fx
 from . import figures as fig
 from . import lawview
 from .config import ReportConfig
@@ -104,7 +105,7 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
     if config.matrix_units:
         steps.append(("matrix units", _section_matrix_units))
     if runs:
-        steps += [("sweep", _section_sweep), ("fit", _section_fit)]
+        steps += [("sweep", _section_sweep), ("effects", _section_effects), ("fit", _section_fit)]
     steps.append(("reproducibility", _section_repro))
 
     sections: list[Section] = []
@@ -466,6 +467,18 @@ def _section_matrix_units(ctx: _Context) -> Section:
                         "[/p<result bits>][/min<lowest anchor exponent>]."))
     s.add(Para("What the differences mean for a designer:"))
     s.add(Bullets(tuple(designer_notes(study))))
+    return s
+
+
+def _section_effects(ctx: _Context) -> Section:
+    """The measured effects of the runs (paired differences, loss against D) beside the law's
+    predictions (:mod:`explorer.report.effects`)."""
+    s = fx.section(ctx.runs, ctx.law, ctx.law_source)
+    if s is None:
+        s = Section("Measured effects", anchor="effects")
+        s.add(Para("The runs hold no paired comparison (two runs of the same N, D and seed that "
+                   "differ only in format or block size, or a format and the unquantized run) "
+                   "and no format measured at three or more D, so no effect can be measured."))
     return s
 
 

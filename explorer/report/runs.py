@@ -30,6 +30,8 @@ class Run:
     fmt: str
     val_loss: float
     curve: tuple[tuple[float, float], ...]
+    seed: int | None = None          # the run's seed (init, data order); None: not recorded
+    targets: str | None = None       # comma-separated GEMM inputs quantized; None: baseline
 
     @property
     def quantized(self) -> bool:
@@ -55,6 +57,16 @@ def _curve(curve_json: str | None) -> tuple[tuple[float, float], ...]:
         return ()
 
 
+def _seed(config_json: str | None) -> int | None:
+    """The training seed recorded in a run's config; None when the column is unreadable or has
+    none (runs with one seed each then pair as if they shared it)."""
+    try:
+        seed = json.loads(config_json or "{}").get("train", {}).get("seed")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def load_runs(path: str | Path) -> list[Run]:
     """Finished runs with a validation loss, ordered by (N, D, format).
 
@@ -67,7 +79,8 @@ def load_runs(path: str | Path) -> list[Run]:
                 None if r["exp_bits"] is None else int(r["exp_bits"]),
                 None if r["man_bits"] is None else int(r["man_bits"]),
                 None if r["block"] is None else str(r["block"]), str(r["fmt"] or "none"),
-                float(r["val_loss"]), _curve(r["curve_json"]))
+                float(r["val_loss"]), _curve(r["curve_json"]), _seed(r["config_json"]),
+                None if r["exp_bits"] is None else (r["targets"] or None))
             for r in rows]
     runs.sort(key=lambda r: (r.n_params, r.tokens, r.fmt, r.block or ""))
     return runs
