@@ -20,7 +20,7 @@ from numba.core.caching import UserProvidedCacheLocator
 
 # Every module whose source is compiled into a cached kernel.
 _SOURCES = ("core.py", "kernels.py", "block_core.py", "block_kernels.py", "gemm_core.py",
-            "gemm.py", "rounding.py", "unit_core.py", "cuda_kernels.py")
+            "gemm.py", "rounding.py", "unit_core.py", "cuda_kernels.py", "cuda_gemm.py")
 _STAMP = "fpformat-core.sha256"
 
 

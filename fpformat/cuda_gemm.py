@@ -83,7 +83,7 @@ def _operand_kernel(F: tuple, C: tuple, V: tuple, m: int, emin: int, keep_subnor
     (``flag[slot] = 1`` otherwise; C non-saturating RNE), then decomposed."""
     _cuda()
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def operand_kernel(x, sig, exp, flag, slot):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             v = np.float64(x[i])
@@ -105,7 +105,7 @@ def _check_kernel(F: tuple, C: tuple, V: tuple):
     """``flag[slot] = 1`` when an element of ``x`` is not a value of the format (F, C: RNE)."""
     _cuda()
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def check_kernel(x, flag, slot):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             v = np.float64(x[i])
@@ -121,7 +121,7 @@ def _check_kernel(F: tuple, C: tuple, V: tuple):
 def _zero_kernel():
     _cuda()
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def zero_kernel(flag):
         if cuda.grid(1) == 0:
             for i in range(flag.size):
@@ -152,7 +152,7 @@ def _unit_kernel(U: tuple, F: tuple, C: tuple, V: tuple, itemsize: int):
     block_fma = unit_core.block_fma
     nan_pos, nan_neg = _NAN_BITS[itemsize]
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def unit_kernel(sa, ea, sb, eb, c, c_bits, c0, c_scalar, out, out_bits, bshape, sta, stb,
                     stc, ci, cj):
         T, M, N = out.shape[0], out.shape[1], out.shape[2]
@@ -197,7 +197,7 @@ def _matmul_kernel(Fa: tuple, Ca: tuple, Fp: tuple, Cp: tuple, Cs: tuple, pairwi
     format's unsigned dtype."""
     _cuda()
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def matmul_kernel(a, b, sa, sbt, block_k, seg_len, W, sub_a, sub_p, key_a, key_p, terms,
                       digits, tree, tcode, out_val, out_code):
         N = np.int64(b.shape[1])
@@ -227,7 +227,7 @@ def _significand_kernel():
     (atomic max/min over the finite nonzero values; ``info`` starts at :data:`_INFO_START`)."""
     _cuda()
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def significand_kernel(x, info, slot):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             v = np.float64(x[i])
@@ -249,7 +249,7 @@ def _info_start_kernel():
     _cuda()
     b0, l0, t0 = _INFO_START
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def info_start_kernel(info):
         if cuda.grid(1) == 0:
             for s in range(info.size // 3):

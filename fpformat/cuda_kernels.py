@@ -283,7 +283,9 @@ def fill_kernel():
 # --------------------------------------------------------------------------------- block helpers
 def block_constants(B: tuple) -> tuple:
     """The data-independent part of a block tuple (``block_kernels.block_params``): the block
-    length and the tensor scale are zeroed; the kernels put the runtime values back."""
+    length and the tensor scale are zeroed.  The kernels put the tensor scale back
+    (:func:`with_tscale`); the block length stays 0 (the per-block scale function never reads
+    it: the kernels pass lengths as arguments)."""
     return B[:block_kernels.B_K] + (0.0,) + B[block_kernels.B_K + 1:B_TSCALE] + (0.0,) \
         + B[B_TSCALE + 1:]
 
@@ -291,8 +293,12 @@ def block_constants(B: tuple) -> tuple:
 @register_jitable
 def with_tscale(BC, ts):
     """``BC`` with the tensor scale ``ts`` (the only entry the per-block scale function reads
-    that depends on the data)."""
+    that depends on the data).  Spelled out slot by slot for numba: the tuple is the 11 slots
+    of ``block_kernels`` ``B_RULE .. B_INT`` with ``B_TSCALE == 4`` (asserted below)."""
     return (BC[0], BC[1], BC[2], BC[3], ts, BC[5], BC[6], BC[7], BC[8], BC[9], BC[10])
+
+
+assert B_TSCALE == 4 and block_kernels.B_INT == 10, "with_tscale spells out the block tuple"
 
 
 @register_jitable
