@@ -427,19 +427,12 @@ def run_sim() -> dict[str, str]:
 
 
 def run_ptx() -> dict[str, str]:
-    """Compile each kernel kind for compute capability 9.0 with NVVM, without a GPU.
-
-    numba-cuda asks the driver for the current device's compute capability when it compiles
-    device functions, and NVRTC for the supported architectures; neither exists here, so those
-    two lookups are answered with sm_90 (the compilation itself is numba's and NVVM's own)."""
+    """Compile each kernel kind for compute capability 9.0 with NVVM, without a GPU
+    (:func:`tests.procs.nvvm_without_a_gpu`)."""
     import types as pytypes
 
-    import numba.cuda.cuda_paths as paths
-    import numba.cuda.cudadrv.nvrtc as nvrtc
-    import numba.cuda.dispatcher as dispatcher
-    dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
-    nvrtc.get_arch_option = lambda major, minor: f"compute_{major}{minor}"
-    paths._get_nvrtc_path = lambda: None
+    from tests.procs import nvvm_without_a_gpu
+    nvvm_without_a_gpu()
     from numba import cuda, types
 
     from fpformat import core, get_format

@@ -344,16 +344,11 @@ def run_sim() -> dict[str, str]:
 
 
 def run_ptx() -> dict[str, str]:
-    """Compile the GEMM kernels for compute capability 9.0 with NVVM, without a GPU (the two
-    driver/NVRTC look-ups answered with sm_90, as tests/cuda_child.py does)."""
-    import types as pytypes
+    """Compile the GEMM kernels for compute capability 9.0 with NVVM, without a GPU
+    (:func:`tests.procs.nvvm_without_a_gpu`)."""
 
-    import numba.cuda.cuda_paths as paths
-    import numba.cuda.cudadrv.nvrtc as nvrtc
-    import numba.cuda.dispatcher as dispatcher
-    dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
-    nvrtc.get_arch_option = lambda major, minor: f"compute_{major}{minor}"
-    paths._get_nvrtc_path = lambda: None
+    from tests.procs import nvvm_without_a_gpu
+    nvvm_without_a_gpu()
     from numba import cuda, types
 
     from fpformat import core, cuda_gemm, get_format

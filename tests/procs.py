@@ -28,6 +28,21 @@ def cuda_child(script: str, which: str, simulator: bool) -> dict[str, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def nvvm_without_a_gpu() -> None:
+    """Let numba.cuda compile PTX for compute capability 9.0 with NVVM where there is no GPU or
+    driver (the CUDA children's ``ptx`` cases): numba-cuda asks the driver for the current
+    device's compute capability and NVRTC for the supported architectures; both look-ups are
+    answered with sm_90 (the compilation itself is numba's and NVVM's own)."""
+    import types
+
+    import numba.cuda.cuda_paths as paths
+    import numba.cuda.cudadrv.nvrtc as nvrtc
+    import numba.cuda.dispatcher as dispatcher
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    nvrtc.get_arch_option = lambda major, minor: f"compute_{major}{minor}"
+    paths._get_nvrtc_path = lambda: None
+
+
 def failures(results: dict[str, str], prefix: str) -> dict[str, str]:
     """The cases of a :func:`cuda_child` result starting with ``prefix`` that did not pass."""
     return {k: v for k, v in results.items() if k.startswith(prefix) and v != "ok"}
