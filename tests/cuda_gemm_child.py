@@ -346,7 +346,6 @@ def run_sim() -> dict[str, str]:
 def run_ptx() -> dict[str, str]:
     """Compile the GEMM kernels for compute capability 9.0 with NVVM, without a GPU
     (:func:`tests.procs.nvvm_without_a_gpu`)."""
-
     from tests.procs import nvvm_without_a_gpu
     nvvm_without_a_gpu()
     from numba import cuda, types
