@@ -29,8 +29,9 @@ model with nothing to quantize.  :func:`dequantize_model` reverses it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -38,6 +39,7 @@ from torch import nn
 
 from explorer.accumulation import parse_accumulator
 from explorer.blocks import parse_block
+from explorer.train.hadamard import check_hadamard_block, hadamard_matrix, rotate
 from fpformat import BlockFormat, FloatFormat, get_format
 from fpformat.gemm_torch import emulated_mm, unit_mm
 from fpformat.kernels import specialize
@@ -94,42 +96,146 @@ def parse_targets(targets: object) -> tuple[str, ...]:
     return tuple(t for t in TARGETS if t in out)   # canonical order, no duplicates
 
 
+#: The GEMMs of a linear layer, by the name of their inputs' prefix.
+GEMMS = ("fwd", "dgrad", "wgrad")
+#: A backward GEMM input and the input of the other GEMM it may be copied from (``copy``).
+COPY_SOURCES = {"wgrad_x": "fwd_x", "dgrad_w": "fwd_w", "wgrad_dy": "dgrad_dy"}
+#: ``OperandSpec.copy``: own (quantized from the high-precision tensor along this GEMM's
+#: reduction axis), requantize (the source's quantized copy quantized again along this axis),
+#: reuse (the source's quantized copy as it is, its blocks along the source GEMM's axis).
+COPIES = ("own", "requantize", "reuse")
+AMAX_REDUCTIONS = ("max", "most_recent")
+#: When a Hadamard transform's signs are drawn: once per run, or every optimizer step.
+SIGN_DRAWS = ("fixed", "step")
+#: Longest amax history (steps) of delayed scaling.
+MAX_AMAX_HISTORY = 1 << 20
+
+
+def gemm_of(target: str) -> str:
+    """The GEMM a target is an input of: ``"wgrad_dy"`` -> ``"wgrad"``."""
+    return target.split("_", 1)[0]
+
+
+@dataclass(frozen=True)
+class DelayedScaling:
+    """Per-tensor scaling from the amax of earlier steps (Transformer Engine's ``DelayedScaling``).
+
+    The element values are ``round_sat(x * s) * fl32(1 / s)`` with a float32 scale ``s``, the
+    multiplication in float32.  At optimizer step ``t`` ``s`` comes from the amaxes (largest
+    magnitudes) of this GEMM input at steps ``t - history .. t - 1``: ``s = fl32(fl32(max_elem /
+    a) / 2**margin)`` with ``a`` their maximum (``reduce="max"``) or the latest one
+    (``"most_recent"``); ``s`` starts at 1 and keeps its value while ``a`` is 0 or not finite,
+    and an infinite ``s`` becomes float32's largest finite value.  Only training steps record an
+    amax (evaluation uses the current scale); the state travels in checkpoints
+    (:func:`quant_state`).
+    """
+
+    #: Steps of amax kept (Transformer Engine's ``amax_history_len``; its default is 1024).
+    history: int = 1024
+    #: ``"max"`` over the history or ``"most_recent"`` (``amax_compute_algo``).
+    reduce: str = "max"
+    #: The scale is divided by ``2**margin`` (headroom against growth between steps).
+    margin: int = 0
+
+    def __post_init__(self) -> None:
+        h = self.history
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_AMAX_HISTORY:
+            raise ValueError(f"amax_history: must be an int in 1..{MAX_AMAX_HISTORY} (steps), "
+                             f"got {h!r}")
+        if self.reduce not in AMAX_REDUCTIONS:
+            raise ValueError(f"amax_reduce: must be one of {', '.join(AMAX_REDUCTIONS)}, "
+                             f"got {self.reduce!r}")
+        m = self.margin
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= 64:
+            raise ValueError(f"margin: must be an int in 0..64 (powers of two), got {m!r}")
+
+
 @dataclass(frozen=True)
 class OperandSpec:
     """How one GEMM input is quantized.
 
     fmt: a format name for :func:`fpformat.get_format` (``"e2m3"``, ``"float8_e4m3fn"``,
-        ``"mxfp4"``...).  Block presets (``mxfp4``...) carry their own scaling; then ``block``
+        ``"mxfp4"``, ``"float8_e4m3fn/1x128"``...).  Block formats carry their own scaling
+        (along the GEMM's reduction axis; 2-D tiles ``RxC`` with ``C`` along it); then ``block``
         must be None.
     block: int block size, ``"channel"`` (one scale per row along the reduction axis),
         ``"tensor"`` (one scale) or None (cast the elements directly, no scale).  Scales follow
         Sun et al.: S = amax / max_elem, kept in float32.
     rounding: a rounding-mode name of :data:`fpformat.rounding.MODES` (``"rne"``, ``"sr"``...).
+    delayed: None (the scale comes from the tensor itself) or a :class:`DelayedScaling`: one
+        float32 scale per tensor from an amax history; ``fmt`` must be an element format and
+        ``block`` ``"tensor"``.
+    copy: for the backward inputs ``wgrad_x``, ``dgrad_w`` and ``wgrad_dy`` (see
+        :data:`COPY_SOURCES`): ``"own"`` (quantized from the high-precision tensor along this
+        GEMM's reduction axis: the transposed operand gets its own blocks), ``"requantize"``
+        (the source input's quantized copy, quantized again along this axis: DeepSeek-V3's
+        1x128 -> 128x1 activations) or ``"reuse"`` (the source's quantized copy as it is; this
+        spec must then equal the source's).
     """
 
     fmt: str
     block: int | str | None = "channel"
     rounding: str = "rne"
+    delayed: DelayedScaling | None = None
+    copy: str = "own"
 
     def __post_init__(self) -> None:
         if not isinstance(self.fmt, str) or not self.fmt:
             raise TypeError(f"fmt must be a non-empty format name, got {self.fmt!r}")
         object.__setattr__(self, "block", parse_block(self.block))
         _check_rounding(self.rounding)
+        if self.copy not in COPIES:
+            raise ValueError(f"copy: must be one of {', '.join(COPIES)}, got {self.copy!r}")
+        if self.delayed is not None:
+            if not isinstance(self.delayed, DelayedScaling):
+                raise TypeError(f"delayed must be a DelayedScaling or None, "
+                                f"got {type(self.delayed).__name__}")
+            if self.block != "tensor":
+                raise ValueError(f"delayed scaling keeps one scale per tensor: block must be "
+                                 f"'tensor', got {self.block!r}")
 
     def label(self) -> str:
-        """A short string, e.g. ``"e2m3@32"``, ``"e4m3@channel"``, ``"mxfp4"``."""
-        return self.fmt if self.block is None else f"{self.fmt}@{self.block}"
+        """A short string, e.g. ``"e2m3@32"``, ``"e4m3@channel"``, ``"mxfp4"``,
+        ``"float8_e4m3fn@tensor/delayed1024"``."""
+        s = self.fmt if self.block is None else f"{self.fmt}@{self.block}"
+        if self.delayed is not None:
+            s += f"/delayed{self.delayed.history}"
+        return s if self.copy == "own" else f"{s}/{self.copy}"
 
     def build(self):
-        """The fpformat object (FloatFormat or BlockFormat) quantizing along the last axis."""
+        """The fpformat object (FloatFormat or BlockFormat) quantizing along the last axis
+        (with ``delayed``: the element format the scaled values are rounded into)."""
         f = get_format(self.fmt)
         if self.block is None:
             return f
         if getattr(f, "element", None) is not None:
             raise ValueError(f"format {self.fmt!r} is already a block format; use block 'none'")
+        if self.delayed is not None:
+            if not isinstance(f, FloatFormat):
+                raise ValueError(f"delayed scaling needs an element format, got {self.fmt!r}")
+            return f
         return BlockFormat(element=f, block_size=self.block, axis=-1, scale_format=None,
                            scale_rule="amax")
+
+    def to_list(self) -> list:
+        """``[fmt, block, rounding]``, plus a dict of the fields set away from their defaults
+        (so configs written before they existed keep their form and run keys)."""
+        extra = {}
+        if self.delayed is not None:
+            d = self.delayed
+            extra["delayed"] = [d.history, d.reduce, d.margin]
+        if self.copy != "own":
+            extra["copy"] = self.copy
+        return [self.fmt, self.block, self.rounding, *([extra] if extra else [])]
+
+    @classmethod
+    def from_list(cls, items: list) -> OperandSpec:
+        """Inverse of :meth:`to_list`."""
+        fmt, block, rounding, *rest = items
+        extra = rest[0] if rest else {}
+        d = extra.get("delayed")
+        return cls(fmt, block, rounding, None if d is None else DelayedScaling(*d),
+                   extra.get("copy", "own"))
 
 
 @dataclass(frozen=True)
@@ -160,6 +266,14 @@ class QuantConfig:
         quantization.  Mutually exclusive with ``accumulator``.
     matrix_unit_format: the unit's input format (default ``"float16"``); used only with
         ``matrix_unit``.
+    transforms: ``((gemm, block, signs), ...)``: a random Hadamard transform of ``block`` (a
+        power of two) elements applied along the reduction axis to both inputs of that GEMM
+        (``"fwd"``, ``"dgrad"``, ``"wgrad"``) before they are quantized, so that the exact
+        product is unchanged (:mod:`explorer.train.hadamard`).  Its sign vector is drawn from
+        ``seed`` and the GEMM, shared by every layer: once for the run (``signs="fixed"``, as
+        NVIDIA's NVFP4 recipe) or anew every optimizer step (``"step"``, as Tseng et al.).
+    recipe, recipe_hash: the training recipe this config was built from
+        (:mod:`explorer.train.recipes`): its name and the hash of its content; None otherwise.
     """
 
     fmt: str | None = None
@@ -173,9 +287,17 @@ class QuantConfig:
     accumulator: str | None = None
     matrix_unit: str | None = None
     matrix_unit_format: str = "float16"
+    transforms: tuple[tuple[str, int, str], ...] = ()
+    recipe: str | None = None
+    recipe_hash: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", parse_targets(self.targets))
+        object.__setattr__(self, "transforms", _check_transforms(self.transforms))
+        if (self.recipe is None) != (self.recipe_hash is None) or not all(
+                v is None or (isinstance(v, str) and v) for v in (self.recipe, self.recipe_hash)):
+            raise ValueError(f"recipe and recipe_hash: give both (non-empty strings) or "
+                             f"neither, got {self.recipe!r} and {self.recipe_hash!r}")
         if self.accumulator is not None:
             parse_accumulator(self.accumulator)          # ValueError naming the bad part
         if self.matrix_unit is not None:
@@ -207,6 +329,34 @@ class QuantConfig:
             if not isinstance(spec, OperandSpec):
                 raise TypeError(f"overrides[{t!r}] must be an OperandSpec, "
                                 f"got {type(spec).__name__}")
+        self._check_copies()
+
+    def _check_copies(self) -> None:
+        """``copy`` other than 'own' only where a quantized source exists, with no transform
+        on either GEMM (a copy would carry the other GEMM's rotation), and 'reuse' only of an
+        equal spec."""
+        hadamard = {g for g, _, _ in self.transforms}
+        for t in TARGETS:
+            s = self.spec(t)
+            if s is None or s.copy == "own":
+                continue
+            src = COPY_SOURCES.get(t)
+            if src is None:
+                raise ValueError(f"{t}: copy {s.copy!r} applies to the backward inputs "
+                                 f"{', '.join(COPY_SOURCES)} only; use copy 'own'")
+            ss = self.spec(src)
+            if ss is None:
+                raise ValueError(f"{t}: copy {s.copy!r} needs {src} quantized (its copy is "
+                                 f"what {t} starts from); quantize {src} or use copy 'own'")
+            rotated = [g for g in (gemm_of(t), gemm_of(src)) if g in hadamard]
+            if rotated:
+                raise ValueError(f"{t}: copy {s.copy!r} cannot be combined with the Hadamard "
+                                 f"transform on the {rotated[0]} GEMM (the copy would carry "
+                                 "its rotation); use copy 'own'")
+            if s.copy == "reuse" and replace(s, copy="own") != replace(ss, copy="own"):
+                raise ValueError(f"{t}: copy 'reuse' uses {src}'s quantized copy as it is, so "
+                                 f"its spec must be {src}'s ({ss.label()}/{ss.rounding}), got "
+                                 f"{s.label()}/{s.rounding}")
 
     def spec(self, target: str) -> OperandSpec | None:
         """The spec for one GEMM input, or None if it stays unquantized."""
@@ -222,33 +372,66 @@ class QuantConfig:
         """True when at least one GEMM input (or the attention inputs) is quantized, or the
         GEMMs run through an emulated accumulator."""
         return (any(self.spec(t) is not None for t in TARGETS) or self.attention is not None
-                or self.accumulator is not None or self.matrix_unit is not None)
+                or self.accumulator is not None or self.matrix_unit is not None
+                or bool(self.transforms))
+
+    @property
+    def delayed(self) -> bool:
+        """Whether some GEMM input uses delayed scaling (state that checkpoints must carry)."""
+        return any(s is not None and s.delayed is not None for s in map(self.spec, TARGETS))
 
     def to_dict(self) -> dict:
         """A JSON-able description (used in run configs and their hash)."""
         return {"fmt": self.fmt, "block": self.block, "rounding": self.rounding,
                 "targets": list(self.targets),
-                "overrides": [[t, s.fmt, s.block, s.rounding] for t, s in self.overrides],
+                "overrides": [[t, *s.to_list()] for t, s in self.overrides],
                 "seed": self.seed, "include_head": self.include_head,
                 "attention": None if self.attention is None else
                 [self.attention.fmt, self.attention.block, self.attention.rounding],
                 # only when set, so configs (and run keys) without it are unchanged
                 **({"accumulator": self.accumulator} if self.accumulator else {}),
                 **({"matrix_unit": self.matrix_unit,
-                    "matrix_unit_format": self.matrix_unit_format} if self.matrix_unit else {})}
+                    "matrix_unit_format": self.matrix_unit_format} if self.matrix_unit else {}),
+                **({"transforms": [list(t) for t in self.transforms]} if self.transforms else {}),
+                **({"recipe": self.recipe, "recipe_hash": self.recipe_hash}
+                   if self.recipe else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
         """Inverse of :meth:`to_dict`."""
         att = d.get("attention")
-        overrides = tuple((t, OperandSpec(f, b, r)) for t, f, b, r in d.get("overrides", []))
+        overrides = tuple((o[0], OperandSpec.from_list(o[1:])) for o in d.get("overrides", []))
         return cls(fmt=d.get("fmt"), block=d.get("block", "channel"),
                    rounding=d.get("rounding", "rne"),
                    targets=tuple(d.get("targets", DEFAULT_TARGETS)), overrides=overrides,
                    seed=int(d.get("seed", 0)), include_head=bool(d.get("include_head", False)),
                    attention=None if att is None else OperandSpec(*att),
                    accumulator=d.get("accumulator"), matrix_unit=d.get("matrix_unit"),
-                   matrix_unit_format=d.get("matrix_unit_format", "float16"))
+                   matrix_unit_format=d.get("matrix_unit_format", "float16"),
+                   transforms=tuple(tuple(t) for t in d.get("transforms", ())),
+                   recipe=d.get("recipe"), recipe_hash=d.get("recipe_hash"))
+
+
+def _check_transforms(transforms: object) -> tuple[tuple[str, int, str], ...]:
+    """``((gemm, block, signs), ...)`` in :data:`GEMMS` order; ``ValueError`` naming a bad
+    entry."""
+    if not isinstance(transforms, (tuple, list)):
+        raise ValueError(f"transforms: must be a sequence of (gemm, block, signs), "
+                         f"got {transforms!r}")
+    out = {}
+    for item in transforms:
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise ValueError(f"transforms: each entry is (gemm, block, signs), got {item!r}")
+        g, b, signs = item
+        if g not in GEMMS:
+            raise ValueError(f"transforms: unknown GEMM {g!r}; choose from {', '.join(GEMMS)}")
+        if g in out:
+            raise ValueError(f"transforms: GEMM {g!r} given twice")
+        if signs not in SIGN_DRAWS:
+            raise ValueError(f"transforms: signs of the {g} GEMM must be one of "
+                             f"{', '.join(SIGN_DRAWS)}, got {signs!r}")
+        out[g] = (g, check_hadamard_block(b), signs)
+    return tuple(out[g] for g in GEMMS if g in out)
 
 
 def _check_matrix_unit(unit: object, in_format: object) -> tuple[str, str]:
@@ -318,6 +501,50 @@ class _Operand:
         return q.t()
 
 
+class _DelayedScale:
+    """The state of one delayed-scaled GEMM input (:class:`DelayedScaling`): its amax history
+    (float32, newest first) and the scale the next call uses (float32)."""
+
+    def __init__(self, delayed: DelayedScaling, element: FloatFormat):
+        self.delayed = delayed
+        self.max_elem = torch.tensor(element.max, dtype=torch.float32)
+        self.history = torch.zeros(delayed.history, dtype=torch.float32)
+        self.scale = torch.ones((), dtype=torch.float32)
+
+    def __call__(self, op: _Operand, t: torch.Tensor, seed: int | None,
+                 record: bool) -> torch.Tensor:
+        """``t`` quantized with the current scale; ``record``: then push its amax and update
+        the scale for the next step."""
+        if self.history.device != t.device:
+            self.load(self.history.to(t.device), self.scale.to(t.device))
+        x = t.to(torch.float32) * self.scale
+        q = quantize_values(x, op.fmt, rounding=op.spec.rounding, saturate=True,
+                            seed=seed if op.spec.rounding == "sr" else None)
+        y = (q * torch.reciprocal(self.scale)).to(t.dtype)
+        if record:
+            self._record(t.detach().abs().amax().to(torch.float32))
+        return y
+
+    def _record(self, amax: torch.Tensor) -> None:
+        self.history = torch.roll(self.history, 1)
+        self.history[0] = amax
+        a = self.history.amax() if self.delayed.reduce == "max" else self.history[0]
+        new = self.max_elem / a / 2.0 ** self.delayed.margin
+        new = torch.where(torch.isinf(new), torch.finfo(torch.float32).max, new)
+        self.scale = torch.where(torch.isfinite(a) & (a > 0), new, self.scale)
+
+    def load(self, history: torch.Tensor, scale: torch.Tensor) -> None:
+        """Replace the state (from a checkpoint); ``ValueError`` when the shapes do not fit."""
+        if not isinstance(history, torch.Tensor) or history.shape != (self.delayed.history,):
+            raise ValueError(f"amax history: expected {self.delayed.history} values, got "
+                             f"{getattr(history, 'shape', type(history).__name__)}")
+        if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
+            raise ValueError(f"scale: expected one value, got "
+                             f"{getattr(scale, 'shape', type(scale).__name__)}")
+        self.history = history.to(torch.float32).clone()
+        self.scale = scale.to(torch.float32).reshape(()).clone()
+
+
 def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     """``a @ b``, through the emulated accumulator or the matrix unit when one is configured."""
     if acc is None:
@@ -327,67 +554,72 @@ def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     return emulated_mm(a.contiguous(), b.contiguous(), acc)
 
 
-def _reusable(op: _Operand) -> bool:
-    """Whether the forward GEMM's quantized copy can serve a backward GEMM with the same spec:
-    only when blocks do not depend on the axis and rounding is deterministic."""
-    return op.axis_free and op.spec.rounding != "sr"
-
-
 class _QGemm(torch.autograd.Function):
-    """y = q(x) q(W)^T + b with quantized inputs in both backward GEMMs."""
+    """y = q(x) q(W)^T + b with quantized inputs in both backward GEMMs.
+
+    Each GEMM's inputs are rotated along its reduction axis first when the config asks for a
+    Hadamard transform there; the backward inputs are quantized (or copied, per their spec's
+    ``copy``) in the forward for x and W, in the backward for dy."""
 
     @staticmethod
     def forward(ctx, x2: torch.Tensor, weight: torch.Tensor, bias, layer: _QuantGemmMixin):
-        ops = layer._ops
         cdtype = x2.dtype
         if torch.is_autocast_enabled(x2.device.type):
             cdtype = torch.get_autocast_dtype(x2.device.type)
         seeds = _seeds(layer.qcfg.seed, layer.layer_id, layer.step)
-        qx = ops.fwd_x(x2, 1, seeds.fwd_x) if ops.fwd_x is not None else x2
-        qw = ops.fwd_w(weight, 1, seeds.fwd_w) if ops.fwd_w is not None else weight
+        rot = layer._rotations()
+        qx = layer._quant("fwd_x", rotate(x2, rot.fwd, 1), 1, seeds, True)
+        qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
         with torch.autocast(x2.device.type, enabled=False):
             y = _mm(qx.to(cdtype), qw.to(cdtype).t(), layer._acc)
             if bias is not None:
                 y = y + bias.to(cdtype)
-        # Operands of the backward GEMMs, quantized now where the spec allows reuse.
-        if ops.wgrad_x is None:
-            xw = x2
-        elif ops.fwd_x is ops.wgrad_x and _reusable(ops.wgrad_x):
-            xw = qx
-        else:
-            xw = ops.wgrad_x(x2, 0, seeds.wgrad_x)
-        if ops.dgrad_w is None:
-            wd = weight
-        elif ops.fwd_w is ops.dgrad_w and _reusable(ops.dgrad_w):
-            wd = qw
-        else:
-            wd = ops.dgrad_w(weight, 0, seeds.dgrad_w)
+        xw = layer._backward_input("wgrad_x", x2, qx, rot.wgrad, seeds)
+        wd = layer._backward_input("dgrad_w", weight, qw, rot.dgrad, seeds)
         ctx.save_for_backward(xw, wd)
         ctx.has_bias = bias is not None
         ctx.cdtype = cdtype
-        ctx.dgrad_dy = (ops.dgrad_dy, seeds.dgrad_dy)
-        ctx.wgrad_dy = (ops.wgrad_dy, seeds.wgrad_dy)
+        ctx.seeds = seeds
+        ctx.layer = layer
+        ctx.rot = rot
         ctx.wdtype = weight.dtype
-        ctx.acc = layer._acc
         return y
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
         xw, wd = ctx.saved_tensors
-        (op_dd, seed_dd), (op_wd, seed_wd) = ctx.dgrad_dy, ctx.wgrad_dy
-        cd = ctx.cdtype
+        layer, seeds, cd = ctx.layer, ctx.seeds, ctx.cdtype
+        rot = ctx.rot
         gy = gy.contiguous()
         with torch.autocast(gy.device.type, enabled=False):
             gx = gw = gb = None
+            gd = None
+            wgrad_copies = ctx.needs_input_grad[1] and layer._copies.wgrad_dy != "own"
+            if ctx.needs_input_grad[0] or wgrad_copies:
+                gd = layer._quant("dgrad_dy", rotate(gy, rot.dgrad, 1), 1, seeds, True)
             if ctx.needs_input_grad[0]:
-                g = op_dd(gy, 1, seed_dd) if op_dd is not None else gy
-                gx = _mm(g.to(cd), wd.to(cd), ctx.acc)
+                gx = _mm(gd.to(cd), wd.to(cd), layer._acc)
             if ctx.needs_input_grad[1]:
-                g = op_wd(gy, 0, seed_wd) if op_wd is not None else gy
-                gw = _mm(g.to(cd).t(), xw.to(cd), ctx.acc).to(ctx.wdtype)
+                g = layer._backward_input("wgrad_dy", gy, gd, rot.wgrad, seeds)
+                gw = _mm(g.to(cd).t(), xw.to(cd), layer._acc).to(ctx.wdtype)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 gb = gy.sum(0).to(ctx.wdtype)
         return gx, gw, gb, None
+
+
+@functools.lru_cache(maxsize=256)
+def _rotation(block: int, seed: int, gemm: int, step: int) -> torch.Tensor:
+    """The float32 Hadamard matrix of one GEMM: signs from ``(seed, gemm, step)`` (``step`` -1:
+    the run's fixed signs)."""
+    return hadamard_matrix(block, _seed(seed, -1, len(TARGETS) + gemm, step)).to(torch.float32)
+
+
+class _PerGemm(NamedTuple):
+    """One value per GEMM of a linear layer (a Hadamard rotation...), in :data:`GEMMS` order."""
+
+    fwd: Any
+    dgrad: Any
+    wgrad: Any
 
 
 class _QuantGemmMixin:
@@ -397,7 +629,8 @@ class _QuantGemmMixin:
     it ``(in, out)``; autograd transposes its gradient back)."""
 
     def set_config(self, qcfg: QuantConfig) -> None:
-        """Replace the quantization config (builds the fpformat objects once)."""
+        """Replace the quantization config (builds the fpformat objects once; delayed-scaling
+        state starts afresh)."""
         if not isinstance(qcfg, QuantConfig):
             raise TypeError(f"qcfg must be a QuantConfig, got {type(qcfg).__name__}")
         self.qcfg = qcfg
@@ -408,18 +641,70 @@ class _QuantGemmMixin:
             self._acc = _UnitGemm(qcfg.matrix_unit, qcfg.matrix_unit_format)
         cache: dict[OperandSpec, _Operand] = {}
         ops = []
+        self._delayed: dict[str, _DelayedScale] = {}
         for t in TARGETS:
             s = qcfg.spec(t)
             if s is not None and s not in cache:
                 cache[s] = _Operand(s)
             ops.append(None if s is None else cache[s])
+            if s is not None and s.delayed is not None and s.copy != "reuse":
+                self._delayed[t] = _DelayedScale(s.delayed, cache[s].fmt)
         self._ops = PerTarget(*ops)
+        self._copies = PerTarget(*(op.spec.copy if op is not None else "own" for op in ops))
+
+    def _rotations(self) -> _PerGemm:
+        """The Hadamard matrix (float32) of each transformed GEMM at the current step, else
+        None: signs from the run's seed and the GEMM (and the step for ``signs="step"``), the
+        same in every layer."""
+        out = []
+        for g in GEMMS:
+            spec = next((t for t in self.qcfg.transforms if t[0] == g), None)
+            if spec is None:
+                out.append(None)
+                continue
+            _, block, signs = spec
+            step = self.step if signs == "step" else -1
+            out.append(_rotation(block, self.qcfg.seed, GEMMS.index(g), step))
+        return _PerGemm(*out)
 
     @property
     def quantizes(self) -> bool:
-        """Whether any GEMM input is quantized or the GEMMs run through an emulated accumulator
-        or matrix unit (False: the layer computes exactly what the plain module computes)."""
-        return any(op is not None for op in self._ops) or self._acc is not None
+        """Whether any GEMM input is quantized, a GEMM's inputs are rotated, or the GEMMs run
+        through an emulated accumulator or matrix unit (False: the layer computes exactly what
+        the plain module computes)."""
+        return (any(op is not None for op in self._ops) or self._acc is not None
+                or bool(self.qcfg.transforms))
+
+    def _quant(self, target: str, t: torch.Tensor, axis: int, seeds: PerTarget,
+               record: bool) -> torch.Tensor:
+        """``t`` (2-D) quantized per ``target``'s spec with blocks along ``axis``; unchanged
+        when the target is unquantized.  ``record``: a training call (delayed scaling pushes
+        this step's amax)."""
+        op = getattr(self._ops, target)
+        if op is None:
+            return t
+        delayed = self._delayed.get(target)
+        if delayed is not None:
+            return delayed(op, t, getattr(seeds, target), record)
+        return op(t, axis, getattr(seeds, target))
+
+    def _backward_input(self, target: str, t: torch.Tensor, source_copy: torch.Tensor | None,
+                        rotation: torch.Tensor | None, seeds: PerTarget) -> torch.Tensor:
+        """The input ``target`` of a backward GEMM, which reduces along ``t``'s axis 0: from the
+        high-precision ``t`` (rotated, quantized along axis 0), or from ``source_copy`` (the
+        quantized input of :data:`COPY_SOURCES`' GEMM) per the spec's ``copy``."""
+        op = getattr(self._ops, target)
+        copy = getattr(self._copies, target)
+        if copy == "reuse":
+            return source_copy
+        if copy == "requantize":
+            return self._quant(target, source_copy, 0, seeds, True)
+        source = COPY_SOURCES[target]
+        if (op is not None and op is getattr(self._ops, source) and op.axis_free
+                and op.spec.rounding != "sr" and target not in self._delayed
+                and not self.qcfg.transforms):
+            return source_copy        # the same values the quantizer would give: skip it
+        return self._quant(target, rotate(t, rotation, 0), 0, seeds, True)
 
     def _gemm(self, x: torch.Tensor, weight: torch.Tensor, bias, out_features: int):
         """``x (..., in) -> (..., out)`` through the quantized GEMM; ``weight`` is ``(out, in)``."""
@@ -432,11 +717,12 @@ class _QuantGemmMixin:
         return y.reshape(*shape[:-1], out_features)
 
     def _forward_only(self, x2: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-        """The forward GEMM alone (evaluation): same values as the training forward."""
-        ops = self._ops
+        """The forward GEMM alone (evaluation): same values as the training forward; records
+        no amax."""
         seeds = _seeds(self.qcfg.seed, self.layer_id, self.step)
-        qx = ops.fwd_x(x2, 1, seeds.fwd_x) if ops.fwd_x is not None else x2
-        qw = ops.fwd_w(weight, 1, seeds.fwd_w) if ops.fwd_w is not None else weight
+        rot = self._rotations().fwd
+        qx = self._quant("fwd_x", rotate(x2, rot, 1), 1, seeds, False)
+        qw = self._quant("fwd_w", rotate(weight, rot, 1), 1, seeds, False)
         if self._acc is None:
             return torch.nn.functional.linear(qx, qw.to(qx.dtype), bias)
         y = _mm(qx, qw.to(qx.dtype).t(), self._acc)
@@ -445,6 +731,7 @@ class _QuantGemmMixin:
     def _specs_repr(self) -> str:
         specs = [f"{t}={op.spec.label()}/{op.spec.rounding}"
                  for t, op in self._ops._asdict().items() if op is not None]
+        specs += [f"{g}=hadamard{b}/{signs}" for g, b, signs in self.qcfg.transforms]
         return ", " + ", ".join(specs) if specs else ", unquantized"
 
 
@@ -910,3 +1197,39 @@ def set_quant_step(model: nn.Module, step: int) -> None:
     for m in model.modules():
         if isinstance(m, _QuantGemmMixin):
             m.step = step
+
+
+def quant_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The delayed-scaling state of every quantized GEMM module (CPU tensors), keyed
+    ``"<module name>:<target>:amax_history"`` and ``...:scale``: what a checkpoint must carry so
+    that a resumed run scales exactly as an uninterrupted one.  Empty without delayed scaling."""
+    out: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, _QuantGemmMixin):
+            for t, st in m._delayed.items():
+                out[f"{name}:{t}:amax_history"] = st.history.detach().cpu().clone()
+                out[f"{name}:{t}:scale"] = st.scale.detach().cpu().clone()
+    return out
+
+
+def load_quant_state(model: nn.Module, state: dict) -> None:
+    """Put :func:`quant_state`'s dict back.  ``ValueError`` naming the first key that is
+    missing, unexpected or of the wrong shape (the model's config must match the saved one)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"quant state: expected a dict, got {type(state).__name__}")
+    expected = set()
+    for name, m in model.named_modules():
+        if isinstance(m, _QuantGemmMixin):
+            for t, st in m._delayed.items():
+                h, s = f"{name}:{t}:amax_history", f"{name}:{t}:scale"
+                expected |= {h, s}
+                if h not in state or s not in state:
+                    raise ValueError(f"quant state: no delayed-scaling state for {name}:{t}")
+                try:
+                    st.load(state[h], state[s])
+                except ValueError as e:
+                    raise ValueError(f"quant state {name}:{t}: {e}") from None
+    extra = sorted(set(state) - expected)
+    if extra:
+        raise ValueError(f"quant state: {extra[0]} belongs to no delayed-scaled GEMM input of "
+                         "this model")
