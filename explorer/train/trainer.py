@@ -43,7 +43,15 @@ from .data import (
     train_batch,
 )
 from .model import Decoder, ModelConfig, param_count
-from .qlinear import QuantConfig, quantize_model, set_quant_step, specialize_kernels
+from .qlinear import (
+    TARGETS,
+    QuantConfig,
+    load_quant_state,
+    quant_state,
+    quantize_model,
+    set_quant_step,
+    specialize_kernels,
+)
 
 #: Largest accepted seed: torch, numpy's PCG64 and SQLite all hold it exactly.
 MAX_SEED = 2**63 - 1
@@ -377,7 +385,10 @@ def _is_number(v: object) -> bool:
 
 
 def _format_columns(q: QuantConfig) -> tuple[int | None, int | None, str | None, str, str]:
-    """(exp_bits, man_bits, block, fmt, targets) for the runs table."""
+    """(exp_bits, man_bits, block, fmt, targets) for the runs table (a recipe run: fmt
+    ``"recipe"``, no single E/M or block, the GEMM inputs it quantizes)."""
+    if q.recipe is not None:
+        return None, None, None, "recipe", ",".join(t for t in TARGETS if q.spec(t) is not None)
     if q.fmt is None:
         return None, None, None, "none", ",".join(t for t, _ in q.overrides)
     f = get_format(q.fmt)
@@ -444,9 +455,11 @@ def train(cfg: TrainConfig, *, db: str | Path | None = None, device: str = "auto
                              wall_s=row["wall_s"], tokens_per_s=row["tokens_per_s"], skipped=True,
                              ckpt_dir=str(run_dir), env=json.loads(row["env_json"] or "{}"))
         e, m, blk, fmt, targets = _format_columns(cfg.quant)
+        recipe = ({"recipe": cfg.quant.recipe, "recipe_hash": cfg.quant.recipe_hash}
+                  if cfg.quant.recipe is not None else {})
         store.mark_running(db, key, full, n_params=n_params,
                            tokens=cfg.steps * cfg.batch_size * cfg.seq_len, exp_bits=e,
-                           man_bits=m, block=blk, fmt=fmt, targets=targets)
+                           man_bits=m, block=blk, fmt=fmt, targets=targets, **recipe)
     try:
         return _train(cfg, key, corpus, mcfg, n_params, dev, run_dir, db, progress, compile,
                       stop_after_steps, ckpt_every_s)
@@ -508,6 +521,10 @@ def _resume(last: Path, key: str, cfg: TrainConfig, model: torch.nn.Module, opt,
         if not all(_is_number(t) and t >= 0 for t in times):
             raise ValueError("the recorded times are not non-negative numbers")
         model.load_state_dict(state["model"])
+        if cfg.quant.delayed:
+            if "quant_state" not in state:
+                raise ValueError("it holds no delayed-scaling state (amax histories)")
+            load_quant_state(model, state["quant_state"])
         opt.load_state_dict(state["opt"])
         # load_state_dict does not compare optimizer moments with the parameters' shapes; a
         # mismatch would only fail at the next step, on every resume.
@@ -552,9 +569,13 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
             model, opt = _build(cfg, mcfg, dev)     # the failed load may have copied tensors
     fwd = torch.compile(model) if compile else model
 
+    def extra_state() -> dict:
+        # Delayed scaling's amax histories: without them a resumed run would scale afresh.
+        return {"quant_state": quant_state(model)} if cfg.quant.delayed else {}
+
     def save_last() -> None:
         _atomic_save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(),
-                      "step": step, "curve": curve,
+                      **extra_state(), "step": step, "curve": curve,
                       "wall_s": wall_prev + (time.perf_counter() - t0),
                       "train_s": train_time_prev + train_s,
                       "cpu_s": cpu_prev + (time.process_time() - c0)}, last)
@@ -608,7 +629,8 @@ def _train(cfg: TrainConfig, key: str, corpus: Corpus, mcfg: ModelConfig, n_para
                     raise _diverged(step, n_steps, "validation loss", vl, cfg)
                 curve.append([step * bt, vl])
             if step in ckpt_steps:
-                _atomic_save({"key": key, "model": model.state_dict(), "step": step,
+                _atomic_save({"key": key, "model": model.state_dict(), **extra_state(),
+                              "step": step,
                               "tokens": step * bt, "model_config": asdict(mcfg),
                               "quant": cfg.quant.to_dict()},
                              run_dir / f"tokens_{step * bt}.pt")
@@ -649,6 +671,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Decoder, dic
         if q.active:
             quantize_model(model, q)
         model.load_state_dict(state["model"])
+        if q.delayed:
+            load_quant_state(model, state["quant_state"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path}: not a model checkpoint fpx can rebuild "
                               f"({_reason(exc)}); delete it to use the run's other "
