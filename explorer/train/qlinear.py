@@ -15,8 +15,12 @@ target name    GEMM                    operand                reduction (block) 
 
 Each target may have its own element format, block size and rounding (stochastic rounding
 included).  Blocks always run along the GEMM's reduction axis, as hardware with block-scaled
-inputs requires.  The default targets are Sun et al.'s three: ``fwd_w``, ``dgrad_w``,
-``wgrad_x``.  Quantization goes through :func:`fpformat.torch.quantize_values` /
+inputs requires; so the backward pass quantizes ``x`` and ``dy`` again, along the tokens, unless
+a spec's ``copy`` says to requantize or reuse another GEMM's copy.  A target may instead use
+delayed per-tensor scaling (:class:`DelayedScaling`), and a GEMM's two inputs may be rotated by
+a random Hadamard transform first (:mod:`explorer.train.hadamard`).  The default targets are
+Sun et al.'s three: ``fwd_w``, ``dgrad_w``, ``wgrad_x``; the field's recipes
+(:mod:`explorer.train.recipes`) set all six.  Quantization goes through :func:`fpformat.torch.quantize_values` /
 :func:`fpformat.torch.quantize` (fake quantization: values rounded into the format, kept in the
 tensor's dtype; the GEMM itself then runs in that dtype, i.e. with a wide accumulator).
 
