@@ -22,7 +22,8 @@ import os
 import sqlite3
 import sys
 
-COMMANDS = ["info", "quantize", "vectors", "train", "sweep", "fit", "recommend", "report"]
+COMMANDS = ["info", "quantize", "vectors", "train", "recipes", "sweep", "fit", "recommend",
+            "report"]
 
 #: Exit status for a user error (argparse's too).
 EXIT_USER_ERROR = 2

@@ -618,7 +618,9 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
     database (finished quantized runs; a quantized run with no block is per-tensor) or a CSV.
 
     ``include_baseline`` adds unquantized runs as B = 1 (no quantization penalty), which pins the
-    base-law constants.  B is returned as the block size (2**log2 B, channel = 2**13.1567)."""
+    base-law constants.  Runs trained with a recipe (no single E/M) are never used
+    (:func:`explorer.results.is_recipe_run`; in a CSV, ``fmt`` ``recipe`` or a ``recipe``
+    column).  B is returned as the block size (2**log2 B, channel = 2**13.1567)."""
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory; give a results database or a "
@@ -633,7 +635,7 @@ def load_runs_arrays(path: str | Path, include_baseline: bool = False) -> dict[s
             n, d, e, m, loss = (r[k] for k in ("n_params", "tokens", "exp_bits", "man_bits",
                                                "val_loss"))
             if e is None or m is None:
-                if include_baseline:
+                if include_baseline and results.is_baseline_run(r):
                     rows.append((n, d, 0, 0, 0.0, loss))
                 continue
             rows.append((n, d, e, m, results.run_log2_block(r["block"]), loss))
@@ -681,6 +683,8 @@ def _csv_rows(p: Path, include_baseline: bool) -> list[tuple]:
                 if any(row[c] is None for c in cols.values()):
                     raise ValueError(f"fewer values than the {len(fieldnames)} header "
                                      f"columns")
+                if results.is_recipe_run(row):
+                    continue
                 e_raw, m_raw = row[cols["E"]].strip(), row[cols["M"]].strip()
                 blk = row[cols["B"]].strip()
                 if e_raw in ("", "none") or m_raw in ("", "none"):

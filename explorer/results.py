@@ -3,9 +3,16 @@
 The schema and every write belong to :mod:`explorer.train.store`, which reads through this module
 too; this module imports neither it nor torch, so the analyzer and the report read runs without
 torch.  Table ``runs`` has one row per training run (``n_params`` N = non-embedding GEMM
-parameters, ``tokens`` D, ``exp_bits``/``man_bits`` E/M, NULL for the unquantized baseline,
-``block`` = ``'32'`` | ``'channel'`` | ``'tensor'`` | NULL, ``val_loss`` in nats per token);
-table ``ptq`` one row per post-training quantization of a checkpoint.
+parameters, ``tokens`` D, ``exp_bits``/``man_bits`` E/M, ``block`` = ``'32'`` | ``'channel'`` |
+``'tensor'`` | NULL, ``val_loss`` in nats per token, ``recipe``/``recipe_hash`` the training
+recipe's name and content hash or NULL); table ``ptq`` one row per post-training quantization of
+a checkpoint.
+
+NULL E/M means two different things: the unquantized baseline, and a run trained with a recipe
+(``fmt = 'recipe'``: several formats, no single E/M).  :func:`is_recipe_run` and
+:func:`is_baseline_run` tell them apart; every reader that needs a baseline, or feeds the
+format law, asks them rather than testing E/M for NULL.  Databases from before recipes have no
+``recipe`` columns: their rows read as having none.
 
 Two ways in:
 
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,21 @@ def _rows(con: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[st
     return [dict(zip(names, row, strict=True)) for row in cur]
 
 
+#: The recipe columns of ``runs`` (text); a database from before recipes lacks them, and its rows
+#: read them as None.
+RECIPE_COLUMNS = ("recipe", "recipe_hash")
+
+
+def _run_dicts(con: sqlite3.Connection, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    """Rows of a ``SELECT * FROM runs`` query, with :data:`RECIPE_COLUMNS` present (None) in
+    rows of a database from before them."""
+    rows = _rows(con, sql, params)
+    for r in rows:
+        for c in RECIPE_COLUMNS:
+            r.setdefault(c, None)
+    return rows
+
+
 def table_columns(con: sqlite3.Connection) -> dict[str, set[str]]:
     """``{table: {column, ...}}`` of every table of the database (SQLite's internal ones left
     out); ``{}`` for a database with no tables yet.  ``sqlite3.DatabaseError`` for a file that is
@@ -71,13 +93,13 @@ def table_columns(con: sqlite3.Connection) -> dict[str, set[str]]:
 def run_rows(con: sqlite3.Connection, status: str | None = "finished") -> list[dict[str, Any]]:
     """Rows of ``runs`` with this ``status`` (None: every row), oldest first."""
     where = " WHERE status = ?" if status else ""
-    return _rows(con, f"SELECT * FROM runs{where} ORDER BY created, rowid",
-                 (status,) if status else ())
+    return _run_dicts(con, f"SELECT * FROM runs{where} ORDER BY created, rowid",
+                      (status,) if status else ())
 
 
 def run_row(con: sqlite3.Connection, key: str) -> dict[str, Any] | None:
     """The row of run ``key``, or None."""
-    rows = _rows(con, "SELECT * FROM runs WHERE key = ?", (key,))
+    rows = _run_dicts(con, "SELECT * FROM runs WHERE key = ?", (key,))
     return rows[0] if rows else None
 
 
@@ -89,8 +111,8 @@ def finished_keys(con: sqlite3.Connection) -> set[str]:
 def measured_runs(con: sqlite3.Connection) -> list[dict[str, Any]]:
     """Finished runs that have a validation loss (what a fit can use), in the order they were
     inserted."""
-    return _rows(con, "SELECT * FROM runs WHERE status = 'finished' AND val_loss IS NOT NULL "
-                      "ORDER BY rowid")
+    return _run_dicts(con, "SELECT * FROM runs WHERE status = 'finished' "
+                           "AND val_loss IS NOT NULL ORDER BY rowid")
 
 
 def ptq_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -108,6 +130,25 @@ def ptq_done(con: sqlite3.Connection, run_key: str) -> set[tuple[int, str, str]]
     """``(ckpt_tokens, fmt, method)`` already recorded for ``run_key``."""
     rows = _rows(con, "SELECT ckpt_tokens, fmt, method FROM ptq WHERE run_key = ?", (run_key,))
     return {(r["ckpt_tokens"], r["fmt"], r["method"]) for r in rows}
+
+
+#: ``runs.fmt`` of a run trained with a training recipe (:mod:`explorer.train.recipes`).
+RECIPE_FMT = "recipe"
+
+
+def is_recipe_run(row: Mapping[str, Any]) -> bool:
+    """Whether the ``runs`` row (a dict, or a CSV row with those column names) was trained with
+    a training recipe: it names one, or its ``fmt`` is :data:`RECIPE_FMT`.  Such a run has no
+    single E/M: it is never the unquantized baseline and never a point of the format law."""
+    return bool((row.get("recipe") or "").strip()) or row.get("fmt") == RECIPE_FMT
+
+
+def is_baseline_run(row: Mapping[str, Any]) -> bool:
+    """Whether the ``runs`` row is an unquantized baseline: no E/M, no recipe
+    (:func:`is_recipe_run`) and no quantized GEMM input (``targets`` empty or NULL; a run with
+    per-input formats only has NULL E/M too, but quantized inputs)."""
+    return (row.get("exp_bits") is None and row.get("man_bits") is None
+            and not is_recipe_run(row) and not (row.get("targets") or "").strip())
 
 
 def decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:

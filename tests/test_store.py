@@ -218,6 +218,81 @@ def test_database_without_claim_columns_is_upgraded_in_place(tmp_path):
     assert rows["done"]["val_loss"] == 2.5 and rows["old"]["owner"] == store.owner_id()
 
 
+def _columns(db) -> list[str]:
+    return [r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(runs)")]
+
+
+def test_database_without_claim_columns_also_gets_the_recipe_columns(tmp_path):
+    db = tmp_path / "old.db"
+    legacy_db(db, "INSERT INTO runs (key, status, created, fmt, val_loss) VALUES ('done', "
+                  "'finished', 1, 'none', 2.5);")
+    row = store.get_run(db, "done")                          # read: nothing added to the file
+    assert row["recipe"] is None and row["recipe_hash"] is None
+    assert "recipe" not in _columns(db)
+    store.mark_running(db, "r", {}, **_recipe_cols())
+    assert _columns(db)[-4:] == ["owner", "heartbeat", "recipe", "recipe_hash"]
+    rows = {r["key"]: r for r in store.load_runs(db, status=None)}
+    assert rows["done"]["recipe"] is None and rows["done"]["val_loss"] == 2.5
+    assert (rows["r"]["recipe"], rows["r"]["recipe_hash"]) == ("te-nvfp4", "92430a1a2359a5e1")
+
+
+def test_database_with_claims_but_no_recipes_is_upgraded_in_place(tmp_path):
+    """A database written between the claim columns and the recipe columns keeps its rows and
+    its claims, and gains the recipe columns on its first write."""
+    db = tmp_path / "mid.db"
+    legacy_db(db, "ALTER TABLE runs ADD COLUMN owner TEXT; ALTER TABLE runs ADD COLUMN heartbeat "
+                  "REAL; INSERT INTO runs (key, status, created, fmt, val_loss, owner) VALUES "
+                  "('done', 'finished', 1, 'e2m3', 2.5, 'somehost:1:1');")
+    assert store.finished_keys(db) == {"done"} and "recipe" not in _columns(db)
+    store.mark_running(db, "new", {}, **_cols())
+    assert _columns(db)[-2:] == ["recipe", "recipe_hash"]
+    done = store.get_run(db, "done")
+    assert done["owner"] == "somehost:1:1" and done["recipe"] is None and done["val_loss"] == 2.5
+    assert store.get_run(db, "new")["recipe"] is None
+
+
+def _recipe_cols(**kw):
+    base = dict(n_params=10, tokens=100, exp_bits=None, man_bits=None, block=None, fmt="recipe",
+                targets="fwd_x,fwd_w,dgrad_dy,dgrad_w,wgrad_dy,wgrad_x", recipe="te-nvfp4",
+                recipe_hash="92430a1a2359a5e1")
+    base.update(kw)
+    return base
+
+
+def test_recipe_runs_record_name_and_hash(tmp_path):
+    db = tmp_path / "r.db"
+    store.mark_running(db, "r", {"quant": {"recipe": "te-nvfp4"}}, **_recipe_cols())
+    store.mark_running(db, "f", {}, **_cols())
+    store.mark_finished(db, "r", val_loss=3.0, curve=[], tokens=100, wall_s=1.0,
+                        tokens_per_s=100.0, env={})
+    rows = {r["key"]: r for r in store.load_runs(db, status=None)}
+    assert (rows["r"]["recipe"], rows["r"]["recipe_hash"]) == ("te-nvfp4", "92430a1a2359a5e1")
+    assert rows["r"]["fmt"] == "recipe" and rows["r"]["exp_bits"] is None
+    assert rows["f"]["recipe"] is None and rows["f"]["recipe_hash"] is None
+    # a re-claim (resumed run) keeps them; one that does not repeat them leaves them alone
+    store.mark_running(db, "f2", {}, **_recipe_cols(recipe="mine", recipe_hash="0123456789abcdef"))
+    store.mark_failed(db, "f2", "boom")
+    store.mark_running(db, "f2", {}, **_recipe_cols(recipe="mine", recipe_hash="0123456789abcdef"))
+    assert store.get_run(db, "f2")["recipe"] == "mine"
+
+
+@pytest.mark.parametrize("kw, names", [
+    (dict(recipe_hash=None), "recipe and recipe_hash"),
+    (dict(recipe=None), "recipe and recipe_hash"),
+    (dict(recipe=""), "recipe and recipe_hash"),
+    (dict(recipe_hash="  "), "recipe and recipe_hash"),
+    (dict(recipe=3), "recipe and recipe_hash"),
+    (dict(fmt="e2m3"), "fmt, exp_bits, man_bits"),
+    (dict(exp_bits=2, man_bits=3), "fmt, exp_bits, man_bits"),
+    (dict(recipe=None, recipe_hash=None), "recipe and recipe_hash"),   # fmt 'recipe', no name
+])
+def test_bad_recipe_columns_are_refused_before_writing(tmp_path, kw, names):
+    db = tmp_path / "r.db"
+    with pytest.raises(ValueError, match=names):
+        store.mark_running(db, "r", {}, **_recipe_cols(**kw))
+    assert not db.exists()
+
+
 # --- files that are not (writable) results databases ------------------------------------------
 
 def _snapshot(path):

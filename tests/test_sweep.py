@@ -76,6 +76,122 @@ seed = [0, 1]
     assert len(s2.runs) == 7 and sorted(c.seed for c in s2.runs) == [0] * 6 + [1]
 
 
+RECIPE_SPEC = """
+name = "recipes"
+[grid]
+model = [[1, 32]]
+tokens = [8192]
+recipe = ["te-nvfp4", "fp8-delayed", "none"]
+block = [32, "channel"]          # collapse for recipe runs (and format "none")
+targets = ["fwd_x", "all"]
+rounding = ["rne", "sr"]
+seed = [0, 1]
+[train]
+seq_len = 32
+batch_size = 8
+eval_tokens = 2048
+eval_points = 2
+ckpt_fracs = [1.0]
+[corpus]
+max_bytes = 262144
+"""
+
+MY_RECIPE = """
+summary = "W in the forward GEMM as e2m1, per channel"
+[fwd_w]
+format = "e2m1"
+block = "channel"
+"""
+
+
+def test_recipe_axis_expands_one_run_per_recipe_and_seed(tmp_path, env):
+    from explorer.train.recipes import get_recipe
+    from explorer.train.sweep import pending_runs
+    p = tmp_path / "s.toml"
+    p.write_text(RECIPE_SPEC)
+    s = parse_spec(p)
+    assert len(s.runs) == 3 * 2                              # block/targets/rounding collapse
+    got = sorted((c.quant.recipe or "none", c.seed) for c in s.runs)
+    assert got == sorted((r, seed) for r in ("te-nvfp4", "fp8-delayed", "none") for seed in (0, 1))
+    for c in s.runs:
+        if c.quant.recipe is None:
+            assert not c.quant.active
+        else:
+            assert c.quant == get_recipe(c.quant.recipe).quant_config(c.seed)
+            assert c.quant.recipe_hash == get_recipe(c.quant.recipe).content_hash
+    todo, done = pending_runs(s, tmp_path / "none.db")
+    assert done == 0 and len({key for _, key, _ in todo}) == 6   # every run its own key
+
+
+def test_dry_run_names_recipes_and_bad_recipes_are_one_line_errors(tmp_path, env, capsys):
+    from explorer.cli import main
+    p = tmp_path / "s.toml"
+    p.write_text(RECIPE_SPEC)
+    assert main(["sweep", str(p), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("recipe=te-nvfp4") == 2 and out.count("recipe=fp8-delayed") == 2
+    assert out.count("none block=None") == 2 and not (tmp_path / "r.db").exists()
+    p.write_text(RECIPE_SPEC.replace('"te-nvfp4"', '"te-nvfp5"'))
+    assert main(["sweep", str(p), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "te-nvfp5" in err and "fp8-delayed" in err
+
+
+def test_recipe_files_are_relative_to_the_spec_and_names_are_checked(tmp_path, monkeypatch):
+    from explorer.train.recipes import preset_names
+    (tmp_path / "specs" / "rec").mkdir(parents=True)
+    (tmp_path / "specs" / "rec" / "mine.toml").write_text(MY_RECIPE)
+    p = tmp_path / "specs" / "s.toml"
+    p.write_text(RECIPE_SPEC.replace('"te-nvfp4", "fp8-delayed"', '"rec/mine.toml"'))
+    monkeypatch.chdir(tmp_path)                              # not the spec's folder
+    s = parse_spec(p)
+    assert sorted(c.quant.recipe or "none" for c in s.runs) == ["mine"] * 2 + ["none"] * 2
+    mine = next(c.quant for c in s.runs if c.quant.recipe == "mine")
+    assert [t for t, _ in mine.overrides] == ["fwd_w"]
+    p.write_text(RECIPE_SPEC.replace('"te-nvfp4"', '"te-nvfp5"'))
+    with pytest.raises(ValueError, match=r"\[grid\]\.recipe.*te-nvfp5") as info:
+        parse_spec(p)
+    assert all(name in str(info.value) for name in preset_names())
+    p.write_text(RECIPE_SPEC.replace('"te-nvfp4"', '"rec/missing.toml"'))
+    with pytest.raises(FileNotFoundError, match="missing.toml"):
+        parse_spec(p)
+    p.write_text(RECIPE_SPEC.replace('"te-nvfp4"', '3'))
+    with pytest.raises(ValueError, match=r"\[grid\]\.recipe"):
+        parse_spec(p)
+
+
+def test_recipe_and_format_are_exclusive_in_one_grid(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(RECIPE_SPEC.replace("seed = [0, 1]", 'seed = [0]\nformat = ["none", "e4m3"]'))
+    with pytest.raises(ValueError, match=r"recipe \['te-nvfp4', 'fp8-delayed'\] and format "
+                                         r"\['e4m3'\]"):
+        parse_spec(p)
+    # format "none" beside recipes is fine; format runs go in their own [[grid]]
+    p.write_text(RECIPE_SPEC.replace("seed = [0, 1]", 'seed = [0]\nformat = ["none"]'))
+    assert len(parse_spec(p).runs) == 3
+    p.write_text(RECIPE_SPEC.replace("[grid]", "[[grid]]").replace("seed = [0, 1]", "seed = [0]")
+                 + '[[grid]]\nmodel = [[1, 32]]\ntokens = [8192]\nformat = ["e4m3", "none"]\n')
+    s = parse_spec(p)
+    assert len(s.runs) == 4 and sum(c.quant.fmt == "e4m3" for c in s.runs) == 1
+
+
+def test_a_sweep_of_two_recipes_records_them(tmp_path, env):
+    pytest.importorskip("torch")
+    p = tmp_path / "s.toml"
+    p.write_text(RECIPE_SPEC.replace(', "none"]', "]").replace("seed = [0, 1]", "seed = [0]"))
+    db = tmp_path / "r.db"
+    rep = run_sweep(p, db, workers=1, progress=False)
+    assert rep.ran == 2 and not rep.failed, rep.failed
+    from explorer.train.recipes import get_recipe
+    rows = {r["recipe"]: r for r in store.load_runs(db)}
+    assert set(rows) == {"te-nvfp4", "fp8-delayed"}
+    for name, r in rows.items():
+        assert r["recipe_hash"] == get_recipe(name).content_hash
+        assert r["fmt"] == "recipe" and r["exp_bits"] is None and r["man_bits"] is None
+        assert set(r["targets"].split(",")) == set(get_recipe(name).quantized)
+        assert r["config"]["train"]["quant"]["recipe"] == name
+
+
 def test_ray_backend_missing_is_a_clear_error(tmp_path, env):
     pytest.importorskip("torch")
     try:

@@ -46,14 +46,15 @@ def run(args: argparse.Namespace) -> int:
             todo = todo[:args.max_runs]
         rows = [{"key": k, "layers": c.layers, "d_model": c.d_model, "tokens": c.tokens,
                  "format": c.quant.fmt or "none", "block": c.quant.block if c.quant.fmt else None,
-                 "ptq": len(p)} for c, k, p in todo]
+                 "recipe": c.quant.recipe, "ptq": len(p)} for c, k, p in todo]
         if args.json:
             print(json.dumps({"total": len(spec.runs), "already_done": done, "pending": rows}))
         else:
             print(f"{spec.name}: {len(spec.runs)} runs, {done} done, {len(rows)} to run")
             for r in rows:
                 print(f"  {r['key']}  L={r['layers']} d={r['d_model']} D={r['tokens']} "
-                      f"{r['format']} block={r['block']}")
+                      + (f"recipe={r['recipe']}" if r["recipe"] else
+                         f"{r['format']} block={r['block']}"))
         return 0
     rep = run_sweep(spec, args.db, workers=args.workers, backend=args.backend, device=args.device,
                     ckpt_dir=args.ckpt_dir, progress=not args.no_progress, max_runs=args.max_runs)

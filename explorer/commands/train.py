@@ -20,6 +20,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, required=True, help="training tokens D")
     p.add_argument("--format", default="none",
                    help="element format (e2m3, float8_e4m3fn, mxfp4, ...) or 'none'")
+    p.add_argument("--recipe", default=None, metavar="NAME|FILE.toml",
+                   help="a preset training recipe (fpx recipes lists them: te-nvfp4, "
+                        "deepseek-v3, ...) or a recipe TOML file (docs/recipes.md): it sets "
+                        "every GEMM input's format, blocks and rounding, the Hadamard "
+                        "transforms and the accumulator, so --format, --block, --targets, "
+                        "--rounding, --accumulator and --matrix-unit(-format) are not given "
+                        "with it")
     # None defaults: an option the user gave can be told from one left alone (a quantization
     # option given with --format none has no effect, and the user is told so).
     p.add_argument("--block", default=None,
@@ -71,14 +78,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+#: The options a recipe sets itself, with what it sets: refused beside --recipe.
+RECIPE_SETS = (("format", "the format of every GEMM input"),
+               ("block", "every GEMM input's blocks"),
+               ("targets", "which GEMM inputs are quantized"),
+               ("rounding", "every GEMM input's rounding"),
+               ("accumulator", "the accumulator"),
+               ("matrix_unit", "the GEMMs' arithmetic"),
+               ("matrix_unit_format", "the GEMMs' arithmetic"))
+
+
+def _check_recipe_options(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the first option given beside ``--recipe`` that the recipe sets
+    itself (``--format none``, the default, is not one)."""
+    for name, what in RECIPE_SETS:
+        value = getattr(args, name)
+        if value is None or (name == "format" and value.lower() == "none"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        raise ValueError(f"{flag} cannot be given with --recipe: the recipe sets {what}; drop "
+                         f"{flag}, or change the recipe (fpx recipes {args.recipe} --toml > "
+                         "my.toml, edit it, then --recipe my.toml)")
+
+
 def _no_effect(args: argparse.Namespace) -> None:
     """Options that would do nothing in the chosen mode.
 
     Quantization options with ``--format none`` are a warning and are dropped from the run's
     identity (a baseline is one run, whatever a loop over formats passes along with it);
-    ``--ptq-block``/``--ptq-method`` without ``--ptq`` are an error, since the PTQ they ask for
-    would silently not happen."""
-    if args.format.lower() == "none":
+    quantization options beside ``--recipe`` are an error (:func:`_check_recipe_options`: the
+    recipe sets them, so they would be ignored); ``--ptq-block``/``--ptq-method`` without
+    ``--ptq`` are an error, since the PTQ they ask for would silently not happen."""
+    if args.recipe is not None:
+        _check_recipe_options(args)
+    elif args.format.lower() == "none":
         given = [f"--{n}" for n in ("block", "targets", "rounding")
                  if getattr(args, n) is not None]
         if given:
@@ -99,22 +132,26 @@ def run(args: argparse.Namespace) -> int:
     from ..train.data import CorpusSpec
     from ..train.pipeline import train_ptq_capture
     from ..train.ptq import PTQSpec
-    from ..train.qlinear import OperandSpec, QuantConfig
+    from ..train.qlinear import TARGETS, OperandSpec, QuantConfig
+    from ..train.recipes import get_recipe
     from ..train.trainer import TrainConfig
-    _no_effect(args)
-    block = "channel" if args.block is None else args.block
-    targets = "default" if args.targets is None else args.targets
-    rounding = "rne" if args.rounding is None else args.rounding
     # Every check below runs before train_ptq_capture writes anything (run row, checkpoints).
-    q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=block,
-                    rounding=rounding, targets=targets, seed=args.seed,
-                    accumulator=args.accumulator, matrix_unit=args.matrix_unit,
-                    matrix_unit_format=args.matrix_unit_format or "float16")
-    if args.matrix_unit_format is not None and args.matrix_unit is None:
-        raise ValueError("--matrix-unit-format needs --matrix-unit (the unit whose input format "
-                         "it is)")
-    if q.fmt is not None:
-        OperandSpec(q.fmt, q.block, q.rounding).build()      # unknown format -> error now
+    _no_effect(args)
+    if args.recipe is not None:
+        q = get_recipe(args.recipe).quant_config(args.seed)
+    else:
+        block = "channel" if args.block is None else args.block
+        targets = "default" if args.targets is None else args.targets
+        rounding = "rne" if args.rounding is None else args.rounding
+        q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=block,
+                        rounding=rounding, targets=targets, seed=args.seed,
+                        accumulator=args.accumulator, matrix_unit=args.matrix_unit,
+                        matrix_unit_format=args.matrix_unit_format or "float16")
+        if args.matrix_unit_format is not None and args.matrix_unit is None:
+            raise ValueError("--matrix-unit-format needs --matrix-unit (the unit whose input "
+                             "format it is)")
+        if q.fmt is not None:
+            OperandSpec(q.fmt, q.block, q.rounding).build()      # unknown format -> error now
     cfg = TrainConfig(layers=args.layers, d_model=args.d_model, tokens=args.tokens, quant=q,
                       seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       eval_tokens=args.eval_tokens, precision=args.precision,
@@ -134,11 +171,21 @@ def run(args: argparse.Namespace) -> int:
                                 threads=args.threads, ptq=ptq_specs,
                                 capture=args.capture or None)
     r = outcome.run
+    # A recipe run's inputs each have their own spec: no one block; its targets are the GEMM
+    # inputs it quantizes.
+    quantized = [t for t in TARGETS if q.spec(t) is not None]
+    fmt = args.format if q.recipe is None else f"recipe:{q.recipe}"
     out = {"key": r.key, "val_loss": r.val_loss, "params": r.params, "tokens": r.tokens,
-           "format": args.format,
+           "format": fmt,
            "block": None if q.fmt is None or q.block is None else str(q.block),
-           "targets": list(q.targets) if q.fmt else [], "skipped": r.skipped, "curve": r.curve,
+           "targets": list(q.targets) if q.fmt else quantized if q.recipe else [],
+           "skipped": r.skipped, "curve": r.curve,
            "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s, "ptq": list(outcome.ptq)}
+    if q.recipe is not None:
+        out["recipe"] = q.recipe
+        out["recipe_hash"] = q.recipe_hash
+    if q.accumulator is not None:
+        out["accumulator"] = q.accumulator
     if q.matrix_unit is not None:
         out["matrix_unit"] = q.matrix_unit
         out["matrix_unit_format"] = q.matrix_unit_format
@@ -147,9 +194,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         state = "already in the database (not retrained)" if r.skipped else "trained"
         print(f"run {r.key}: {state}")
-        print(f"N = {r.params} non-embedding GEMM parameters, D = {r.tokens} tokens, "
-              f"format {args.format}"
-              + (f" (block {q.block}, {','.join(q.targets)})" if q.fmt else ""))
+        if q.recipe is not None:
+            what = (f"recipe {q.recipe} (hash {q.recipe_hash}; quantizes "
+                    f"{','.join(quantized) or 'no GEMM input'})")
+        else:
+            what = f"format {args.format}" + (f" (block {q.block}, {','.join(q.targets)})"
+                                              if q.fmt else "")
+        print(f"N = {r.params} non-embedding GEMM parameters, D = {r.tokens} tokens, {what}")
+        if q.accumulator is not None:
+            print(f"GEMMs through the emulated accumulator {q.accumulator}")
         if q.matrix_unit is not None:
             print(f"GEMMs through matrix unit {q.matrix_unit} ({q.matrix_unit_format} inputs, "
                   "float32 output)")

@@ -34,6 +34,7 @@ from fpformat.files import atomic_write
 from . import effects as fx
 from . import figures as fig
 from . import lawview
+from . import recipes as rx
 from .config import ReportConfig
 from .document import (
     Bullets,
@@ -105,7 +106,10 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None, *,
     if config.matrix_units:
         steps.append(("matrix units", _section_matrix_units))
     if runs:
-        steps += [("sweep", _section_sweep), ("effects", _section_effects), ("fit", _section_fit)]
+        steps += [("sweep", _section_sweep), ("effects", _section_effects)]
+        if len(rx.recipe_ids(runs)) >= rx.MIN_RECIPES:
+            steps.append(("recipes", _section_recipes))
+        steps.append(("fit", _section_fit))
     steps.append(("reproducibility", _section_repro))
 
     sections: list[Section] = []
@@ -482,6 +486,16 @@ def _section_effects(ctx: _Context) -> Section:
     return s
 
 
+def _section_recipes(ctx: _Context) -> Section:
+    """Recipes side by side and against the unquantized run (:mod:`explorer.report.recipes`);
+    only built when the runs hold two or more recipes."""
+    s = rx.section(ctx.runs)
+    if s is None:
+        raise ValueError(f"the runs hold fewer than {rx.MIN_RECIPES} recipes: no Recipes "
+                         "section to build")
+    return s
+
+
 def _proposal_section(f):
     def build(ctx: _Context) -> Section:
         return _section_proposal(ctx, f)
@@ -560,12 +574,16 @@ def _section_sweep(ctx: _Context) -> Section:
     curves = {f"{r.label} N={_num(r.n_params)}": (np.array([t for t, _ in r.curve]),
                                                   np.array([v for _, v in r.curve]))
               for r in runs if r.curve}
+    n_recipe = sum(r.recipe is not None for r in runs)
     s.add(Para(f"{len(runs)} finished runs from `{ctx.config.runs}` "
-               f"({sum(r.quantized for r in runs)} quantized)."))
+               f"({sum(r.quantized for r in runs)} quantized"
+               + (f" with one format, {n_recipe} with a training recipe" if n_recipe else "")
+               + ")."))
     if curves:
         s.add(Figure("sweep_curves", fig.sweep_curves(curves, "Validation loss during training"),
                      "Validation loss against tokens for every run in the database."))
-    rows = tuple((r.key[:12], _num(r.n_params), _num(r.tokens), r.fmt, r.block or "—",
+    rows = tuple((r.key[:12], _num(r.n_params), _num(r.tokens),
+                  r.fmt if r.recipe is None else r.label, r.block or "—",
                   f"{r.val_loss:.4f}") for r in runs)
     s.add(Table(("run", "N", "D", "format", "block", "val loss"), rows))
     return s

@@ -195,8 +195,9 @@ def block_effects(runs: Sequence[Run], law) -> list[Effect]:
 
 def gap_effects(runs: Sequence[Run], law) -> list[Effect]:
     """Paired quantization gaps: every quantized run minus the unquantized run of the same
-    (N, D, seed).  The law's prediction is the run's quantization penalty."""
-    base = {(r.n_params, r.tokens, r.seed): r for r in runs if not r.quantized}
+    (N, D, seed).  The law's prediction is the run's quantization penalty.  Recipe runs are
+    neither (:attr:`Run.baseline`); :mod:`explorer.report.recipes` compares them."""
+    base = {(r.n_params, r.tokens, r.seed): r for r in runs if r.baseline}
     pairs: dict = defaultdict(list)
     for r in runs:
         b = base.get((r.n_params, r.tokens, r.seed))
@@ -222,12 +223,14 @@ class Series:
 def d_series(runs: Sequence[Run], law, min_points: int = 3) -> list[Series]:
     """Every (N, format, block, targets) measured at ``min_points`` or more token counts, with
     the loss over seeds at each D (the data for a critical data size: a loss that stops falling,
-    or rises, with D)."""
+    or rises, with D).  Only single-format runs and baselines: a recipe run has no format
+    (:mod:`explorer.report.recipes` shows its loss against D)."""
     if min_points < 2:
         raise ValueError(f"min_points must be >= 2 (a series needs two D), got {min_points}")
     groups: dict = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        groups[(r.n_params, r.label, r.targets)][r.tokens].append(r)
+        if r.quantized or r.baseline:
+            groups[(r.n_params, r.label, r.targets)][r.tokens].append(r)
     out = []
     for (n, label, _), by_d in groups.items():
         if len(by_d) < min_points:

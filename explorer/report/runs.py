@@ -2,8 +2,11 @@
 
 Rows come through :mod:`explorer.results` (plain sqlite3, no torch); the columns are those of the
 ``runs`` table of ``explorer.train.store`` (N = non-embedding GEMM parameters, D = training
-tokens, E/M = element format bits, NULL for the unquantized baseline, ``block`` = '32' |
-'channel' | 'tensor' | NULL).
+tokens, E/M = element format bits, ``block`` = '32' | 'channel' | 'tensor' | NULL, ``recipe`` /
+``recipe_hash`` = the training recipe).  E/M are NULL both for the unquantized baseline and for
+a run with a recipe (several formats); :attr:`Run.baseline` and :attr:`Run.quantized` tell them
+apart (:func:`explorer.results.is_baseline_run`), so a recipe run is never a baseline and never
+a point of the format law.
 """
 
 from __future__ import annotations
@@ -32,10 +35,21 @@ class Run:
     curve: tuple[tuple[float, float], ...]
     seed: int | None = None          # the run's seed (init, data order); None: not recorded
     targets: str | None = None       # comma-separated GEMM inputs quantized; None: baseline
+    recipe: str | None = None        # the training recipe's name; None: no recipe
+    recipe_hash: str | None = None   # its content hash (16 hex digits); None: no recipe
 
     @property
     def quantized(self) -> bool:
+        """Quantized with one element format (E/M known): a point of the format law.  False for
+        the baseline and for a recipe run."""
         return self.exp_bits is not None and self.man_bits is not None
+
+    @property
+    def baseline(self) -> bool:
+        """The unquantized baseline (:func:`explorer.results.is_baseline_run`)."""
+        return results.is_baseline_run({"exp_bits": self.exp_bits, "man_bits": self.man_bits,
+                                        "fmt": self.fmt, "recipe": self.recipe,
+                                        "targets": self.targets})
 
     @property
     def log2_block(self) -> float:
@@ -45,6 +59,9 @@ class Run:
 
     @property
     def label(self) -> str:
+        """``e2m1/32``, ``none``, or for a recipe run ``recipe:NAME``."""
+        if self.recipe is not None:
+            return f"{results.RECIPE_FMT}:{self.recipe}"
         return f"{self.fmt}" + (f"/{self.block}" if self.block else "")
 
 
@@ -67,6 +84,16 @@ def _seed(config_json: str | None) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
+def _recipe(row: dict) -> tuple[str | None, str | None]:
+    """(recipe, recipe_hash) of a row: None for none (and for a database from before recipes,
+    which has no such columns); a row marked ``fmt = 'recipe'`` without a name reads as recipe
+    ``"?"``, so it still is no baseline."""
+    name, digest = row.get("recipe"), row.get("recipe_hash")
+    if results.is_recipe_run(row):
+        return str(name or "?"), None if digest is None else str(digest)
+    return None, None
+
+
 def load_runs(path: str | Path) -> list[Run]:
     """Finished runs with a validation loss, ordered by (N, D, format).
 
@@ -80,7 +107,8 @@ def load_runs(path: str | Path) -> list[Run]:
                 None if r["man_bits"] is None else int(r["man_bits"]),
                 None if r["block"] is None else str(r["block"]), str(r["fmt"] or "none"),
                 float(r["val_loss"]), _curve(r["curve_json"]), _seed(r["config_json"]),
-                None if r["exp_bits"] is None else (r["targets"] or None))
+                None if results.is_baseline_run(r) else (r["targets"] or None),
+                *_recipe(r))
             for r in rows]
     runs.sort(key=lambda r: (r.n_params, r.tokens, r.fmt, r.block or ""))
     return runs

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import results
 from . import store
 
 RUN_COLUMNS = ("key", "n_params", "tokens", "fmt", "exp_bits", "man_bits", "block", "targets",
@@ -83,10 +84,13 @@ def analyse(db: str | Path) -> dict:
     d_monotone: per (N, format, block) with >= 3 token counts, whether loss falls with D
         (a loss that rises with D would be the sign of a critical data size).
     ptq_*: stats of PTQ deltas by (bits, method), by checkpoint tokens, by both.
+    Runs trained with a recipe count in ``runs`` and the times only: they have no single format,
+    and are no baseline (:func:`explorer.results.is_recipe_run`).
     """
-    runs = [_flat(r) for r in store.load_runs(db)]
+    every = [_flat(r) for r in store.load_runs(db)]
+    runs = [r for r in every if not results.is_recipe_run(r)]
     base = {(r["n_params"], r["tokens"], r["seed"]): r["val_loss"] for r in runs
-            if r["exp_bits"] is None}
+            if results.is_baseline_run(r)}
     quant = [r for r in runs if r["exp_bits"] is not None]
     gaps = [(r, r["val_loss"] - base[(r["n_params"], r["tokens"], r["seed"])]) for r in quant
             if (r["n_params"], r["tokens"], r["seed"]) in base]
@@ -135,10 +139,10 @@ def analyse(db: str | Path) -> dict:
         pt[r["ckpt_tokens"]].append(dlt)
         pbt[(r["bits"], r["ckpt_tokens"])].append(dlt)
     return {
-        "runs": len(runs), "ptq_rows": len(ptq_rows),
-        "cpu_minutes": sum(r["cpu_s"] or 0 for r in runs) / 60,
-        "runs_with_cpu": sum(r["cpu_s"] is not None for r in runs),
-        "wall_minutes": sum(r["wall_s"] or 0 for r in runs) / 60,
+        "runs": len(every), "ptq_rows": len(ptq_rows),
+        "cpu_minutes": sum(r["cpu_s"] or 0 for r in every) / 60,
+        "runs_with_cpu": sum(r["cpu_s"] is not None for r in every),
+        "wall_minutes": sum(r["wall_s"] or 0 for r in every) / 60,
         "by_format": group(lambda r: f"{r['fmt']}@{r['block']}"),
         "by_bits": group(lambda r: r["exp_bits"] + r["man_bits"] + 1),
         "by_tokens": group(lambda r: r["tokens"]),

@@ -20,9 +20,10 @@ a spec's ``copy`` says to requantize or reuse another GEMM's copy.  A target may
 delayed per-tensor scaling (:class:`DelayedScaling`), and a GEMM's two inputs may be rotated by
 a random Hadamard transform first (:mod:`explorer.train.hadamard`).  The default targets are
 Sun et al.'s three: ``fwd_w``, ``dgrad_w``, ``wgrad_x``; the field's recipes
-(:mod:`explorer.train.recipes`) set all six.  Quantization goes through :func:`fpformat.torch.quantize_values` /
-:func:`fpformat.torch.quantize` (fake quantization: values rounded into the format, kept in the
-tensor's dtype; the GEMM itself then runs in that dtype, i.e. with a wide accumulator).
+(:mod:`explorer.train.recipes`) set all six.  Quantization goes through
+:func:`fpformat.torch.quantize_values` / :func:`fpformat.torch.quantize` (fake quantization:
+values rounded into the format, kept in the tensor's dtype; the GEMM itself then runs in that
+dtype, i.e. with a wide accumulator).
 
 :func:`quantize_model` swaps every GEMM module of a torch model for a quantized one sharing its
 parameters: ``nn.Linear`` -> :class:`QuantLinear`, ``transformers``' ``Conv1D`` (GPT-2 family,

@@ -5,17 +5,23 @@ Schema (see docs/training.md)::
     runs(key TEXT PRIMARY KEY, status TEXT ('running'|'finished'|'failed'), created REAL,
          finished REAL, config_json TEXT, n_params INTEGER, tokens INTEGER, exp_bits INTEGER,
          man_bits INTEGER, block TEXT, fmt TEXT, targets TEXT, val_loss REAL, curve_json TEXT,
-         wall_s REAL, tokens_per_s REAL, env_json TEXT, owner TEXT, heartbeat REAL)
+         wall_s REAL, tokens_per_s REAL, env_json TEXT, owner TEXT, heartbeat REAL,
+         recipe TEXT, recipe_hash TEXT)
     ptq(run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER, method TEXT,
         val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
         PRIMARY KEY(run_key, ckpt_tokens, fmt, method))
 
 Times are Unix seconds; losses are mean cross-entropy in nats per token; ``tokens`` is the
-number of training tokens actually seen.  Every write is one short ``BEGIN IMMEDIATE``
-transaction with a long busy timeout, so several worker processes can write to one file without
-losing rows; WAL keeps every committed row through a killed process.  Every read goes through
-:mod:`explorer.results` (the one reader of these tables, which the analyzer and the report use
-read-only); this module, like that one, imports no torch.
+number of training tokens actually seen.  A run trained with a training recipe
+(:mod:`explorer.train.recipes`) has ``fmt = 'recipe'``, NULL ``exp_bits``/``man_bits``/``block``
+(it has no single format), ``targets`` = the GEMM inputs it quantizes, and ``recipe`` /
+``recipe_hash`` = the recipe's name and content hash; both are NULL for every other run.
+
+Every write is one short ``BEGIN IMMEDIATE`` transaction with a long busy timeout, so several
+worker processes can write to one file without losing rows; WAL keeps every committed row
+through a killed process.  Every read goes through :mod:`explorer.results` (the one reader of
+these tables, which the analyzer and the report use read-only); this module, like that one,
+imports no torch.
 
 **Claims.**  A process trains a run only while it holds the run's claim: :func:`mark_running`
 atomically sets ``status = 'running'``, ``owner`` (``host:pid:start-time`` of the claiming
@@ -26,8 +32,12 @@ is younger than :data:`STALE_S`; a daemon thread of the owning process refreshes
 every :data:`HEARTBEAT_S`.  So a resumed sweep re-claims exactly the runs whose owner died, and a
 stray process still training a run keeps it.  :func:`mark_finished` and :func:`mark_failed`
 write only for the owner, so a process that lost its claim cannot overwrite the new owner's row.
-Rows written before claims existed (no ``owner``) are claimable; the two columns are added to an
-older database on first use.
+Rows written before claims existed (no ``owner``) are claimable.
+
+**Older databases.**  Columns added since the first schema (:data:`ADDED_COLUMNS`: the claim,
+then the recipe) are added to an older database (``ALTER TABLE``, NULL in its existing rows) the
+first time it is opened for writing; reading never changes a file, and readers take a missing
+column as NULL.
 
 **Errors.**  A file that is not SQLite, a SQLite database of another schema (it is never
 modified), a read-only file or an unusable folder raise ``ValueError`` / ``PermissionError`` /
@@ -54,7 +64,7 @@ RUNS_SQL = """CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL, finished REAL, config_json TEXT,
     n_params INTEGER, tokens INTEGER, exp_bits INTEGER, man_bits INTEGER, block TEXT, fmt TEXT,
     targets TEXT, val_loss REAL, curve_json TEXT, wall_s REAL, tokens_per_s REAL, env_json TEXT,
-    owner TEXT, heartbeat REAL)"""
+    owner TEXT, heartbeat REAL, recipe TEXT, recipe_hash TEXT)"""
 PTQ_SQL = """CREATE TABLE IF NOT EXISTS ptq (
     run_key TEXT, ckpt_tokens INTEGER, fmt TEXT, bits INTEGER, method TEXT,
     val_loss_before REAL, val_loss_after REAL, n_params INTEGER,
@@ -66,6 +76,10 @@ RUN_COLUMNS = ("key", "status", "created", "finished", "config_json", "n_params"
                "wall_s", "tokens_per_s", "env_json")
 #: Columns of the claim on a run, added (``ALTER TABLE``) to databases created before claims.
 CLAIM_COLUMNS = (("owner", "TEXT"), ("heartbeat", "REAL"))
+#: The training recipe of a run (name, content hash), added to databases created before recipes.
+RECIPE_COLUMNS = tuple((c, "TEXT") for c in results.RECIPE_COLUMNS)
+#: Every column added to ``runs`` after its first schema, in the order they were added.
+ADDED_COLUMNS = CLAIM_COLUMNS + RECIPE_COLUMNS
 PTQ_COLUMNS = ("run_key", "ckpt_tokens", "fmt", "bits", "method", "val_loss_before",
                "val_loss_after", "n_params")
 
@@ -192,7 +206,8 @@ def _writable(path: Path) -> bool:
 
 def _schema_problem(cols: dict[str, set[str]]) -> str | None:
     """Why a database with these tables is not a results database (None: it is one, or it has
-    no tables yet).  Missing claim columns and a missing ``ptq`` table are added, not refused."""
+    no tables yet).  Missing :data:`ADDED_COLUMNS` and a missing ``ptq`` table are added, not
+    refused."""
     if not cols:
         return None
     if "runs" not in cols:
@@ -216,7 +231,7 @@ def _ensure_schema(con: sqlite3.Connection, path: Path) -> None:
         con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     cols = results.table_columns(con)
-    if "ptq" in cols and all(c in cols.get("runs", ()) for c, _ in CLAIM_COLUMNS):
+    if "ptq" in cols and all(c in cols.get("runs", ()) for c, _ in ADDED_COLUMNS):
         return                                       # the common case: nothing to create
     con.execute("BEGIN IMMEDIATE")                   # re-check under the lock: racing creators
     try:
@@ -226,8 +241,8 @@ def _ensure_schema(con: sqlite3.Connection, path: Path) -> None:
             raise ValueError(f"{path} is not a results database: {problem}")
         con.execute(RUNS_SQL)
         con.execute(PTQ_SQL)
-        have = cols.get("runs", {c for c, _ in CLAIM_COLUMNS})
-        for name, typ in CLAIM_COLUMNS:
+        have = cols.get("runs", {c for c, _ in ADDED_COLUMNS})
+        for name, typ in ADDED_COLUMNS:
             if name not in have:
                 con.execute(f"ALTER TABLE runs ADD COLUMN {name} {typ}")
         con.execute("COMMIT")
@@ -240,7 +255,7 @@ def _ensure_schema(con: sqlite3.Connection, path: Path) -> None:
 def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
     """Open the database for writing (creating it and its folder if needed, unless ``create`` is
     False: then ``FileNotFoundError``) in WAL mode with a 120 s busy timeout, creating missing
-    tables and claim columns.
+    tables and columns (:data:`ADDED_COLUMNS`).
 
     ``ValueError`` when the file is not SQLite or holds another schema (left unchanged);
     ``PermissionError`` for a read-only file; ``OSError`` when the file or its folder cannot be
@@ -398,10 +413,18 @@ def finished_keys(path: str | Path) -> set[str]:
 
 def mark_running(path: str | Path, key: str, config: dict, *, n_params: int, tokens: int,
                  exp_bits: int | None, man_bits: int | None, block: str | None, fmt: str,
-                 targets: str, owner: str | None = None) -> bool:
+                 targets: str, owner: str | None = None, recipe: str | None = None,
+                 recipe_hash: str | None = None) -> bool:
     """Claim run ``key`` for ``owner`` (default: this process, :func:`owner_id`) and mark it
     'running', inserting its row if new.  Atomic: of several processes claiming one key at once
     exactly one succeeds.
+
+    ``recipe`` / ``recipe_hash``: the training recipe the run follows (its name and
+    :attr:`~explorer.train.recipes.Recipe.content_hash`), both or neither (``ValueError``
+    otherwise, and for an empty or non-string value); a run with a recipe must be recorded with
+    ``fmt = 'recipe'`` and no ``exp_bits``/``man_bits`` (``ValueError``), so no reader takes it
+    for a single-format run or for the unquantized baseline.  Written with the row (and again on
+    a re-claim, where given).
 
     Returns True when claimed (when ``owner`` is this process, it heartbeats the claim until the
     run finishes, fails or is :func:`release` d), False when the run is already finished (its
@@ -409,6 +432,7 @@ def mark_running(path: str | Path, key: str, config: dict, *, n_params: int, tok
     Raises :class:`RunClaimed` while another live owner holds it (see :func:`owner_alive`); a
     'failed' row, a 'running' row of a dead owner, or one this owner already holds is claimed.
     """
+    _check_recipe(recipe, recipe_hash, fmt, exp_bits, man_bits)
     owner = owner_id() if owner is None else owner
     now = time.time()
 
@@ -417,10 +441,11 @@ def mark_running(path: str | Path, key: str, config: dict, *, n_params: int, tok
                           (key,)).fetchone()
         if row is None:
             con.execute("INSERT INTO runs (key, status, created, config_json, n_params, tokens, "
-                        "exp_bits, man_bits, block, fmt, targets, owner, heartbeat) "
-                        "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "exp_bits, man_bits, block, fmt, targets, owner, heartbeat, recipe, "
+                        "recipe_hash) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (key, now, json.dumps(config, sort_keys=True), n_params, tokens,
-                         exp_bits, man_bits, block, fmt, targets, owner, now))
+                         exp_bits, man_bits, block, fmt, targets, owner, now, recipe,
+                         recipe_hash))
             return True
         status, holder, beat = row[0], row[1], row[2]
         if status == "finished":
@@ -429,14 +454,33 @@ def mark_running(path: str | Path, key: str, config: dict, *, n_params: int, tok
             age = f"{now - beat:.0f} s ago" if beat is not None else "never"
             raise RunClaimed(f"run {key} is being trained by another process ({holder}, last "
                              f"heartbeat {age}); run again once it is done")
-        con.execute("UPDATE runs SET status = 'running', owner = ?, heartbeat = ? WHERE key = ?",
-                    (owner, now, key))
+        con.execute("UPDATE runs SET status = 'running', owner = ?, heartbeat = ?, "
+                    "recipe = COALESCE(?, recipe), recipe_hash = COALESCE(?, recipe_hash) "
+                    "WHERE key = ?", (owner, now, recipe, recipe_hash, key))
         return True
 
     claimed = _transact(path, claim)
     if claimed and owner == owner_id():   # never keep another process's claim alive
         _hold(path, key, owner)
     return claimed
+
+
+def _check_recipe(recipe: str | None, recipe_hash: str | None, fmt: str,
+                  exp_bits: int | None, man_bits: int | None) -> None:
+    """``ValueError`` unless ``recipe`` and ``recipe_hash`` are both None or both non-empty
+    strings, and a run with a recipe is recorded as one (``fmt = 'recipe'``, no E/M)."""
+    if (recipe is None) != (recipe_hash is None) or not all(
+            v is None or (isinstance(v, str) and v.strip()) for v in (recipe, recipe_hash)):
+        raise ValueError(f"recipe and recipe_hash: give both (non-empty strings) or neither, got "
+                         f"{recipe!r} and {recipe_hash!r}")
+    if recipe is None and fmt == results.RECIPE_FMT:
+        raise ValueError(f"recipe and recipe_hash: fmt {fmt!r} is a run with a training recipe; "
+                         f"give its name and content hash")
+    if recipe is not None and (fmt != results.RECIPE_FMT or exp_bits is not None
+                               or man_bits is not None):
+        raise ValueError(f"fmt, exp_bits, man_bits: a run with recipe {recipe!r} is recorded "
+                         f"with fmt {results.RECIPE_FMT!r} and no exp_bits/man_bits, got fmt "
+                         f"{fmt!r}, exp_bits {exp_bits!r}, man_bits {man_bits!r}")
 
 
 def _owner_guarded(path: str | Path, key: str, owner: str, sql: str, params: tuple, *,

@@ -8,10 +8,11 @@ Spec (see specs/microsweep.toml and docs/training.md)::
     model = [[2, 32], [2, 64]]   # [layers, d_model]
     tokens = [131072, 262144]
     format = ["none", "e2m3", "e3m2"]
-    block = [32, "channel"]      # ignored (collapsed) for format "none"
+    block = [32, "channel"]      # ignored (collapsed) for format "none" and for recipe runs
     targets = ["default"]        # comma lists of GEMM inputs, or "default"/"all"
     rounding = ["rne"]
     seed = [0]
+    # recipe = ["none", "te-nvfp4", "my.toml"]   # training recipes (see below)
     [train]                      # any other TrainConfig field, fixed for all runs
     seq_len = 64
     [corpus]                     # CorpusSpec fields
@@ -26,6 +27,16 @@ Spec (see specs/microsweep.toml and docs/training.md)::
 
 ``[[grid]]`` (an array of tables) instead of ``[grid]`` gives several grids whose runs are
 pooled (duplicates removed), e.g. a full grid plus seed replicates of a few of its points.
+
+``recipe`` (default ``["none"]``) is an axis of training recipes (:mod:`explorer.train.recipes`):
+a preset name (:func:`~explorer.train.recipes.preset_names`), a path to a recipe ``.toml`` file
+(relative to the spec file's folder), or ``"none"`` (no recipe: the run's ``format``).  A recipe
+sets every GEMM input's format, blocks and rounding itself, so a grid with a recipe other than
+``"none"`` allows no ``format`` other than ``"none"`` (``ValueError`` naming both keys; put
+format runs and recipe runs in separate ``[[grid]]`` tables), and ``block``, ``targets`` and
+``rounding`` collapse for its runs as they do for format ``"none"``.  A recipe run's quantization
+is ``get_recipe(value).quant_config(seed)``: the run's seed also seeds the recipe's stochastic
+rounding and Hadamard signs.
 
 Every table and key is checked: an unknown one is a ``ValueError`` naming it, its section and
 the allowed keys.  Numbers are ASCII: a value with another script's digits (``"３２"``, which
@@ -71,6 +82,7 @@ from . import store
 from .data import CorpusSpec, load_corpus
 from .ptq import PTQSpec, ptq_run
 from .qlinear import QuantConfig, parse_targets
+from .recipes import get_recipe
 from .trainer import (
     RunInterrupted,
     TrainConfig,
@@ -81,7 +93,7 @@ from .trainer import (
 )
 
 SECTIONS = ("name", "grid", "train", "corpus", "ptq", "run")
-GRID_KEYS = {"model", "tokens", "format", "block", "targets", "rounding", "seed"}
+GRID_KEYS = {"model", "tokens", "format", "block", "targets", "rounding", "seed", "recipe"}
 PTQ_KEYS = {"formats", "blocks", "methods", "runs"}
 RUN_KEYS = {"threads"}
 #: Exit status of a worker that found its sweep gone (it ends at once, committing nothing).
@@ -159,8 +171,37 @@ def _count(v, where: str, low: int) -> int:
     return n
 
 
-def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
-    """The TrainConfigs of one ``[grid]`` table (Cartesian product of its lists)."""
+def _is_none(v) -> bool:
+    return isinstance(v, str) and v.strip().lower() == "none"
+
+
+def _grid_recipes(grid: dict, base_dir: Path) -> list:
+    """The ``recipe`` axis of a grid: a :class:`~explorer.train.recipes.Recipe` per value, None
+    for ``"none"``.  Preset names as they are; a value ending in ``.toml`` or holding a ``/`` is a
+    file, relative to ``base_dir``.  ``ValueError`` (naming ``[grid].recipe``, and the presets
+    for an unknown name) and ``FileNotFoundError`` (a missing file)."""
+    out = []
+    for v in _as_list(grid.get("recipe", ["none"]), "recipe"):
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"spec [grid].recipe entries must be preset names, .toml paths or "
+                             f"'none', got {v!r}")
+        if _is_none(v):
+            out.append(None)
+            continue
+        v = v.strip()
+        is_path = v.endswith(".toml") or "/" in v
+        try:
+            out.append(get_recipe(base_dir / v if is_path else v))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"spec [grid].recipe: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"spec [grid].recipe: {exc}") from None
+    return out
+
+
+def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec, base_dir: Path) -> list:
+    """The TrainConfigs of one ``[grid]`` table (Cartesian product of its lists); recipe
+    files are relative to ``base_dir``."""
     _check_keys(grid, GRID_KEYS, "[grid]")
     models = _as_list(grid.get("model"), "model")
     for m in models:
@@ -173,10 +214,19 @@ def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
     targets = [parse_targets(t) for t in _as_list(grid.get("targets", ["default"]), "targets")]
     roundings = _as_list(grid.get("rounding", ["rne"]), "rounding")
     seeds = [_count(v, "[grid].seed", 0) for v in _as_list(grid.get("seed", [0]), "seed")]
+    recipes = _grid_recipes(grid, base_dir)
+    with_recipe = [r.name for r in recipes if r is not None]
+    with_format = [f for f in formats if not _is_none(f)]
+    if with_recipe and with_format:
+        raise ValueError(f"spec [grid]: recipe {with_recipe} and format {with_format} are "
+                         f"exclusive in one grid (a recipe sets every GEMM input's format); give "
+                         f"format ['none'] here, or put the format runs in their own [[grid]]")
     out = []
-    for (layers, d), D, fmt, blk, tg, rnd, seed in itertools.product(
-            models, tokens, formats, blocks, targets, roundings, seeds):
-        if str(fmt).lower() == "none":
+    for (layers, d), D, fmt, blk, tg, rnd, seed, recipe in itertools.product(
+            models, tokens, formats, blocks, targets, roundings, seeds, recipes):
+        if recipe is not None:
+            q = recipe.quant_config(seed)
+        elif _is_none(fmt):
             q = QuantConfig()
         else:
             q = QuantConfig(fmt=fmt, block=blk, rounding=rnd, targets=tg, seed=seed)
@@ -185,10 +235,15 @@ def _grid_runs(grid: dict, train_kw: dict, corpus: CorpusSpec) -> list:
     return out
 
 
-def parse_spec(spec: dict | str | Path) -> SweepSpec:
-    """Parse a TOML file path or an already-loaded dict into a :class:`SweepSpec`."""
+def parse_spec(spec: dict | str | Path, *, base_dir: str | Path | None = None) -> SweepSpec:
+    """Parse a TOML file path or an already-loaded dict into a :class:`SweepSpec`.
+
+    ``base_dir``: the folder recipe files of ``[grid].recipe`` are relative to (default: the
+    spec file's folder; for a dict, the current directory)."""
+    base = None if base_dir is None else Path(base_dir)
     if not isinstance(spec, dict):
         path = Path(spec)
+        base = path.parent if base is None else base
         if not path.is_file():
             raise FileNotFoundError(f"sweep spec not found: {path}")
         try:
@@ -232,7 +287,7 @@ def parse_spec(spec: dict | str | Path) -> SweepSpec:
         raise ValueError(f"spec [corpus]: {exc}") from None
     runs, seen = [], set()
     for grid in grids:
-        for cfg in _grid_runs(grid, train_kw, corpus):
+        for cfg in _grid_runs(grid, train_kw, corpus, Path.cwd() if base is None else base):
             ident = repr(cfg.to_dict())
             if ident not in seen:
                 seen.add(ident)
