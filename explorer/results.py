@@ -145,10 +145,24 @@ def is_recipe_run(row: Mapping[str, Any]) -> bool:
 
 def is_baseline_run(row: Mapping[str, Any]) -> bool:
     """Whether the ``runs`` row is an unquantized baseline: no E/M, no recipe
-    (:func:`is_recipe_run`) and no quantized GEMM input (``targets`` empty or NULL; a run with
-    per-input formats only has NULL E/M too, but quantized inputs)."""
+    (:func:`is_recipe_run`), no quantized GEMM input (``targets`` empty or NULL; a run with
+    per-input formats only has NULL E/M too, but quantized inputs), and GEMMs computed by torch
+    (its stored config names no emulated accumulator, matrix unit or transform: such a run
+    has ``fmt = 'none'`` and no targets too)."""
     return (row.get("exp_bits") is None and row.get("man_bits") is None
-            and not is_recipe_run(row) and not (row.get("targets") or "").strip())
+            and not is_recipe_run(row) and not (row.get("targets") or "").strip()
+            and not emulates_gemms(row.get("config_json")))
+
+
+def emulates_gemms(config_json: object) -> bool:
+    """Whether a stored run config runs its GEMMs through an emulated accumulator, a matrix
+    unit or a Hadamard transform (unreadable or absent config: False)."""
+    try:
+        quant = json.loads(config_json).get("quant") or {}
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return isinstance(quant, dict) and any(quant.get(k) for k in
+                                           ("accumulator", "matrix_unit", "transforms"))
 
 
 def decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:

@@ -225,3 +225,16 @@ def test_database_from_before_recipes_reads_without_them(tmp_path):
     assert runs["b"].baseline and runs["b"].recipe is None and runs["q"].quantized
     assert rx.section(list(runs.values())) is None
     assert len(load_runs_arrays(db, include_baseline=True)["loss"]) == 2
+
+
+def test_a_run_with_emulated_gemms_and_no_format_is_no_baseline():
+    """``--format none --accumulator e8m13/rtz`` records fmt 'none' and no targets, like a
+    baseline; its stored config says its GEMMs were emulated, so no reader takes it as one."""
+    base = {"exp_bits": None, "man_bits": None, "fmt": "none", "targets": "",
+            "config_json": json.dumps({"quant": {"fmt": None}})}
+    assert results.is_baseline_run(base)
+    for quant in ({"accumulator": "e8m13/rtz"}, {"matrix_unit": "h100"},
+                  {"transforms": [["wgrad", 16, "fixed"]]}):
+        row = dict(base, config_json=json.dumps({"quant": {"fmt": None, **quant}}))
+        assert not results.is_baseline_run(row), quant
+    assert results.is_baseline_run(dict(base, config_json="not json"))

@@ -37,6 +37,9 @@ class Run:
     targets: str | None = None       # comma-separated GEMM inputs quantized; None: baseline
     recipe: str | None = None        # the training recipe's name; None: no recipe
     recipe_hash: str | None = None   # its content hash (16 hex digits); None: no recipe
+    #: GEMMs through an emulated accumulator, matrix unit or Hadamard transform (such a run is
+    #: no baseline even with nothing quantized)
+    emulated: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -47,9 +50,9 @@ class Run:
     @property
     def baseline(self) -> bool:
         """The unquantized baseline (:func:`explorer.results.is_baseline_run`)."""
-        return results.is_baseline_run({"exp_bits": self.exp_bits, "man_bits": self.man_bits,
-                                        "fmt": self.fmt, "recipe": self.recipe,
-                                        "targets": self.targets})
+        return not self.emulated and results.is_baseline_run(
+            {"exp_bits": self.exp_bits, "man_bits": self.man_bits, "fmt": self.fmt,
+             "recipe": self.recipe, "targets": self.targets})
 
     @property
     def log2_block(self) -> float:
@@ -108,7 +111,7 @@ def load_runs(path: str | Path) -> list[Run]:
                 None if r["block"] is None else str(r["block"]), str(r["fmt"] or "none"),
                 float(r["val_loss"]), _curve(r["curve_json"]), _seed(r["config_json"]),
                 None if results.is_baseline_run(r) else (r["targets"] or None),
-                *_recipe(r))
+                *_recipe(r), results.emulates_gemms(r["config_json"]))
             for r in rows]
     runs.sort(key=lambda r: (r.n_params, r.tokens, r.fmt, r.block or ""))
     return runs
