@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from . import block_core, cuda
+from . import block_core, block_kernels, cuda
 from .arrays import as_float_array, check_out, float_kind, is_cuda_array, restore_dtype
 from .block_kernels import run_blocks
 from .format import FloatFormat, element_format
@@ -189,23 +189,28 @@ class BlockFormat:
     # ----------------------------------------------------------------------------- operations
     def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool,
                out: np.ndarray | None = None):
-        """The fused numba pass when blocks run along the last axis (fpformat.block_core for
-        float32 MX data, fpformat.block_kernels otherwise); None for tiles and other axes (the
-        numpy path below handles those).  ``out``: a C-contiguous float32 destination for the
-        block_core kernel (ignored by the others)."""
-        if self.tile is not None or arr.ndim == 0 or arr.size == 0:
+        """The fused numba pass when blocks run along the last axis or 2-D tiles over a 2-D
+        array (fpformat.block_core for float32 MX data, fpformat.block_kernels otherwise); None
+        for other axes and tiles over more dimensions (the numpy path below handles
+        those).  ``out``: a C-contiguous float32 destination for the block_core kernel
+        (ignored by the others)."""
+        if arr.ndim == 0 or arr.size == 0 or (self.tile is not None and arr.ndim != 2):
             return None
-        if self.block_size != "tensor" and self.axis % arr.ndim != arr.ndim - 1:
+        if self.tile is None and self.block_size != "tensor" and \
+                self.axis % arr.ndim != arr.ndim - 1:
             return None
         x = np.ascontiguousarray(arr)
         L = x.shape[-1]
-        if self.block_size == "tensor":
+        tile_rows = 1
+        if self.tile is not None:
+            x2, (tile_rows, k) = x, self.tile
+        elif self.block_size == "tensor":
             x2, k = x.reshape(1, -1), x.size
         else:
             x2 = x.reshape(-1, L)
             k = L if self.block_size == "channel" else self.block_size
         sshape, _ = self.layout(x.shape)
-        if block_core.ocp_f32_applies(self, x2):             # the vectorised float32 MX kernel
+        if self.tile is None and block_core.ocp_f32_applies(self, x2):   # float32 MX kernel
             dest = None if out is None else out.reshape(x2.shape)
             codes, scales, out = block_core.run_ocp_f32(self, x2, max(k, 1), rounding, saturate,
                                                         seed, sr_bits, not want_out, want_out,
@@ -216,9 +221,20 @@ class BlockFormat:
         if self.scale_rule == "nvfp4":
             tscale = tensor_scale(x)
         codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
-                                        sr_bits, want_out)
+                                        sr_bits, want_out, tile_rows)
         return (codes.reshape(x.shape), scales.reshape(sshape), tscale,
                 None if out is None else out.reshape(x.shape))
+
+    def specialize(self, rounding: str = "rne", saturate: bool = True,
+                   sr_bits: int | None = None) -> None:
+        """Have this format's fused CPU kernels run their specialised compilation (format and
+        options as compile-time constants, several times faster per element) from the next
+        encode or quantize call with these options on, instead of after the first 2**26
+        elements (:data:`fpformat.dispatch.SPECIALIZE_AFTER`); that call compiles them (about
+        a second) or loads them from numba's cache."""
+        block_kernels.specialize(self, rounding, saturate, sr_bits)
+        if self.tile is None and self.scale_is_e8m0 and self.scale_rule in ("ocp", "amax"):
+            block_core.specialize(self, rounding, saturate, sr_bits)
 
     def encode(self, x, rounding: str = "rne", saturate: bool = True, seed: int | None = None,
                sr_bits: int | None = None, random_bits=None) -> BlockEncoding:

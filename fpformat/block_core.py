@@ -1,4 +1,4 @@
-"""The fast OCP MX kernel: float32 input, E8M0 scales, blocks along the last axis.
+"""The fast MX kernel: float32 input, E8M0 scales, blocks along the last axis.
 
 This is the hot path of MX fake-quantization (``get_format("mxfp4").quantize(x)`` on float32
 data).  It computes exactly what :mod:`fpformat.block_kernels` and the plain-numpy path in
@@ -9,7 +9,9 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
   shows as a value ``>= 0x7F800000``; the block's E8M0 code is then 255 and every element NaN,
   codes ``+0``, so the element loop only ever sees finite values);
 * ``X = 2**e``, ``e = clamp(floor(log2 amax) - emax_elem, -127, 127)`` from amax's exponent
-  field (subnormal amax: from its leading bit); ``e = -127`` for a zero block;
+  field (subnormal amax: from its leading bit); ``e = -127`` for a zero block.  The amax rule
+  rounded up into E8M0 (Transformer Engine's MXFP8 scales, ``e4m3/32/ue8m0/amax``) runs here
+  too: ``e = clamp(ceil(log2(amax / element.max)), -127, 127)``, ``e = 0`` for a zero block;
 * elements: the core rounds ``y = x * 2**-e`` without that multiplication.  Read with exponent
   bias ``127 + e`` instead of 127, ``x``'s own bits hold ``y``; the core rounds them in that
   *scaled source layout* and builds its result there, and those bits, read back as an ordinary
@@ -52,7 +54,7 @@ from numba.core.extending import intrinsic, register_jitable
 
 from . import core, scales
 from .block_kernels import int_code
-from .dispatch import JIT, seed_key, threads_for, want_specialized
+from .dispatch import JIT, prefer_specialized, seed_key, threads_for, want_specialized
 from .rounding import call_tuple, value_tuple
 
 _ABS = np.int64(0x7FFFFFFF)
@@ -89,6 +91,24 @@ def _ocp_exponent(m, emax_elem):
         lead = (np.int64(np.float64(m).view(np.int64)) >> 52) - 1023
         flog2 = lead - 149
     e = flog2 - emax_elem if m > 0 else np.int64(-127)
+    return min(max(e, np.int64(-127)), np.int64(127))
+
+
+@register_jitable
+def _block_exponent(m, R):
+    """The E8M0 scale exponent of a block whose largest magnitude has float32 bits ``m``, by the
+    rule ``R = (emax_elem, max_up)``: OCP's when ``max_up`` is 0, else the amax rule rounded up
+    into E8M0 (``2**ceil(log2(amax / max_up))``, ``max_up`` the element max; a zero block gets
+    scale 1), both clamped to E8M0's ``[-127, 127]``."""
+    if R[1] == 0.0:
+        return _ocp_exponent(m, np.int64(R[0]))
+    if m == 0:
+        return np.int64(0)
+    # amax / max in float64 is a power of two only when the exact quotient is one (amax and
+    # max * 2**e lie on one 24-bit grid), so rounding it up gives the exact ceiling
+    q = np.float64(np.uint32(m).view(np.float32)) / R[1]
+    qb = np.int64(np.float64(q).view(np.int64))
+    e = ((qb >> 52) & 0x7FF) - 1023 + (1 if qb & 0xFFFFFFFFFFFFF else 0)
     return min(max(e, np.int64(-127)), np.int64(127))
 
 
@@ -159,7 +179,7 @@ def _quotient_bits(x, xb, i, inv, C):
 
 
 @numba.njit(inline="always")
-def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, want_out,
+def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
                int_codes):
     """One block: the ``n`` elements from flat index ``lo`` (uint64: no wraparound checks in the
     loops) of the flat arrays ``x`` (float32), ``xb`` (its bits), ``codes`` and ``out``.
@@ -175,7 +195,7 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
             if want_out:
                 out[lo + np.uint64(j)] = np.float32(np.nan)
         return np.int64(255)
-    e = _ocp_exponent(mm, emax_elem)
+    e = _block_exponent(mm, R)
     if _in_layout(e, F):
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
         for j in range(n):
@@ -192,7 +212,7 @@ def _ocp_block(x, xb, lo, n, F, C, V, emax_elem, key, codes, out, want_codes, wa
 
 
 @numba.njit(inline="always")
-def _ocp_pair(x, xb, lo, n, t, F, C, V, emax_elem, key, codes, scales, out, want_codes,
+def _ocp_pair(x, xb, lo, n, t, F, C, V, R, key, codes, scales, out, want_codes,
               want_out, int_codes):
     """Blocks ``t`` and ``t + 1``, of ``n`` elements from ``lo``, in one element loop (see the
     module docstring).  Returns False, having written nothing, where either block needs the
@@ -203,8 +223,8 @@ def _ocp_pair(x, xb, lo, n, t, F, C, V, emax_elem, key, codes, scales, out, want
     for j in range(n):
         m1 = _absmax_u32(m1, xb[lo + np.uint64(j)])
         m2 = _absmax_u32(m2, xb[lo2 + np.uint64(j)])
-    e1 = _ocp_exponent(np.int64(m1), emax_elem)
-    e2 = _ocp_exponent(np.int64(m2), emax_elem)
+    e1 = _block_exponent(np.int64(m1), R)
+    e2 = _block_exponent(np.int64(m2), R)
     if (np.int64(m1) >= _INF or np.int64(m2) >= _INF
             or not (_in_layout(e1, F) and _in_layout(e2, F))):
         return False
@@ -222,7 +242,7 @@ def _ocp_pair(x, xb, lo, n, t, F, C, V, emax_elem, key, codes, scales, out, want
 
 
 @numba.njit(inline="always")
-def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+def _ocp_rows(x, xb, L, k, F, C, V, R, key, codes, scales, out, want_codes, want_out,
               int_codes):
     """All blocks of the flat C-order arrays holding ``(x.size // L, L)`` rows; ``scales`` is
     the flat ``(rows, blocks per row)`` array.  Blocks go in pairs through :func:`_ocp_pair`
@@ -233,30 +253,30 @@ def _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_cod
     for p in prange((total + 1) // 2):
         t0 = 2 * p
         if full and t0 + 1 < total and _ocp_pair(
-                x, xb, np.uint64(t0) * np.uint64(k), k, t0, F, C, V, emax_elem, key, codes,
+                x, xb, np.uint64(t0) * np.uint64(k), k, t0, F, C, V, R, key, codes,
                 scales, out, want_codes, want_out, int_codes):
             continue
         for t in range(t0, min(t0 + 2, total)):
             r = t // nb
             b = t - r * nb
             scales[t] = _ocp_block(x, xb, np.uint64(r * L + b * k), min(k, L - b * k), F, C, V,
-                                   emax_elem, key, codes, out, want_codes, want_out, int_codes)
+                                   R, key, codes, out, want_codes, want_out, int_codes)
 
 
 @numba.njit(**JIT)
-def _ocp_generic(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+def _ocp_generic(x, xb, L, k, F, C, V, R, key, codes, scales, out, want_codes, want_out,
                  int_codes):
-    _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+    _ocp_rows(x, xb, L, k, F, C, V, R, key, codes, scales, out, want_codes, want_out,
               int_codes)
 
 
 @functools.lru_cache(maxsize=None)
-def _ocp_specialized(F, C, V, emax_elem, want_codes, want_out, int_codes):
+def _ocp_specialized(F, C, V, R, want_codes, want_out, int_codes):
     # The block length stays a runtime argument: a constant trip count would have the compiler
     # unroll the block's short loops fully, and unrolled they no longer vectorise.
     @numba.njit(**JIT)
     def ocp_specialized(x, xb, L, k, key, codes, scales, out):
-        _ocp_rows(x, xb, L, k, F, C, V, emax_elem, key, codes, scales, out, want_codes, want_out,
+        _ocp_rows(x, xb, L, k, F, C, V, R, key, codes, scales, out, want_codes, want_out,
                   int_codes)
     return ocp_specialized
 
@@ -276,12 +296,34 @@ def _finite_inputs(C, V):
 
 def ocp_f32_applies(fmt, x2: np.ndarray) -> bool:
     """Whether this kernel computes ``fmt`` on the 2-D array ``x2`` (blocks along its last
-    axis): float32 data, OCP rule with E8M0 scales, an element format whose values (and their
-    products with any E8M0 scale of a float32 block) are float32 values."""
+    axis): float32 data, E8M0 scales by the OCP rule or the amax rule rounded up, an element
+    format whose values (and their products with any E8M0 scale of a float32 block) are float32
+    values."""
     el = fmt.element
-    return (x2.dtype == np.float32 and fmt.scale_rule == "ocp" and fmt.tile is None
-            and fmt.scale_is_e8m0
+    rule = fmt.scale_rule == "ocp" or (fmt.scale_rule == "amax" and fmt.scale_rounding == "up")
+    return (x2.dtype == np.float32 and rule and fmt.tile is None and fmt.scale_is_e8m0
             and el.man_bits <= 23 and el.emin >= -126 and el.emin - el.man_bits >= -22)
+
+
+def _tuples(fmt, rounding: str, saturate: bool, sr_bits):
+    """The kernel's constant tuples ``(F, C, V, R)`` for ``fmt`` with these options."""
+    el = fmt.element
+    C = call_tuple(el, rounding, saturate, sr_bits)
+    C, V = _finite_inputs(C, value_tuple(el, C, core.SRC_FLOAT32))
+    R = (np.int64(scales.emax_elem(el)), 0.0 if fmt.scale_rule == "ocp" else float(el.max))
+    return el.params, C, V, R
+
+
+def _key(F, C, R, want_codes: bool, want_out: bool, int_codes: bool) -> tuple:
+    return ("mx32", F, C, R, want_codes, want_out, int_codes)
+
+
+def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
+    """Have this kernel's next encode and quantize calls for ``fmt`` with these options run
+    specialised (compiled then, or loaded from numba's cache)."""
+    F, C, _, R = _tuples(fmt, rounding, saturate, sr_bits)
+    for want_codes, want_out in ((True, False), (False, True)):
+        prefer_specialized(_key(F, C, R, want_codes, want_out, fmt.int_codes))
 
 
 def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed, sr_bits,
@@ -290,10 +332,7 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
     ``k`` along its last axis.  Returns ``(codes or None, E8M0 scale codes, out or None)``;
     ``out`` (float32, ``x2``'s shape) may be given to write into."""
     el = fmt.element
-    C = call_tuple(el, rounding, saturate, sr_bits)
-    F = el.params
-    C, V = _finite_inputs(C, value_tuple(el, C, core.SRC_FLOAT32))
-    emax_elem = scales.emax_elem(el)
+    F, C, V, R = _tuples(fmt, rounding, saturate, sr_bits)
     rows, L = x2.shape
     nb = -(-L // k)
     x1 = np.ascontiguousarray(x2).reshape(-1)
@@ -307,11 +346,11 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
     xb = x1.view(np.uint32)
     with threads_for(x1.size):
         ic = fmt.int_codes
-        if want_specialized(("mx32", F, C, want_codes, want_out, ic), x1.size):
-            _ocp_specialized(F, C, V, emax_elem, want_codes, want_out, ic)(
+        if want_specialized(_key(F, C, R, want_codes, want_out, ic), x1.size):
+            _ocp_specialized(F, C, V, R, want_codes, want_out, ic)(
                 x1, xb, L, k, key, codes, scale_codes, out)
         else:
-            _ocp_generic(x1, xb, L, k, F, C, V, emax_elem, key, codes, scale_codes, out, want_codes,
+            _ocp_generic(x1, xb, L, k, F, C, V, R, key, codes, scale_codes, out, want_codes,
                          want_out, ic)
     return (codes.reshape(rows, L) if want_codes else None), scale_codes.reshape(rows, nb), \
         (out.reshape(rows, L) if want_out else None)

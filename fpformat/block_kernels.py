@@ -1,7 +1,8 @@
 """The fused block-scaling kernel: per block, amax, scale and element rounding in one pass.
 
 Blocks run along the last axis of a C-contiguous 2-D view ``(rows, L)``; block ``b`` of a row
-holds elements ``[b*k, min((b+1)*k, L))``.  Per block the kernel finds ``amax`` (and whether a
+holds elements ``[b*k, min((b+1)*k, L))``, or, for 2-D tiles of ``R`` rows, those elements of
+``R`` consecutive rows.  Per block the kernel finds ``amax`` (and whether a
 NaN/inf is present), forms the scale by the format's rule, rounds the scale into the scale format
 and every element ``x / scale`` into the element format, both through the scalar core
 (:func:`fpformat.core.encode_bits`), and writes element codes, scale codes and, for quantize,
@@ -21,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from . import core
-from .dispatch import JIT, seed_key, threads_for, want_specialized
+from .dispatch import JIT, prefer_specialized, seed_key, threads_for, want_specialized
 from .rounding import call_tuple
 from .scales import emax_elem
 
@@ -32,6 +33,7 @@ RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
 # the scale format's NaN code, whether it is E8M0, and whether element codes are two's-complement
 # integers (1; see int_code).
 B_RULE, B_K, B_EMAX, B_EMAX_ELEM, B_TSCALE, B_F32, B_ESUB, B_SSUB, B_SNAN, B_E8M0, B_INT = range(11)
+assert B_INT == 10, "_with_runtime spells out the block tuple"
 
 
 @numba.njit(inline="always")
@@ -82,60 +84,78 @@ def _block_scale(amax, bad, B, FS, CS):
 
 
 @numba.njit(inline="always")
-def block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out):
+def _with_runtime(B, k, tscale):
+    """``B`` with its data-dependent fields, the block length and the tensor scale, given at run
+    time: the specialised kernels are keyed (and compiled) on the rest only."""
+    return (B[B_RULE], np.float64(k), B[B_EMAX], B[B_EMAX_ELEM], np.float64(tscale), B[B_F32],
+            B[B_ESUB], B[B_SSUB], B[B_SNAN], B[B_E8M0], B[B_INT])
+
+
+@numba.njit(inline="always")
+def block_tile(x, tr, b, R, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out):
+    """Block ``b`` of tile row ``tr``: rows ``[tr*R, min((tr+1)*R, rows))`` times elements
+    ``[b*k, min((b+1)*k, L))`` share one scale (``R = 1``: a block along the last axis)."""
     k = np.int64(B[B_K])
     lo = b * k
     hi = min(lo + k, L)
-    xr = x[r]
+    r0 = tr * R
+    r1 = min(r0 + R, x.shape[0])
     amax = 0.0
     bad = False
-    for j in range(lo, hi):                                 # a reduction: vectorises
-        v = abs(np.float64(xr[j]))
-        bad = bad or not (v <= 1.7976931348623157e308)      # NaN or inf
-        amax = max(amax, v if v <= 1.7976931348623157e308 else 0.0)
+    for r in range(r0, r1):
+        xr = x[r]
+        for j in range(lo, hi):                             # a reduction: vectorises
+            v = abs(np.float64(xr[j]))
+            bad = bad or not (v <= 1.7976931348623157e308)  # NaN or inf
+            amax = max(amax, v if v <= 1.7976931348623157e308 else 0.0)
     sval, scode = _block_scale(amax, bad, B, FS, CS)
-    scales[r, b] = scode
+    scales[tr, b] = scode
     usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
     div = sval if usable else 1.0
     esub = B[B_ESUB]
-    cr = codes[r]
-    base = r * L
-    # The element loop has selects only (no early exits).
-    for j in range(lo, hi):
-        y = np.float64(xr[j]) / div if usable else 0.0        # +0 in NaN/zero-scale blocks
-        u = core.sr_random(key, base + j) if sr else np.uint64(0)
-        c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
-        ints = B[B_INT] == 1.0
-        cr[j] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
-        if want_out:
-            v = core.decode_code(c, FE, esub) * sval
-            out[r, j] = v + 0.0 if ints else v              # + 0.0: no -0 among integers
+    ints = B[B_INT] == 1.0
+    for r in range(r0, r1):
+        xr = x[r]
+        cr = codes[r]
+        base = r * L
+        # The element loop has selects only (no early exits).
+        for j in range(lo, hi):
+            y = np.float64(xr[j]) / div if usable else 0.0    # +0 in NaN/zero-scale blocks
+            u = core.sr_random(key, base + j) if sr else np.uint64(0)
+            c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
+            cr[j] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
+            if want_out:
+                v = core.decode_code(c, FE, esub) * sval
+                out[r, j] = v + 0.0 if ints else v          # + 0.0: no -0 among integers
 
 
 @numba.njit(**JIT)
-def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out):
+def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out, R, k, tscale):
     rows, L = x.shape
-    k = np.int64(B[B_K])
     nb = (L + k - 1) // k
+    ntr = (rows + R - 1) // R
     sr = CE[core.C_MODE] == core.SR
-    for t in prange(rows * nb):
-        r = t // nb
-        b = t - r * nb
-        block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+    Bt = _with_runtime(B, k, tscale)
+    for t in prange(ntr * nb):
+        tr = t // nb
+        b = t - tr * nb
+        block_tile(x, tr, b, R, L, Bt, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
 
 
 @functools.lru_cache(maxsize=None)
 def _block_specialized(B, FE, CE, FS, CS, want_out):
     @numba.njit(**JIT)
-    def block_specialized(x, key, codes, scales, out):
+    def block_specialized(x, key, codes, scales, out, R, k, tscale):
         rows, L = x.shape
-        k = np.int64(B[B_K])
         nb = (L + k - 1) // k
+        ntr = (rows + R - 1) // R
         sr = CE[core.C_MODE] == core.SR
-        for t in prange(rows * nb):
-            r = t // nb
-            b = t - r * nb
-            block_row(x, r, b, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+        Bt = _with_runtime(B, k, tscale)
+        for t in prange(ntr * nb):
+            tr = t // nb
+            b = t - tr * nb
+            block_tile(x, tr, b, R, L, Bt, FE, CE, FS, CS, key, sr, codes, scales, out,
+                       want_out)
     return block_specialized
 
 
@@ -168,24 +188,41 @@ def block_params(fmt, k: int, tscale: float | None, rounding: str, saturate: boo
     return B, el.params, CE, FS, CS
 
 
+def _constant_part(B: tuple) -> tuple:
+    """``B`` without its run-time fields (block length, tensor scale): the specialisation key
+    and the specialised kernel's constant."""
+    return B[:B_K] + (0.0,) + B[B_K + 1:B_TSCALE] + (0.0,) + B[B_TSCALE + 1:]
+
+
+def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
+    """Have the next calls of this kernel for block format ``fmt`` with these options run
+    specialised (compiled then, or loaded from numba's cache), whatever their block length."""
+    B, FE, CE, FS, CS = block_params(fmt, 1, None, rounding, saturate, sr_bits)
+    prefer_specialized(("blk", _constant_part(B), FE, CE, FS, CS))
+
+
 def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,
-               seed, sr_bits, want_out: bool):
+               seed, sr_bits, want_out: bool, tile_rows: int = 1):
     """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
-    blocks of ``k`` along its last axis.  Returns ``(codes, scales, out)``."""
+    blocks of ``k`` along its last axis, each spanning ``tile_rows`` rows (2-D tiles; 1: a block
+    per row).  Returns ``(codes, scales, out)``, the scales shaped ``(ceil(rows / tile_rows),
+    ceil(L / k))``."""
     B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
     el, sf = fmt.element, fmt.scale_format
     rows, L = x2.shape
     nb = -(-L // k)
     codes = np.empty((rows, L), dtype=el.dtype)
-    scales = np.empty((rows, nb), dtype=np.uint32 if sf is None else sf.dtype)
+    scales = np.empty((-(-rows // tile_rows), nb), dtype=np.uint32 if sf is None else sf.dtype)
     out = np.empty((rows, L) if want_out else (1, 1), dtype=np.float64 if not want_out
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
     key = seed_key(seed, CE[core.C_MODE])
+    Bk = _constant_part(B)
+    args = (np.int64(tile_rows), np.int64(k), np.float64(B[B_TSCALE]))
     with threads_for(x2.size):
-        if want_specialized(("blk", B, FE, CE, FS, CS), x2.size):
-            _block_specialized(B, FE, CE, FS, CS, want_out)(x2, key, codes, scales, out)
+        if want_specialized(("blk", Bk, FE, CE, FS, CS), x2.size):
+            _block_specialized(Bk, FE, CE, FS, CS, want_out)(x2, key, codes, scales, out, *args)
         else:
-            _block_generic(x2, B, FE, CE, FS, CS, key, codes, scales, out, want_out)
+            _block_generic(x2, Bk, FE, CE, FS, CS, key, codes, scales, out, want_out, *args)
     if sf is None:
         scales = scales.view(np.float32)
     return codes, scales, (out if want_out else None)

@@ -223,3 +223,23 @@ def test_hypothesis_nvfp4_matches_reference(vals, mode):
     x = np.array([vals], dtype=np.float32)
     values, _, _ = ref.nvfp4(x.astype(np.float64), mode)
     check_block(get_format("nvfp4"), x, values, mode)
+
+
+@pytest.mark.parametrize("spec", ["e4m3/1x128", "float8_e4m3fn/128x128", "e2m3/3x5/ue8m0/amax",
+                                  "float4_e2m1fn/16x16/ue4m3fn/nvfp4", "e2m1/4x16/ue4m3fn/nvfp4"])
+@pytest.mark.parametrize("mode", ["rne", "rtz", "sr"])
+def test_fused_2d_tiles_equal_the_numpy_path(spec, mode):
+    """A 2-D array's tiles go through the fused kernel (fpformat.block_kernels); a 3-D array
+    takes the plain numpy path: the same tiles, so the same codes, scales and values (ragged
+    tiles at both edges)."""
+    b = get_format(spec)
+    x = hard((45, 170), "float32", seed=len(spec))
+    fused, plain = b.encode(x, rounding=mode, seed=3), b.encode(x[None], rounding=mode, seed=3)
+    np.testing.assert_array_equal(fused.codes, plain.codes[0])
+    np.testing.assert_array_equal(fused.scales, plain.scales[0])
+    np.testing.assert_equal(fused.tensor_scale, plain.tensor_scale)      # NaN: data holds NaN
+    np.testing.assert_array_equal(b.quantize(x, rounding=mode, seed=3),
+                                  b.quantize(x[None], rounding=mode, seed=3)[0])
+    finite = np.nan_to_num(x, nan=1.0, posinf=3e4, neginf=-3e4)
+    np.testing.assert_array_equal(b.quantize(finite, rounding=mode, seed=3),
+                                  b.quantize(finite[None], rounding=mode, seed=3)[0])

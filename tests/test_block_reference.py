@@ -209,6 +209,30 @@ def test_fast_kernel_equals_general_kernel(preset, mode, sat, monkeypatch):
         assert np.array_equal(out.view(np.uint32), go.view(np.uint32))
 
 
+@pytest.mark.parametrize("spec", ["float8_e4m3fn/32/ue8m0/amax", "e2m1/32/ue8m0/amax",
+                                  "e5m2/16/ue8m0/amax"])
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_kernel_amax_rule_rounded_up_equals_general_kernel(spec, mode, monkeypatch):
+    """``2**ceil(log2(amax / max))`` E8M0 scales: exact powers of two at the boundary (amax =
+    max * 2**e keeps e), zero blocks (scale 1), NaN/inf blocks, ragged rows."""
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    b = get_format(spec)
+    k = b.block_size
+    for shape in ((6, 3 * k), (5, 2 * k + 5), (2, k)):
+        x2 = hard_data(shape, seed=5, element_max=b.element.max)
+        x2[0, :k] = 0.0
+        x2[1, :k] = np.float32(b.element.max) * np.float32(2.0 ** -3)    # amax on a boundary
+        x2[1, k:2 * k] = np.nextafter(x2[1, 0], np.float32(np.inf))     # just above it
+        assert block_core.ocp_f32_applies(b, x2)
+        codes, scales, _ = block_core.run_ocp_f32(b, x2, k, mode, True, 11, None, True, False)
+        _, _, out = block_core.run_ocp_f32(b, x2, k, mode, True, 11, None, False, True)
+        gc, gs, go = _general(b, x2, k, mode, True, 11, True)
+        assert np.array_equal(codes, gc) and np.array_equal(scales, gs), shape
+        assert np.array_equal(out.view(np.uint32), go.view(np.uint32)), shape
+        assert scales[0, 0] == 127 and scales[1, 0] == 127 - 3
+        assert shape[1] < 2 * k or scales[1, 1] == 127 - 2
+
+
 @pytest.mark.parametrize("mode", ["rne", "sr", "rtp"])
 def test_fast_kernel_specialised_equals_generic(mode, monkeypatch):
     b = get_format("mxfp4")
@@ -247,12 +271,13 @@ def test_fast_kernel_pairs_of_blocks(policy, mode, monkeypatch):
 @given(element=st.sampled_from(["e2m1", "e3m2", "e2m3", "e4m3", "e5m2", "e1m2", "e3m3", "e4m0"]),
        k=st.sampled_from([8, 16, 32]), rows=st.integers(1, 3), blocks=st.integers(1, 5),
        top=st.integers(-150, 126), seed=st.integers(0, 2 ** 31), mode=st.sampled_from(MODES),
-       sat=st.booleans())
-def test_fast_kernel_any_element_any_scale(element, k, rows, blocks, top, seed, mode, sat):
+       sat=st.booleans(), scale=st.sampled_from(["e8m0", "ue8m0/amax"]))
+def test_fast_kernel_any_element_any_scale(element, k, rows, blocks, top, seed, mode, sat, scale):
     """The scale folded into the core's source layout, for element formats other than the
     presets and block maxima from float32's subnormals to its largest binade: around
-    ``2**-120`` blocks switch between the layout path and the multiplying path."""
-    b = get_format(f"{element}/{k}/e8m0")
+    ``2**-120`` blocks switch between the layout path and the multiplying path.  Scales by
+    the OCP rule and by the amax rule rounded up into E8M0 (Transformer Engine's MXFP8)."""
+    b = get_format(f"{element}/{k}/{scale}")
     rng = np.random.default_rng(seed)
     block_exp = top - rng.integers(0, 40, (rows, blocks, 1))
     spread = rng.integers(-30, 1, (rows, blocks, k))

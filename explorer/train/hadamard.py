@@ -80,20 +80,30 @@ def rotate(t: torch.Tensor, r: torch.Tensor | None, axis: int) -> torch.Tensor:
     element stays as it is."""
     if r is None:
         return t
-    if axis == 0:
-        return rotate(t.t(), r, 1).t()
-    rows, k = t.shape
+    k = t.shape[axis]
     b = r.shape[0]
     m = r.to(device=t.device, dtype=t.dtype)
+
+    def blocks(lo: int, n: int, mat: torch.Tensor) -> torch.Tensor:
+        # elements [lo, lo + n) of the axis, each run of mat.shape[0] times mat; no transposes
+        c = mat.shape[0]
+        if axis == 1:
+            part = t[:, lo:lo + n]
+            if part.is_contiguous():                       # one (rows * n / c, c) GEMM
+                return (part.reshape(-1, c) @ mat).reshape(part.shape)
+            return (part.reshape(part.shape[0], n // c, c) @ mat).reshape(part.shape)
+        part = t[lo:lo + n]
+        return (mat.t() @ part.reshape(n // c, c, part.shape[1])).reshape(part.shape)
+
     full = k - k % b
-    parts = [(t[:, :full].reshape(rows, full // b, b) @ m).reshape(rows, full)]
+    parts = [blocks(0, full, m)] if full else []
     pos, n = full, b
     while pos < k:
         while n > k - pos:
             n //= 2
         if n == 1:
-            parts.append(t[:, pos:])
+            parts.append(t[:, pos:] if axis == 1 else t[pos:])
             break
-        parts.append(t[:, pos:pos + n] @ (m[:n, :n] * math.sqrt(b / n)))
+        parts.append(blocks(pos, n, m[:n, :n] * math.sqrt(b / n)))
         pos += n
-    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, axis)

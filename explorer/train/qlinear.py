@@ -1180,19 +1180,22 @@ def dequantize_model(model: nn.Module) -> nn.Module:
 
 def specialize_kernels(model: nn.Module) -> int:
     """Compile now the specialised fpformat kernels (format and mode as compile-time constants,
-    ~3x faster per element than the generic ones) for every element-format operand of the
-    model's QuantLinear layers, instead of after the first 64M elements of each.  For long runs
-    (the trainer calls it for runs of 200 steps or more): about a second of compilation per new
-    (format, mode) pair, cached on disk.  Block-scaled operands keep their own policy.
+    several times faster per element than the generic ones) for every operand of the model's
+    quantized GEMM modules, element and block formats alike, instead of after the first 64M
+    elements of each.  For long runs (the trainer calls it for runs of 200 steps or more):
+    about a second of compilation per new (format, mode) pair, cached on disk.
     Returns how many (format, rounding) pairs were specialised."""
     pairs = set()
     for m in model.modules():
         if isinstance(m, _QuantGemmMixin):
             for op in m._ops:
-                if op is not None and isinstance(op.fmt, FloatFormat):
+                if op is not None:
                     pairs.add((op.fmt, op.spec.rounding))
     for fmt, rounding in pairs:
-        specialize(fmt, rounding, saturate=True)
+        if isinstance(fmt, FloatFormat):
+            specialize(fmt, rounding, saturate=True)
+        elif isinstance(fmt, BlockFormat):
+            fmt.specialize(rounding, saturate=True)
     return len(pairs)
 
 
