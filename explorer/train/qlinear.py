@@ -525,9 +525,10 @@ class _DelayedScale:
         x = t.to(torch.float32) * self.scale
         q = quantize_values(x, op.fmt, rounding=op.spec.rounding, saturate=True,
                             seed=seed if op.spec.rounding == "sr" else None)
-        y = (q * torch.reciprocal(self.scale)).to(t.dtype)
+        y = q.mul_(torch.reciprocal(self.scale)).to(t.dtype)     # q is ours: scale in place
         if record:
-            self._record(t.detach().abs().amax().to(torch.float32))
+            lo, hi = t.detach().aminmax()                 # one pass, NaN propagates
+            self._record(torch.maximum(-lo, hi).to(torch.float32))
         return y
 
     def _record(self, amax: torch.Tensor) -> None:
