@@ -222,7 +222,7 @@ class BlockFormat:
             tscale = tensor_scale(x)
         codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
                                         sr_bits, want_out, tile_rows)
-        return (codes.reshape(x.shape), scales.reshape(sshape), tscale,
+        return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape), tscale,
                 None if out is None else out.reshape(x.shape))
 
     def specialize(self, rounding: str = "rne", saturate: bool = True,

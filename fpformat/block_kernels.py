@@ -23,7 +23,7 @@ from numba import prange
 
 from . import core
 from .dispatch import JIT, prefer_specialized, seed_key, threads_for, want_specialized
-from .rounding import call_tuple
+from .rounding import call_tuple, value_tuple
 from .scales import emax_elem
 
 RULE_OCP, RULE_AMAX, RULE_NVFP4 = 0, 1, 2
@@ -92,9 +92,11 @@ def _with_runtime(B, k, tscale):
 
 
 @numba.njit(inline="always")
-def block_tile(x, tr, b, R, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, want_out):
+def block_tile(x, tr, b, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, scales, out, want_out):
     """Block ``b`` of tile row ``tr``: rows ``[tr*R, min((tr+1)*R, rows))`` times elements
-    ``[b*k, min((b+1)*k, L))`` share one scale (``R = 1``: a block along the last axis)."""
+    ``[b*k, min((b+1)*k, L))`` share one scale (``R = 1``: a block along the last axis).
+    Writes the element codes, or with ``want_out`` the values instead (rounded straight to a
+    value by the core, ``VE`` its special results as float64 bits)."""
     k = np.int64(B[B_K])
     lo = b * k
     hi = min(lo + k, L)
@@ -112,25 +114,30 @@ def block_tile(x, tr, b, R, L, B, FE, CE, FS, CS, key, sr, codes, scales, out, w
     scales[tr, b] = scode
     usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
     div = sval if usable else 1.0
-    esub = B[B_ESUB]
     ints = B[B_INT] == 1.0
     for r in range(r0, r1):
         xr = x[r]
-        cr = codes[r]
         base = r * L
-        # The element loop has selects only (no early exits).
-        for j in range(lo, hi):
-            y = np.float64(xr[j]) / div if usable else 0.0    # +0 in NaN/zero-scale blocks
-            u = core.sr_random(key, base + j) if sr else np.uint64(0)
-            c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
-            cr[j] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
-            if want_out:
-                v = core.decode_code(c, FE, esub) * sval
-                out[r, j] = v + 0.0 if ints else v          # + 0.0: no -0 among integers
+        # The element loops have selects only (no early exits).
+        if want_out:
+            outr = out[r]
+            for j in range(lo, hi):
+                y = np.float64(xr[j]) / div if usable else 0.0    # +0 in NaN/zero-scale blocks
+                u = core.sr_random(key, base + j) if sr else np.uint64(0)
+                q = core.quantize_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, VE, u)
+                v = np.int64(q).view(np.float64) * sval
+                outr[j] = v + 0.0 if ints else v                # + 0.0: no -0 among integers
+        else:
+            cr = codes[r]
+            for j in range(lo, hi):
+                y = np.float64(xr[j]) / div if usable else 0.0
+                u = core.sr_random(key, base + j) if sr else np.uint64(0)
+                c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
+                cr[j] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
 
 
 @numba.njit(**JIT)
-def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out, R, k, tscale):
+def _block_generic(x, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale):
     rows, L = x.shape
     nb = (L + k - 1) // k
     ntr = (rows + R - 1) // R
@@ -139,11 +146,12 @@ def _block_generic(x, B, FE, CE, FS, CS, key, codes, scales, out, want_out, R, k
     for t in prange(ntr * nb):
         tr = t // nb
         b = t - tr * nb
-        block_tile(x, tr, b, R, L, Bt, FE, CE, FS, CS, key, sr, codes, scales, out, want_out)
+        block_tile(x, tr, b, R, L, Bt, FE, CE, VE, FS, CS, key, sr, codes, scales, out,
+                   want_out)
 
 
 @functools.lru_cache(maxsize=None)
-def _block_specialized(B, FE, CE, FS, CS, want_out):
+def _block_specialized(B, FE, CE, VE, FS, CS, want_out):
     @numba.njit(**JIT)
     def block_specialized(x, key, codes, scales, out, R, k, tscale):
         rows, L = x.shape
@@ -154,7 +162,7 @@ def _block_specialized(B, FE, CE, FS, CS, want_out):
         for t in prange(ntr * nb):
             tr = t // nb
             b = t - tr * nb
-            block_tile(x, tr, b, R, L, Bt, FE, CE, FS, CS, key, sr, codes, scales, out,
+            block_tile(x, tr, b, R, L, Bt, FE, CE, VE, FS, CS, key, sr, codes, scales, out,
                        want_out)
     return block_specialized
 
@@ -205,13 +213,15 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
                seed, sr_bits, want_out: bool, tile_rows: int = 1):
     """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
     blocks of ``k`` along its last axis, each spanning ``tile_rows`` rows (2-D tiles; 1: a block
-    per row).  Returns ``(codes, scales, out)``, the scales shaped ``(ceil(rows / tile_rows),
+    per row).  Returns ``(codes, scales, out)``: codes None with ``want_out`` (quantize needs the
+    values only), out None without; the scales shaped ``(ceil(rows / tile_rows),
     ceil(L / k))``."""
     B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
     el, sf = fmt.element, fmt.scale_format
     rows, L = x2.shape
     nb = -(-L // k)
-    codes = np.empty((rows, L), dtype=el.dtype)
+    codes = np.empty((1, 1) if want_out else (rows, L), dtype=el.dtype)
+    VE = value_tuple(el, CE, core.SRC_FLOAT64)
     scales = np.empty((-(-rows // tile_rows), nb), dtype=np.uint32 if sf is None else sf.dtype)
     out = np.empty((rows, L) if want_out else (1, 1), dtype=np.float64 if not want_out
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
@@ -220,9 +230,10 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     args = (np.int64(tile_rows), np.int64(k), np.float64(B[B_TSCALE]))
     with threads_for(x2.size):
         if want_specialized(("blk", Bk, FE, CE, FS, CS), x2.size):
-            _block_specialized(Bk, FE, CE, FS, CS, want_out)(x2, key, codes, scales, out, *args)
+            _block_specialized(Bk, FE, CE, VE, FS, CS, want_out)(x2, key, codes, scales, out,
+                                                                *args)
         else:
-            _block_generic(x2, Bk, FE, CE, FS, CS, key, codes, scales, out, want_out, *args)
+            _block_generic(x2, Bk, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, *args)
     if sf is None:
         scales = scales.view(np.float32)
-    return codes, scales, (out if want_out else None)
+    return (None if want_out else codes), scales, (out if want_out else None)

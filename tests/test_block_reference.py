@@ -190,7 +190,11 @@ MODES = ["rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"]
 
 
 def _general(b, x2, k, mode, sat, seed, want_out):
-    return run_blocks(b, x2, k, None, mode, sat, seed, None, want_out)
+    """(codes, scales, values or None) of the general kernel: codes from an encode pass, values
+    from a quantize pass (the kernel writes one or the other)."""
+    codes, scales, _ = run_blocks(b, x2, k, None, mode, sat, seed, None, False)
+    out = run_blocks(b, x2, k, None, mode, sat, seed, None, True)[2] if want_out else None
+    return codes, scales, out
 
 
 @pytest.mark.parametrize("preset", sorted(ref.PRESET_ELEMENT))

@@ -233,12 +233,14 @@ def preset_names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
 
 
-def get_recipe(name_or_path: str | Path) -> Recipe:
-    """A preset by name (:func:`preset_names`) or a recipe TOML file by path.  ``ValueError``
-    naming the presets for an unknown name; ``FileNotFoundError`` for a missing ``.toml``."""
+def get_recipe(name_or_path: str | Path, base_dir: str | Path | None = None) -> Recipe:
+    """A preset by name (:func:`preset_names`) or a recipe TOML file by path (a ``Path``, or a
+    string ending in ``.toml`` or holding a ``/``; relative to ``base_dir`` when given).
+    ``ValueError`` naming the presets for an unknown name; ``FileNotFoundError`` for a missing
+    file."""
     s = str(name_or_path)
     if s.endswith(".toml") or isinstance(name_or_path, Path) or "/" in s:
-        path = Path(s)
+        path = Path(s) if base_dir is None else Path(base_dir) / s
         if not path.is_file():
             raise FileNotFoundError(f"recipe file not found: {path}")
         try:

@@ -177,9 +177,9 @@ def _is_none(v) -> bool:
 
 def _grid_recipes(grid: dict, base_dir: Path) -> list:
     """The ``recipe`` axis of a grid: a :class:`~explorer.train.recipes.Recipe` per value, None
-    for ``"none"``.  Preset names as they are; a value ending in ``.toml`` or holding a ``/`` is a
-    file, relative to ``base_dir``.  ``ValueError`` (naming ``[grid].recipe``, and the presets
-    for an unknown name) and ``FileNotFoundError`` (a missing file)."""
+    for ``"none"``: preset names, or recipe files relative to ``base_dir``.  ``ValueError``
+    (naming ``[grid].recipe``, and the presets for an unknown name) and ``FileNotFoundError``
+    (a missing file)."""
     out = []
     for v in _as_list(grid.get("recipe", ["none"]), "recipe"):
         if not isinstance(v, str) or not v.strip():
@@ -188,10 +188,8 @@ def _grid_recipes(grid: dict, base_dir: Path) -> list:
         if _is_none(v):
             out.append(None)
             continue
-        v = v.strip()
-        is_path = v.endswith(".toml") or "/" in v
         try:
-            out.append(get_recipe(base_dir / v if is_path else v))
+            out.append(get_recipe(v.strip(), base_dir))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"spec [grid].recipe: {exc}") from None
         except ValueError as exc:
