@@ -31,6 +31,7 @@ import torch
 import fpformat
 from fpformat import get_format
 
+from .. import results
 from ..progress import Progress
 from . import store
 from .data import (
@@ -388,7 +389,8 @@ def _format_columns(q: QuantConfig) -> tuple[int | None, int | None, str | None,
     """(exp_bits, man_bits, block, fmt, targets) for the runs table (a recipe run: fmt
     ``"recipe"``, no single E/M or block, the GEMM inputs it quantizes)."""
     if q.recipe is not None:
-        return None, None, None, "recipe", ",".join(t for t in TARGETS if q.spec(t) is not None)
+        quantized = ",".join(t for t in TARGETS if q.spec(t) is not None)
+        return None, None, None, results.RECIPE_FMT, quantized
     if q.fmt is None:
         return None, None, None, "none", ",".join(t for t, _ in q.overrides)
     f = get_format(q.fmt)
