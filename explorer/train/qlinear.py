@@ -374,11 +374,16 @@ class QuantConfig:
 
     @property
     def active(self) -> bool:
-        """True when at least one GEMM input (or the attention inputs) is quantized, or the
-        GEMMs run through an emulated accumulator."""
-        return (any(self.spec(t) is not None for t in TARGETS) or self.attention is not None
-                or self.accumulator is not None or self.matrix_unit is not None
-                or bool(self.transforms))
+        """True when the GEMMs differ from torch's (:attr:`computes_gemms`) or the attention
+        inputs are quantized."""
+        return self.computes_gemms or self.attention is not None
+
+    @property
+    def computes_gemms(self) -> bool:
+        """True when the GEMMs differ from torch's: some GEMM input is quantized or rotated,
+        or the GEMMs run through an emulated accumulator or matrix unit."""
+        return (any(self.spec(t) is not None for t in TARGETS) or bool(self.transforms)
+                or self.accumulator is not None or self.matrix_unit is not None)
 
     @property
     def delayed(self) -> bool:
@@ -1042,8 +1047,8 @@ class QuantizedGemms:
     skipped: ``(name, reason)`` of the GEMM modules left unquantized (classifier heads without
         ``include_head``; ``nn.MultiheadAttention``'s ``out_proj``, whose weight that module
         uses directly, never calling its forward).
-    quantizes: whether the config quantizes any GEMM input or runs the GEMMs through an
-        emulated accumulator or matrix unit (False for an attention-only config).
+    quantizes: whether the config quantizes any GEMM input, rotates one, or runs the GEMMs
+        through an emulated accumulator or matrix unit (False for an attention-only config).
     attention: how many attention modules quantize q, k, v (``qcfg.attention``).
     """
 
@@ -1063,11 +1068,6 @@ class QuantizedGemms:
         if self.skipped:
             s += " (unquantized: " + ", ".join(f"{n}: {r}" for n, r in self.skipped) + ")"
         return s
-
-
-def _quantizes_gemms(qcfg: QuantConfig) -> bool:
-    return (any(qcfg.spec(t) is not None for t in TARGETS) or qcfg.accumulator is not None
-            or qcfg.matrix_unit is not None)
 
 
 def quantize_model(model: nn.Module, qcfg: QuantConfig) -> QuantizedGemms:
@@ -1150,7 +1150,7 @@ def quantize_model(model: nn.Module, qcfg: QuantConfig) -> QuantizedGemms:
         raise ValueError(f"{cls} has no GEMM module to quantize: none of its modules is of a "
                          f"registered GEMM type ({kinds}); register its GEMM modules' class "
                          "with explorer.train.qlinear.register_gemm")
-    return QuantizedGemms(tuple(names), tuple(skipped), _quantizes_gemms(qcfg), attention)
+    return QuantizedGemms(tuple(names), tuple(skipped), qcfg.computes_gemms, attention)
 
 
 def _plain(q: QuantLinear) -> nn.Linear:
