@@ -1,6 +1,6 @@
-"""Test helpers for child processes, sweeps and the results database: a CUDA child run under
-the simulator or NVVM, processes read from /proc (Linux) and a results database as older
-versions wrote it."""
+"""Test helpers for child processes, sweeps, the CLI and the results database: a CUDA child run
+under the simulator or NVVM, processes read from /proc (Linux), ``fpx`` run in-process, and a
+results database as older versions wrote it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``fpx ARGV`` in this process: ``(exit code, stdout, stderr)`` (``capsys``: pytest's)."""
+    from explorer.cli import main
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
 def cuda_child(script: str, which: str, simulator: bool) -> dict[str, str]:

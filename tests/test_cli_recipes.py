@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from procs import run_cli
 
-from explorer.cli import main
 from explorer.train.qlinear import TARGETS
 from explorer.train.recipes import get_recipe, parse_recipe, preset_names
 
@@ -20,17 +20,7 @@ TINY = ["train", "--layers", "1", "--d-model", "32", "--tokens", "4096", "--seq-
         "--device", "cpu", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FPX_CACHE", str(tmp_path_factory.getbasetemp() / "fpxcache"))
-    from explorer.train.trainer import set_threads
-    set_threads(1)
-
-
-def _cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("train_env")
 
 
 def _one_error(err: str, command: str) -> str:
@@ -44,7 +34,7 @@ def _one_error(err: str, command: str) -> str:
 
 def test_list_names_every_preset_with_its_hash_and_summary(capsys):
     assert preset_names() == PRESETS
-    rc, out, err = _cli(capsys, "recipes")
+    rc, out, err = run_cli(capsys, "recipes")
     assert rc == 0 and err == ""
     lines = out.splitlines()
     assert len(lines) == len(PRESETS)
@@ -56,7 +46,7 @@ def test_list_names_every_preset_with_its_hash_and_summary(capsys):
 
 
 def test_list_json(capsys):
-    rc, out, _ = _cli(capsys, "recipes", "--json")
+    rc, out, _ = run_cli(capsys, "recipes", "--json")
     assert rc == 0
     entries = json.loads(out)
     assert [e["name"] for e in entries] == list(PRESETS)
@@ -73,7 +63,7 @@ def test_list_json(capsys):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_toml_round_trips_to_the_same_hash(capsys, name):
-    rc, out, err = _cli(capsys, "recipes", name, "--toml")
+    rc, out, err = run_cli(capsys, "recipes", name, "--toml")
     assert rc == 0 and err == ""
     r = get_recipe(name)
     assert out == r.text
@@ -82,11 +72,11 @@ def test_toml_round_trips_to_the_same_hash(capsys, name):
 
 
 def test_show_prints_describe_then_the_toml(capsys):
-    rc, out, _ = _cli(capsys, "recipes", "te-nvfp4")
+    rc, out, _ = run_cli(capsys, "recipes", "te-nvfp4")
     r = get_recipe("te-nvfp4")
     assert rc == 0 and out == r.describe() + "\n\n" + r.text
     assert "random Hadamard transform, 16 elements" in out
-    rc, out, _ = _cli(capsys, "recipes", "deepseek-v3", "--json")
+    rc, out, _ = run_cli(capsys, "recipes", "deepseek-v3", "--json")
     d = json.loads(out)
     assert rc == 0 and d["hash"] == get_recipe("deepseek-v3").content_hash
     assert parse_recipe(d["toml"]).content_hash == d["hash"]
@@ -94,22 +84,22 @@ def test_show_prints_describe_then_the_toml(capsys):
 
 
 def test_bad_recipes_are_one_line_exit_2(capsys, tmp_path):
-    rc, out, err = _cli(capsys, "recipes", "te-nvfp5")
+    rc, out, err = run_cli(capsys, "recipes", "te-nvfp5")
     msg = _one_error(err, "recipes")
     assert rc == 2 and out == "" and "'te-nvfp5'" in msg and "te-nvfp4" in msg
-    rc, _, err = _cli(capsys, "recipes", str(tmp_path / "missing.toml"))
+    rc, _, err = run_cli(capsys, "recipes", str(tmp_path / "missing.toml"))
     assert rc == 2 and "missing.toml" in _one_error(err, "recipes")
     bad = tmp_path / "bad.toml"
     bad.write_text('[fwd_x]\nformat = "e4m3"\nblok = 32\n')
-    rc, _, err = _cli(capsys, "recipes", str(bad))
+    rc, _, err = run_cli(capsys, "recipes", str(bad))
     msg = _one_error(err, "recipes")
     assert rc == 2 and "bad.toml" in msg and "blok" in msg
     bad.write_text('[fwd_x]\nformat = "e9q9"\n')
-    rc, _, err = _cli(capsys, "recipes", str(bad))
+    rc, _, err = run_cli(capsys, "recipes", str(bad))
     assert rc == 2 and "e9q9" in _one_error(err, "recipes")
-    rc, _, err = _cli(capsys, "recipes", "--toml")
+    rc, _, err = run_cli(capsys, "recipes", "--toml")
     assert rc == 2 and "give its name" in _one_error(err, "recipes")
-    rc, _, err = _cli(capsys, "recipes", "sun2025", "--toml", "--json")
+    rc, _, err = run_cli(capsys, "recipes", "sun2025", "--toml", "--json")
     assert rc == 2 and "--toml and --json" in _one_error(err, "recipes")
 
 
@@ -124,22 +114,22 @@ def test_bad_recipes_are_one_line_exit_2(capsys, tmp_path):
 ])
 def test_train_recipe_refuses_options_it_sets(capsys, tmp_path, extra, flag):
     db = tmp_path / "runs.db"
-    rc, out, err = _cli(capsys, *TINY, "--recipe", "sun2025", *extra, "--db", str(db))
+    rc, out, err = run_cli(capsys, *TINY, "--recipe", "sun2025", *extra, "--db", str(db))
     msg = _one_error(err, "train")
     assert rc == 2 and out == "" and msg.startswith(f"{flag} cannot be given with --recipe")
     assert not db.exists()                          # refused before anything is written
 
 
 def test_train_unknown_recipe_exit_2(capsys):
-    rc, _, err = _cli(capsys, *TINY, "--recipe", "nope")
+    rc, _, err = run_cli(capsys, *TINY, "--recipe", "nope")
     assert rc == 2 and "unknown recipe 'nope'" in _one_error(err, "train")
 
 
 def test_train_with_a_preset_recipe(capsys, tmp_path):
     db = tmp_path / "runs.db"
     # --format none is the default, so it is no conflict.
-    rc, out, err = _cli(capsys, *TINY, "--recipe", "te-nvfp4", "--format", "none",
-                        "--db", str(db), "--json")
+    rc, out, err = run_cli(capsys, *TINY, "--recipe", "te-nvfp4", "--format", "none",
+                           "--db", str(db), "--json")
     assert rc == 0, err
     r = json.loads(out.strip().splitlines()[-1])
     nv = get_recipe("te-nvfp4")
@@ -152,19 +142,19 @@ def test_train_with_a_preset_recipe(capsys, tmp_path):
                                                                 nv.content_hash)
     assert row["targets"] == ",".join(TARGETS) and row["exp_bits"] is None
     # Text output: the recipe and its hash in the summary line.
-    rc, out, _ = _cli(capsys, *TINY, "--recipe", "te-nvfp4", "--db", str(db))
+    rc, out, _ = run_cli(capsys, *TINY, "--recipe", "te-nvfp4", "--db", str(db))
     assert rc == 0 and "already in the database" in out
     assert f"recipe te-nvfp4 (hash {nv.content_hash}; quantizes " in out
 
 
 def test_train_with_a_user_toml_recipe(capsys, tmp_path):
     # A user's copy of sun2025 under another name: the same hash (what it does), its own name.
-    rc, text, _ = _cli(capsys, "recipes", "sun2025", "--toml")
+    rc, text, _ = run_cli(capsys, "recipes", "sun2025", "--toml")
     assert rc == 0
     mine = tmp_path / "my-recipe.toml"
     mine.write_text(text.replace('name = "sun2025"\n', "") + "\n[fwd_x]\nformat = \"e4m3\"\n"
                     "block = \"channel\"\n")
-    rc, out, err = _cli(capsys, *TINY, "--recipe", str(mine), "--json")
+    rc, out, err = run_cli(capsys, *TINY, "--recipe", str(mine), "--json")
     assert rc == 0, err
     r = json.loads(out.strip().splitlines()[-1])
     user = get_recipe(mine)
@@ -174,7 +164,7 @@ def test_train_with_a_user_toml_recipe(capsys, tmp_path):
     assert r["targets"] == ["fwd_x", "fwd_w", "dgrad_w", "wgrad_x"]
     same = tmp_path / "renamed.toml"
     same.write_text(text.replace('name = "sun2025"', 'name = "renamed"'))
-    rc, out, _ = _cli(capsys, "recipes", str(same), "--json")
+    rc, out, _ = run_cli(capsys, "recipes", str(same), "--json")
     d = json.loads(out)
     assert rc == 0 and d["name"] == "renamed"
     assert d["hash"] == get_recipe("sun2025").content_hash     # the name is not in the hash
@@ -185,7 +175,7 @@ def test_the_docs_example_recipe_is_valid(capsys, tmp_path):
     (text,) = [b for b in re.findall(r"```toml\n(.*?)```", doc, re.S) if 'name = "my-fp6"' in b]
     path = tmp_path / "my-fp6.toml"
     path.write_text(text)
-    rc, out, err = _cli(capsys, "recipes", str(path), "--json")
+    rc, out, err = run_cli(capsys, "recipes", str(path), "--json")
     assert rc == 0, err
     d = json.loads(out)
     assert d["name"] == "my-fp6" and d["quantized"] == list(TARGETS)

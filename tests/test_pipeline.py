@@ -10,12 +10,7 @@ from explorer.train.pipeline import CAPTURE_SEQUENCES, train_ptq_capture
 from explorer.train.ptq import PTQSpec
 from explorer.train.trainer import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FPX_CACHE", str(tmp_path_factory.getbasetemp() / "fpxcache"))
-    from explorer.train.trainer import set_threads
-    set_threads(1)
+pytestmark = pytest.mark.usefixtures("train_env")
 
 
 def _tiny() -> TrainConfig:

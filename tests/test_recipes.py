@@ -40,6 +40,7 @@ from explorer.train.trainer import TrainConfig, train
 from fpformat import get_format
 from fpformat.torch import quantize_values
 
+pytestmark = pytest.mark.usefixtures("train_env")
 PRESETS = ("deepseek-v3", "fp8-delayed", "mxfp4-sr", "sun2025", "te-mxfp8", "te-nvfp4")
 
 
@@ -312,13 +313,6 @@ def _tiny(recipe: str, tokens: int = 8192, **kw) -> TrainConfig:
     return TrainConfig(layers=1, d_model=32, tokens=tokens, seq_len=32, batch_size=8,
                        eval_tokens=2048, eval_points=2, corpus=SMALL,
                        quant=get_recipe(recipe).quant_config(seed=kw.pop("seed", 0)), **kw)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FPX_CACHE", str(tmp_path_factory.getbasetemp() / "fpxcache"))
-        yield
 
 
 def test_delayed_scaling_state_survives_a_checkpoint_and_resume(tmp_path, capsys):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from procs import run_cli
 from torch import nn
 
 from explorer.train.data import CorpusSpec, load_corpus, train_batch
@@ -24,11 +25,7 @@ from explorer.train.trainer import TrainConfig, train
 SMALL = CorpusSpec(max_bytes=262144)
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FPX_CACHE", str(tmp_path_factory.getbasetemp() / "fpxcache"))
-    from explorer.train.trainer import set_threads
-    set_threads(1)
+pytestmark = pytest.mark.usefixtures("train_env")
 
 
 def tiny(tokens=24576, **kw) -> TrainConfig:
@@ -205,13 +202,6 @@ def test_stop_request_saves_resume_point_and_stays_running(tmp_path):
         set_stop_event(object())
 
 
-def _cli(capsys, *argv):
-    from explorer.cli import main
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 COMMON = ["--layers", "1", "--d-model", "32", "--tokens", "24576", "--seq-len", "32",
           "--batch-size", "8", "--eval-tokens", "4096", "--max-bytes", "262144", "--threads", "1",
           "--device", "cpu", "--no-progress", "--json"]
@@ -219,13 +209,13 @@ COMMON = ["--layers", "1", "--d-model", "32", "--tokens", "24576", "--seq-len", 
 
 def test_cli_train_learns_persists_and_does_not_repeat(tmp_path, capsys):
     db = str(tmp_path / "runs.db")
-    rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db)
+    rc, out, _ = run_cli(capsys, "train", *COMMON, "--format", "none", "--db", db)
     assert rc == 0
     r = json.loads(out.strip().splitlines()[-1])
     assert (r["params"] == 1 * (4 * 32 * 32 + 3 * 32 * 88) and r["tokens"] == 24576
             and not r["skipped"])
     assert r["val_loss"] < r["curve"][0][1] < math.log(256)
-    rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db)
+    rc, out, _ = run_cli(capsys, "train", *COMMON, "--format", "none", "--db", db)
     r2 = json.loads(out.strip().splitlines()[-1])
     assert r2["skipped"] and r2["key"] == r["key"] and r2["val_loss"] == r["val_loss"]
     from explorer.train.store import load_runs
@@ -239,8 +229,8 @@ def test_cli_coarse_format_costs_loss(tmp_path, capsys):
     losses = {}
     # Activations (RMS-normalised, O(1)) cast without scaling: e2m0 keeps only {0, 1, 2, 4}.
     for fmt in ("none", "e4m3", "e2m0"):
-        rc, out, _ = _cli(capsys, "train", *COMMON, "--format", fmt, "--block", "none",
-                          "--targets", "fwd_x", "--db", db)
+        rc, out, _ = run_cli(capsys, "train", *COMMON, "--format", fmt, "--block", "none",
+                             "--targets", "fwd_x", "--db", db)
         assert rc == 0
         losses[fmt] = json.loads(out.strip().splitlines()[-1])["val_loss"]
     assert losses["e2m0"] > losses["none"] + 0.1          # 3-bit GEMM inputs cost loss
@@ -252,18 +242,18 @@ def test_cli_coarse_format_costs_loss(tmp_path, capsys):
 
 
 def test_cli_bad_input_exit_2(capsys):
-    rc, _, err = _cli(capsys, "train", *COMMON, "--format", "e9q9")
+    rc, _, err = run_cli(capsys, "train", *COMMON, "--format", "e9q9")
     assert rc == 2 and "e9q9" in err and "Traceback" not in err
-    rc, _, err = _cli(capsys, "train", *COMMON, "--format", "e2m3", "--targets", "nope")
+    rc, _, err = run_cli(capsys, "train", *COMMON, "--format", "e2m3", "--targets", "nope")
     assert rc == 2 and "targets" in err
-    rc, _, err = _cli(capsys, "train", *COMMON, "--format", "none", "--ptq", "e2m1")
+    rc, _, err = run_cli(capsys, "train", *COMMON, "--format", "none", "--ptq", "e2m1")
     assert rc == 2 and "--db" in err
 
 
 def test_ptq_records_degradation(tmp_path, capsys):
     db = str(tmp_path / "runs.db")
-    rc, out, _ = _cli(capsys, "train", *COMMON, "--format", "none", "--db", db,
-                      "--ptq", "e1m0,e4m3", "--ptq-block", "none")
+    rc, out, _ = run_cli(capsys, "train", *COMMON, "--format", "none", "--db", db,
+                         "--ptq", "e1m0,e4m3", "--ptq-block", "none")
     assert rc == 0
     rows = json.loads(out.strip().splitlines()[-1])["ptq"]
     assert {r["ckpt_tokens"] for r in rows} == {6144, 12288, 24576}
@@ -421,17 +411,17 @@ def test_matrix_unit_config_is_validated_and_keyed():
 def test_cli_train_with_a_matrix_unit(tmp_path, capsys):
     db = str(tmp_path / "runs.db")
     small = [a if a != "24576" else "6144" for a in COMMON]
-    rc, out, err = _cli(capsys, "train", *small, "--format", "none", "--matrix-unit", "h100",
-                        "--db", db)
+    rc, out, err = run_cli(capsys, "train", *small, "--format", "none", "--matrix-unit", "h100",
+                           "--db", db)
     assert rc == 0, err
     r = json.loads(out.strip().splitlines()[-1])
     assert r["matrix_unit"] == "h100" and r["matrix_unit_format"] == "float16"
     assert math.isfinite(r["val_loss"]) and r["val_loss"] < math.log(256)
-    rc, out, _ = _cli(capsys, "train", *small, "--format", "none", "--db", db)
+    rc, out, _ = run_cli(capsys, "train", *small, "--format", "none", "--db", db)
     assert rc == 0 and json.loads(out.strip().splitlines()[-1])["key"] != r["key"]
-    rc, _, err = _cli(capsys, "train", *small, "--format", "none", "--matrix-unit", "h100",
-                      "--accumulator", "e8m13/rtz")
+    rc, _, err = run_cli(capsys, "train", *small, "--format", "none", "--matrix-unit", "h100",
+                         "--accumulator", "e8m13/rtz")
     assert rc == 2 and "accumulator" in err and "matrix_unit" in err and "Traceback" not in err
-    rc, _, err = _cli(capsys, "train", *small, "--format", "none",
-                      "--matrix-unit-format", "bfloat16")
+    rc, _, err = run_cli(capsys, "train", *small, "--format", "none",
+                         "--matrix-unit-format", "bfloat16")
     assert rc == 2 and "--matrix-unit" in err

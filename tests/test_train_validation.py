@@ -14,8 +14,8 @@ import types
 
 import pytest
 import torch
+from procs import run_cli
 
-from explorer.cli import main
 from explorer.train import store
 from explorer.train.data import CorpusSpec
 from explorer.train.qlinear import QuantConfig
@@ -26,17 +26,7 @@ BASE = ["train", "--layers", "1", "--d-model", "32", "--tokens", "4096", "--seq-
         "--device", "cpu", "--no-progress", "--json"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FPX_CACHE", str(tmp_path_factory.getbasetemp() / "fpxcache"))
-    from explorer.train.trainer import set_threads
-    set_threads(1)
-
-
-def _cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("train_env")
 
 
 # (extra arguments, a fragment the one-line error must contain)
@@ -71,7 +61,7 @@ def test_refused_before_anything_is_written(tmp_path, capsys, extra, fragment):
     work.mkdir()
     db = work / "runs.db"
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
-    rc, out, err = _cli(capsys, *BASE, "--db", str(db), *extra)
+    rc, out, err = run_cli(capsys, *BASE, "--db", str(db), *extra)
     assert rc == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and fragment in err, err
     assert "Traceback" not in err
@@ -126,11 +116,11 @@ def test_options_with_no_effect_warn_and_do_not_make_another_run(tmp_path, capsy
     """--block/--targets/--rounding with --format none do nothing: a warning says so and the
     run is the plain baseline (same key, found finished, not trained twice)."""
     db = str(tmp_path / "runs.db")
-    rc, out, err = _cli(capsys, *BASE, "--format", "none", "--db", db, "--lr", "2e-3")
+    rc, out, err = run_cli(capsys, *BASE, "--format", "none", "--db", db, "--lr", "2e-3")
     assert rc == 0 and "warning" not in err
     base = json.loads(out.strip().splitlines()[-1])
-    rc, out, err = _cli(capsys, *BASE, "--format", "none", "--db", db, "--lr", "2e-3",
-                        "--block", "none", "--targets", "fwd_x", "--rounding", "sr")
+    rc, out, err = run_cli(capsys, *BASE, "--format", "none", "--db", db, "--lr", "2e-3",
+                           "--block", "none", "--targets", "fwd_x", "--rounding", "sr")
     again = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and again["key"] == base["key"] and again["skipped"]
     assert err.count("\n") == 1 and "--block, --targets, --rounding have no effect" in err
@@ -144,7 +134,7 @@ def test_options_with_no_effect_warn_and_do_not_make_another_run(tmp_path, capsy
 
 def test_diverging_run_is_one_line_and_recorded_failed(tmp_path, capsys):
     db = str(tmp_path / "runs.db")
-    rc, out, err = _cli(capsys, *BASE, "--db", db, "--lr", "1e6")
+    rc, out, err = run_cli(capsys, *BASE, "--db", db, "--lr", "1e6")
     assert rc == 2 and out == "" and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert "training diverged at step" in err and "--lr" in err
