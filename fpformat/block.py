@@ -219,7 +219,7 @@ class BlockFormat:
                     None, None if out is None else out.reshape(x.shape))
         tscale = None
         if self.scale_rule == "nvfp4":
-            tscale = tensor_scale(x)
+            tscale = block_kernels.tensor_scale(x)
         codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
                                         sr_bits, want_out, tile_rows)
         return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape), tscale,

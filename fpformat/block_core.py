@@ -48,12 +48,11 @@ import functools
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.core.extending import intrinsic, register_jitable
+from numba import prange
+from numba.core.extending import register_jitable
 
 from . import core, scales
-from .block_kernels import int_code
+from .block_kernels import absmax_bits, int_code
 from .dispatch import JIT, prefer_specialized, seed_key, threads_for, want_specialized
 from .rounding import call_tuple, value_tuple
 
@@ -61,17 +60,6 @@ _ABS = np.int64(0x7FFFFFFF)
 _INF = np.int64(0x7F800000)
 _MIN_NORMAL = np.int64(0x00800000)
 _ONE = np.float32(1.0)            # the scaled layout's results need no multiplication
-
-
-@intrinsic
-def _absmax_u32(typingctx, m, b):
-    """``max(m, b & 0x7FFFFFFF)`` on uint32 values, computed in 32 bits.  numba widens integer
-    arithmetic to 64 bits; in 32-bit lanes the block's amax loop vectorises twice as wide."""
-    def codegen(context, builder, signature, args):
-        m, b = args
-        a = builder.and_(b, ir.Constant(ir.IntType(32), 0x7FFFFFFF))
-        return builder.select(builder.icmp_unsigned(">", a, m), a, m)
-    return types.uint32(types.uint32, types.uint32), codegen
 
 
 @register_jitable
@@ -186,7 +174,7 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
     Returns the block's E8M0 code."""
     m = np.uint32(0)
     for j in range(n):                                       # 32-bit integer max: vectorises
-        m = _absmax_u32(m, xb[lo + np.uint64(j)])
+        m = absmax_bits(m, xb[lo + np.uint64(j)])
     mm = np.int64(m)
     if mm >= _INF:                                           # NaN or inf in the block:
         for j in range(n):                                   # elements +0, decoding as NaN
@@ -221,8 +209,8 @@ def _ocp_pair(x, xb, lo, n, t, F, C, V, R, key, codes, scales, out, want_codes,
     m1 = np.uint32(0)
     m2 = np.uint32(0)
     for j in range(n):
-        m1 = _absmax_u32(m1, xb[lo + np.uint64(j)])
-        m2 = _absmax_u32(m2, xb[lo2 + np.uint64(j)])
+        m1 = absmax_bits(m1, xb[lo + np.uint64(j)])
+        m2 = absmax_bits(m2, xb[lo2 + np.uint64(j)])
     e1 = _block_exponent(np.int64(m1), R)
     e2 = _block_exponent(np.int64(m2), R)
     if (np.int64(m1) >= _INF or np.int64(m2) >= _INF

@@ -19,7 +19,9 @@ import functools
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core.extending import intrinsic, register_jitable
 
 from . import core
 from .dispatch import JIT, prefer_specialized, seed_key, threads_for, want_specialized
@@ -52,10 +54,17 @@ def _f64bits(v):
 
 @numba.njit(inline="always")
 def _block_scale(amax, bad, B, FS, CS):
-    """(scale value, scale code or float32 bits) for a block with largest magnitude ``amax``."""
+    """(scale value, scale code or float32 bits) for a block with largest magnitude ``amax``,
+    (NaN, the scale format's NaN code) when the block holds a NaN or an infinity (``bad``).
+    Selects, not branches: a loop over blocks vectorises."""
+    val, code = _rule_scale(amax if not bad else 0.0, B, FS, CS)
+    return (np.nan if bad else val), (np.int64(B[B_SNAN]) if bad else code)
+
+
+@numba.njit(inline="always")
+def _rule_scale(amax, B, FS, CS):
+    """(scale value, scale code or float32 bits) by the format's rule for finite ``amax``."""
     rule = np.int64(B[B_RULE])
-    if bad:
-        return np.nan, np.int64(B[B_SNAN])
     if rule == RULE_OCP:
         # floor(log2 amax) from amax's float64 exponent field (amax, from float32/float64 data,
         # is 0 or a float64 normal); 2**e built the same way: no libm calls per block.
@@ -91,80 +100,213 @@ def _with_runtime(B, k, tscale):
             B[B_ESUB], B[B_SSUB], B[B_SNAN], B[B_E8M0], B[B_INT])
 
 
+@intrinsic
+def absmax_bits(typingctx, m, b):
+    """``max(m, b & ~sign)`` on two unsigned integers of one width (uint32: float32 bits,
+    uint64: float64 bits), computed in that width: read as floats, the larger magnitude, with
+    NaN and infinity above every finite value.  (numba widens 32-bit arithmetic to 64 bits; in
+    32-bit lanes a loop of these vectorises twice as wide.)"""
+    if m != b or m not in (types.uint32, types.uint64):
+        return None
+    width = m.bitwidth
+
+    def codegen(context, builder, signature, args):
+        m, b = args
+        a = builder.and_(b, ir.Constant(ir.IntType(width), (1 << (width - 1)) - 1))
+        return builder.select(builder.icmp_unsigned(">", a, m), a, m)
+    return m(m, b), codegen
+
+
+#: NVFP4's per-tensor scale is ``amax / (448 * 6)`` (:func:`fpformat.scales.tensor_scale`).
+_NVFP4_DIVISOR = 448.0 * 6.0
+
+
+@register_jitable
+def bits_value(b, wide):
+    """The float64 value of float32 bits (``wide`` False) or float64 bits (a number, not NaN)."""
+    if wide:
+        return np.int64(b).view(np.float64)
+    return np.float64(np.uint32(np.int64(b) & 0xFFFFFFFF).view(np.float32))
+
+
+@register_jitable
+def nonfinite(m, wide):
+    """Whether the magnitude bits ``m`` (int64; float64 bits when ``wide``, else float32 bits)
+    are those of NaN or infinity."""
+    return m >= (np.int64(0x7FF0000000000000) if wide else np.int64(0x7F800000))
+
+
+@register_jitable
+def tensor_scale_of(m, wide):
+    """NVFP4's tensor scale from the tensor's largest magnitude bits ``m`` (int64), by
+    :func:`fpformat.scales.tensor_scale`'s rule: NaN (positive, built as bits) for a tensor
+    holding NaN/inf, 1 for an all-zero tensor, else ``float32(amax / (448 * 6))``."""
+    if nonfinite(m, wide):
+        return np.int64(0x7FF8000000000000).view(np.float64)
+    at = bits_value(m, wide)
+    if at > 0.0:
+        return np.float64(np.float32(at / _NVFP4_DIVISOR))
+    return 1.0
+
+
+#: Columns per segment of :func:`block_segment`: enough that the element loop runs long for
+#: short blocks (16 or 32 elements), few enough that its scratch arrays stay in the L1 cache.
+SEGMENT_COLUMNS = 1024
+
+
 @numba.njit(inline="always")
-def block_tile(x, tr, b, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, scales, out, want_out):
-    """Block ``b`` of tile row ``tr``: rows ``[tr*R, min((tr+1)*R, rows))`` times elements
-    ``[b*k, min((b+1)*k, L))`` share one scale (``R = 1``: a block along the last axis).
-    Writes the element codes, or with ``want_out`` the values instead (rounded straight to a
-    value by the core, ``VE`` its special results as float64 bits)."""
+def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, scales, out,
+                  want_out, scratch):
+    """Blocks ``[g*G, (g+1)*G)`` of tile row ``tr`` of the C-order ``(rows, L)`` data held flat
+    in ``x`` (its bits in ``xb``): block ``b`` holds rows ``[tr*R, (tr+1)*R)`` times columns
+    ``[b*k, (b+1)*k)``, both cut at the edges (``R = 1``: a block along the last axis; ``k =
+    1``: a block down a column).  Writes each block's scale code to the flat ``scales`` (index
+    ``tr * blocks_per_row + b``) and the element codes to the flat ``codes``, or with
+    ``want_out`` the values instead (rounded straight to a value by the core, ``VE`` its
+    special results as float64 bits) to the flat ``out``.  ``scratch``: arrays of at least the
+    segment's columns and blocks.  Flat arrays and uint64 indices: no wraparound checks, so
+    the loops vectorise."""
     k = np.int64(B[B_K])
-    lo = b * k
-    hi = min(lo + k, L)
+    nb = (L + k - 1) // k
+    b0 = g * G
+    b1 = min(b0 + G, nb)
+    c0 = b0 * k
+    w = min(b1 * k, L) - c0                  # the segment's columns: [c0, c0 + w)
     r0 = tr * R
-    r1 = min(r0 + R, x.shape[0])
-    amax = 0.0
-    bad = False
+    r1 = min(r0 + R, x.size // L)
+    wide = xb.itemsize == 8
+    # 1. Each column's largest magnitude over the tile's rows, as bits (NaN/inf: the largest).
+    colmax, per_column, block_bits, block_scale = scratch
+    colmax[:w] = 0
     for r in range(r0, r1):
-        xr = x[r]
-        for j in range(lo, hi):                             # a reduction: vectorises
-            v = abs(np.float64(xr[j]))
-            bad = bad or not (v <= 1.7976931348623157e308)  # NaN or inf
-            amax = max(amax, v if v <= 1.7976931348623157e308 else 0.0)
-    sval, scode = _block_scale(amax, bad, B, FS, CS)
-    scales[tr, b] = scode
-    usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
-    div = sval if usable else 1.0
+        base = np.uint64(r * L + c0)
+        for j in range(np.uint64(w)):
+            colmax[j] = absmax_bits(colmax[j], xb[base + j])
+    # 2. Each block's amax and scale; per column the value the element loop divides by
+    # (1.0 where the block's scale is NaN, zero or infinite: step 4 writes those blocks).
+    nblocks = b1 - b0
+    for t in range(nblocks):
+        lo = np.uint64(t * k)
+        m = colmax[lo]
+        for j in range(lo + np.uint64(1), min(lo + np.uint64(k), np.uint64(w))):
+            m = max(m, colmax[j])
+        block_bits[t] = np.int64(m)
+    unusable = 0
+    for t in range(nblocks):                                  # selects only: vectorises
+        m = block_bits[t]
+        bad = nonfinite(m, wide)
+        sval, scode = _block_scale(bits_value(m, wide), bad, B, FS, CS)
+        scales[np.uint64(tr * nb + b0 + t)] = scode
+        block_scale[t] = sval
+        usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+        unusable += 0 if usable else 1
+    for t in range(nblocks):
+        sval = block_scale[t]
+        usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+        lo = np.uint64(t * k)
+        for j in range(lo, min(lo + np.uint64(k), np.uint64(w))):
+            per_column[j] = sval if usable else 1.0
+    # 3. Every element: x / scale rounded by the core (selects only: the loop vectorises).
     ints = B[B_INT] == 1.0
     for r in range(r0, r1):
-        xr = x[r]
-        base = r * L
-        # The element loops have selects only (no early exits).
-        if want_out:
-            outr = out[r]
-            for j in range(lo, hi):
-                y = np.float64(xr[j]) / div if usable else 0.0    # +0 in NaN/zero-scale blocks
-                u = core.sr_random(key, base + j) if sr else np.uint64(0)
-                q = core.quantize_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, VE, u)
-                v = np.int64(q).view(np.float64) * sval
-                outr[j] = v + 0.0 if ints else v                # + 0.0: no -0 among integers
-        else:
-            cr = codes[r]
-            for j in range(lo, hi):
-                y = np.float64(xr[j]) / div if usable else 0.0
-                u = core.sr_random(key, base + j) if sr else np.uint64(0)
-                c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
-                cr[j] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
+        base = np.uint64(r * L + c0)
+        for j in range(np.uint64(w)):
+            i = base + j
+            s = per_column[j]
+            y = np.float64(x[i]) / s
+            u = core.sr_random(key, i) if sr else np.uint64(0)
+            _element(y, s, i, FE, CE, VE, u, ints, codes, out, want_out)
+    if unusable == 0:
+        return
+    # 4. Blocks whose scale is NaN (a NaN or inf inside), zero or infinite: every element is
+    # +0 scaled by it (NaN, or +0 for a zero scale; a NaN-free scale format's NaN code).
+    for b in range(b0, b1):
+        sval = block_scale[b - b0]
+        if sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308:
+            continue
+        lo = b * k
+        hi = min(lo + k, L)
+        for r in range(r0, r1):
+            for c in range(lo, hi):
+                i = np.uint64(r * L + c)
+                u = core.sr_random(key, i) if sr else np.uint64(0)
+                _element(0.0, sval, i, FE, CE, VE, u, ints, codes, out, want_out)
+
+
+@numba.njit(inline="always")
+def _element(y, s, i, FE, CE, VE, u, ints, codes, out, want_out):
+    """Element ``i``: ``y = x / s`` rounded; its code, or with ``want_out`` its value times
+    ``s``."""
+    if want_out:
+        q = core.quantize_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, VE, u)
+        v = np.int64(q).view(np.float64) * s
+        out[i] = v + 0.0 if ints else v                     # + 0.0: no -0 among integers
+    else:
+        c = core.encode_bits(_f64bits(y), core.SRC_FLOAT64, FE, CE, u)
+        codes[i] = int_code(c, FE[core.F_SIGNBIT]) if ints else c
+
+
+@numba.njit(inline="always")
+def _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale):
+    nb = (L + k - 1) // k
+    G = max(1, SEGMENT_COLUMNS // k)
+    ng = (nb + G - 1) // G
+    ntr = (x.size // L + R - 1) // R
+    # A task: one segment in each of ``per_task`` consecutive tile rows, about
+    # SEGMENT_COLUMNS elements in all, sharing one set of scratch arrays.
+    per_task = max(1, SEGMENT_COLUMNS // (R * min(G * k, L)))
+    ntasks = (ntr + per_task - 1) // per_task
+    sr = CE[core.C_MODE] == core.SR
+    Bt = _with_runtime(B, k, tscale)
+    width = min(G * k, L)
+    for t in prange(ntasks * ng):
+        task = t // ng
+        g = t - task * ng
+        scratch = (np.empty(width, dtype=xb.dtype), np.empty(width, dtype=np.float64),
+                   np.empty(G, dtype=np.int64), np.empty(G, dtype=np.float64))
+        for tr in range(task * per_task, min((task + 1) * per_task, ntr)):
+            block_segment(x, xb, tr, g, G, R, L, Bt, FE, CE, VE, FS, CS, key, sr, codes,
+                          scales, out, want_out, scratch)
 
 
 @numba.njit(**JIT)
-def _block_generic(x, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale):
-    rows, L = x.shape
-    nb = (L + k - 1) // k
-    ntr = (rows + R - 1) // R
-    sr = CE[core.C_MODE] == core.SR
-    Bt = _with_runtime(B, k, tscale)
-    for t in prange(ntr * nb):
-        tr = t // nb
-        b = t - tr * nb
-        block_tile(x, tr, b, R, L, Bt, FE, CE, VE, FS, CS, key, sr, codes, scales, out,
-                   want_out)
+def _block_generic(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k,
+                   tscale):
+    _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale)
 
 
 @functools.lru_cache(maxsize=None)
 def _block_specialized(B, FE, CE, VE, FS, CS, want_out):
     @numba.njit(**JIT)
-    def block_specialized(x, key, codes, scales, out, R, k, tscale):
-        rows, L = x.shape
-        nb = (L + k - 1) // k
-        ntr = (rows + R - 1) // R
-        sr = CE[core.C_MODE] == core.SR
-        Bt = _with_runtime(B, k, tscale)
-        for t in prange(ntr * nb):
-            tr = t // nb
-            b = t - tr * nb
-            block_tile(x, tr, b, R, L, Bt, FE, CE, VE, FS, CS, key, sr, codes, scales, out,
-                       want_out)
+    def block_specialized(x, xb, L, key, codes, scales, out, R, k, tscale):
+        _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k,
+                  tscale)
     return block_specialized
+
+
+#: Elements per chunk of :func:`_absmax_chunks` (one thread's share at a time).
+_AMAX_CHUNK = 1 << 14
+
+
+@numba.njit(**JIT)
+def _absmax_chunks(xb, part):
+    """Each chunk's largest magnitude bits into ``part`` (zeroed, one entry per chunk)."""
+    n = np.uint64(xb.size)
+    for c in prange(part.size):
+        lo = np.uint64(c) * np.uint64(_AMAX_CHUNK)
+        for i in range(lo, min(lo + np.uint64(_AMAX_CHUNK), n)):
+            part[c] = absmax_bits(part[c], xb[i])
+
+
+def tensor_scale(x: np.ndarray) -> float:
+    """:func:`fpformat.scales.tensor_scale` of the float32/float64 array ``x`` in one
+    vectorised pass over its bits (no temporaries)."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    xb = flat.view(np.uint32 if flat.dtype == np.float32 else np.uint64)
+    part = np.zeros(max(1, -(-xb.size // _AMAX_CHUNK)), dtype=xb.dtype)
+    with threads_for(xb.size):
+        _absmax_chunks(xb, part)
+    return float(tensor_scale_of(np.int64(part.max()), flat.dtype == np.float64))
 
 
 _NO_SCALE_FORMAT = core.as_int64_tuple([0] * core.F_LEN)
@@ -218,22 +360,31 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     ceil(L / k))``."""
     B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
     el, sf = fmt.element, fmt.scale_format
-    rows, L = x2.shape
+    rows, L = shape = x2.shape
+    if tile_rows == 1 and L % k == 0:
+        # Blocks never straddle rows: the rows laid end to end are one long row with the same
+        # blocks, whose segments run long however short the rows are.
+        rows, L = 1, x2.size
     nb = -(-L // k)
-    codes = np.empty((1, 1) if want_out else (rows, L), dtype=el.dtype)
+    x1 = x2.reshape(-1)
+    xb = x1.view(np.uint32 if x1.dtype == np.float32 else np.uint64)
+    codes = np.empty(1 if want_out else x1.size, dtype=el.dtype)
     VE = value_tuple(el, CE, core.SRC_FLOAT64)
     scales = np.empty((-(-rows // tile_rows), nb), dtype=np.uint32 if sf is None else sf.dtype)
-    out = np.empty((rows, L) if want_out else (1, 1), dtype=np.float64 if not want_out
+    out = np.empty(x1.size if want_out else 1, dtype=np.float64 if not want_out
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
     key = seed_key(seed, CE[core.C_MODE])
     Bk = _constant_part(B)
     args = (np.int64(tile_rows), np.int64(k), np.float64(B[B_TSCALE]))
     with threads_for(x2.size):
         if want_specialized(("blk", Bk, FE, CE, FS, CS), x2.size):
-            _block_specialized(Bk, FE, CE, VE, FS, CS, want_out)(x2, key, codes, scales, out,
-                                                                *args)
+            _block_specialized(Bk, FE, CE, VE, FS, CS, want_out)(x1, xb, np.int64(L), key, codes,
+                                                                scales.reshape(-1), out, *args)
         else:
-            _block_generic(x2, Bk, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, *args)
+            _block_generic(x1, xb, np.int64(L), Bk, FE, CE, VE, FS, CS, key, codes,
+                           scales.reshape(-1), out, want_out, *args)
     if sf is None:
         scales = scales.view(np.float32)
-    return (None if want_out else codes), scales, (out if want_out else None)
+    scales = scales.reshape(-(-shape[0] // tile_rows), -(-shape[1] // k))
+    return (None if want_out else codes.reshape(shape)), scales, \
+        (out.reshape(shape) if want_out else None)

@@ -72,7 +72,16 @@ import numpy as np
 from numba.extending import register_jitable
 
 from . import block_kernels, core
-from .block_kernels import B_ESUB, B_INT, B_RULE, B_TSCALE, RULE_NVFP4
+from .block_kernels import (
+    B_ESUB,
+    B_INT,
+    B_RULE,
+    B_TSCALE,
+    RULE_NVFP4,
+    bits_value,
+    nonfinite,
+    tensor_scale_of,
+)
 
 cuda: Any = None          # numba.cuda, set by bind(); a module global because the simulator swaps
                           # its fake module into the kernels' globals (not into closures)
@@ -101,7 +110,6 @@ _INF64 = np.int64(0x7FF0000000000000)
 _QNAN32 = np.int64(0x7FC00000)
 _QNAN64 = np.int64(0x7FF8000000000000)
 _SIGN64 = np.int64(-0x8000000000000000)
-_NVFP4_DIVISOR = 448.0 * 6.0          # fpformat.scales.tensor_scale: amax / (448 * 6)
 
 
 def bind(numba_cuda, simulator: bool) -> None:
@@ -162,14 +170,6 @@ def in_layout(b, IN, S):
     if IN != F64 and S[core.S_M] == 52:
         return f32_to_f64_bits(b)
     return b
-
-
-@register_jitable
-def bits_value(b, wide):
-    """The float64 value of float32 bits (``wide`` False) or float64 bits (a number, not NaN)."""
-    if wide:
-        return np.int64(b).view(np.float64)
-    return np.float64(np.uint32(np.int64(b) & 0xFFFFFFFF).view(np.float32))
 
 
 @register_jitable
@@ -304,24 +304,6 @@ assert B_TSCALE == 4 and block_kernels.B_INT == 10, "with_tscale spells out the 
 @register_jitable
 def abs_bits(b, wide):
     return b & (_ABS64 if wide else _ABS32)
-
-
-@register_jitable
-def nonfinite(m, wide):
-    return m >= (_INF64 if wide else _INF32)
-
-
-@register_jitable
-def tensor_scale_of(m, wide):
-    """NVFP4's tensor scale from the tensor's largest magnitude bits ``m``, by
-    :func:`fpformat.scales.tensor_scale`'s rule: NaN (positive, built as bits) for a tensor
-    holding NaN/inf, 1 for an all-zero tensor, else ``float32(amax / (448 * 6))``."""
-    if nonfinite(m, wide):
-        return _QNAN64.view(np.float64)
-    at = bits_value(m, wide)
-    if at > 0.0:
-        return np.float64(np.float32(at / _NVFP4_DIVISOR))
-    return 1.0
 
 
 @register_jitable
