@@ -1,13 +1,14 @@
 """Throughput of block-format fake-quantization, as ratios to np.copyto measured side by side.
 
     python benchmarks/bench_block.py [--n 16777216] [--repeat 9] [--formats mxfp4,...]
+    python benchmarks/bench_block.py --formats nvfp4,float8_e4m3fn/128,float8_e4m3fn/128x128
 
-For 16M float32 elements prints np.copyto (the memory-bound limit), the element format
-float4_e2m1fn (FloatFormat.quantize, ``out=``), and for each block format ``quantize(x, out=y)``,
-``quantize(x)`` (allocates its result) and ``encode(x)`` (uint8 codes + scales).  Each figure is
-the median of ``--repeat`` runs, all operations interleaved in every round so that a noisy
-neighbour affects all alike.  Kernels are specialised (compiled with the format as constants)
-before timing, as they are in a training loop after the first 64M elements.
+For 16M float32 elements (rows of 4096) prints np.copyto (the memory-bound limit), the element
+format float4_e2m1fn (FloatFormat.quantize, ``out=``), and for each block format
+``quantize(x, out=y)``, ``quantize(x)`` (allocates its result) and ``encode(x)`` (uint8 codes +
+scales).  Each figure is the median of ``--repeat`` runs, all operations interleaved in every
+round so that a noisy neighbour affects all alike.  Kernels are specialised (compiled with the
+format as constants) before timing, as they are in a training loop after the first 64M elements.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import os
 import time
 
 import numpy as np
+
+#: Row length of the 2-D data (blocks along rows; 2-D tiles such as 128x128 span rows).
+ROW = 4096
 
 
 def _median_times(fns: dict, repeat: int) -> dict[str, float]:
@@ -35,6 +39,7 @@ def run(n: int, repeat: int, formats: list[str]) -> dict[str, float]:
     from fpformat import get_format
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(n) * np.exp2(rng.integers(-8, 8, n))).astype(np.float32)
+    x = x.reshape(-1, ROW) if n % ROW == 0 else x.reshape(1, -1)    # 2-D: tiles apply too
     y = np.empty_like(x)
     e2m1 = get_format("float4_e2m1fn")
     fns = {

@@ -189,28 +189,34 @@ class BlockFormat:
     # ----------------------------------------------------------------------------- operations
     def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool,
                out: np.ndarray | None = None):
-        """The fused numba pass when blocks run along the last axis or 2-D tiles over a 2-D
-        array (fpformat.block_core for float32 MX data, fpformat.block_kernels otherwise); None
-        for other axes and tiles over more dimensions (the numpy path below handles
-        those).  ``out``: a C-contiguous float32 destination for the block_core kernel
-        (ignored by the others)."""
+        """The fused numba pass when blocks run along the last axis, down the columns of a 2-D
+        array (as ``(k, 1)`` tiles) or as 2-D tiles over a 2-D array (fpformat.block_core for
+        float32 MX data along the last axis, fpformat.block_kernels otherwise); None for other
+        axes and tiles over more dimensions (the numpy path below handles those).  ``out``: a
+        C-contiguous float32 destination for the block_core kernel (ignored by the others)."""
         if arr.ndim == 0 or arr.size == 0 or (self.tile is not None and arr.ndim != 2):
             return None
+        down_columns = False              # blocks along axis 0 of a 2-D array: (k, 1) tiles
         if self.tile is None and self.block_size != "tensor" and \
                 self.axis % arr.ndim != arr.ndim - 1:
-            return None
+            if arr.ndim != 2:
+                return None
+            down_columns = True
         x = np.ascontiguousarray(arr)
         L = x.shape[-1]
         tile_rows = 1
         if self.tile is not None:
             x2, (tile_rows, k) = x, self.tile
+        elif down_columns:
+            rows = x.shape[0]
+            x2, tile_rows, k = x, rows if self.block_size == "channel" else self.block_size, 1
         elif self.block_size == "tensor":
             x2, k = x.reshape(1, -1), x.size
         else:
             x2 = x.reshape(-1, L)
             k = L if self.block_size == "channel" else self.block_size
         sshape, _ = self.layout(x.shape)
-        if self.tile is None and block_core.ocp_f32_applies(self, x2):   # float32 MX kernel
+        if not down_columns and block_core.ocp_f32_applies(self, x2):   # float32 MX kernel
             dest = None if out is None else out.reshape(x2.shape)
             codes, scales, out = block_core.run_ocp_f32(self, x2, max(k, 1), rounding, saturate,
                                                         seed, sr_bits, not want_out, want_out,

@@ -294,8 +294,10 @@ def _absmax_chunks(xb, part):
     n = np.uint64(xb.size)
     for c in prange(part.size):
         lo = np.uint64(c) * np.uint64(_AMAX_CHUNK)
+        m = part[c]                              # a local accumulator: the loop vectorises
         for i in range(lo, min(lo + np.uint64(_AMAX_CHUNK), n)):
-            part[c] = absmax_bits(part[c], xb[i])
+            m = absmax_bits(m, xb[i])
+        part[c] = m
 
 
 def tensor_scale(x: np.ndarray) -> float:

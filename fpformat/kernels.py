@@ -23,6 +23,7 @@ from numba import prange
 
 from . import core, cuda
 from .arrays import as_float_array, check_out, float_kind, is_cuda_array, restore_dtype
+from .block_kernels import absmax_bits
 from .dispatch import (
     JIT,
     prefer_specialized,
@@ -106,7 +107,7 @@ def specialize(fmt, rounding="rne", saturate=False, sr_bits=None, dtype=np.float
     second) or loads them from numba's cache; nothing is compiled here."""
     C = call_tuple(fmt, rounding, saturate, sr_bits)
     S = source_layout(fmt, np.dtype(dtype) if dtype != "bfloat16" else np.float32)
-    for key in (("enc", S, fmt.params, C), ("q", S, fmt.params, C)):
+    for key in (("enc", S, fmt.params, C), ("q", S, fmt.params, C), ("qs", S, fmt.params, C)):
         prefer_specialized(key)
 
 
@@ -273,6 +274,82 @@ def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None, ou
     V = value_tuple(fmt, C, S)
     _run_quantize(S, F, C, V, bits, obits, key)
     return restore_dtype(out.reshape(arr.shape), kind, like=x)
+
+
+# Per-tensor scaling with a given scale (Transformer Engine's FP8 cast): y = round(fl32(x * s)),
+# out = fl32(y * s_inv), and the largest |x| on the way, in one pass over float32 data.
+#: Elements per chunk of the scaled quantize (one thread's share at a time; one amax each).
+_SCALED_CHUNK = 1 << 14
+
+
+@numba.njit(inline="always")
+def _scaled_chunk(x, xb, out, part, c, S, F, C, V, key, s, s_inv):
+    lo = np.uint64(c) * np.uint64(_SCALED_CHUNK)
+    hi = min(lo + np.uint64(_SCALED_CHUNK), np.uint64(x.size))
+    m = np.uint32(0)
+    for i in range(lo, hi):
+        m = absmax_bits(m, xb[i])
+        y = np.float32(x[i] * s)                    # float32 product, as torch computes it
+        u = core.sr_random(key, i) if C[core.C_MODE] == core.SR else np.uint64(0)
+        q = core.quantize_bits(np.int64(y.view(np.uint32)), S, F, C, V, u)
+        out[i] = np.uint32(q).view(np.float32) * s_inv
+    part[c] = m
+
+
+@numba.njit(**JIT)
+def _scaled_generic(x, xb, out, part, S, F, C, V, key, s, s_inv):
+    for c in prange(part.size):
+        _scaled_chunk(x, xb, out, part, c, S, F, C, V, key, s, s_inv)
+
+
+@functools.lru_cache(maxsize=None)
+def _scaled_specialized(S, F, C, V):
+    @numba.njit(**JIT)
+    def scaled_specialized(x, xb, out, part, key, s, s_inv):
+        for c in prange(part.size):
+            _scaled_chunk(x, xb, out, part, c, S, F, C, V, key, s, s_inv)
+    return scaled_specialized
+
+
+def quantize_scaled_applies(fmt) -> bool:
+    """Whether :func:`quantize_scaled` serves the element format ``fmt`` (every value, and
+    the rounding, within float32's layout)."""
+    return source_layout(fmt, np.float32) == core.SRC_FLOAT32
+
+
+def quantize_scaled(fmt, x: np.ndarray, scale: float, rounding: str = "rne",
+                    saturate: bool = True, seed=None) -> tuple[np.ndarray, float]:
+    """Per-tensor scaled fake-quantization of float32 ``x`` in one pass: ``out =
+    fl32(q(fl32(x * s)) * fl32(1 / s))`` with ``s = fl32(scale)`` and ``q`` this format's
+    rounding (both products rounded to float32, as a float32 framework computes them), and
+    ``amax``, the largest ``|x|`` (NaN if ``x`` holds a NaN, inf if an infinity, 0 for an
+    empty ``x``).  Returns ``(out, amax)``; ``ValueError`` for data other than float32 or a
+    format whose values are not all float32 values."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise ValueError(f"x must be a float32 numpy array, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)}")
+    s = np.float32(scale)
+    if not (np.isfinite(s) and s > 0):
+        raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
+    if not quantize_scaled_applies(fmt):
+        raise ValueError(f"format {fmt} has values that are not float32 values; the scaled "
+                         f"quantize works in float32")
+    S = core.SRC_FLOAT32
+    C = call_tuple(fmt, rounding, saturate, None)
+    V = value_tuple(fmt, C, S)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    part = np.zeros(max(1, -(-flat.size // _SCALED_CHUNK)), dtype=np.uint32)
+    key = seed_key(seed, C[core.C_MODE])
+    s_inv = np.float32(1) / s
+    xb = flat.view(np.uint32)
+    with threads_for(flat.size):
+        if want_specialized(("qs", S, fmt.params, C), flat.size):
+            _scaled_specialized(S, fmt.params, C, V)(flat, xb, out, part, key, s, s_inv)
+        else:
+            _scaled_generic(flat, xb, out, part, S, fmt.params, C, V, key, s, s_inv)
+    amax = float(np.uint32(part.max()).view(np.float32))
+    return out.reshape(x.shape), amax
 
 
 def _quantize_given_bits(fmt, x, rounding, saturate, seed, sr_bits, random_bits):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import cuda
+from . import cuda, kernels
 from .arrays import tensor_kind
 from .presets import get_format
 
@@ -71,6 +71,22 @@ def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool 
         raise ValueError(f"device must be cpu or cuda, got {x.device}")
     y = f.quantize(to_numpy(x), rounding=rounding, saturate=saturate, seed=seed, sr_bits=sr_bits)
     return from_numpy(y, x)
+
+
+def quantize_scaled_values(x: torch.Tensor, fmt, scale: float, rounding: str = "rne",
+                           saturate: bool = True,
+                           seed: int | None = None) -> tuple[torch.Tensor, float]:
+    """Per-tensor scaled fake-quantization of a float32 CPU tensor in one pass (no autograd):
+    ``(fl32(q(fl32(x * s)) * fl32(1 / s)), amax of |x|)``
+    (:func:`fpformat.kernels.quantize_scaled`); ``ValueError`` for other tensors."""
+    f = get_format(fmt)
+    if not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.dtype != torch.float32:
+        raise ValueError(f"x must be a float32 CPU tensor, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} on "
+                         f"{getattr(x, 'device', 'no device')}")
+    y, amax = kernels.quantize_scaled(f, x.detach().contiguous().numpy(), scale, rounding,
+                                      saturate, seed)
+    return torch.from_numpy(y), amax
 
 
 class _Quantize(torch.autograd.Function):

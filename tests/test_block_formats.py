@@ -6,6 +6,7 @@ tensor scale amax/(448*6), UE4M3 block scales, E2M1 elements) and rounds element
 the element format's value list, not through the kernels.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -216,3 +217,25 @@ def test_fused_kernel_equals_numpy_path(name, mode, saturate):
         q = b.quantize(src, mode, saturate, seed=4)
         ref = b.decode(plain).astype(src.dtype)
         assert np.array_equal(q, ref, equal_nan=True), name
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxint8", "nvfp4", "e4m3/channel", "e2m1/7",
+                                  "e2m1/16/ue4m3fn/amax-nearest", "float8_e4m3fn/128"])
+@pytest.mark.parametrize("mode,saturate",
+                         [("rne", True), ("sr", True), ("rtz", False), ("rtp", True)])
+@pytest.mark.parametrize("rows", [90, 256, 300])
+def test_fused_kernel_down_columns_equals_numpy_path(name, mode, saturate, rows):
+    """Blocks along axis 0 of a 2-D array (the fused kernel's ``(k, 1)`` tiles, what a
+    weight-gradient GEMM quantizes) against the numpy path: codes, scales and values, with
+    ragged column blocks, NaN and inf; stochastic rounding indexes elements in C order."""
+    b = dataclasses.replace(get_format(name), axis=0)
+    x = np.ascontiguousarray(wide_data(7, rows, seed=rows).T)
+    x[7, 0] = np.nan
+    x[rows - 1, 3] = -np.inf
+    for src in (x, x.astype(np.float64)):
+        fused = b.encode(src, mode, saturate, seed=4)
+        plain = b._encode_numpy(src, src.dtype.name, mode, saturate, 4, None)
+        assert np.array_equal(fused.codes, plain.codes), name
+        assert np.array_equal(fused.scales.view(np.uint8), plain.scales.view(np.uint8)), name
+        q = b.quantize(src, mode, saturate, seed=4)
+        assert np.array_equal(q, b.decode(plain).astype(src.dtype), equal_nan=True), name

@@ -107,10 +107,10 @@ def ref_quantize(t: torch.Tensor, spec: OperandSpec | None, axis: int) -> torch.
     """``t`` (2-D) rounded by fpformat, blocks along ``axis``: the element format, with (block
     given) a float32 scale amax/max_elem per block, rne, saturating.
 
-    Through fpformat.torch.quantize_values (which calls the numpy quantizer), transposing only
-    when blocks run along axis 0: the result's strides, size-1 dimensions included, are then
-    those of the layer's own operands, and torch's CPU matmul picks its kernel (and so how it
-    rounds, e.g. with or without FMA) by strides; equal layouts make rtol=0, atol=0 fair."""
+    Through fpformat.torch.quantize_values, blocks along axis 0 by quantizing the transposed
+    tensor along its last axis, the result laid out C-contiguous like ``t`` (the layer quantizes
+    such blocks in place): torch's CPU matmul picks its kernel (and so how it rounds, e.g. with
+    or without FMA) by strides; equal layouts make rtol=0, atol=0 fair."""
     if spec is None:
         return t
     el = get_format(spec.fmt)
@@ -118,7 +118,8 @@ def ref_quantize(t: torch.Tensor, spec: OperandSpec | None, axis: int) -> torch.
                                                     scale_format=None, scale_rule="amax")
     if axis == 1 or spec.block is None:          # no block: each element alone, no axis
         return quantize_values(t.detach().contiguous(), fmt, rounding="rne", saturate=True)
-    return quantize_values(t.t().detach().contiguous(), fmt, rounding="rne", saturate=True).t()
+    q = quantize_values(t.t().detach().contiguous(), fmt, rounding="rne", saturate=True)
+    return q.t().contiguous()
 
 
 class RefGemmFn(torch.autograd.Function):

@@ -38,6 +38,7 @@ from explorer.train.qlinear import (
 from explorer.train.recipes import get_recipe, parse_recipe, preset_names, presets
 from explorer.train.trainer import TrainConfig, train
 from fpformat import get_format
+from fpformat.kernels import sr_random_u64
 from fpformat.torch import quantize_values
 
 pytestmark = pytest.mark.usefixtures("train_env")
@@ -121,13 +122,20 @@ def test_transform_alone_keeps_the_layer_function():
 
 
 def _q(spec: OperandSpec | None, t: torch.Tensor, axis: int, seed: int) -> torch.Tensor:
-    """fpformat's quantizer with blocks along ``axis`` (the transposed tensor's last axis)."""
+    """fpformat's quantizer with blocks along ``axis``; for axis 0 the transposed tensor
+    quantized along its last axis, stochastic rounding with each element's bits from its flat
+    index in ``t`` (fpformat's seeded bits given as ``random_bits``: the plain numpy path)."""
     if spec is None:
         return t
     f, sd = spec.build(), seed if spec.rounding == "sr" else None
     if axis == 1:
         return quantize_values(t.contiguous(), f, spec.rounding, True, sd)
-    return quantize_values(t.t().contiguous(), f, spec.rounding, True, sd).t()
+    tt = t.t().contiguous().numpy()
+    if sd is None:
+        return torch.from_numpy(f.quantize(tt, spec.rounding, True)).t()
+    index = np.arange(t.numel(), dtype=np.uint64).reshape(t.shape)
+    bits = ~sr_random_u64(sd, index)          # random_bits r gives the core u = 2**64 - 1 - r
+    return torch.from_numpy(f.quantize(tt, "sr", True, random_bits=bits.T.copy())).t()
 
 
 def _reference(qcfg: QuantConfig, x, w, gy, layer_id: int, step: int):
@@ -205,6 +213,9 @@ def test_block_direction_is_each_gemms_reduction_axis():
     along_features = _q(spec, x, 1, 0)
     assert torch.equal(along_tokens, quantize_values(x.t().contiguous(), spec.build()).t())
     assert not torch.equal(along_tokens, along_features)
+    op = qlinear._Operand(spec)                   # the layer's own: blocks down the columns
+    assert torch.equal(op(x, 0, None), along_tokens)
+    assert torch.equal(op(x, 1, None), along_features)
 
 
 def test_two_d_weight_tiles_serve_both_gemms_and_requantize_differs_from_reuse():

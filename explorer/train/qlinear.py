@@ -47,9 +47,9 @@ from explorer.blocks import parse_block
 from explorer.train.hadamard import check_hadamard_block, hadamard_matrix, rotate
 from fpformat import BlockFormat, FloatFormat, get_format
 from fpformat.gemm_torch import emulated_mm, unit_mm
-from fpformat.kernels import specialize
+from fpformat.kernels import quantize_scaled_applies, specialize
 from fpformat.rounding import MODES
-from fpformat.torch import quantize, quantize_values
+from fpformat.torch import quantize, quantize_scaled_values, quantize_values
 from fpformat.units import get_unit
 
 
@@ -499,16 +499,25 @@ class _Operand:
         self.blocked = spec.block is not None or getattr(self.fmt, "element", None) is not None
         # Same values whichever axis the blocks run along: reusable across GEMMs.
         self.axis_free = not self.blocked or spec.block == "tensor"
+        self.fmt_axis0 = _down_columns(self.fmt)
 
     def __call__(self, t: torch.Tensor, axis: int, seed: int | None) -> torch.Tensor:
-        """Quantize 2-D ``t`` with blocks along ``axis`` (0 or 1); no autograd."""
+        """Quantize 2-D ``t`` with blocks along ``axis`` (0 or 1), in place in ``t``'s layout
+        (no transposed copy; stochastic rounding draws element ``i``'s bits from its flat index
+        in ``t``); no autograd."""
         seed = seed if self.spec.rounding == "sr" else None
-        if axis == 1 or not self.blocked:
-            return quantize_values(t.contiguous(), self.fmt, rounding=self.spec.rounding,
-                                   saturate=True, seed=seed)
-        q = quantize_values(t.t().contiguous(), self.fmt, rounding=self.spec.rounding,
-                            saturate=True, seed=seed)
-        return q.t()
+        return quantize_values(t.contiguous(), self.fmt if axis == 1 else self.fmt_axis0,
+                               rounding=self.spec.rounding, saturate=True, seed=seed)
+
+
+def _down_columns(fmt):
+    """``fmt`` with its blocks along axis 0 instead of the last axis: a 2-D tile transposed,
+    a 1-D block or channel moved to axis 0; element formats and tensor scaling as they are."""
+    if not isinstance(fmt, BlockFormat):
+        return fmt
+    if fmt.tile is not None:
+        return replace(fmt, tile=fmt.tile[::-1])
+    return fmt if fmt.block_size == "tensor" else replace(fmt, axis=0)
 
 
 class _DelayedScale:
@@ -520,6 +529,8 @@ class _DelayedScale:
         self.max_elem = torch.tensor(element.max, dtype=torch.float32)
         self.history = torch.zeros(delayed.history, dtype=torch.float32)
         self.scale = torch.ones((), dtype=torch.float32)
+        #: float32 CPU data takes fpformat's fused pass (scale, round, unscale, amax)
+        self.fused = quantize_scaled_applies(element)
 
     def __call__(self, op: _Operand, t: torch.Tensor, seed: int | None,
                  record: bool) -> torch.Tensor:
@@ -527,9 +538,15 @@ class _DelayedScale:
         the scale for the next step."""
         if self.history.device != t.device:
             self.load(self.history.to(t.device), self.scale.to(t.device))
+        seed = seed if op.spec.rounding == "sr" else None
+        if self.fused and t.device.type == "cpu" and t.dtype == torch.float32:
+            y, amax = quantize_scaled_values(t, op.fmt, float(self.scale), op.spec.rounding,
+                                             True, seed)
+            if record:
+                self._record(torch.tensor(amax, dtype=torch.float32))
+            return y
         x = t.to(torch.float32) * self.scale
-        q = quantize_values(x, op.fmt, rounding=op.spec.rounding, saturate=True,
-                            seed=seed if op.spec.rounding == "sr" else None)
+        q = quantize_values(x, op.fmt, rounding=op.spec.rounding, saturate=True, seed=seed)
         y = q.mul_(torch.reciprocal(self.scale)).to(t.dtype)     # q is ours: scale in place
         if record:
             lo, hi = t.detach().aminmax()                 # one pass, NaN propagates
