@@ -247,40 +247,42 @@ def _element(y, s, i, FE, CE, VE, u, ints, codes, out, want_out):
 
 
 @numba.njit(inline="always")
-def _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale):
+def _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale,
+              threads):
     nb = (L + k - 1) // k
     G = max(1, SEGMENT_COLUMNS // k)
     ng = (nb + G - 1) // G
     ntr = (x.size // L + R - 1) // R
-    # A task: one segment in each of ``per_task`` consecutive tile rows, about
-    # SEGMENT_COLUMNS elements in all, sharing one set of scratch arrays.
-    per_task = max(1, SEGMENT_COLUMNS // (R * min(G * k, L)))
-    ntasks = (ntr + per_task - 1) // per_task
+    # Segments in C order, in a few runs per thread: each run allocates its scratch arrays
+    # once (an allocation per segment costs as much as the segment's scale work).
+    total = ntr * ng
+    runs = min(total, 4 * threads)
+    per_run = (total + runs - 1) // runs
     sr = CE[core.C_MODE] == core.SR
     Bt = _with_runtime(B, k, tscale)
     width = min(G * k, L)
-    for t in prange(ntasks * ng):
-        task = t // ng
-        g = t - task * ng
+    for run in prange(runs):
         scratch = (np.empty(width, dtype=xb.dtype), np.empty(width, dtype=np.float64),
                    np.empty(G, dtype=np.int64), np.empty(G, dtype=np.float64))
-        for tr in range(task * per_task, min((task + 1) * per_task, ntr)):
-            block_segment(x, xb, tr, g, G, R, L, Bt, FE, CE, VE, FS, CS, key, sr, codes,
-                          scales, out, want_out, scratch)
+        for t in range(run * per_run, min((run + 1) * per_run, total)):
+            tr = t // ng
+            block_segment(x, xb, tr, t - tr * ng, G, R, L, Bt, FE, CE, VE, FS, CS, key, sr,
+                          codes, scales, out, want_out, scratch)
 
 
 @numba.njit(**JIT)
 def _block_generic(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k,
-                   tscale):
-    _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale)
+                   tscale, threads):
+    _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale,
+              threads)
 
 
 @functools.lru_cache(maxsize=None)
 def _block_specialized(B, FE, CE, VE, FS, CS, want_out):
     @numba.njit(**JIT)
-    def block_specialized(x, xb, L, key, codes, scales, out, R, k, tscale):
+    def block_specialized(x, xb, L, key, codes, scales, out, R, k, tscale, threads):
         _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k,
-                  tscale)
+                  tscale, threads)
     return block_specialized
 
 
@@ -363,6 +365,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
     el, sf = fmt.element, fmt.scale_format
     rows, L = shape = x2.shape
+    k = min(k, L)                       # a block longer than a row is the row: the same blocks
     if tile_rows == 1 and L % k == 0:
         # Blocks never straddle rows: the rows laid end to end are one long row with the same
         # blocks, whose segments run long however short the rows are.
@@ -377,8 +380,9 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
     key = seed_key(seed, CE[core.C_MODE])
     Bk = _constant_part(B)
-    args = (np.int64(tile_rows), np.int64(k), np.float64(B[B_TSCALE]))
     with threads_for(x2.size):
+        args = (np.int64(tile_rows), np.int64(k), np.float64(B[B_TSCALE]),
+                np.int64(numba.get_num_threads()))
         if want_specialized(("blk", Bk, FE, CE, FS, CS), x2.size):
             _block_specialized(Bk, FE, CE, VE, FS, CS, want_out)(x1, xb, np.int64(L), key, codes,
                                                                 scales.reshape(-1), out, *args)
