@@ -199,6 +199,18 @@ def test_other_input_dtypes(dtype):
     assert b.quantize(x).dtype == np.dtype(dtype)
 
 
+def _assert_fused_equals_numpy(b, x, mode, saturate):
+    """The fused kernels' codes, scales and values equal the numpy path's, for ``x`` as
+    float32 and as float64 (seed 4 for stochastic rounding)."""
+    for src in (x, x.astype(np.float64)):
+        fused = b.encode(src, mode, saturate, seed=4)
+        plain = b._encode_numpy(src, src.dtype.name, mode, saturate, 4, None)
+        assert np.array_equal(fused.codes, plain.codes), b
+        assert np.array_equal(fused.scales.view(np.uint8), plain.scales.view(np.uint8)), b
+        q = b.quantize(src, mode, saturate, seed=4)
+        assert np.array_equal(q, b.decode(plain).astype(src.dtype), equal_nan=True), b
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e5m2", "mxint8", "nvfp4", "e4m3/channel",
                                   "e4m3/tensor", "e2m1/7", "e2m1/16/ue4m3fn/amax-nearest",
                                   "e3m2/32/e8m0"])
@@ -209,14 +221,7 @@ def test_fused_kernel_equals_numpy_path(name, mode, saturate):
     x = wide_data(5, 90, seed=13)
     x[0, 7] = np.nan
     x[3, 50] = -np.inf
-    for src in (x, x.astype(np.float64)):
-        fused = b.encode(src, mode, saturate, seed=4)
-        plain = b._encode_numpy(src, src.dtype.name, mode, saturate, 4, None)
-        assert np.array_equal(fused.codes, plain.codes), name
-        assert np.array_equal(fused.scales.view(np.uint8), plain.scales.view(np.uint8)), name
-        q = b.quantize(src, mode, saturate, seed=4)
-        ref = b.decode(plain).astype(src.dtype)
-        assert np.array_equal(q, ref, equal_nan=True), name
+    _assert_fused_equals_numpy(b, x, mode, saturate)
 
 
 @pytest.mark.parametrize("name", ["mxfp4", "mxint8", "nvfp4", "e4m3/channel", "e2m1/7",
@@ -232,10 +237,4 @@ def test_fused_kernel_down_columns_equals_numpy_path(name, mode, saturate, rows)
     x = np.ascontiguousarray(wide_data(7, rows, seed=rows).T)
     x[7, 0] = np.nan
     x[rows - 1, 3] = -np.inf
-    for src in (x, x.astype(np.float64)):
-        fused = b.encode(src, mode, saturate, seed=4)
-        plain = b._encode_numpy(src, src.dtype.name, mode, saturate, 4, None)
-        assert np.array_equal(fused.codes, plain.codes), name
-        assert np.array_equal(fused.scales.view(np.uint8), plain.scales.view(np.uint8)), name
-        q = b.quantize(src, mode, saturate, seed=4)
-        assert np.array_equal(q, b.decode(plain).astype(src.dtype), equal_nan=True), name
+    _assert_fused_equals_numpy(b, x, mode, saturate)
