@@ -1,13 +1,18 @@
-"""The fused block-scaling kernel: per block, amax, scale and element rounding in one pass.
+"""The fused block-scaling kernel: per block, amax, scale and element rounding.
 
 Blocks run along the last axis of a C-contiguous 2-D view ``(rows, L)``; block ``b`` of a row
 holds elements ``[b*k, min((b+1)*k, L))``, or, for 2-D tiles of ``R`` rows, those elements of
-``R`` consecutive rows.  Per block the kernel finds ``amax`` (and whether a
-NaN/inf is present), forms the scale by the format's rule, rounds the scale into the scale format
-and every element ``x / scale`` into the element format, both through the scalar core
-(:func:`fpformat.core.encode_bits`), and writes element codes, scale codes and, for quantize,
-``decode(code) * scale``.  :mod:`fpformat.block` holds the semantics and the plain-numpy path
-(tiles, other axes) that the tests hold this kernel to.
+``R`` consecutive rows (``k = 1``: blocks down the columns).  The kernel works through
+*segments*, a run of about :data:`SEGMENT_COLUMNS` columns of one tile row, in four loops, each
+long and free of early exits so that it vectorises: (1) each column's largest magnitude over
+the tile's rows, as an integer max over the bits; (2) each block's amax, its scale by the
+format's rule, rounded into the scale format through the scalar core
+(:func:`fpformat.core.encode_bits`), and the scale per column; (3) every element ``x / scale``
+rounded into the element format by the core, written as a code or, for quantize, as
+``decode(code) * scale``; (4) blocks whose scale is NaN, zero or infinite, rewritten.  Rows
+whose length is a multiple of ``k`` run end to end as one long row (the same blocks).
+:mod:`fpformat.block` holds the semantics and the plain-numpy path (tiles, other axes) that the
+tests hold this kernel to.
 
 Like :mod:`fpformat.kernels`, each loop is compiled generic (tuples as arguments) and specialised
 (tuples as compile-time constants) once a combination has processed enough elements.
@@ -198,11 +203,11 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
         sval, scode = _block_scale(bits_value(m, wide), bad, B, FS, CS)
         scales[np.uint64(tr * nb + b0 + t)] = scode
         block_scale[t] = sval
-        usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+        usable = _divisible(sval)
         unusable += 0 if usable else 1
     for t in range(nblocks):
         sval = block_scale[t]
-        usable = sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+        usable = _divisible(sval)
         lo = np.uint64(t * k)
         for j in range(lo, min(lo + np.uint64(k), np.uint64(w))):
             per_column[j] = sval if usable else 1.0
@@ -222,7 +227,7 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
     # +0 scaled by it (NaN, or +0 for a zero scale; a NaN-free scale format's NaN code).
     for b in range(b0, b1):
         sval = block_scale[b - b0]
-        if sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308:
+        if _divisible(sval):
             continue
         lo = b * k
         hi = min(lo + k, L)
@@ -231,6 +236,12 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
                 i = np.uint64(r * L + c)
                 u = core.sr_random(key, i) if sr else np.uint64(0)
                 _element(0.0, sval, i, FE, CE, VE, u, ints, codes, out, want_out)
+
+
+@numba.njit(inline="always")
+def _divisible(sval):
+    """Whether elements can be divided by the block scale ``sval`` (finite and nonzero)."""
+    return sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
 
 
 @numba.njit(inline="always")
