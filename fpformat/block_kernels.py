@@ -3,13 +3,14 @@
 Blocks run along the last axis of a C-contiguous 2-D view ``(rows, L)``; block ``b`` of a row
 holds elements ``[b*k, min((b+1)*k, L))``, or, for 2-D tiles of ``R`` rows, those elements of
 ``R`` consecutive rows (``k = 1``: blocks down the columns).  The kernel works through
-*segments*, a run of about :data:`SEGMENT_COLUMNS` columns of one tile row, in four loops, each
-long and free of early exits so that it vectorises: (1) each column's largest magnitude over
+*segments*, a run of about :data:`SEGMENT_COLUMNS` columns of one tile row, in four steps whose
+loops are free of early exits so that they vectorise: (1) each column's largest magnitude over
 the tile's rows, as an integer max over the bits; (2) each block's amax, its scale by the
 format's rule, rounded into the scale format through the scalar core
-(:func:`fpformat.core.encode_bits`), and the scale per column; (3) every element ``x / scale``
-rounded into the element format by the core, written as a code or, for quantize, as
-``decode(code) * scale``; (4) blocks whose scale is NaN, zero or infinite, rewritten.  Rows
+(:func:`fpformat.core.encode_bits`); (3) block by block, every element ``x / scale`` rounded
+into the element format by the core, written as a code or, for quantize, as ``decode(code) *
+scale`` (the block's scale read once, outside the loop over its elements; per column for
+blocks down the columns); (4) blocks whose scale is NaN, zero or infinite, rewritten.  Rows
 whose length is a multiple of ``k`` run end to end as one long row (the same blocks).
 :mod:`fpformat.block` holds the semantics and the plain-numpy path (tiles, other axes) that the
 tests hold this kernel to.
@@ -181,21 +182,26 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
     r1 = min(r0 + R, x.size // L)
     wide = xb.itemsize == 8
     # 1. Each column's largest magnitude over the tile's rows, as bits (NaN/inf: the largest).
-    colmax, per_column, block_bits, block_scale = scratch
+    colmax, block_bits, block_scale, divisor = scratch
     colmax[:w] = 0
     for r in range(r0, r1):
         base = np.uint64(r * L + c0)
         for j in range(np.uint64(w)):
             colmax[j] = absmax_bits(colmax[j], xb[base + j])
-    # 2. Each block's amax and scale; per column the value the element loop divides by
-    # (1.0 where the block's scale is NaN, zero or infinite: step 4 writes those blocks).
+    # 2. Each block's amax and scale (full blocks, then a ragged last one).
     nblocks = b1 - b0
-    for t in range(nblocks):
-        lo = np.uint64(t * k)
-        m = colmax[lo]
-        for j in range(lo + np.uint64(1), min(lo + np.uint64(k), np.uint64(w))):
-            m = max(m, colmax[j])
+    ku = np.uint64(k)
+    nfull = np.uint64(w // k)
+    for t in range(nfull):
+        m = colmax[t * ku]
+        for j in range(np.uint64(1), ku):
+            m = max(m, colmax[t * ku + j])
         block_bits[t] = np.int64(m)
+    if nfull < nblocks:
+        m = colmax[nfull * ku]
+        for j in range(nfull * ku + np.uint64(1), np.uint64(w)):
+            m = max(m, colmax[j])
+        block_bits[nfull] = np.int64(m)
     unusable = 0
     for t in range(nblocks):                                  # selects only: vectorises
         m = block_bits[t]
@@ -204,23 +210,29 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
         scales[np.uint64(tr * nb + b0 + t)] = scode
         block_scale[t] = sval
         usable = _divisible(sval)
+        divisor[t] = sval if usable else 1.0
         unusable += 0 if usable else 1
-    for t in range(nblocks):
-        sval = block_scale[t]
-        usable = _divisible(sval)
-        lo = np.uint64(t * k)
-        for j in range(lo, min(lo + np.uint64(k), np.uint64(w))):
-            per_column[j] = sval if usable else 1.0
-    # 3. Every element: x / scale rounded by the core (selects only: the loop vectorises).
+    # 3. Every element: x / scale rounded by the core (selects only: the loops vectorise).  A
+    # block's scale is read once, outside the loop over its elements (1.0 where it is NaN, zero
+    # or infinite: step 4 writes those blocks); blocks down the columns (k = 1) take theirs per
+    # column instead.
     ints = B[B_INT] == 1.0
     for r in range(r0, r1):
         base = np.uint64(r * L + c0)
-        for j in range(np.uint64(w)):
-            i = base + j
-            s = per_column[j]
-            y = np.float64(x[i]) / s
-            u = core.sr_random(key, i) if sr else np.uint64(0)
-            _element(y, s, i, FE, CE, VE, u, ints, codes, out, want_out)
+        if k == 1:
+            for j in range(np.uint64(w)):
+                _element_at(x, base + j, divisor[j], key, sr, FE, CE, VE, ints, codes, out,
+                            want_out)
+            continue
+        for t in range(nfull):
+            s = divisor[t]
+            first = base + t * ku
+            for j in range(ku):
+                _element_at(x, first + j, s, key, sr, FE, CE, VE, ints, codes, out, want_out)
+        if nfull < nblocks:
+            s = divisor[nfull]
+            for i in range(base + nfull * ku, base + np.uint64(w)):
+                _element_at(x, i, s, key, sr, FE, CE, VE, ints, codes, out, want_out)
     if unusable == 0:
         return
     # 4. Blocks whose scale is NaN (a NaN or inf inside), zero or infinite: every element is
@@ -242,6 +254,13 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
 def _divisible(sval):
     """Whether elements can be divided by the block scale ``sval`` (finite and nonzero)."""
     return sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+
+
+@numba.njit(inline="always")
+def _element_at(x, i, s, key, sr, FE, CE, VE, ints, codes, out, want_out):
+    """Element ``i`` of the flat ``x`` divided by the block scale ``s`` and rounded."""
+    u = core.sr_random(key, i) if sr else np.uint64(0)
+    _element(np.float64(x[i]) / s, s, i, FE, CE, VE, u, ints, codes, out, want_out)
 
 
 @numba.njit(inline="always")
@@ -273,8 +292,8 @@ def _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out
     Bt = _with_runtime(B, k, tscale)
     width = min(G * k, L)
     for run in prange(runs):
-        scratch = (np.empty(width, dtype=xb.dtype), np.empty(width, dtype=np.float64),
-                   np.empty(G, dtype=np.int64), np.empty(G, dtype=np.float64))
+        scratch = (np.empty(width, dtype=xb.dtype), np.empty(G, dtype=np.int64),
+                   np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64))
         for t in range(run * per_run, min((run + 1) * per_run, total)):
             tr = t // ng
             block_segment(x, xb, tr, t - tr * ng, G, R, L, Bt, FE, CE, VE, FS, CS, key, sr,
