@@ -55,6 +55,10 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
+#: numpy's own float dtypes by kind name (looked up before the slow ``dtype.name``).
+_NATIVE_KINDS = {np.dtype(n): n for n in ("float16", "float32", "float64")}
+
+
 def as_float_array(x) -> tuple[np.ndarray, str]:
     """Return ``(array, kind)``: a float32/float64 numpy array holding ``x``'s values exactly and
     the name of ``x``'s float kind.  Raises ``TypeError`` for non-float inputs."""
@@ -68,7 +72,7 @@ def as_float_array(x) -> tuple[np.ndarray, str]:
             arr = arr.astype(np.float64)
     if not arr.dtype.isnative:                      # big-endian data: the kernels read bits
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    kind = arr.dtype.name
+    kind = _NATIVE_KINDS.get(arr.dtype) or arr.dtype.name      # dtype.name is slow
     if kind not in FLOAT_KINDS:
         raise TypeError(f"x must be a float16, bfloat16, float32 or float64 array, "
                         f"got dtype {arr.dtype}")

@@ -22,6 +22,7 @@ Like :mod:`fpformat.kernels`, each loop is compiled generic (tuples as arguments
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -316,13 +317,14 @@ def _block_specialized(B, FE, CE, VE, FS, CS, want_out):
     return block_specialized
 
 
-#: Elements per chunk of :func:`_absmax_chunks` (one thread's share at a time).
+#: Elements per chunk of :func:`_tensor_scale_bits` (one thread's share at a time).
 _AMAX_CHUNK = 1 << 14
 
 
 @numba.njit(**JIT)
-def _absmax_chunks(xb, part):
-    """Each chunk's largest magnitude bits into ``part`` (zeroed, one entry per chunk)."""
+def _tensor_scale_bits(xb, part, wide):
+    """:func:`tensor_scale_of` the largest magnitude among the bits ``xb``, found chunk by chunk
+    (``part``: zeroed, one entry per chunk, each thread's share at a time)."""
     n = np.uint64(xb.size)
     for c in prange(part.size):
         lo = np.uint64(c) * np.uint64(_AMAX_CHUNK)
@@ -330,17 +332,18 @@ def _absmax_chunks(xb, part):
         for i in range(lo, min(lo + np.uint64(_AMAX_CHUNK), n)):
             m = absmax_bits(m, xb[i])
         part[c] = m
+    return tensor_scale_of(np.int64(part.max()), wide)
 
 
 def tensor_scale(x: np.ndarray) -> float:
     """:func:`fpformat.scales.tensor_scale` of the float32/float64 array ``x`` in one
     vectorised pass over its bits (no temporaries)."""
     flat = np.ascontiguousarray(x).reshape(-1)
-    xb = flat.view(np.uint32 if flat.dtype == np.float32 else np.uint64)
+    wide = flat.dtype == np.float64
+    xb = flat.view(np.uint64 if wide else np.uint32)
     part = np.zeros(max(1, -(-xb.size // _AMAX_CHUNK)), dtype=xb.dtype)
     with threads_for(xb.size):
-        _absmax_chunks(xb, part)
-    return float(tensor_scale_of(np.int64(part.max()), flat.dtype == np.float64))
+        return float(_tensor_scale_bits(xb, part, wide))
 
 
 _NO_SCALE_FORMAT = core.as_int64_tuple([0] * core.F_LEN)
@@ -378,11 +381,31 @@ def _constant_part(B: tuple) -> tuple:
     return B[:B_K] + (0.0,) + B[B_K + 1:B_TSCALE] + (0.0,) + B[B_TSCALE + 1:]
 
 
+class _Plan(NamedTuple):
+    """What every call of the kernel for one block format and its options shares: the tuples
+    (``B`` without its run-time fields, see :func:`_constant_part`) and the specialisation key."""
+
+    B: tuple
+    FE: tuple
+    CE: tuple
+    VE: tuple
+    FS: tuple
+    CS: tuple
+    key: tuple
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(fmt, rounding: str, saturate: bool, sr_bits) -> _Plan:
+    B, FE, CE, FS, CS = block_params(fmt, 1, None, rounding, saturate, sr_bits)
+    Bk = _constant_part(B)
+    VE = value_tuple(fmt.element, CE, core.SRC_FLOAT64)
+    return _Plan(Bk, FE, CE, VE, FS, CS, ("blk", Bk, FE, CE, FS, CS))
+
+
 def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
     """Have the next calls of this kernel for block format ``fmt`` with these options run
     specialised (compiled then, or loaded from numba's cache), whatever their block length."""
-    B, FE, CE, FS, CS = block_params(fmt, 1, None, rounding, saturate, sr_bits)
-    prefer_specialized(("blk", _constant_part(B), FE, CE, FS, CS))
+    prefer_specialized(_plan(fmt, rounding, saturate, sr_bits).key)
 
 
 def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,
@@ -392,7 +415,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     per row).  Returns ``(codes, scales, out)``: codes None with ``want_out`` (quantize needs the
     values only), out None without; the scales shaped ``(ceil(rows / tile_rows),
     ceil(L / k))``."""
-    B, FE, CE, FS, CS = block_params(fmt, k, tscale, rounding, saturate, sr_bits)
+    plan = _plan(fmt, rounding, saturate, sr_bits)
     el, sf = fmt.element, fmt.scale_format
     rows, L = shape = x2.shape
     k = min(k, L)                       # a block longer than a row is the row: the same blocks
@@ -404,21 +427,19 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     x1 = x2.reshape(-1)
     xb = x1.view(np.uint32 if x1.dtype == np.float32 else np.uint64)
     codes = np.empty(1 if want_out else x1.size, dtype=el.dtype)
-    VE = value_tuple(el, CE, core.SRC_FLOAT64)
     scales = np.empty((-(-rows // tile_rows), nb), dtype=np.uint32 if sf is None else sf.dtype)
     out = np.empty(x1.size if want_out else 1, dtype=np.float64 if not want_out
                    else (np.float32 if x2.dtype == np.float32 else np.float64))
-    key = seed_key(seed, CE[core.C_MODE])
-    Bk = _constant_part(B)
-    with threads_for(x2.size):
-        args = (np.int64(tile_rows), np.int64(k), np.float64(B[B_TSCALE]),
-                np.int64(numba.get_num_threads()))
-        if want_specialized(("blk", Bk, FE, CE, FS, CS), x2.size):
-            _block_specialized(Bk, FE, CE, VE, FS, CS, want_out)(x1, xb, np.int64(L), key, codes,
-                                                                scales.reshape(-1), out, *args)
+    key = seed_key(seed, plan.CE[core.C_MODE])
+    with threads_for(x2.size) as threads:
+        args = (np.int64(tile_rows), np.int64(k), np.float64(1.0 if tscale is None else tscale),
+                np.int64(threads))
+        if want_specialized(plan.key, x2.size):
+            _block_specialized(plan.B, plan.FE, plan.CE, plan.VE, plan.FS, plan.CS, want_out)(
+                x1, xb, np.int64(L), key, codes, scales.reshape(-1), out, *args)
         else:
-            _block_generic(x1, xb, np.int64(L), Bk, FE, CE, VE, FS, CS, key, codes,
-                           scales.reshape(-1), out, want_out, *args)
+            _block_generic(x1, xb, np.int64(L), plan.B, plan.FE, plan.CE, plan.VE, plan.FS,
+                           plan.CS, key, codes, scales.reshape(-1), out, want_out, *args)
     if sf is None:
         scales = scales.view(np.float32)
     scales = scales.reshape(-(-shape[0] // tile_rows), -(-shape[1] // k))

@@ -33,18 +33,20 @@ SERIAL_BELOW = 1 << 15
 
 class threads_for:
     """Context manager: run calls of fewer than ``SERIAL_BELOW`` elements on one thread (waking
-    the pool costs more than the work, and much more on a busy machine)."""
+    the pool costs more than the work, and much more on a busy machine).  ``with threads_for(n)
+    as threads``: the number of threads the call runs on."""
 
     def __init__(self, n: int):
         self.serial = n < SERIAL_BELOW
 
-    def __enter__(self):
-        if self.serial:
-            self.saved = numba.get_num_threads()
+    def __enter__(self) -> int:
+        self.saved = numba.get_num_threads()
+        if self.serial and self.saved != 1:
             numba.set_num_threads(1)
+        return 1 if self.serial else self.saved
 
     def __exit__(self, *exc):
-        if self.serial:
+        if self.serial and self.saved != 1:
             numba.set_num_threads(self.saved)
 
 

@@ -46,7 +46,8 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 def from_numpy(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """A tensor with ``like``'s dtype and device holding ``a``'s values (exact when they fit)."""
-    if a.dtype.name == "bfloat16" or (like.dtype == torch.bfloat16 and a.dtype == np.uint16):
+    if a.dtype.itemsize == 2 and (a.dtype.name == "bfloat16" or (
+            like.dtype == torch.bfloat16 and a.dtype == np.uint16)):
         t = torch.from_numpy(_contiguous(a).view(np.int16)).view(torch.bfloat16)
     else:
         t = torch.from_numpy(_contiguous(a))
