@@ -317,6 +317,17 @@ def quantize_scaled_applies(fmt) -> bool:
     return source_layout(fmt, np.float32) == core.SRC_FLOAT32
 
 
+@functools.lru_cache(maxsize=256)
+def _scaled_plan(fmt, rounding: str, saturate: bool) -> tuple[tuple, tuple, tuple]:
+    """``(S, C, V)`` of :func:`quantize_scaled` for ``fmt`` and these options (computed once:
+    a training step makes many small calls)."""
+    if not quantize_scaled_applies(fmt):
+        raise ValueError(f"format {fmt} has values that are not float32 values; the scaled "
+                         f"quantize works in float32")
+    C = call_tuple(fmt, rounding, saturate, None)
+    return core.SRC_FLOAT32, C, value_tuple(fmt, C, core.SRC_FLOAT32)
+
+
 def quantize_scaled(fmt, x: np.ndarray, scale: float, rounding: str = "rne",
                     saturate: bool = True, seed=None) -> tuple[np.ndarray, float]:
     """Per-tensor scaled fake-quantization of float32 ``x`` in one pass: ``out =
@@ -331,12 +342,7 @@ def quantize_scaled(fmt, x: np.ndarray, scale: float, rounding: str = "rne",
     s = np.float32(scale)
     if not (np.isfinite(s) and s > 0):
         raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
-    if not quantize_scaled_applies(fmt):
-        raise ValueError(f"format {fmt} has values that are not float32 values; the scaled "
-                         f"quantize works in float32")
-    S = core.SRC_FLOAT32
-    C = call_tuple(fmt, rounding, saturate, None)
-    V = value_tuple(fmt, C, S)
+    S, C, V = _scaled_plan(fmt, rounding, saturate)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     part = np.zeros(max(1, -(-flat.size // _SCALED_CHUNK)), dtype=np.uint32)

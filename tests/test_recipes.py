@@ -297,6 +297,27 @@ def test_delayed_scaling_equals_the_float32_reference(monkeypatch, d, fmt):
     assert all(torch.equal(v, quant_state(layer)[k]) for k, v in state.items())
 
 
+@pytest.mark.parametrize("d", [DelayedScaling(3, "max", 0), DelayedScaling(2, "most_recent", 5)])
+def test_delayed_state_updates_the_same_from_a_number_and_from_a_tensor(d):
+    """The CPU update from the fused pass's amax (numpy float32 on the state's views) and the
+    tensor update (any device) give the same history and scale, bit for bit, through zero,
+    NaN, infinite, tiny (scale overflows to the largest float32) and ordinary amaxes."""
+    from explorer.train.qlinear import _DelayedScale
+    fmt = get_format("float8_e4m3fn")
+    by_number, by_tensor = _DelayedScale(d, fmt), _DelayedScale(d, fmt)
+    amaxes = [3.0, 0.0, 1e-38, 2e-45, float("nan"), 0.5, float("inf"), 448.0, 7.25, 1e30, 0.0,
+              6e4, 1.5]
+    for step, a in enumerate(amaxes):
+        a32 = float(np.float32(a))
+        by_number._record_value(a32)
+        by_tensor._record(torch.tensor(a32, dtype=torch.float32))
+        assert np.array_equal(by_number.history.numpy(), by_tensor.history.numpy(),
+                              equal_nan=True), f"step {step}"
+        assert by_number.scale.numpy().tobytes() == by_tensor.scale.numpy().tobytes(), \
+            f"step {step}: {by_number.scale} != {by_tensor.scale}"
+    assert by_number.scale.dtype == torch.float32 and by_number.scale.shape == ()
+
+
 def test_quant_state_round_trips_and_refuses_a_foreign_state():
     qcfg = get_recipe("fp8-delayed").quant_config()
     a = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
