@@ -556,12 +556,10 @@ class _DelayedScale:
         return y
 
     def _record_value(self, amax: float) -> None:
-        """:meth:`_record` for a CPU state and an amax given as a number (the fused pass's):
-        the same float32 operations on the state's numpy views, without a dozen tensor ops on
-        single values (about 0.1 ms a call; 42 calls make a tenth of an L=2 d=64 step)."""
-        if self.history.device.type != "cpu":
-            self._record(torch.tensor(amax, dtype=torch.float32, device=self.history.device))
-            return
+        """:meth:`_record` for a CPU state (the fused pass's only: it runs on CPU data, after
+        :meth:`__call__` moved the state there) and an amax given as a number: the same float32
+        operations on the state's numpy views, without a dozen tensor ops on single values
+        (about 0.1 ms a call; 42 calls make a tenth of an L=2 d=64 step)."""
         h = self.history.numpy()
         h[1:] = h[:-1].copy()
         h[0] = amax
