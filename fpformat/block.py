@@ -191,8 +191,8 @@ class BlockFormat:
                out: np.ndarray | None = None):
         """The fused numba pass when blocks run along the last axis, down the columns of a 2-D
         array (as ``(k, 1)`` tiles) or as 2-D tiles over a 2-D array (fpformat.block_core for
-        float32 MX data along the last axis, fpformat.block_kernels otherwise); None for other
-        axes and tiles over more dimensions (the numpy path below handles those).  ``out``: a
+        float32 MX data, fpformat.block_kernels otherwise); None for other axes and tiles over
+        more dimensions (the numpy path below handles those).  ``out``: a
         C-contiguous float32 destination for the block_core kernel (ignored by the others)."""
         if arr.ndim == 0 or arr.size == 0 or (self.tile is not None and arr.ndim != 2):
             return None
@@ -216,11 +216,11 @@ class BlockFormat:
             x2 = x.reshape(-1, L)
             k = L if self.block_size == "channel" else self.block_size
         sshape, _ = self.layout(x.shape)
-        if not down_columns and block_core.ocp_f32_applies(self, x2):   # float32 MX kernel
+        if block_core.ocp_f32_applies(self, x2):                        # float32 MX kernel
             dest = None if out is None else out.reshape(x2.shape)
-            codes, scales, out = block_core.run_ocp_f32(self, x2, max(k, 1), rounding, saturate,
-                                                        seed, sr_bits, not want_out, want_out,
-                                                        dest)
+            codes, scales, out = block_core.run_ocp_f32(
+                self, x2, tile_rows if down_columns else max(k, 1), rounding, saturate, seed,
+                sr_bits, not want_out, want_out, dest, down_columns)
             return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape),
                     None, None if out is None else out.reshape(x.shape))
         tscale = None

@@ -189,12 +189,27 @@ def test_mxint8_codes_are_twos_complement_without_negative_zero():
 MODES = ["rne", "rna", "rtz", "rtp", "rtn", "rto", "sr"]
 
 
-def _general(b, x2, k, mode, sat, seed, want_out):
+def _general(b, x2, k, mode, sat, seed, want_out, down_columns=False):
     """(codes, scales, values or None) of the general kernel: codes from an encode pass, values
-    from a quantize pass (the kernel writes one or the other)."""
-    codes, scales, _ = run_blocks(b, x2, k, None, mode, sat, seed, None, False)
-    out = run_blocks(b, x2, k, None, mode, sat, seed, None, True)[2] if want_out else None
+    from a quantize pass (the kernel writes one or the other); ``down_columns``: blocks of
+    ``k`` rows down each column."""
+    k, tile_rows = (1, k) if down_columns else (k, 1)
+    codes, scales, _ = run_blocks(b, x2, k, None, mode, sat, seed, None, False, tile_rows)
+    out = (run_blocks(b, x2, k, None, mode, sat, seed, None, True, tile_rows)[2] if want_out
+           else None)
     return codes, scales, out
+
+
+def _assert_fast_equals_general(b, x2, k, mode, sat, seed, down_columns=False):
+    """The fast kernel's codes, E8M0 scales and values equal the general kernel's, bit for bit."""
+    codes, scales, _ = block_core.run_ocp_f32(b, x2, k, mode, sat, seed, None, True, False,
+                                              down_columns=down_columns)
+    _, _, out = block_core.run_ocp_f32(b, x2, k, mode, sat, seed, None, False, True,
+                                       down_columns=down_columns)
+    gc, gs, go = _general(b, x2, k, mode, sat, seed, True, down_columns)
+    assert np.array_equal(codes, gc), (x2.shape, k)
+    assert np.array_equal(scales, gs), (x2.shape, k)
+    assert np.array_equal(out.view(np.uint32), go.view(np.uint32)), (x2.shape, k)
 
 
 @pytest.mark.parametrize("preset", sorted(ref.PRESET_ELEMENT))
@@ -309,6 +324,70 @@ def test_fast_kernel_tiny_quotients():
         assert np.array_equal(c, gc) and np.array_equal(s, gs), mode
     up = b.encode(x, "rtp").codes
     assert up[0, 1] == 1 and up[0, 2] == 8                  # +tiny -> min subnormal; -tiny -> -0
+
+
+# ------------------------------------------------------------------ the fast kernel down columns
+@pytest.mark.parametrize("preset", sorted(ref.PRESET_ELEMENT))
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("sat", [True, False])
+def test_fast_column_kernel_equals_general_kernel(preset, mode, sat, monkeypatch):
+    """Blocks of ``k`` rows down each column (the transposed operands of a backward GEMM):
+    hard_data's rows become columns (zero, NaN, inf, saturating, subnormal blocks), with ragged
+    last blocks and a row count below ``k``."""
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    b = get_format(preset)
+    for shape, k in (((6, 96), 32), ((5, 77), 32), ((4, 32), 32), ((3, 40), 40),
+                     ((9, 20), 32)):
+        x2 = np.ascontiguousarray(hard_data(shape, seed=7, element_max=b.element.max).T)
+        assert block_core.ocp_f32_applies(b, x2)
+        _assert_fast_equals_general(b, x2, k, mode, sat, 11, down_columns=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(element=st.sampled_from(["e2m1", "e3m2", "e2m3", "e4m3", "e5m2", "e1m2", "e3m3", "e4m0"]),
+       k=st.sampled_from([8, 16, 32]), cols=st.integers(1, 40), blocks=st.integers(1, 4),
+       ragged=st.integers(0, 7), top=st.integers(-150, 126), seed=st.integers(0, 2 ** 31),
+       mode=st.sampled_from(MODES), sat=st.booleans(),
+       scale=st.sampled_from(["e8m0", "ue8m0/amax"]))
+def test_fast_column_kernel_any_element_any_scale(element, k, cols, blocks, ragged, top, seed,
+                                                  mode, sat, scale):
+    """Down the columns every element takes the multiplying path (a scale per lane): column
+    maxima from float32's subnormals to its largest binade, elements spread 30 binades below
+    them (quotients that underflow float32), both E8M0 rules."""
+    b = get_format(f"{element}/{k}/{scale}")
+    rng = np.random.default_rng(seed)
+    rows = blocks * k + ragged
+    column_exp = top - rng.integers(0, 40, (1, cols))
+    x = rng.standard_normal((rows, cols)) * np.exp2(column_exp + rng.integers(-30, 1, (rows, cols)))
+    x = np.clip(x, -3e38, 3e38).astype(np.float32)
+    assert block_core.ocp_f32_applies(b, x)
+    _assert_fast_equals_general(b, x, k, mode, sat, seed, down_columns=True)
+
+
+@pytest.mark.parametrize("policy", ["never", "always"])
+@pytest.mark.parametrize("name", ["mxfp8_e4m3", "e4m3/32/ue8m0/amax", "mxfp4"])
+def test_blocks_along_axis0_run_the_column_kernel(policy, name, monkeypatch):
+    """A BlockFormat with ``axis=0`` on float32 2-D data takes the fast column kernel (generic
+    and specialised alike) and gives what the plain numpy path computes."""
+    from dataclasses import replace
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", policy)
+    b = replace(get_format(name), axis=0)
+    x = np.ascontiguousarray(hard_data((7, 70), seed=3, element_max=b.element.max).T)
+    down_columns = []
+    run = block_core.run_ocp_f32
+
+    def spy(*args):
+        down_columns.append(args[10])
+        return run(*args)
+    monkeypatch.setattr(block_core, "run_ocp_f32", spy)
+    for mode in ("rne", "sr"):
+        enc = b.encode(x, mode, seed=2)
+        plain = b._encode_numpy(x, "float32", mode, True, 2, None)
+        assert np.array_equal(enc.codes, plain.codes) and np.array_equal(enc.scales, plain.scales)
+        q, want = b.quantize(x, mode, seed=2), b.decode(plain, np.float32)
+        assert np.array_equal(np.isnan(q), np.isnan(want))
+        assert np.array_equal(q[~np.isnan(q)].view(np.uint32), want[~np.isnan(q)].view(np.uint32))
+    assert down_columns == [True] * 4
 
 
 # ------------------------------------------------------------------ properties
