@@ -45,7 +45,7 @@ import numpy as np
 from . import block_core, block_kernels, cuda
 from .arrays import as_float_array, check_out, float_kind, is_cuda_array, restore_dtype
 from .block_kernels import run_blocks
-from .format import FloatFormat, element_format
+from .format import FloatFormat, element_format, hash_once
 from .scales import BlockEncoding, emax_elem, is_pow2_format, tensor_scale
 
 SCALE_RULES = ("ocp", "amax", "nvfp4")
@@ -61,6 +61,7 @@ def _element(fmt) -> FloatFormat:
     return f
 
 
+@hash_once
 @dataclass(frozen=True)
 class BlockFormat:
     """An element format with a shared scale per block (see the module docstring).

@@ -387,8 +387,10 @@ def ocp_f32_applies(fmt, x2: np.ndarray) -> bool:
             and el.man_bits <= 23 and el.emin >= -126 and el.emin - el.man_bits >= -22)
 
 
+@functools.lru_cache(maxsize=256)
 def _tuples(fmt, rounding: str, saturate: bool, sr_bits):
-    """The kernel's constant tuples ``(F, C, V, R)`` for ``fmt`` with these options."""
+    """The kernel's constant tuples ``(F, C, V, R)`` for ``fmt`` with these options (computed
+    once: a training step makes a hundred calls with the same few)."""
     el = fmt.element
     C = call_tuple(el, rounding, saturate, sr_bits)
     C, V = _finite_inputs(C, value_tuple(el, C, core.SRC_FLOAT32))

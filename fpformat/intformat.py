@@ -39,6 +39,7 @@ import numpy as np
 
 from . import kernels
 from .arrays import FLOAT_LAYOUTS, as_float_array, float_kind, is_cuda_array, restore_dtype
+from .format import hash_once
 from .rounding import check_sr_bits, mode_code
 
 MIN_BITS, MAX_BITS = 2, 32
@@ -47,6 +48,7 @@ MAX_FRAC_BITS = 1000
 _NAME = re.compile(r"int(\d+)")
 
 
+@hash_once
 @dataclass(frozen=True)
 class IntFormat:
     """A two's-complement integer format (module docstring).

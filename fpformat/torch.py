@@ -51,12 +51,14 @@ def from_numpy(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         t = torch.from_numpy(_contiguous(a).view(np.int16)).view(torch.bfloat16)
     else:
         t = torch.from_numpy(_contiguous(a))
+    if t.dtype == like.dtype and like.device.type == "cpu":
+        return t
     return t.to(device=like.device, dtype=like.dtype)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
     """A C-contiguous array with ``a``'s shape (``np.ascontiguousarray`` makes 0-d arrays 1-d)."""
-    return np.require(a, requirements="C")
+    return a if a.flags.c_contiguous else np.require(a, requirements="C")
 
 
 def quantize_values(x: torch.Tensor, fmt, rounding: str = "rne", saturate: bool = True,

@@ -1,7 +1,8 @@
 """Training recipes (issue 16): each preset's quantizers held to a plain reference.
 
 * the random Hadamard transform: Sylvester matrix, orthogonality, the fast block rotation against
-  the dense block-diagonal matrix, and the exact product unchanged;
+  the dense block-diagonal matrix, the fast Walsh-Hadamard transform against its butterflies
+  written out in numpy (``rtol=0, atol=0``), and the exact product unchanged;
 * every GEMM input of every preset, captured at the GEMM, against the reference built from
   fpformat's quantizers directly: block direction (each GEMM's reduction axis), tiles, copies
   (own / requantize / reuse), transforms, stochastic-rounding seeds -- ``rtol=0, atol=0``;
@@ -21,9 +22,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer.train import qlinear
+from explorer.train import hadamard, qlinear
 from explorer.train.data import CorpusSpec
-from explorer.train.hadamard import hadamard_matrix, random_signs, rotate, sylvester
+from explorer.train.hadamard import (
+    hadamard_matrix,
+    random_signs,
+    rotate,
+    rotation,
+    sylvester,
+)
 from explorer.train.qlinear import (
     COPY_SOURCES,
     GEMMS,
@@ -95,6 +102,44 @@ def test_rotating_both_operands_leaves_the_product(m, k, n, seed):
     b = torch.from_numpy(g.standard_normal((k, n)))
     r = hadamard_matrix(16, seed)
     assert torch.allclose(rotate(a, r, 1) @ rotate(b, r, 0), a @ b, rtol=0, atol=1e-11)
+
+
+def _butterflies_reference(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``H_b (weights * x)`` down the columns of float32 ``x`` (rows a multiple of ``b``),
+    stage by stage in numpy float32: ``(u, v) -> (u + v, u - v)`` at distances 1, 2, 4, ..."""
+    b = weights.size
+    rows, cols = x.shape
+    y = x * np.tile(weights, rows // b)[:, None]
+    h = 1
+    while h < b:
+        y = y.reshape(rows // (2 * h), 2, h, cols)
+        y = np.stack([y[:, 0] + y[:, 1], y[:, 0] - y[:, 1]], axis=1)
+        h *= 2
+    return y.reshape(rows, cols)
+
+
+@pytest.mark.parametrize("b", [2, 4, 8, 16, 32, 64, 128])
+def test_fast_transform_is_the_butterflies(b, monkeypatch):
+    """A :class:`Rotation` on a float32 CPU tensor down the columns: the fast transform's whole
+    blocks equal the butterflies in numpy bit for bit (strips of 64 columns and a narrower last
+    one), the tail rows what the matrix gives; the weights are the matrix's first column and
+    ``R = diag(weights) H`` exactly; along the rows the matrix runs, as for a plain tensor."""
+    monkeypatch.setattr(hadamard, "FAST_TRANSFORM_FROM", 2)      # every block size through it
+    r = rotation(b, 11)
+    assert torch.equal(r.matrix, torch.from_numpy(r.weights)[:, None] *
+                       sylvester(b).to(torch.float32))
+    g = np.random.default_rng(b)
+    for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65)):
+        x = torch.from_numpy((g.standard_normal((rows, cols)) *
+                              np.exp2(g.integers(-20, 20, (rows, cols)))).astype(np.float32))
+        got = rotate(x, r, 0)
+        full = rows - rows % b
+        want = _butterflies_reference(x[:full].numpy(), r.weights)
+        assert np.array_equal(got[:full].numpy().view(np.uint32), want.view(np.uint32))
+        assert torch.equal(got[full:], rotate(x, r.matrix, 0)[full:])
+        dense = rotate(x.double(), hadamard_matrix(b, 11), 0)
+        assert torch.allclose(got.double(), dense, rtol=1e-5, atol=1e-6 * float(x.abs().max()))
+        assert torch.equal(rotate(x.t(), r, 1), rotate(x.t(), r.matrix, 1))
 
 
 def test_transform_alone_keeps_the_layer_function():

@@ -45,7 +45,7 @@ from torch import nn
 
 from explorer.accumulation import parse_accumulator
 from explorer.blocks import parse_block
-from explorer.train.hadamard import check_hadamard_block, hadamard_matrix, rotate
+from explorer.train.hadamard import Rotation, check_hadamard_block, rotate, rotation
 from fpformat import BlockFormat, FloatFormat, get_format
 from fpformat.gemm_torch import emulated_mm, unit_mm
 from fpformat.kernels import quantize_scaled_applies, specialize
@@ -657,10 +657,10 @@ class _QGemm(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=256)
-def _rotation(block: int, seed: int, gemm: int, step: int) -> torch.Tensor:
-    """The float32 Hadamard matrix of one GEMM: signs from ``(seed, gemm, step)`` (``step`` -1:
-    the run's fixed signs)."""
-    return hadamard_matrix(block, _seed(seed, -1, len(TARGETS) + gemm, step)).to(torch.float32)
+def _rotation(block: int, seed: int, gemm: int, step: int) -> Rotation:
+    """The Hadamard rotation of one GEMM (float32, with its weights for the fast transform):
+    signs from ``(seed, gemm, step)`` (``step`` -1: the run's fixed signs)."""
+    return rotation(block, _seed(seed, -1, len(TARGETS) + gemm, step))
 
 
 class _PerGemm(NamedTuple):
@@ -702,7 +702,7 @@ class _QuantGemmMixin:
         self._copies = PerTarget(*(op.spec.copy if op is not None else "own" for op in ops))
 
     def _rotations(self) -> _PerGemm:
-        """The Hadamard matrix (float32) of each transformed GEMM at the current step, else
+        """The Hadamard rotation (float32) of each transformed GEMM at the current step, else
         None: signs from the run's seed and the GEMM (and the step for ``signs="step"``), the
         same in every layer."""
         out = []
@@ -738,7 +738,7 @@ class _QuantGemmMixin:
         return op(t, axis, getattr(seeds, target))
 
     def _backward_input(self, target: str, t: torch.Tensor, source_copy: torch.Tensor | None,
-                        rotation: torch.Tensor | None, seeds: PerTarget) -> torch.Tensor:
+                        rotation: Rotation | None, seeds: PerTarget) -> torch.Tensor:
         """The input ``target`` of a backward GEMM, which reduces along ``t``'s axis 0: from the
         high-precision ``t`` (rotated, quantized along axis 0), or from ``source_copy`` (the
         quantized input of :data:`COPY_SOURCES`' GEMM) per the spec's ``copy``."""
