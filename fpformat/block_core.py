@@ -38,6 +38,7 @@ There every element takes the multiplying path: in the scaled layout the core's 
 constants would vary from lane to lane and cost more than the two multiplications (1.0 against
 1.7 ns per element with round-to-nearest on 2048x256 float32, one thread; the general kernel
 2.1).
+
 Stochastic rounding draws element ``i``'s bits from its flat C-order index, as everywhere.
 Like :mod:`fpformat.kernels`, one source is compiled generic (tuples as arguments) and
 specialised (tuples as closure constants, compiled once a combination has processed enough
@@ -275,7 +276,8 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
         base = np.uint64(r * N + c0)
         for j in range(np.uint64(w)):
             colmax[j] = absmax_bits(colmax[j], xb[base + j])
-    # 2. Each column's scale exponent (1 where the column holds a NaN or an infinity).
+    # 2. Each column's scale exponent (0 where the column holds a NaN or an infinity: step 4
+    # rewrites those columns).
     nonfinite = 0
     for j in range(w):
         m = np.int64(colmax[j])
