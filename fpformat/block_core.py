@@ -161,6 +161,16 @@ def _ocp_element(b, i, S, F, C, V, X, key, codes, out, want_codes, want_out, int
 
 
 @numba.njit(inline="always")
+def _nonfinite_block_element(i, C, codes, out, want_codes, want_out):
+    """Element ``i`` of a block holding a NaN or an infinity (scale code 255): code +0, value
+    NaN."""
+    if want_codes:
+        codes[i] = C[core.C_ZERO_POS]
+    if want_out:
+        out[i] = np.float32(np.nan)
+
+
+@numba.njit(inline="always")
 def _quotient_bits(x, xb, i, inv, C):
     """Float32 bits of ``x[i] * inv`` for the multiplying path (blocks outside
     :func:`_in_layout`)."""
@@ -184,12 +194,9 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
     for j in range(n):                                       # 32-bit integer max: vectorises
         m = absmax_bits(m, xb[lo + np.uint64(j)])
     mm = np.int64(m)
-    if mm >= _INF:                                           # NaN or inf in the block:
-        for j in range(n):                                   # elements +0, decoding as NaN
-            if want_codes:
-                codes[lo + np.uint64(j)] = C[core.C_ZERO_POS]
-            if want_out:
-                out[lo + np.uint64(j)] = np.float32(np.nan)
+    if mm >= _INF:                                           # NaN or inf in the block
+        for j in range(n):
+            _nonfinite_block_element(lo + np.uint64(j), C, codes, out, want_codes, want_out)
         return np.int64(255)
     e = _block_exponent(mm, R)
     if _in_layout(e, F):
@@ -300,11 +307,8 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
         if np.int64(colmax[j]) < _INF:
             continue
         for r in range(r0, r1):
-            i = np.uint64(r * N + c0 + j)
-            if want_codes:
-                codes[i] = C[core.C_ZERO_POS]
-            if want_out:
-                out[i] = np.float32(np.nan)
+            _nonfinite_block_element(np.uint64(r * N + c0 + j), C, codes, out, want_codes,
+                                     want_out)
 
 
 #: Columns per segment of :func:`_ocp_columns` (its scratch stays in the L1 cache).

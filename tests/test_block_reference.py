@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from unittest import mock
 
 import ml_dtypes
 import numpy as np
@@ -196,17 +197,10 @@ def _general(b, x2, k, mode, sat, seed, want_out, down_columns=False):
     ``k`` rows down each column.  Always its generic compilation, whatever the test's policy:
     the reference needs no specialisation, which would compile for seconds per format."""
     k, tile_rows = (1, k) if down_columns else (k, 1)
-    policy = os.environ.get("FPFORMAT_SPECIALIZE")
-    os.environ["FPFORMAT_SPECIALIZE"] = "never"
-    try:
+    with mock.patch.dict(os.environ, {"FPFORMAT_SPECIALIZE": "never"}):
         codes, scales, _ = run_blocks(b, x2, k, None, mode, sat, seed, None, False, tile_rows)
         out = (run_blocks(b, x2, k, None, mode, sat, seed, None, True, tile_rows)[2]
                if want_out else None)
-    finally:
-        if policy is None:
-            del os.environ["FPFORMAT_SPECIALIZE"]
-        else:
-            os.environ["FPFORMAT_SPECIALIZE"] = policy
     return codes, scales, out
 
 
