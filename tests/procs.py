@@ -22,18 +22,52 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def cuda_child(script: str, which: str, simulator: bool) -> dict[str, str]:
-    """Run ``tests/<script> <which>`` in a fresh interpreter (numba.cuda must be configured
-    before its first import: ``NUMBA_ENABLE_CUDASIM=1`` when ``simulator``) and return the JSON
-    object ``{case: "ok" | error}`` it prints on its last line."""
+#: CUDA children started ahead of the tests that read them (:func:`start_cuda_child`), by
+#: ``(script, which, simulator)``.
+_started: dict[tuple[str, str, bool], subprocess.Popen] = {}
+
+
+def start_cuda_child(script: str, which: str, simulator: bool) -> None:
+    """Start :func:`cuda_child`'s process now, in the background (conftest.py does so once the
+    tests are collected: the simulator children take minutes of one core, which the tests
+    before them leave free on a two-core machine); :func:`cuda_child` collects it."""
+    key = (script, which, simulator)
+    if key not in _started:
+        _started[key] = _spawn(script, which, simulator)
+
+
+def stop_started_children() -> None:
+    """Kill the children started ahead that no test collected (a ``-k`` run)."""
+    while _started:
+        _, proc = _started.popitem()
+        proc.kill()
+        proc.communicate()
+
+
+def _spawn(script: str, which: str, simulator: bool) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     if simulator:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / script), which],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / script), which],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT)
+
+
+def cuda_child(script: str, which: str, simulator: bool) -> dict[str, str]:
+    """Run ``tests/<script> <which>`` in a fresh interpreter (numba.cuda must be configured
+    before its first import: ``NUMBA_ENABLE_CUDASIM=1`` when ``simulator``), or collect the run
+    :func:`start_cuda_child` began, and return the JSON object ``{case: "ok" | error}`` it
+    prints on its last line."""
+    proc = _started.pop((script, which, simulator), None) or _spawn(script, which, simulator)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"tests/{script} {which} did not finish within 600 s") from None
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def nvvm_without_a_gpu() -> None:
