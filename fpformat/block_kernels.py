@@ -10,8 +10,10 @@ format's rule, rounded into the scale format through the scalar core
 (:func:`fpformat.core.encode_bits`); (3) block by block, every element ``x / scale`` rounded
 into the element format by the core, written as a code or, for quantize, as ``decode(code) *
 scale`` (the block's scale read once, outside the loop over its elements; per column for
-blocks down the columns); (4) blocks whose scale is NaN, zero or infinite, rewritten.  Rows
-whose length is a multiple of ``k`` run end to end as one long row (the same blocks).
+blocks down the columns; round-to-nearest into a 4-bit float from float32 data compares
+instead, see :func:`nearest_table`); (4) blocks whose scale is NaN, zero or infinite,
+rewritten.  Rows whose length is a multiple of ``k`` run end to end as one long row (the same
+blocks).
 :mod:`fpformat.block` holds the semantics and the plain-numpy path (tiles, other axes) that the
 tests hold this kernel to.
 
@@ -162,7 +164,7 @@ SEGMENT_COLUMNS = 1024
 
 
 @numba.njit(inline="always")
-def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, scales, out,
+def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, sr, codes, scales, out,
                   want_out, scratch):
     """Blocks ``[g*G, (g+1)*G)`` of tile row ``tr`` of the C-order ``(rows, L)`` data held flat
     in ``x`` (its bits in ``xb``): block ``b`` holds rows ``[tr*R, (tr+1)*R)`` times columns
@@ -170,9 +172,10 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
     1``: a block down a column).  Writes each block's scale code to the flat ``scales`` (index
     ``tr * blocks_per_row + b``) and the element codes to the flat ``codes``, or with
     ``want_out`` the values instead (rounded straight to a value by the core, ``VE`` its
-    special results as float64 bits) to the flat ``out``.  ``scratch``: arrays of at least the
-    segment's columns and blocks.  Flat arrays and uint64 indices: no wraparound checks, so
-    the loops vectorise."""
+    special results as float64 bits) to the flat ``out``.  ``Q``: the compare table of
+    :func:`nearest_table` (:data:`NO_TABLE`: divide).  ``scratch``: arrays of at least the
+    segment's columns and blocks.  Flat arrays and uint64 indices: no wraparound checks, so the
+    loops vectorise."""
     k = np.int64(B[B_K])
     nb = (L + k - 1) // k
     b0 = g * G
@@ -183,7 +186,8 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
     r1 = min(r0 + R, x.size // L)
     wide = xb.itemsize == 8
     # 1. Each column's largest magnitude over the tile's rows, as bits (NaN/inf: the largest).
-    colmax, block_bits, block_scale, divisor = scratch
+    colmax, block_bits, block_scale, divisor, inverse = scratch
+    compare = Q[0] == 1.0 and not wide
     colmax[:w] = 0
     for r in range(r0, r1):
         base = np.uint64(r * L + c0)
@@ -213,13 +217,21 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
         usable = _divisible(sval)
         divisor[t] = sval if usable else 1.0
         unusable += 0 if usable else 1
-    # 3. Every element: x / scale rounded by the core (selects only: the loops vectorise).  A
-    # block's scale is read once, outside the loop over its elements (1.0 where it is NaN, zero
-    # or infinite: step 4 writes those blocks); blocks down the columns (k = 1) take theirs per
-    # column instead.
+    if compare:
+        for t in range(nblocks):
+            inverse[t] = 1.0 / divisor[t]
+    # 3. Every element: x / scale rounded by the core, or by the compare table (selects only:
+    # the loops vectorise).  A block's scale is read once, outside the loop over its elements
+    # (1.0 where it is NaN, zero or infinite: step 4 writes those blocks); blocks down the
+    # columns (k = 1) take theirs per column instead.
     ints = B[B_INT] == 1.0
     for r in range(r0, r1):
         base = np.uint64(r * L + c0)
+        if compare:
+            _compare_row(x, xb, base, np.int64(w), np.int64(k), np.uint64(nfull),
+                         np.int64(nblocks), divisor, inverse, Q, FE[core.F_SIGNBIT], codes, out,
+                         want_out)
+            continue
         if k == 1:
             for j in range(np.uint64(w)):
                 _element_at(x, base + j, divisor[j], key, sr, FE, CE, VE, ints, codes, out,
@@ -251,10 +263,106 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, key, sr, codes, 
                 _element(0.0, sval, i, FE, CE, VE, u, ints, codes, out, want_out)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _compare_row(x, xb, base, w, k, nfull, nblocks, divisor, inverse, Q, signbit, codes, out,
+                 want_out):
+    """Step 3 of :func:`block_segment` for one row of the segment by the compare table ``Q``.
+    A function of its own, compiled once for every format (the table is an argument): inlined,
+    it would double the block kernel's compilation time."""
+    ku = np.uint64(k)
+    if k == 1:
+        for j in range(np.uint64(w)):
+            _nearest_at(x, xb, base + j, divisor[j], inverse[j], Q, signbit, codes, out,
+                        want_out)
+        return
+    for t in range(nfull):
+        s, inv = divisor[t], inverse[t]
+        first = base + t * ku
+        for j in range(ku):
+            _nearest_at(x, xb, first + j, s, inv, Q, signbit, codes, out, want_out)
+    if nfull < nblocks:
+        s, inv = divisor[nfull], inverse[nfull]
+        for i in range(base + nfull * ku, base + np.uint64(w)):
+            _nearest_at(x, xb, i, s, inv, Q, signbit, codes, out, want_out)
+
+
 @numba.njit(inline="always")
 def _divisible(sval):
     """Whether elements can be divided by the block scale ``sval`` (finite and nonzero)."""
     return sval == sval and sval != 0.0 and abs(sval) <= 1.7976931348623157e308
+
+
+#: Relative guard on the thresholds of :func:`nearest_table`: above the error of ``|x| * (1 /
+#: s)`` in float64 (below ``2**-51``), below the smallest relative distance from ``|x| / s`` to
+#: a midpoint it does not equal (``2**-32``; see :func:`nearest_table`).
+_GUARD = 2.0 ** -40
+#: :func:`nearest_table`'s answer where it does not apply (elements divide).
+NO_TABLE = (0.0,) * 15
+
+
+def nearest_table(fmt, x_dtype, rounding: str, saturate: bool) -> tuple:
+    """The compare table that rounds to nearest (ties to even) without dividing, or
+    :data:`NO_TABLE` where it does not apply: ``(1.0, t1..t7, v1..v7)`` for NVFP4-style
+    formats (a 4-bit float element with a signed zero and eight magnitudes ``0 = v0 < v1 < ...
+    < v7 = max``, scales of a float format with at most 3 mantissa bits times the float32
+    tensor scale) on float32 data.
+
+    Element ``x`` of a block with scale ``s`` rounds to ``v_n`` for ``n`` the number of
+    thresholds below ``y = |x| * (1 / s)`` (float64), which compares with each midpoint ``m_i
+    = (v_{i-1} + v_i) / 2`` as the exact ``|x| / s`` does: ``x`` has 24 significant bits and
+    ``m_i * s`` at most ``4 + 4 + 24`` (midpoint, scale code, tensor scale), so ``x - m_i * s``
+    is 0 or a multiple of the finer of their last places, and ``|x| / s`` either equals a
+    midpoint or lies at least ``2**-32`` of it away, relatively, while ``y`` is within
+    ``2**-51`` of ``|x| / s``.  Guarding each midpoint by ``2**-40`` (up where its ties round
+    down to the even ``v_{i-1}``, down where they round up) turns an exact tie into the
+    even neighbour and leaves every other comparison as it is.  Above ``m_7`` the result is
+    the largest magnitude: the format saturates (or has no infinity to overflow to)."""
+    el, sf = fmt.element, fmt.scale_format
+    if not (x_dtype == np.float32 and rounding == "rne" and fmt.scale_rule == "nvfp4"
+            and sf is not None and sf.man_bits <= 3 and el.bits == 4 and el.signed
+            and el.has_zero and not el.has_nan and not el.has_inf and el.subnormals
+            and not fmt.int_codes):
+        return NO_TABLE
+    values = [float(v) for v in el.decode(np.arange(8, dtype=el.dtype))]
+    if sorted(values) != values or values[0] != 0.0 or values[-1] != el.max:
+        return NO_TABLE
+    thresholds = []
+    for lo, hi in zip(values, values[1:]):
+        mid = (lo + hi) / 2
+        tie_up = float(el.decode(el.encode(np.array(mid), rounding="rne"))) == hi
+        thresholds.append(mid * (1.0 - _GUARD) if tie_up else mid * (1.0 + _GUARD))
+    return (1.0, *thresholds, *values[1:])
+
+
+@numba.njit(inline="always")
+def _nearest(y, Q):
+    """The magnitude rounded to nearest by the table ``Q`` of :func:`nearest_table` for ``y =
+    |x| / s`` as its float64 product, and its magnitude code (selects: vectorises)."""
+    n = ((y > Q[1]) + (y > Q[2]) + (y > Q[3]) + (y > Q[4]) + (y > Q[5]) + (y > Q[6])
+         + (y > Q[7]))
+    v = 0.0
+    v = Q[8] if y > Q[1] else v
+    v = Q[9] if y > Q[2] else v
+    v = Q[10] if y > Q[3] else v
+    v = Q[11] if y > Q[4] else v
+    v = Q[12] if y > Q[5] else v
+    v = Q[13] if y > Q[6] else v
+    v = Q[14] if y > Q[7] else v
+    return v, np.int64(n)
+
+
+@numba.njit(inline="always")
+def _nearest_at(x, xb, i, s, inv, Q, signbit, codes, out, want_out):
+    """Element ``i`` of the float32 ``x`` (bits ``xb``) rounded to nearest by the table ``Q``
+    in a block of scale ``s`` (``inv = 1 / s``): its value ``±v * s`` (exact in float64,
+    rounded once to float32, as the dividing path rounds it) or its code."""
+    v, n = _nearest(np.float64(abs(x[i])) * inv, Q)
+    negative = xb[i] >= np.uint32(0x80000000)
+    if want_out:
+        r = np.float32(v * s)
+        out[i] = -r if negative else r
+    else:
+        codes[i] = n | (signbit if negative else 0)
 
 
 @numba.njit(inline="always")
@@ -278,8 +386,8 @@ def _element(y, s, i, FE, CE, VE, u, ints, codes, out, want_out):
 
 
 @numba.njit(inline="always")
-def _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale,
-              threads):
+def _segments(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_out, R, k,
+              tscale, threads):
     nb = (L + k - 1) // k
     G = max(1, SEGMENT_COLUMNS // k)
     ng = (nb + G - 1) // G
@@ -294,25 +402,26 @@ def _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out
     width = min(G * k, L)
     for run in prange(runs):
         scratch = (np.empty(width, dtype=xb.dtype), np.empty(G, dtype=np.int64),
-                   np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64))
+                   np.empty(G, dtype=np.float64), np.empty(G, dtype=np.float64),
+                   np.empty(G, dtype=np.float64))
         for t in range(run * per_run, min((run + 1) * per_run, total)):
             tr = t // ng
-            block_segment(x, xb, tr, t - tr * ng, G, R, L, Bt, FE, CE, VE, FS, CS, key, sr,
+            block_segment(x, xb, tr, t - tr * ng, G, R, L, Bt, FE, CE, VE, FS, CS, Q, key, sr,
                           codes, scales, out, want_out, scratch)
 
 
 @numba.njit(**JIT)
-def _block_generic(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k,
+def _block_generic(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_out, R, k,
                    tscale, threads):
-    _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k, tscale,
+    _segments(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_out, R, k, tscale,
               threads)
 
 
 @functools.lru_cache(maxsize=None)
-def _block_specialized(B, FE, CE, VE, FS, CS, want_out):
+def _block_specialized(B, FE, CE, VE, FS, CS, Q, want_out):
     @numba.njit(**JIT)
     def block_specialized(x, xb, L, key, codes, scales, out, R, k, tscale, threads):
-        _segments(x, xb, L, B, FE, CE, VE, FS, CS, key, codes, scales, out, want_out, R, k,
+        _segments(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_out, R, k,
                   tscale, threads)
     return block_specialized
 
@@ -391,15 +500,18 @@ class _Plan(NamedTuple):
     VE: tuple
     FS: tuple
     CS: tuple
+    #: The compare table of :func:`nearest_table` for float32 data (:data:`NO_TABLE`: divide).
+    Q: tuple
     key: tuple
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(fmt, rounding: str, saturate: bool, sr_bits) -> _Plan:
+def _plan(fmt, rounding: str, saturate: bool, sr_bits, compare: bool = True) -> _Plan:
     B, FE, CE, FS, CS = block_params(fmt, 1, None, rounding, saturate, sr_bits)
     Bk = _constant_part(B)
     VE = value_tuple(fmt.element, CE, core.SRC_FLOAT64)
-    return _Plan(Bk, FE, CE, VE, FS, CS, ("blk", Bk, FE, CE, FS, CS))
+    Q = nearest_table(fmt, np.float32, rounding, saturate) if compare else NO_TABLE
+    return _Plan(Bk, FE, CE, VE, FS, CS, Q, ("blk", Bk, FE, CE, FS, CS, Q))
 
 
 def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
@@ -409,13 +521,14 @@ def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
 
 
 def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,
-               seed, sr_bits, want_out: bool, tile_rows: int = 1):
+               seed, sr_bits, want_out: bool, tile_rows: int = 1, compare: bool = True):
     """Encode (and optionally quantize) the C-contiguous float32/float64 2-D array ``x2`` with
     blocks of ``k`` along its last axis, each spanning ``tile_rows`` rows (2-D tiles; 1: a block
     per row).  Returns ``(codes, scales, out)``: codes None with ``want_out`` (quantize needs the
     values only), out None without; the scales shaped ``(ceil(rows / tile_rows),
-    ceil(L / k))``."""
-    plan = _plan(fmt, rounding, saturate, sr_bits)
+    ceil(L / k))``.  ``compare`` False: every element divides, also where
+    :func:`nearest_table` applies (the tests' reference for it)."""
+    plan = _plan(fmt, rounding, saturate, sr_bits, compare)
     el, sf = fmt.element, fmt.scale_format
     rows, L = shape = x2.shape
     k = min(k, L)                       # a block longer than a row is the row: the same blocks
@@ -435,11 +548,12 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
         args = (np.int64(tile_rows), np.int64(k), np.float64(1.0 if tscale is None else tscale),
                 np.int64(threads))
         if want_specialized(plan.key, x2.size):
-            _block_specialized(plan.B, plan.FE, plan.CE, plan.VE, plan.FS, plan.CS, want_out)(
-                x1, xb, np.int64(L), key, codes, scales.reshape(-1), out, *args)
+            _block_specialized(plan.B, plan.FE, plan.CE, plan.VE, plan.FS, plan.CS, plan.Q,
+                               want_out)(x1, xb, np.int64(L), key, codes, scales.reshape(-1), out,
+                                         *args)
         else:
             _block_generic(x1, xb, np.int64(L), plan.B, plan.FE, plan.CE, plan.VE, plan.FS,
-                           plan.CS, key, codes, scales.reshape(-1), out, want_out, *args)
+                           plan.CS, plan.Q, key, codes, scales.reshape(-1), out, want_out, *args)
     if sf is None:
         scales = scales.view(np.float32)
     scales = scales.reshape(-(-shape[0] // tile_rows), -(-shape[1] // k))

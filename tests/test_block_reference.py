@@ -20,6 +20,7 @@ import mx_reference as ref  # noqa: E402
 from fpformat import (  # noqa: E402
     BlockFormat,
     block_core,  # noqa: E402
+    block_kernels,
     get_format,
 )
 from fpformat.block_kernels import run_blocks  # noqa: E402
@@ -481,3 +482,110 @@ def test_tensor_scale_kernel_equals_reference(n, seed, dtype, special):
         x[rng.integers(0, n)] = special
     got, want = kernel_scale(x), reference_scale(x)
     assert np.float64(got).tobytes() == np.float64(want).tobytes() or (got != got and want != want)
+
+
+# ------------------------------------------------- NVFP4 round-to-nearest by comparison
+NVFP4_LAYOUTS = {"rows": ("nvfp4", 16, 1), "columns": ("nvfp4", 1, 16),
+                 "tiles": ("float4_e2m1fn/16x16/ue4m3fn/nvfp4", 16, 16)}
+E2M1_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
+
+
+def _nvfp4_ties(shape, seed, tensor_amax=2688.0) -> np.ndarray:
+    """Float32 data whose blocks hold exact ties ``m * s`` (every E2M1 midpoint ``m``, both
+    signs), their float32 neighbours, zeros of both signs, subnormals and a block max in
+    each 16 consecutive elements.  One element is ``tensor_amax``: with 2688 = 448 * 6 the
+    tensor scale is 1, so each block's scale is an E4M3 value and ``m * s`` a float32."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(shape, dtype=np.float64)
+    flat = x.reshape(-1)
+    for lo in range(0, flat.size, 16):
+        n = min(16, flat.size - lo)
+        amax = float(rng.choice([6.0, 5.5, 7.0, 13.0, 0.375, 2.0 ** -6, 100.0])) \
+            * 2.0 ** float(rng.integers(-3, 4))
+        s = float(ml_dtypes.float8_e4m3fn(amax / 6.0))       # the block's scale (ts = 1)
+        pick = rng.choice(E2M1_MIDPOINTS, n) * s
+        pick *= rng.choice([-1.0, 1.0], n)
+        nudge = rng.integers(-1, 2, n)                        # the tie or a float32 neighbour
+        v = pick.astype(np.float32)
+        v = np.where(nudge > 0, np.nextafter(v, np.float32(np.inf)), v)
+        v = np.where(nudge < 0, np.nextafter(v, np.float32(-np.inf)), v)
+        v[rng.integers(n)] = -amax if rng.integers(2) else amax
+        flat[lo:lo + n] = v
+    flat[rng.integers(flat.size)] = 0.0
+    flat[rng.integers(flat.size)] = -0.0
+    flat[rng.integers(flat.size)] = 3 * 2.0 ** -149
+    flat[0] = tensor_amax
+    return x.astype(np.float32)
+
+
+def _assert_compare_equals_divide(b, x2, k, rows, policy):
+    """The compare path's values and codes equal the dividing path's, bit for bit (the
+    dividing path always generic, its reference)."""
+    with mock.patch.dict(os.environ, {"FPFORMAT_SPECIALIZE": policy}):
+        ts = block_kernels.tensor_scale(x2)
+        got = [run_blocks(b, x2, k, ts, "rne", True, 0, None, w, rows) for w in (False, True)]
+    with mock.patch.dict(os.environ, {"FPFORMAT_SPECIALIZE": "never"}):
+        want = [run_blocks(b, x2, k, ts, "rne", True, 0, None, w, rows, compare=False)
+                for w in (False, True)]
+    assert np.array_equal(got[0][0], want[0][0]), "codes"
+    assert np.array_equal(got[0][1], want[0][1]), "scales"
+    assert np.array_equal(got[1][2].view(np.uint32), want[1][2].view(np.uint32)), "values"
+
+
+@pytest.mark.parametrize("layout", sorted(NVFP4_LAYOUTS))
+@pytest.mark.parametrize("policy", ["never", "always"])
+@pytest.mark.parametrize("shape", [(32, 64), (35, 50), (16, 16), (1, 7)])
+def test_nvfp4_compare_path_equals_dividing_path(layout, policy, shape):
+    name, k, rows = NVFP4_LAYOUTS[layout]
+    b = get_format(name)
+    assert block_kernels.nearest_table(b, np.float32, "rne", True)[0] == 1.0
+    for seed in range(3):
+        _assert_compare_equals_divide(b, _nvfp4_ties(shape, seed), k, rows, policy)
+    x2 = hard_data(shape, seed=3, element_max=6.0, k=16)     # NaN/inf: the tensor is NaN
+    _assert_compare_equals_divide(b, x2, k, rows, policy)
+    x2 = _nvfp4_ties(shape, 4)
+    x2[:, : min(16, shape[1])] *= np.float32(2.0 ** -30)     # block scales round to 0
+    _assert_compare_equals_divide(b, x2, k, rows, policy)
+
+
+def test_nvfp4_ties_round_to_even():
+    """Exact ties land on the even neighbour (0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 ->
+    2, 3.5 -> 4, 5 -> 4), signs kept; the tie data really holds them."""
+    b = get_format("nvfp4")
+    x = np.zeros((1, 16), dtype=np.float32)
+    x[0, 0] = 6.0 * 448                                      # tensor scale 1, block scale 448
+    x[0, 1:8] = np.array(E2M1_MIDPOINTS) * 448
+    x[0, 8:15] = -np.array(E2M1_MIDPOINTS) * 448
+    q = b.quantize(x)[0] / np.float32(448)
+    want = np.array([0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0])
+    assert b.encode(x).tensor_scale == 1.0
+    assert np.array_equal(q[1:8], want) and np.array_equal(q[8:15], -want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 70), seed=st.integers(0, 2 ** 31),
+       layout=st.sampled_from(sorted(NVFP4_LAYOUTS)),
+       tensor_amax=st.sampled_from([2688.0, 2688.0 * 2.0 ** -20, 3000.0, 1.0, 2.0 ** 100]))
+def test_nvfp4_compare_path_any_data(rows, cols, seed, layout, tensor_amax):
+    """Ties and their neighbours under tensor scales that make ``m * s`` a float32 (2688 *
+    2**j) and ones that do not (then no element is a tie, and the neighbours of a rounded tie
+    sit at distances the guard must not blur)."""
+    name, k, tile_rows = NVFP4_LAYOUTS[layout]
+    x2 = _nvfp4_ties((rows, cols), seed, tensor_amax)
+    _assert_compare_equals_divide(get_format(name), x2, k, tile_rows, "never")
+
+
+@pytest.mark.parametrize("name, dtype, rounding, applies", [
+    ("nvfp4", np.float32, "rne", True),
+    ("float4_e2m1fn/16x16/ue4m3fn/nvfp4", np.float32, "rne", True),
+    ("nvfp4", np.float64, "rne", False),                     # 53-bit data: ties too close
+    ("nvfp4", np.float32, "sr", False),
+    ("nvfp4", np.float32, "rna", False),
+    ("mxfp4", np.float32, "rne", False),                     # E8M0 scales: block_core's job
+    ("e3m2/16/ue4m3fn/nvfp4", np.float32, "rne", False),     # more than 8 magnitudes
+    ("e2m1/16/float8_e5m2/nvfp4", np.float32, "rne", True),  # a 2-bit scale mantissa: fewer
+])
+def test_nearest_table_applies(name, dtype, rounding, applies):
+    table = block_kernels.nearest_table(get_format(name), dtype, rounding, True)
+    assert (table[0] == 1.0) == applies
+    assert len(table) == len(block_kernels.NO_TABLE)
