@@ -300,7 +300,7 @@ _GUARD = 2.0 ** -40
 NO_TABLE = (0.0,) * 15
 
 
-def nearest_table(fmt, x_dtype, rounding: str, saturate: bool) -> tuple:
+def nearest_table(fmt, x_dtype, rounding: str) -> tuple:
     """The compare table that rounds to nearest (ties to even) without dividing, or
     :data:`NO_TABLE` where it does not apply: ``(1.0, t1..t7, v1..v7)`` for NVFP4-style
     formats (a 4-bit float element with a signed zero and eight magnitudes ``0 = v0 < v1 < ...
@@ -316,7 +316,8 @@ def nearest_table(fmt, x_dtype, rounding: str, saturate: bool) -> tuple:
     ``2**-51`` of ``|x| / s``.  Guarding each midpoint by ``2**-40`` (up where its ties round
     down to the even ``v_{i-1}``, down where they round up) turns an exact tie into the
     even neighbour and leaves every other comparison as it is.  Above ``m_7`` the result is
-    the largest magnitude: the format saturates (or has no infinity to overflow to)."""
+    the largest magnitude: the element has neither infinity nor NaN to overflow to, so it
+    saturates whatever ``saturate`` says."""
     el, sf = fmt.element, fmt.scale_format
     if not (x_dtype == np.float32 and rounding == "rne" and fmt.scale_rule == "nvfp4"
             and sf is not None and sf.man_bits <= 3 and el.bits == 4 and el.signed
@@ -510,7 +511,7 @@ def _plan(fmt, rounding: str, saturate: bool, sr_bits, compare: bool = True) -> 
     B, FE, CE, FS, CS = block_params(fmt, 1, None, rounding, saturate, sr_bits)
     Bk = _constant_part(B)
     VE = value_tuple(fmt.element, CE, core.SRC_FLOAT64)
-    Q = nearest_table(fmt, np.float32, rounding, saturate) if compare else NO_TABLE
+    Q = nearest_table(fmt, np.float32, rounding) if compare else NO_TABLE
     return _Plan(Bk, FE, CE, VE, FS, CS, Q, ("blk", Bk, FE, CE, FS, CS, Q))
 
 

@@ -518,14 +518,14 @@ def _nvfp4_ties(shape, seed, tensor_amax=2688.0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _assert_compare_equals_divide(b, x2, k, rows, policy):
+def _assert_compare_equals_divide(b, x2, k, rows, policy, sat=True):
     """The compare path's values and codes equal the dividing path's, bit for bit (the
     dividing path always generic, its reference)."""
     with mock.patch.dict(os.environ, {"FPFORMAT_SPECIALIZE": policy}):
         ts = block_kernels.tensor_scale(x2)
-        got = [run_blocks(b, x2, k, ts, "rne", True, 0, None, w, rows) for w in (False, True)]
+        got = [run_blocks(b, x2, k, ts, "rne", sat, 0, None, w, rows) for w in (False, True)]
     with mock.patch.dict(os.environ, {"FPFORMAT_SPECIALIZE": "never"}):
-        want = [run_blocks(b, x2, k, ts, "rne", True, 0, None, w, rows, compare=False)
+        want = [run_blocks(b, x2, k, ts, "rne", sat, 0, None, w, rows, compare=False)
                 for w in (False, True)]
     assert np.array_equal(got[0][0], want[0][0]), "codes"
     assert np.array_equal(got[0][1], want[0][1]), "scales"
@@ -538,11 +538,12 @@ def _assert_compare_equals_divide(b, x2, k, rows, policy):
 def test_nvfp4_compare_path_equals_dividing_path(layout, policy, shape):
     name, k, rows = NVFP4_LAYOUTS[layout]
     b = get_format(name)
-    assert block_kernels.nearest_table(b, np.float32, "rne", True)[0] == 1.0
+    assert block_kernels.nearest_table(b, np.float32, "rne")[0] == 1.0
     for seed in range(3):
         _assert_compare_equals_divide(b, _nvfp4_ties(shape, seed), k, rows, policy)
     x2 = hard_data(shape, seed=3, element_max=6.0, k=16)     # NaN/inf: the tensor is NaN
     _assert_compare_equals_divide(b, x2, k, rows, policy)
+    _assert_compare_equals_divide(b, _nvfp4_ties(shape, 5), k, rows, policy, sat=False)
     x2 = _nvfp4_ties(shape, 4)
     x2[:, : min(16, shape[1])] *= np.float32(2.0 ** -30)     # block scales round to 0
     _assert_compare_equals_divide(b, x2, k, rows, policy)
@@ -586,6 +587,6 @@ def test_nvfp4_compare_path_any_data(rows, cols, seed, layout, tensor_amax):
     ("e2m1/16/float8_e5m2/nvfp4", np.float32, "rne", True),  # a 2-bit scale mantissa: fewer
 ])
 def test_nearest_table_applies(name, dtype, rounding, applies):
-    table = block_kernels.nearest_table(get_format(name), dtype, rounding, True)
+    table = block_kernels.nearest_table(get_format(name), dtype, rounding)
     assert (table[0] == 1.0) == applies
     assert len(table) == len(block_kernels.NO_TABLE)
