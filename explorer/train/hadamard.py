@@ -129,10 +129,10 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
         # elements [lo, lo + n) of the axis, each run of mat.shape[0] times mat; no transposes
         c = mat.shape[0]
         if axis == 1:
-            part = t[:, lo:lo + n]
-            if part.is_contiguous():                       # one (rows * n / c, c) GEMM
-                return (part.reshape(-1, c) @ mat).reshape(part.shape)
-            return (part.reshape(part.shape[0], n // c, c) @ mat).reshape(part.shape)
+            # one (rows * n / c, c) GEMM: a strided part is copied first (a batch of GEMMs of
+            # n / c rows each would cost 2-3x more)
+            part = t[:, lo:lo + n].contiguous()
+            return (part.reshape(-1, c) @ mat).reshape(part.shape)
         part = t[lo:lo + n]
         return (mat.t() @ part.reshape(n // c, c, part.shape[1])).reshape(part.shape)
 
