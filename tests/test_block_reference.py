@@ -491,18 +491,22 @@ E2M1_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
 
 
 def _nvfp4_ties(shape, seed, tensor_amax=2688.0) -> np.ndarray:
-    """Float32 data whose blocks hold exact ties ``m * s`` (every E2M1 midpoint ``m``, both
-    signs), their float32 neighbours, zeros of both signs, subnormals and a block max in
-    each 16 consecutive elements.  One element is ``tensor_amax``: with 2688 = 448 * 6 the
-    tensor scale is 1, so each block's scale is an E4M3 value and ``m * s`` a float32."""
+    """Float32 data whose blocks hold ties ``m * s`` (every E2M1 midpoint ``m``, both signs),
+    their float32 neighbours, zeros of both signs, subnormals and a block max in each 16
+    consecutive elements.  One element is ``tensor_amax`` (above every block max, at most
+    800): the tensor scale ``ts = float32(tensor_amax / 2688)``.  For ``2688 * 2**j`` that is
+    ``2**j``, so ``s`` is an E4M3 value times ``2**j`` and every ``m * s`` an exact float32
+    tie; otherwise ``m * s`` is rounded to float32 and its neighbours lie close on both
+    sides."""
     rng = np.random.default_rng(seed)
+    ts = float(np.float32(tensor_amax / 2688.0))
     x = np.zeros(shape, dtype=np.float64)
     flat = x.reshape(-1)
     for lo in range(0, flat.size, 16):
         n = min(16, flat.size - lo)
         amax = float(rng.choice([6.0, 5.5, 7.0, 13.0, 0.375, 2.0 ** -6, 100.0])) \
             * 2.0 ** float(rng.integers(-3, 4))
-        s = float(ml_dtypes.float8_e4m3fn(amax / 6.0))       # the block's scale (ts = 1)
+        s = float(ml_dtypes.float8_e4m3fn(amax / (6.0 * ts))) * ts     # the block's scale
         pick = rng.choice(E2M1_MIDPOINTS, n) * s
         pick *= rng.choice([-1.0, 1.0], n)
         nudge = rng.integers(-1, 2, n)                        # the tie or a float32 neighbour
@@ -566,11 +570,11 @@ def test_nvfp4_ties_round_to_even():
 @settings(max_examples=40, deadline=None)
 @given(rows=st.integers(1, 40), cols=st.integers(1, 70), seed=st.integers(0, 2 ** 31),
        layout=st.sampled_from(sorted(NVFP4_LAYOUTS)),
-       tensor_amax=st.sampled_from([2688.0, 2688.0 * 2.0 ** -20, 3000.0, 1.0, 2.0 ** 100]))
+       tensor_amax=st.sampled_from([2688.0, 2688.0 * 2, 2688.0 * 4, 3000.0, 1.0e4]))
 def test_nvfp4_compare_path_any_data(rows, cols, seed, layout, tensor_amax):
     """Ties and their neighbours under tensor scales that make ``m * s`` a float32 (2688 *
-    2**j) and ones that do not (then no element is a tie, and the neighbours of a rounded tie
-    sit at distances the guard must not blur)."""
+    2**j) and ones that do not (then ``m * s`` rounded to float32 and its neighbours sit at
+    distances from the midpoint that the guard must not blur)."""
     name, k, tile_rows = NVFP4_LAYOUTS[layout]
     x2 = _nvfp4_ties((rows, cols), seed, tensor_amax)
     _assert_compare_equals_divide(get_format(name), x2, k, tile_rows, "never")
