@@ -317,7 +317,7 @@ def nearest_table(fmt, x_dtype, rounding: str) -> tuple:
     down to the even ``v_{i-1}``, down where they round up) turns an exact tie into the
     even neighbour and leaves every other comparison as it is.  Above ``m_7`` the result is
     the largest magnitude: the element has neither infinity nor NaN to overflow to, so it
-    saturates whatever ``saturate`` says."""
+    saturates whether or not the call asks to (the table is the same for both)."""
     el, sf = fmt.element, fmt.scale_format
     if not (x_dtype == np.float32 and rounding == "rne" and fmt.scale_rule == "nvfp4"
             and sf is not None and sf.man_bits <= 3 and el.bits == 4 and el.signed
