@@ -248,6 +248,91 @@ def test_every_gemm_input_of_a_preset_equals_the_reference(monkeypatch, name):
         torch.testing.assert_close(b, rb, rtol=0, atol=0, msg=f"{name} {gemm} second input")
 
 
+class _ThreeReaders(torch.nn.Module):
+    """Three linear layers reading one activation, as q, k and v do."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.a, self.b, self.c = (torch.nn.Linear(128, 96, bias=False) for _ in range(3))
+
+    def forward(self, x):
+        return self.a(x) + 2 * self.b(x) + 3 * self.c(x)
+
+
+def _three_readers_step(monkeypatch, name: str, shared: bool):
+    """Output, input gradient and weight gradients of :class:`_ThreeReaders` under preset
+    ``name``, and how many quantizer and rotation calls the step made."""
+    qcfg = dataclasses.replace(get_recipe(name), accumulator=None).quant_config(seed=11)
+    model = _ThreeReaders(0)
+    qlinear.quantize_model(model, qcfg)
+    for m in (model.a, model.b, model.c):
+        m.step = 9
+    calls = {"quantize": 0, "rotate": 0}
+
+    def counted(fn, kind):
+        def wrapper(*args, **kw):
+            if kind == "quantize" or args[1] is not None:    # rotate(t, None, axis): none
+                calls[kind] += 1
+            return fn(*args, **kw)
+        return wrapper
+
+    monkeypatch.setattr(qlinear, "SHARED_TARGETS", qlinear.SHARED_TARGETS if shared else ())
+    for attr, kind in (("quantize_values", "quantize"), ("quantize_scaled_values", "quantize"),
+                       ("rotate", "rotate")):
+        monkeypatch.setattr(qlinear, attr, counted(getattr(qlinear, attr), kind))
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(160, 128, generator=g) * torch.logspace(-2, 2, 128)).requires_grad_(True)
+    y = model(x)
+    y.backward(torch.randn(160, 96, generator=g) * 1e-3)
+    monkeypatch.undo()
+    return [y, x.grad] + [m.weight.grad for m in (model.a, model.b, model.c)], calls
+
+
+#: Quantizer and rotation calls saved when three layers read one activation: its copies are
+#: made once instead of three times, except stochastically rounded or delayed-scaled ones.
+SHARED_SAVINGS = {"deepseek-v3": (4, 0), "fp8-delayed": (0, 0), "mxfp4-sr": (0, 2),
+                  "sun2025": (2, 0), "te-mxfp8": (4, 0), "te-nvfp4": (4, 2)}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_layers_reading_one_activation_share_its_copies_bit_for_bit(monkeypatch, name):
+    """quantize_model's layers rotate and quantize an activation they all read once (q, k and
+    v; gate and up): the step's values equal those of layers that each make their own copies
+    (which the reference test above holds to fpformat), stochastic rounding (each layer's own
+    seed) and delayed scaling (each layer's own scale) included, which are not shared."""
+    own, own_calls = _three_readers_step(monkeypatch, name, shared=False)
+    got, got_calls = _three_readers_step(monkeypatch, name, shared=True)
+    for what, a, b in zip(("output", "x.grad", "a.grad", "b.grad", "c.grad"), got, own):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: {what}")
+    saved = (own_calls["quantize"] - got_calls["quantize"],
+             own_calls["rotate"] - got_calls["rotate"])
+    assert saved == SHARED_SAVINGS[name], (own_calls, got_calls)
+
+
+def test_a_shared_copy_is_not_served_after_its_tensor_changed():
+    """An in-place change between two readers advances the tensor's version: the second
+    reader quantizes the new values; another tensor at another address is another source."""
+    qcfg = get_recipe("te-mxfp8").quant_config()
+    model = _ThreeReaders(0)
+    qlinear.quantize_model(model, qcfg)
+    x = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.a(x)
+        x.mul_(3.0)
+        got = model.b(x)
+        alone = QuantLinear.from_linear(torch.nn.Linear(128, 96, bias=False), qcfg)
+        alone.weight = model.b.weight
+        torch.testing.assert_close(got, alone(x), rtol=0, atol=0)
+        other = x * 0.5                                   # same shape, another tensor
+        got = model.c(other)
+        shared = model.a._shared
+        assert shared is model.b._shared is model.c._shared
+        assert len(shared._held) <= shared.SOURCES
+        model.c._shared = qlinear._SharedInputs()         # c's copies of its own
+        torch.testing.assert_close(got, model.c(other), rtol=0, atol=0)
+
+
 def test_block_direction_is_each_gemms_reduction_axis():
     """te-mxfp8's weight-gradient input X has its 1x32 blocks along the tokens: it equals the
     quantization of X^T along its last axis and differs from the forward copy (blocks along

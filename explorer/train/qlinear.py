@@ -18,7 +18,9 @@ included).  Blocks always run along the GEMM's reduction axis, as hardware with 
 inputs requires; so the backward pass quantizes ``x`` and ``dy`` again, along the tokens, unless
 a spec's ``copy`` says to requantize or reuse another GEMM's copy.  A target may instead use
 delayed per-tensor scaling (:class:`DelayedScaling`), and a GEMM's two inputs may be rotated by
-a random Hadamard transform first (:mod:`explorer.train.hadamard`).  The default targets are
+a random Hadamard transform first (:mod:`explorer.train.hadamard`).  Layers reading one
+activation (q, k, v) share its rotated and quantized copies where these are the same for every
+layer (:class:`_SharedInputs`).  The default targets are
 Sun et al.'s three: ``fwd_w``, ``dgrad_w``, ``wgrad_x``; the field's recipes
 (:mod:`explorer.train.recipes`) set all six.  Quantization goes through
 :func:`fpformat.torch.quantize_values` / :func:`fpformat.torch.quantize` (fake quantization:
@@ -594,6 +596,58 @@ class _DelayedScale:
         self.scale = scale.to(torch.float32).reshape(()).clone()
 
 
+class _SharedInputs:
+    """Rotated and quantized copies of the last activations quantized GEMMs read, for the next
+    layers that read the same tensor (in a decoder q, k and v read one normed activation, gate
+    and up another).
+
+    A copy is a function of the tensor's values and of what is applied to it: the Hadamard
+    rotation with its axis, then the operand spec (format, block direction, rounding) with its
+    axis.  So a layer asking again for the same copy gets the one already made, bit for bit the
+    same; stochastic rounding (seeded per layer) and delayed scaling (a scale per layer) are not
+    asked for here.  A tensor is recognised by its memory (data pointer, shape, strides, dtype,
+    device) and by its version counter, which every in-place torch operation advances; holding
+    it (detached: the autograd graph is not kept) keeps that memory from passing to another
+    tensor while its copies are held.  The last :data:`SOURCES` tensors are held (an activation
+    and its forward copy, which a backward input may requantize); an older one's copies are
+    dropped."""
+
+    #: How many source tensors (with their copies) are held.
+    SOURCES = 2
+
+    def __init__(self):
+        #: (source, its version when held, {key: (rotation, copy)}), the newest last
+        self._held: list[tuple[torch.Tensor, int, dict[tuple, tuple[Any, torch.Tensor]]]] = []
+
+    def _copies_of(self, t: torch.Tensor) -> dict[tuple, tuple[Any, torch.Tensor]]:
+        for s, version, copies in self._held:
+            if (t._version == version and t.data_ptr() == s.data_ptr() and t.shape == s.shape
+                    and t.stride() == s.stride() and t.dtype == s.dtype
+                    and t.device == s.device):
+                return copies
+        copies: dict[tuple, tuple[Any, torch.Tensor]] = {}
+        self._held = (self._held + [(t.detach(), t._version, copies)])[-self.SOURCES:]
+        return copies
+
+    def get(self, t: torch.Tensor, key: tuple, rot: Rotation | None,
+            make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The copy of ``t`` named by ``key`` after rotation ``rot`` (a rotation is told by
+        identity: held here with the copy, so its id is not reused meanwhile); ``make()`` makes
+        it when it is not held."""
+        copies = self._copies_of(t)
+        key = key + (id(rot),)
+        held = copies.get(key)
+        if held is not None and held[0] is rot:
+            return held[1]
+        copy = make()
+        copies[key] = (rot, copy)
+        return copy
+
+
+#: The GEMM inputs :class:`_SharedInputs` serves: the activation, which several layers read.
+SHARED_TARGETS = ("fwd_x", "wgrad_x")
+
+
 def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     """``a @ b``, through the emulated accumulator or the matrix unit when one is configured."""
     if acc is None:
@@ -617,7 +671,7 @@ class _QGemm(torch.autograd.Function):
             cdtype = torch.get_autocast_dtype(x2.device.type)
         seeds = _seeds(layer.qcfg.seed, layer.layer_id, layer.step)
         rot = layer._rotations()
-        qx = layer._quant("fwd_x", rotate(x2, rot.fwd, 1), 1, seeds, True)
+        qx = layer._input_copy("fwd_x", x2, rot.fwd, 1, seeds, True)
         qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
         with torch.autocast(x2.device.type, enabled=False):
             y = _mm(qx.to(cdtype), qw.to(cdtype).t(), layer._acc)
@@ -700,6 +754,8 @@ class _QuantGemmMixin:
                 self._delayed[t] = _DelayedScale(s.delayed, cache[s].fmt)
         self._ops = PerTarget(*ops)
         self._copies = PerTarget(*(op.spec.copy if op is not None else "own" for op in ops))
+        if getattr(self, "_shared", None) is None:    # quantize_model gives a model's layers one
+            self._shared = _SharedInputs()
 
     def _rotations(self) -> _PerGemm:
         """The Hadamard rotation (float32) of each transformed GEMM at the current step, else
@@ -737,6 +793,23 @@ class _QuantGemmMixin:
             return delayed(op, t, getattr(seeds, target), record)
         return op(t, axis, getattr(seeds, target))
 
+    def _input_copy(self, target: str, t: torch.Tensor, rotation: Rotation | None, axis: int,
+                    seeds: PerTarget, record: bool) -> torch.Tensor:
+        """``t`` rotated along ``axis`` and quantized per ``target``'s spec with blocks along
+        ``axis``; for the activation's targets (:data:`SHARED_TARGETS`) the copies another
+        layer already made of the same tensor are reused (:class:`_SharedInputs`), except a
+        stochastically rounded or delayed-scaled quantization, which is this layer's own."""
+        op = getattr(self._ops, target)
+        if target not in SHARED_TARGETS or (op is None and rotation is None):
+            return self._quant(target, rotate(t, rotation, axis), axis, seeds, record)
+        shared = self._shared
+        rotated = t if rotation is None else shared.get(
+            t, ("rotated", axis), rotation, lambda: rotate(t, rotation, axis))
+        if op is None or op.spec.rounding == "sr" or target in self._delayed:
+            return self._quant(target, rotated, axis, seeds, record)
+        return shared.get(t, (op.spec, axis), rotation,
+                          lambda: self._quant(target, rotated, axis, seeds, record))
+
     def _backward_input(self, target: str, t: torch.Tensor, source_copy: torch.Tensor | None,
                         rotation: Rotation | None, seeds: PerTarget) -> torch.Tensor:
         """The input ``target`` of a backward GEMM, which reduces along ``t``'s axis 0: from the
@@ -747,13 +820,13 @@ class _QuantGemmMixin:
         if copy == "reuse":
             return source_copy
         if copy == "requantize":
-            return self._quant(target, source_copy, 0, seeds, True)
+            return self._input_copy(target, source_copy, None, 0, seeds, True)
         source = COPY_SOURCES[target]
         if (op is not None and op is getattr(self._ops, source) and op.axis_free
                 and op.spec.rounding != "sr" and target not in self._delayed
                 and not self.qcfg.transforms):
             return source_copy        # the same values the quantizer would give: skip it
-        return self._quant(target, rotate(t, rotation, 0), 0, seeds, True)
+        return self._input_copy(target, t, rotation, 0, seeds, True)
 
     def _gemm(self, x: torch.Tensor, weight: torch.Tensor, bias, out_features: int):
         """``x (..., in) -> (..., out)`` through the quantized GEMM; ``weight`` is ``(out, in)``."""
@@ -770,7 +843,7 @@ class _QuantGemmMixin:
         no amax."""
         seeds = _seeds(self.qcfg.seed, self.layer_id, self.step)
         rot = self._rotations().fwd
-        qx = self._quant("fwd_x", rotate(x2, rot, 1), 1, seeds, False)
+        qx = self._input_copy("fwd_x", x2, rot, 1, seeds, False)
         qw = self._quant("fwd_w", rotate(weight, rot, 1), 1, seeds, False)
         if self._acc is None:
             return torch.nn.functional.linear(qx, qw.to(qx.dtype), bias)
@@ -1145,6 +1218,7 @@ def quantize_model(model: nn.Module, qcfg: QuantConfig) -> QuantizedGemms:
     done: dict[int, nn.Module] = {}           # id(module met) -> what stands there now
     seen: set[int] = set()
     attention = 0
+    shared = _SharedInputs()            # layers reading one activation quantize it once
 
     def visit(parent: nn.Module, prefix: str) -> None:
         nonlocal attention
@@ -1167,6 +1241,7 @@ def quantize_model(model: nn.Module, qcfg: QuantConfig) -> QuantizedGemms:
                     skipped.append((full, "classifier head (include_head=False)"))
                 else:
                     rep = _install(child, g, qcfg, len(names))
+                    rep._shared = shared
                     names.append(full)
                 done[id(child)] = rep
             if done[id(child)] is not child:
