@@ -633,7 +633,10 @@ class _SharedInputs:
             make: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The copy of ``t`` named by ``key`` after rotation ``rot`` (a rotation is told by
         identity: held here with the copy, so its id is not reused meanwhile); ``make()`` makes
-        it when it is not held."""
+        it when it is not held, and for an inference tensor (``torch.inference_mode``), which
+        has no version counter to tell an in-place change by."""
+        if t.is_inference():
+            return make()
         copies = self._copies_of(t)
         key = key + (id(rot),)
         held = copies.get(key)
