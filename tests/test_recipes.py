@@ -312,7 +312,8 @@ def test_layers_reading_one_activation_share_its_copies_bit_for_bit(monkeypatch,
 
 def test_a_shared_copy_is_not_served_after_its_tensor_changed():
     """An in-place change between two readers advances the tensor's version: the second
-    reader quantizes the new values; another tensor at another address is another source."""
+    reader quantizes the new values; another tensor at another address is another source;
+    under ``torch.inference_mode`` (tensors without a version counter) nothing is shared."""
     qcfg = get_recipe("te-mxfp8").quant_config()
     model = _ThreeReaders(0)
     qlinear.quantize_model(model, qcfg)
