@@ -164,7 +164,7 @@ SEGMENT_COLUMNS = 1024
 
 
 @numba.njit(inline="always")
-def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, sr, codes, scales, out,
+def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out,
                   want_out, scratch):
     """Blocks ``[g*G, (g+1)*G)`` of tile row ``tr`` of the C-order ``(rows, L)`` data held flat
     in ``x`` (its bits in ``xb``): block ``b`` holds rows ``[tr*R, (tr+1)*R)`` times columns
@@ -234,18 +234,18 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, sr, code
             continue
         if k == 1:
             for j in range(np.uint64(w)):
-                _element_at(x, base + j, divisor[j], key, sr, FE, CE, VE, ints, codes, out,
+                _element_at(x, base + j, divisor[j], key, FE, CE, VE, ints, codes, out,
                             want_out)
             continue
         for t in range(nfull):
             s = divisor[t]
             first = base + t * ku
             for j in range(ku):
-                _element_at(x, first + j, s, key, sr, FE, CE, VE, ints, codes, out, want_out)
+                _element_at(x, first + j, s, key, FE, CE, VE, ints, codes, out, want_out)
         if nfull < nblocks:
             s = divisor[nfull]
             for i in range(base + nfull * ku, base + np.uint64(w)):
-                _element_at(x, i, s, key, sr, FE, CE, VE, ints, codes, out, want_out)
+                _element_at(x, i, s, key, FE, CE, VE, ints, codes, out, want_out)
     if unusable == 0:
         return
     # 4. Blocks whose scale is NaN (a NaN or inf inside), zero or infinite: every element is
@@ -259,7 +259,7 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, sr, code
         for r in range(r0, r1):
             for c in range(lo, hi):
                 i = np.uint64(r * L + c)
-                u = core.sr_random(key, i) if sr else np.uint64(0)
+                u = core.sr_random(key, i) if CE[core.C_MODE] == core.SR else np.uint64(0)
                 _element(0.0, sval, i, FE, CE, VE, u, ints, codes, out, want_out)
 
 
@@ -367,9 +367,11 @@ def _nearest_at(x, xb, i, s, inv, Q, signbit, codes, out, want_out):
 
 
 @numba.njit(inline="always")
-def _element_at(x, i, s, key, sr, FE, CE, VE, ints, codes, out, want_out):
+def _element_at(x, i, s, key, FE, CE, VE, ints, codes, out, want_out):
     """Element ``i`` of the flat ``x`` divided by the block scale ``s`` and rounded."""
-    u = core.sr_random(key, i) if sr else np.uint64(0)
+    # The mode is read from CE here, not handed down as a flag: a flag computed outside the
+    # prange loop reaches its body as a runtime value, and its branch stayed in the loop.
+    u = core.sr_random(key, i) if CE[core.C_MODE] == core.SR else np.uint64(0)
     _element(np.float64(x[i]) / s, s, i, FE, CE, VE, u, ints, codes, out, want_out)
 
 
@@ -398,7 +400,6 @@ def _segments(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_
     total = ntr * ng
     runs = min(total, 4 * threads)
     per_run = (total + runs - 1) // runs
-    sr = CE[core.C_MODE] == core.SR
     Bt = _with_runtime(B, k, tscale)
     width = min(G * k, L)
     for run in prange(runs):
@@ -407,7 +408,7 @@ def _segments(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_
                    np.empty(G, dtype=np.float64))
         for t in range(run * per_run, min((run + 1) * per_run, total)):
             tr = t // ng
-            block_segment(x, xb, tr, t - tr * ng, G, R, L, Bt, FE, CE, VE, FS, CS, Q, key, sr,
+            block_segment(x, xb, tr, t - tr * ng, G, R, L, Bt, FE, CE, VE, FS, CS, Q, key,
                           codes, scales, out, want_out, scratch)
 
 
