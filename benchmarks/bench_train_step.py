@@ -23,7 +23,6 @@ recipes (quantizers alone) over 1.5x and at which sizes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys
@@ -85,10 +84,10 @@ def recipe_variants(recipes: list[Recipe], seed: int = 0) -> list[Variant]:
             out.append(Variant(r.name, r.quant_config(seed)))
             continue
         model = (f"accumulator {r.accumulator}" if r.accumulator is not None
-                 else f"matrix unit {r.matrix_unit}")
+                 else f"matrix unit {r.matrix_unit}"
+                 + (f", promotion {r.promotion}" if r.promotion else ""))
         out.append(Variant(f"{r.name} [{model}]", r.quant_config(seed), unit=True))
-        alone = dataclasses.replace(r, accumulator=None, matrix_unit=None)
-        out.append(Variant(f"{r.name} (quantizers only)", alone.quant_config(seed)))
+        out.append(Variant(f"{r.name} (quantizers only)", r.quantizers_only().quant_config(seed)))
     return out
 
 

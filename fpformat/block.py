@@ -316,15 +316,26 @@ class BlockFormat:
         k = np.where(c >= 1 << (el.bits - 1), c - (1 << el.bits), c)
         return k * 2.0 ** (el.emin - el.man_bits)
 
+    def factors(self, enc: BlockEncoding) -> tuple[np.ndarray, np.ndarray]:
+        """An encoding's two factors, float64 arrays of its shape: the element values and each
+        element's block scale (NaN for a block holding NaN/inf; the NVFP4 tensor scale
+        included).  :meth:`decode` is their product; a matrix unit that applies the scales
+        itself (:func:`fpformat.gemm.mma` with ``a_scale``) reads them apart.  CPU encodings."""
+        if not isinstance(enc, BlockEncoding):
+            raise TypeError(f"enc must be a BlockEncoding from encode(), got {type(enc).__name__}")
+        if is_cuda_array(enc.codes):
+            raise ValueError("factors takes a CPU encoding; this one's codes are on the GPU "
+                             "(encode host data, or decode on the GPU)")
+        sval = self._scale_values(enc.scales, enc.tensor_scale)
+        return self._element_values(enc.codes), self._broadcast(sval, enc.codes.shape)
+
     def decode(self, enc: BlockEncoding, dtype=np.float64) -> np.ndarray:
         """Values of an encoding (NaN throughout blocks whose scale is NaN)."""
         if not isinstance(enc, BlockEncoding):
             raise TypeError(f"enc must be a BlockEncoding from encode(), got {type(enc).__name__}")
         if is_cuda_array(enc.codes):                        # a GPU encoding decodes on the GPU
             return cuda.block_decode(self, enc, dtype)
-        sval = self._scale_values(enc.scales, enc.tensor_scale)
-        full = self._broadcast(sval, enc.codes.shape)
-        vals = self._element_values(enc.codes)
+        vals, full = self.factors(enc)
         with np.errstate(invalid="ignore"):
             out = np.where(full == 0, 0.0 * vals, vals * full)
         kind = float_kind(dtype)            # any spelling: np.float32, "float32", torch dtype...

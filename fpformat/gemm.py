@@ -444,6 +444,49 @@ def _mma_specialized(U, F, C, V):
     return mma_kernel
 
 
+@numba.njit(**JIT)
+def _promote_kernel(O, sa, sbt, blk, P, Fp, Cp, sub_p, Cs):
+    """``O[i, j] = round_p(O[i, j] + round_p(sa[i, blk] * sbt[j, blk]) * P[i, j])`` for every
+    output element (:func:`fpformat.gemm_core.promote_sum`)."""
+    M, N = O.shape
+    for i in prange(M):
+        terms = np.empty(gemm_core.MIN_TERMS, dtype=np.float64)
+        digits = np.empty(_NDIG, dtype=np.int64)
+        for j in range(N):
+            sab = np.float64(sa[i, blk]) * np.float64(sbt[j, blk])
+            O[i, j] = gemm_core.promote_sum(O[i, j], sab, np.float64(P[i, j]), Fp, Cp, sub_p, Cs,
+                                            np.uint64(0), terms, digits)[0]
+
+
+def _scaled_mma(A, B, Cv, unit, fi, fo, a_scale, b_scale, block_k):
+    """:func:`mma` with block scales (2-D float64 ``A``, ``B``, ``Cv`` checked by the caller):
+    every ``block_k`` products through the unit from +0, promoted into ``fo``."""
+    if isinstance(block_k, bool) or not isinstance(block_k, (int, np.integer)) or block_k < 1:
+        raise ValueError(f"block_k must be a positive int (products per promotion), "
+                         f"got {block_k!r}")
+    (M, K), N = A.shape, B.shape[1]
+    nblk = -(-K // block_k)
+    SA = np.ones((M, nblk)) if a_scale is None else _as_2d(a_scale, "a_scale")
+    SBt = np.ones((N, nblk)) if b_scale is None else \
+        np.ascontiguousarray(_as_2d(b_scale, "b_scale").T)
+    if SA.shape != (M, nblk):
+        raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of {block_k}), "
+                         f"got {SA.shape}")
+    if SBt.shape != (N, nblk):
+        raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, "
+                         f"columns), got {SBt.T.shape}")
+    _check_products(SA, SBt, "a_scale and b_scale")
+    Fp, rne = fo.params, call_tuple(fo, "rne", False, None)   # promotions and scale products
+    sub_p = float(2.0 ** (fo.emin - fo.man_bits))
+    O = np.array(np.broadcast_to(Cv, (M, N)), dtype=np.float64)
+    for blk in range(nblk):
+        k0 = blk * block_k
+        P = mma(A[:, k0:k0 + block_k], B[k0:k0 + block_k], 0.0, unit, fi, fo)
+        with threads_for(M * N):
+            _promote_kernel(O, SA, SBt, blk, P, Fp, rne, sub_p, rne)
+    return O.astype(np.float16 if fo.fits("float16") and fo.exp_bits <= 5 else np.float32)
+
+
 def _decompose(x: np.ndarray, fmt: FloatFormat, keep_subnormals: bool):
     flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
     sig = np.empty(flat.size, np.int64)
@@ -468,7 +511,8 @@ def _values_of(x, fmt: FloatFormat, pname: str, quantize: bool) -> np.ndarray:
 
 
 def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
-        out_format: Any = "float32", *, quantize_inputs: bool = False) -> np.ndarray:
+        out_format: Any = "float32", *, quantize_inputs: bool = False, a_scale=None,
+        b_scale=None, block_k: int | None = None) -> np.ndarray:
     """``D = A.B + C`` as the matrix unit computes it (:mod:`fpformat.units`).
 
     ``a`` (..., M, K) and ``b`` (..., K, N) with numpy ``matmul`` batch semantics (1-D operands
@@ -483,13 +527,25 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
     CUDA arrays (``a`` and ``b`` both on the GPU; ``c`` there or on the host) are computed on
     the device by :mod:`fpformat.cuda_gemm`, bit for bit as here, and the result is an array of
     ``a``'s kind on its device (units with ``"exact"`` or ``"pairwise"`` summation raise
-    ``ValueError`` there)."""
+    ``ValueError`` there).
+
+    Block scales (``block_k`` products per block; 2-D ``a`` and ``b``, CPU only), as DeepGEMM
+    runs DeepSeek-V3's FP8 GEMMs: ``a`` and ``b`` hold the element values, ``a_scale`` (M,
+    ceil(K/block_k)) and ``b_scale`` (ceil(K/block_k), N) their blocks' scales (None: ones).
+    Each block's products run through the unit from a zero addend (its partial sum ``P``, in
+    ``out_format``) and are *promoted*: ``D = round(D + s*P)``, ``s = round(sa*sb)``, both
+    rounded to nearest even into ``out_format`` (a CUDA core's multiply, then its fused
+    multiply-add), ``D`` starting at ``c`` (docs/gemm.md, "Promotion")."""
     fi, fo = get_format(in_format), get_format(out_format)
     for f, pname in ((fi, "in_format"), (fo, "out_format")):
         if not isinstance(f, FloatFormat):
             raise ValueError(f"{pname} must be an element format, got {f}")
     unit = get_unit(unit, fi, fo)         # TypeError/ValueError for anything but a unit
     U, F, C, V = unit.tuples(fi, fo)
+    scaled = a_scale is not None or b_scale is not None or block_k is not None
+    if scaled and any(is_cuda_array(x) for x in (a, b, c, a_scale, b_scale)):
+        raise ValueError("block scales (a_scale, b_scale, block_k) run on the CPU only; pass "
+                         "host arrays")
     if any(is_cuda_array(x) for x in (a, b, c)):     # computed on the GPU
         host_c = c if is_cuda_array(c) else _values_of(c, fo, "c", False)
         return cuda_gemm.mma(a, b, host_c, unit, fi, fo, (U, F, C, V), quantize_inputs)
@@ -510,6 +566,11 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
     except ValueError:
         raise ValueError(f"c of shape {np.shape(c)} does not broadcast to the result's "
                          f"{shape}") from None
+    if scaled:
+        if batch or any(drop):
+            raise ValueError(f"block scales need 2-D a and b, got shapes {np.shape(a)} and "
+                             f"{np.shape(b)}")
+        return _scaled_mma(A, B, Cv, unit, fi, fo, a_scale, b_scale, block_k)
     A = np.broadcast_to(A, batch + (M, K)).reshape(math.prod(batch), M, K)   # -1 is ambiguous
     Bt = np.swapaxes(np.broadcast_to(B, batch + (K, N)), -1, -2).reshape(math.prod(batch), N, K)
     sa, ea = _decompose(A, fi, unit.subnormal_inputs)

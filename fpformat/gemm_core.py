@@ -275,6 +275,22 @@ def scaled_terms(terms, O, s, P):
 
 
 @register_jitable
+def promote_sum(O, sab, P, Fp, Cp, sub_p, Cs, u, terms, digits):
+    """One promotion (docs/gemm.md, step 4): ``(value, code)`` of ``O + s*P`` rounded once into
+    the promotion format ``Fp``/``Cp`` (a CUDA core's fused multiply-add), ``s`` the product of
+    the block scales ``sab`` (exact in float64) rounded to nearest even into that format by
+    ``Cs`` (1 stays 1).  ``u``: the random number for stochastic rounding; ``terms`` and
+    ``digits``: :func:`gemm_element`'s scratch."""
+    s = 1.0
+    if sab != 1.0:
+        sc = core.encode_bits(f64_bits(sab), core.SRC_FLOAT64, Fp, Cs, np.uint64(0))
+        s = core.decode_code(sc, Fp, sub_p)
+    n = scaled_terms(terms, O, s, P)
+    code = np.int64(round_sum(terms, n, digits, Fp, Cp, u))
+    return core.decode_code(code, Fp, sub_p), code
+
+
+@register_jitable
 def gemm_element(a, b, b_kn, sa, sbt, i, j, idx, block_k, seg_len, W, pairwise, promote,
                  scaled, Fa, Ca, sub_a, Fp, Cp, sub_p, Cs, key_a, key_p, terms, digits, tree,
                  tcode):
@@ -364,18 +380,14 @@ def gemm_element(a, b, b_kn, sa, sbt, i, j, idx, block_k, seg_len, W, pairwise, 
             P = tree[0]
             Pcode = np.int64(tcode[0])
         if promote:
-            s = 1.0
+            sab = 1.0
             if scaled:
                 blk = k0 // block_k
-                sc = core.encode_bits(f64_bits(np.float64(sa[i, blk]) * np.float64(sbt[j, blk])),
-                                      core.SRC_FLOAT64, Fp, Cs, np.uint64(0))
-                s = core.decode_code(sc, Fp, sub_p)
+                sab = np.float64(sa[i, blk]) * np.float64(sbt[j, blk])
             if sr_p:
                 u = core.sr_random(key_p, idx * stride_p + pev)
             pev += 1
-            n = scaled_terms(terms, O, s, P)
-            Ocode = np.int64(round_sum(terms, n, digits, Fp, Cp, u))
-            O = core.decode_code(Ocode, Fp, sub_p)
+            O, Ocode = promote_sum(O, sab, P, Fp, Cp, sub_p, Cs, u, terms, digits)
     if promote:
         return O, Ocode
     return P, Pcode

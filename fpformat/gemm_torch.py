@@ -50,7 +50,8 @@ def emulated_mm(a: torch.Tensor, b: torch.Tensor, acc: Accumulator, seed: int | 
 
 
 def unit_mm(a: torch.Tensor, b: torch.Tensor, unit="h100", in_format="float16",
-            out_format="float32") -> torch.Tensor:
+            out_format="float32", *, a_scale: torch.Tensor | None = None,
+            b_scale: torch.Tensor | None = None, block_k: int | None = None) -> torch.Tensor:
     """``a @ b`` (2-D tensors) computed by a matrix unit: :func:`fpformat.gemm.mma` with
     ``c = 0`` and ``quantize_inputs=True`` (``a`` and ``b`` rounded to nearest-even into
     ``in_format`` first, values beyond its range clamped to its max).  ``unit``: a
@@ -61,9 +62,19 @@ def unit_mm(a: torch.Tensor, b: torch.Tensor, unit="h100", in_format="float16",
     (``b`` moved there first if it is elsewhere) by :mod:`fpformat.cuda_gemm`, bit for bit as
     on the CPU, on torch's current stream, without host copies -- except for units whose
     summation runs on the CPU only (``"exact"``, ``"pairwise"``:
-    :data:`fpformat.cuda_gemm.GPU_SUMMATIONS`), which copy to the host and back."""
+    :data:`fpformat.cuda_gemm.GPU_SUMMATIONS`), which copy to the host and back.
+
+    ``a_scale``, ``b_scale``, ``block_k``: block scales applied at each promotion, as
+    :func:`fpformat.gemm.mma` takes them (``a`` and ``b`` then hold the element values); such a
+    GEMM runs on the CPU (tensors elsewhere are copied to the host and the result back)."""
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"a and b must be 2-D, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if a_scale is not None or b_scale is not None or block_k is not None:
+        A, B, SA, SB = (None if t is None else t.detach().to("cpu", torch.float64).numpy()
+                        for t in (a, b, a_scale, b_scale))
+        y = mma(A, B, 0.0, unit, in_format, out_format, quantize_inputs=True, a_scale=SA,
+                b_scale=SB, block_k=block_k)
+        return torch.from_numpy(np.ascontiguousarray(y)).to(device=a.device, dtype=a.dtype)
     if a.is_cuda and get_unit(unit, get_format(in_format), get_format(out_format)).summation \
             in cuda_gemm.GPU_SUMMATIONS:
         y = mma(a.detach(), b.detach().to(a.device), 0.0, unit, in_format, out_format,

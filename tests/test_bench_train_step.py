@@ -1,5 +1,5 @@
 """benchmarks/bench_train_step.py at tiny sizes: both modes run and print what they promise, the
-1.5x bar leaves out accumulator models, and bad arguments exit 2 with one line."""
+1.5x bar leaves out accumulator and matrix-unit models, and bad arguments exit 2 with one line."""
 
 from __future__ import annotations
 
@@ -36,16 +36,16 @@ def test_recipes_mode_prints_every_recipe_both_ways_and_the_verdict():
     first, second = lines[sizes[0] + 1:sizes[1]], lines[sizes[1] + 1:-1]
     ratio = re.compile(r"^  (\S.*?)\s+(\d+\.\d+) ms/step\s+(\d+\.\d+)x")
     got = {ratio.match(line).group(1): line for line in first}
-    assert set(got) == {"sun2025", "deepseek-v3 [accumulator e8m13/rtz/chunk128]",
-                        "deepseek-v3 (quantizers only)"}
-    assert "not held to 1.5x" in got["deepseek-v3 [accumulator e8m13/rtz/chunk128]"]
-    # the second size: the accumulator model expected over the (tiny) limit is skipped
+    unit = "deepseek-v3 [matrix unit h100, promotion 128]"
+    assert set(got) == {"sun2025", unit, "deepseek-v3 (quantizers only)"}
+    assert "not held to 1.5x" in got[unit]
+    # the second size: the matrix-unit model expected over the (tiny) limit is skipped
     skipped = [line for line in second if "skipped" in line]
-    assert len(skipped) == 1 and "deepseek-v3 [accumulator" in skipped[0]
+    assert len(skipped) == 1 and "deepseek-v3 [matrix unit" in skipped[0]
     assert sum(bool(ratio.match(line)) for line in second) == 2
     assert lines[-1].startswith("over 1.5x (quantizers only; accumulator/matrix-unit models "
                                 "excluded): ")
-    assert "accumulator e8m13" not in lines[-1]
+    assert "matrix unit" not in lines[-1]
 
 
 def test_format_mode_is_the_old_one_line_per_size():

@@ -111,6 +111,7 @@ def test_bad_recipes_are_one_line_exit_2(capsys, tmp_path):
     (["--accumulator", "e8m13/rtz"], "--accumulator"),
     (["--matrix-unit", "h100"], "--matrix-unit"),
     (["--matrix-unit-format", "bfloat16"], "--matrix-unit-format"),
+    (["--promotion", "128"], "--promotion"),
 ])
 def test_train_recipe_refuses_options_it_sets(capsys, tmp_path, extra, flag):
     db = tmp_path / "runs.db"
@@ -118,6 +119,15 @@ def test_train_recipe_refuses_options_it_sets(capsys, tmp_path, extra, flag):
     msg = _one_error(err, "train")
     assert rc == 2 and out == "" and msg.startswith(f"{flag} cannot be given with --recipe")
     assert not db.exists()                          # refused before anything is written
+
+
+def test_train_promotion_without_a_matrix_unit_exit_2(capsys, tmp_path):
+    db = tmp_path / "runs.db"
+    rc, out, err = run_cli(capsys, *TINY, "--format", "e4m3", "--promotion", "128",
+                           "--db", str(db))
+    assert rc == 2 and out == "" and "promotion (128) needs a matrix_unit" in _one_error(
+        err, "train")
+    assert not db.exists()
 
 
 def test_train_unknown_recipe_exit_2(capsys):

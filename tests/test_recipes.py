@@ -45,8 +45,10 @@ from explorer.train.qlinear import (
 from explorer.train.recipes import get_recipe, parse_recipe, preset_names, presets
 from explorer.train.trainer import TrainConfig, train
 from fpformat import get_format
+from fpformat.gemm import mma
 from fpformat.kernels import sr_random_u64
 from fpformat.torch import quantize_values
+from fpformat.units import get_unit
 
 pytestmark = pytest.mark.usefixtures("train_env")
 PRESETS = ("deepseek-v3", "fp8-delayed", "mxfp4-sr", "sun2025", "te-mxfp8", "te-nvfp4")
@@ -234,8 +236,8 @@ def _captured(monkeypatch, qcfg: QuantConfig, x, w, gy, layer_id: int, step: int
 def test_every_gemm_input_of_a_preset_equals_the_reference(monkeypatch, name):
     """Tokens 160 (a ragged 1x128 / 128x128 tile and Hadamard tail), 128 in-features, 96 out."""
     recipe = get_recipe(name)
-    # The accumulator sums the products; the inputs are what is compared here.
-    qcfg = dataclasses.replace(recipe, accumulator=None).quant_config(seed=11)
+    # The matrix unit sums the products; the inputs are what is compared here.
+    qcfg = recipe.quantizers_only().quant_config(seed=11)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(160, 128, generator=g) * torch.logspace(-2, 2, 128)
     w = torch.randn(96, 128, generator=g) * 0.1
@@ -263,7 +265,7 @@ class _ThreeReaders(torch.nn.Module):
 def _three_readers_step(monkeypatch, name: str, shared: bool):
     """Output, input gradient and weight gradients of :class:`_ThreeReaders` under preset
     ``name``, and how many quantizer and rotation calls the step made."""
-    qcfg = dataclasses.replace(get_recipe(name), accumulator=None).quant_config(seed=11)
+    qcfg = get_recipe(name).quantizers_only().quant_config(seed=11)
     model = _ThreeReaders(0)
     qlinear.quantize_model(model, qcfg)
     for m in (model.a, model.b, model.c):
@@ -371,13 +373,99 @@ def test_two_d_weight_tiles_serve_both_gemms_and_requantize_differs_from_reuse()
 def test_deepseek_promotes_every_128_products_and_te_nvfp4_rotates_wgrad_only():
     layer = QuantLinear(32, 32, qcfg=get_recipe("deepseek-v3").quant_config())
     acc = layer._acc
-    assert acc.chunk == 128 and acc.rounding == "rtz" and acc.promote_format == get_format(
-        "float32") and (acc.acc_format.exp_bits, acc.acc_format.man_bits) == (8, 13)
+    assert acc.promotion == 128 and acc.in_format == get_format("float8_e4m3fn")
+    assert acc.unit == get_unit("h100", "float8_e4m3fn") and acc.unit.result_bits == 13
     nv = get_recipe("te-nvfp4")
     assert nv.transforms == (("wgrad", 16, "fixed"),)
     assert nv.operands.dgrad_dy.rounding == nv.operands.wgrad_dy.rounding == "sr"
     assert {nv.operands.fwd_x.rounding, nv.operands.fwd_w.rounding,
             nv.operands.wgrad_x.rounding} == {"rne"}
+
+
+def _encoded(spec: OperandSpec, t: torch.Tensor):
+    """The element values and scales of ``t`` quantized by ``spec`` along its last axis."""
+    f = spec.build()
+    enc = f.encode(t.contiguous().numpy(), rounding=spec.rounding, saturate=True)
+    return f._element_values(enc.codes), np.asarray(enc.scales, np.float64)
+
+
+def test_deepseek_gemms_run_through_the_fp8_unit_with_the_block_scales_at_each_promotion():
+    """The three GEMMs of a deepseek-v3 layer against fpformat.gemm.mma fed with each input's
+    E4M3 elements and float32 scales, encoded here from the same tensors (256 tokens: two
+    promotions in the weight-gradient GEMM; 256 in, 128 out): ``rtol=0, atol=0``."""
+    ops = get_recipe("deepseek-v3").operands
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(256, 256, generator=g) * torch.logspace(-2, 2, 256)
+    w = torch.randn(128, 256, generator=g) * 0.1
+    gy = torch.randn(256, 128, generator=g) * 1e-3
+    lin = torch.nn.Linear(256, 128, bias=False)
+    lin.weight.data = w.clone()
+    layer = QuantLinear.from_linear(lin, get_recipe("deepseek-v3").quant_config())
+    xr = x.clone().requires_grad_(True)
+    y = layer(xr)
+    y.backward(gy)
+
+    def unit(a, sa, b, sb):
+        return torch.from_numpy(mma(a, b, 0.0, "h100", "float8_e4m3fn", a_scale=sa, b_scale=sb,
+                                    block_k=128))
+
+    ex, sx = _encoded(ops.fwd_x, x)                  # (256, 256), scales (256 tokens, 2)
+    ew, sw = _encoded(ops.fwd_w, w)                  # 128x128 tiles: scales (1, 2)
+    want_y = unit(ex, sx, ew.T, np.repeat(sw.T, 128, axis=1))
+    edy, sdy = _encoded(ops.dgrad_dy, gy)            # along out: scales (256, 1)
+    want_gx = unit(edy, sdy, ew, np.repeat(sw, 128, axis=1))
+    edyt, sdyt = _encoded(ops.wgrad_dy, gy.t())      # along tokens: scales (128, 2)
+    qx = torch.from_numpy(ops.fwd_x.build().quantize(x.numpy(), saturate=True))
+    ext, sxt = _encoded(ops.wgrad_x, qx.t())         # the forward copy, along tokens
+    want_gw = unit(edyt, sdyt, ext.T, sxt.T)
+    for got, want, what in ((y, want_y, "forward"), (xr.grad, want_gx, "input gradient"),
+                            (layer.weight.grad, want_gw, "weight gradient")):
+        torch.testing.assert_close(got.detach(), want.to(torch.float32), rtol=0, atol=0,
+                                   msg=what)
+
+
+@pytest.mark.parametrize("spec", [OperandSpec("float8_e4m3fn/1x128", None),
+                                  OperandSpec("float8_e4m3fn/128x128", None),
+                                  OperandSpec("nvfp4", None, "sr"), OperandSpec("e4m3", 32),
+                                  OperandSpec("e2m1", None, "sr")], ids=lambda s: s.label())
+@pytest.mark.parametrize("axis", [0, 1])
+def test_factored_copies_are_the_quantizers_copies_bit_for_bit(spec, axis):
+    op = qlinear._Operand(spec)
+    t = torch.randn(96, 160, generator=torch.Generator().manual_seed(2)) * 3
+    f = op.factors(t, axis, 7)
+    torch.testing.assert_close(f.values, op(t, axis, 7), rtol=0, atol=0)
+    prod = f.elements if f.scales is None else f.elements * f.scales
+    torch.testing.assert_close(prod.to(torch.float32), f.values, rtol=0, atol=0)
+    element = getattr(op.fmt, "element", op.fmt)          # the unit reads element values
+    assert np.array_equal(element.quantize(f.elements.numpy()), f.elements.numpy())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(promotion=128), "promotion .128. needs a matrix_unit"),
+    (dict(matrix_unit="h100", promotion=0), "promotion must be None or an int >= 1"),
+    (dict(matrix_unit="h100", promotion=True), "promotion must be None or an int >= 1"),
+    (dict(matrix_unit="h100", promotion=64, fmt="e4m3", block=32, targets="all"),
+     "fwd_x: blocks of e4m3@32 are 32 long along the reduction axis, not a multiple of "
+     "promotion .64."),
+    (dict(matrix_unit="h100", promotion=32,
+          overrides=(("fwd_w", OperandSpec("e4m3", "tensor", delayed=DelayedScaling())),)),
+     "fwd_w: delayed scaling is not supported with promotion"),
+])
+def test_promotion_errors_name_the_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QuantConfig(**kwargs)
+    # Channel, tensor and unscaled inputs have one scale along the whole reduction axis.
+    QuantConfig(fmt="e4m3", block="channel", targets="all", matrix_unit="h100", promotion=64)
+    QuantConfig(fmt="e4m3", block=None, targets="all", matrix_unit="h100", promotion=64)
+
+
+def test_a_reused_copy_needs_its_rows_to_span_a_promotion():
+    """dgrad_w reusing the forward's 1x128 copy would read it down the columns, one scale per
+    row: no promotion of 128 products shares one scale."""
+    w = OperandSpec("float8_e4m3fn/1x128", None)
+    with pytest.raises(ValueError, match="dgrad_w: blocks of .* are 1 long"):
+        QuantConfig(overrides=(("fwd_w", w), ("dgrad_w", dataclasses.replace(w, copy="reuse"))),
+                    matrix_unit="h100", matrix_unit_format="float8_e4m3fn", promotion=128)
 
 
 # --- delayed scaling -----------------------------------------------------------------------

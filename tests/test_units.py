@@ -4,12 +4,14 @@ reference (tests/unit_reference.py) on random units and edge cases, and the API'
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_gemm import ref_round
 from unit_reference import unit_gemm_row
 
 from fpformat import get_format
@@ -145,6 +147,81 @@ def test_nan_and_infinities(a0, b0, a3, want):
 
 
 # ------------------------------------------------------------------ API
+def _promoted_reference(a, b, c, sa, sb, block_k, unit, fi, fo) -> float:
+    """One output of mma with block scales, from docs/gemm.md alone: each block's partial sum
+    through the unit's reference from +0, then ``D = round(D + round(sa*sb) * P)`` in exact
+    rationals, rounded once to nearest even (``ref_round``)."""
+    d = Fraction(float(c))
+    for blk, k0 in enumerate(range(0, len(a), block_k)):
+        p = unit_gemm_row(a[k0:k0 + block_k], b[k0:k0 + block_k], 0.0, unit, fi, fo)
+        s = fo.code_value(ref_round(Fraction(float(sa[blk])) * Fraction(float(sb[blk])), fo,
+                                    "rne"))
+        if isinstance(d, float) or not math.isfinite(p):     # inf/NaN: float arithmetic's rules
+            d = float(d) + float(s) * p
+            continue
+        d = fo.code_value(ref_round(d + s * Fraction(p), fo, "rne"))    # a float once it is inf
+    return float(d)
+
+
+@settings(max_examples=40, deadline=None)
+@given(unit=st.sampled_from([get_unit("h100", "float8_e4m3fn"), get_unit("a100", "bfloat16"),
+                             MatrixUnit(fma=4, extra_bits=3, sticky=True, rounding="rne")]),
+       k=st.integers(1, 300), block_k=st.sampled_from([1, 16, 32, 128]),
+       seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([2, 8]))
+def test_block_scales_are_applied_at_each_promotion(unit, k, block_k, seed, spread):
+    in_name = "float8_e4m3fn" if "e4m3" in str(unit) or unit.fma == 4 else "bfloat16"
+    fi, fo = get_format(in_name), get_format("float32")
+    rng = np.random.default_rng(seed)
+    nblk = -(-k // block_k)
+    a = _values(fi, rng, 2 * k, spread).reshape(2, k)
+    b = _values(fi, rng, k * 2, spread).reshape(k, 2)
+    c = fo.quantize(rng.standard_normal((2, 2)))
+    # float32 scales: powers of two, DeepSeek's amax / 448 (full significands), and ones
+    sa = (rng.random((2, nblk)) * np.exp2(rng.integers(-20, 20, (2, nblk)))).astype(np.float32)
+    sb = np.exp2(rng.integers(-20, 20, (nblk, 2))).astype(np.float32)
+    sb = np.where(rng.random((nblk, 2)) < 0.5, sb * rng.random((nblk, 2)), sb).astype(np.float32)
+    sb[rng.random((nblk, 2)) < 0.2] = 1.0
+    got = mma(a, b, c, unit, in_name, a_scale=sa, b_scale=sb, block_k=block_k)
+    for i in range(2):
+        for j in range(2):
+            want = _promoted_reference(list(a[i]), list(b[:, j]), c[i, j], sa[i], sb[:, j],
+                                       block_k, unit, fi, fo)
+            g = float(got[i, j])
+            assert (math.isnan(g) and math.isnan(want)) or (
+                g == want and math.copysign(1, g) == math.copysign(1, want)), \
+                (f"{unit.spec} block_k {block_k} ({i}, {j}): got {g!r} want {want!r}")
+
+
+def test_block_scales_of_one_over_all_of_k_are_the_plain_unit():
+    fi = get_format("float8_e4m3fn")
+    rng = np.random.default_rng(3)
+    a = _values(fi, rng, 3 * 200, 4).reshape(3, 200)
+    b = _values(fi, rng, 200 * 5, 4).reshape(200, 5)
+    plain = mma(a, b, 0.0, "h100", fi)
+    assert np.array_equal(mma(a, b, 0.0, "h100", fi, block_k=200), plain)
+    # Power-of-two scales multiply each partial sum exactly; one block: the scaled plain result.
+    got = mma(a, b, 0.0, "h100", fi, a_scale=np.full((3, 1), 2.0 ** -7),
+              b_scale=np.full((1, 5), 8.0), block_k=256)
+    assert np.array_equal(got, plain * np.float32(2.0 ** -4))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(block_k=0), "block_k must be a positive int"),
+    (dict(block_k=True), "block_k must be a positive int"),
+    (dict(block_k=2, a_scale=np.ones((2, 3))), r"a_scale must have shape \(2, 2\)"),
+    (dict(block_k=2, b_scale=np.ones((2, 3))), r"b_scale must have shape \(2, 2\)"),
+    (dict(a_scale=np.full((2, 2), 0.1), b_scale=np.full((2, 2), 0.1), block_k=2),
+     "products of a_scale and b_scale are not exact"),
+])
+def test_bad_block_scales_name_the_parameter(kwargs, message):
+    a = np.ones((2, 4))
+    b = np.ones((4, 2))
+    with pytest.raises(ValueError, match=message):
+        mma(a, b, 0.0, "h100", "float16", **kwargs)
+    with pytest.raises(ValueError, match="block scales need 2-D a and b"):
+        mma(np.ones((2, 2, 4)), b, 0.0, "h100", "float16", block_k=2)
+
+
 def test_batch_semantics_follow_numpy_matmul():
     rng = np.random.default_rng(1)
     f = get_format("float16")

@@ -70,6 +70,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--matrix-unit-format", default=None, metavar="IN",
                    help="the matrix unit's input format (default float16; e.g. bfloat16, "
                         "float8_e4m3fn)")
+    p.add_argument("--promotion", default=None, type=int, metavar="N",
+                   help="with --matrix-unit: promote the unit's partial sums into float32 every "
+                        "N products, the inputs' block scales applied there (the unit reads "
+                        "their element values; DeepSeek-V3 on Hopper: 128)")
     p.add_argument("--capture", default=None, metavar="OUT.npz",
                    help="after training, save the weights, activations and output gradients of "
                         "every linear layer on a held-out batch (for fpx recommend --tensors)")
@@ -85,7 +89,8 @@ RECIPE_SETS = (("format", "the format of every GEMM input"),
                ("rounding", "every GEMM input's rounding"),
                ("accumulator", "the accumulator"),
                ("matrix_unit", "the GEMMs' arithmetic"),
-               ("matrix_unit_format", "the GEMMs' arithmetic"))
+               ("matrix_unit_format", "the GEMMs' arithmetic"),
+               ("promotion", "the GEMMs' arithmetic"))
 
 
 def _check_recipe_options(args: argparse.Namespace) -> None:
@@ -146,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         q = QuantConfig(fmt=None if args.format.lower() == "none" else args.format, block=block,
                         rounding=rounding, targets=targets, seed=args.seed,
                         accumulator=args.accumulator, matrix_unit=args.matrix_unit,
-                        matrix_unit_format=args.matrix_unit_format or "float16")
+                        matrix_unit_format=args.matrix_unit_format or "float16",
+                        promotion=args.promotion)
         if args.matrix_unit_format is not None and args.matrix_unit is None:
             raise ValueError("--matrix-unit-format needs --matrix-unit (the unit whose input "
                              "format it is)")
@@ -189,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if q.matrix_unit is not None:
         out["matrix_unit"] = q.matrix_unit
         out["matrix_unit_format"] = q.matrix_unit_format
+    if q.promotion is not None:
+        out["promotion"] = q.promotion
     if args.json:
         print(json.dumps(out))
     else:
@@ -205,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"GEMMs through the emulated accumulator {q.accumulator}")
         if q.matrix_unit is not None:
             print(f"GEMMs through matrix unit {q.matrix_unit} ({q.matrix_unit_format} inputs, "
-                  "float32 output)")
+                  "float32 output)" + (f", promoted into float32 every {q.promotion} products "
+                                       "with the block scales" if q.promotion else ""))
         print(f"validation loss {r.val_loss:.4f} nats/token; {r.tokens_per_s:.0f} tok/s; "
               f"wall {r.wall_s:.1f} s")
         for row in outcome.ptq:

@@ -52,7 +52,7 @@ from fpformat import BlockFormat, FloatFormat, get_format
 from fpformat.gemm_torch import emulated_mm, unit_mm
 from fpformat.kernels import quantize_scaled_applies, specialize
 from fpformat.rounding import MODES
-from fpformat.torch import quantize, quantize_scaled_values, quantize_values
+from fpformat.torch import quantize, quantize_scaled_values, quantize_values, to_numpy
 from fpformat.units import get_unit
 
 
@@ -274,6 +274,14 @@ class QuantConfig:
         quantization.  Mutually exclusive with ``accumulator``.
     matrix_unit_format: the unit's input format (default ``"float16"``); used only with
         ``matrix_unit``.
+    promotion: None, or with ``matrix_unit`` the products per promotion: every GEMM runs that
+        many products at a time through the unit from a zero addend and promotes each partial
+        sum into float32 with its inputs' block scales applied there (DeepSeek-V3's FP8 GEMMs
+        on Hopper, N_C = 128; :func:`fpformat.gemm.mma` with block scales).  The unit then reads
+        the quantized inputs' element values (``matrix_unit_format`` should hold them), not
+        their dequantized values; their blocks along each GEMM's reduction axis must be
+        multiples of ``promotion`` long (or the whole axis: channel and tensor scales, or
+        none), and none may use delayed scaling.
     transforms: ``((gemm, block, signs), ...)``: a random Hadamard transform of ``block`` (a
         power of two) elements applied along the reduction axis to both inputs of that GEMM
         (``"fwd"``, ``"dgrad"``, ``"wgrad"``) before they are quantized, so that the exact
@@ -295,6 +303,7 @@ class QuantConfig:
     accumulator: str | None = None
     matrix_unit: str | None = None
     matrix_unit_format: str = "float16"
+    promotion: int | None = None
     transforms: tuple[tuple[str, int, str], ...] = ()
     recipe: str | None = None
     recipe_hash: str | None = None
@@ -338,6 +347,43 @@ class QuantConfig:
                 raise TypeError(f"overrides[{t!r}] must be an OperandSpec, "
                                 f"got {type(spec).__name__}")
         self._check_copies()
+        self._check_promotion()
+
+    def _check_promotion(self) -> None:
+        """``promotion``: an int >= 1, with a matrix unit, and every quantized input's scales
+        constant over each promotion's products (see the class docstring)."""
+        n = self.promotion
+        if n is None:
+            return
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"promotion must be None or an int >= 1 (products per promotion), "
+                             f"got {n!r}")
+        if self.matrix_unit is None:
+            raise ValueError(f"promotion ({n}) needs a matrix_unit: it says how often the "
+                             f"unit's partial sums are promoted (without a unit, an "
+                             f"accumulator's /chunk{n} does that)")
+        for t in TARGETS:
+            s = self.spec(t)
+            if s is None:
+                continue
+            if s.delayed is not None:
+                raise ValueError(f"{t}: delayed scaling is not supported with promotion (its "
+                                 f"per-tensor scale is not a block scale the promotion "
+                                 f"applies); use current scaling")
+            f = s.build()
+            if not isinstance(f, BlockFormat) or f.block_size in ("channel", "tensor"):
+                continue
+            # A block runs along its own GEMM's reduction axis (a tile's columns); a reused copy,
+            # made for the other GEMM, is read across its blocks (a tile's rows).
+            if s.copy == "reuse":
+                along = 1 if f.tile is None else f.tile[0]
+            else:
+                along = f.block_size if f.tile is None else f.tile[1]
+            if along % n:
+                raise ValueError(f"{t}: blocks of {s.label()} are {along} long along the "
+                                 f"reduction axis, not a multiple of promotion ({n}), so one "
+                                 f"promotion would span two scales; use blocks of a multiple "
+                                 f"of {n}")
 
     def _check_copies(self) -> None:
         """``copy`` other than 'own' only where a quantized source exists, with no transform
@@ -405,6 +451,7 @@ class QuantConfig:
                 **({"accumulator": self.accumulator} if self.accumulator else {}),
                 **({"matrix_unit": self.matrix_unit,
                     "matrix_unit_format": self.matrix_unit_format} if self.matrix_unit else {}),
+                **({"promotion": self.promotion} if self.promotion is not None else {}),
                 **({"transforms": [list(t) for t in self.transforms]} if self.transforms else {}),
                 **({"recipe": self.recipe, "recipe_hash": self.recipe_hash}
                    if self.recipe else {})}
@@ -421,6 +468,7 @@ class QuantConfig:
                    attention=None if att is None else OperandSpec(*att),
                    accumulator=d.get("accumulator"), matrix_unit=d.get("matrix_unit"),
                    matrix_unit_format=d.get("matrix_unit_format", "float16"),
+                   promotion=d.get("promotion"),
                    transforms=tuple(tuple(t) for t in d.get("transforms", ())),
                    recipe=d.get("recipe"), recipe_hash=d.get("recipe_hash"))
 
@@ -471,16 +519,71 @@ def _check_matrix_unit(unit: object, in_format: object) -> tuple[str, str]:
     return unit, in_format
 
 
+class _Factored(NamedTuple):
+    """A quantized GEMM input as a promoting matrix unit reads it (:attr:`QuantConfig.promotion`):
+    ``values``, the dequantized tensor (bit for bit the quantizer's output), and its two
+    factors, ``elements`` (float64, the element values) and ``scales`` (float64, each element's
+    block scale; None: all 1).  :meth:`t` and :meth:`to` act as a tensor's do, so the GEMM code
+    takes either; the factors keep their dtype (the unit computes in its own formats)."""
+
+    values: torch.Tensor
+    elements: torch.Tensor
+    scales: torch.Tensor | None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    def t(self) -> _Factored:
+        return _Factored(self.values.t(), self.elements.t(),
+                         None if self.scales is None else self.scales.t())
+
+    def to(self, dtype: torch.dtype) -> _Factored:
+        return self._replace(values=self.values.to(dtype))
+
+
+def _values(x: torch.Tensor | _Factored) -> torch.Tensor:
+    """The dequantized tensor of a GEMM input, factored or not."""
+    return x.values if isinstance(x, _Factored) else x
+
+
+def _promoted_operand(x: torch.Tensor | _Factored, k_axis: int, every: int, pname: str):
+    """``(element values, block scales or None)`` of a GEMM input for
+    :func:`fpformat.gemm_torch.unit_mm` promoting ``every`` products: the scales of the first
+    element of each promotion along the reduction axis ``k_axis`` (0 or 1); ``ValueError``
+    naming ``pname`` when they change within one (the config's check makes that impossible)."""
+    if not isinstance(x, _Factored):
+        return x, None
+    if x.scales is None:
+        return x.elements, None
+    s = x.scales
+    first = s[:, ::every] if k_axis == 1 else s[::every, :]
+    spread = first.repeat_interleave(every, dim=k_axis).narrow(k_axis, 0, s.shape[k_axis])
+    if not bool(((spread == s) | (spread.isnan() & s.isnan())).all()):
+        raise ValueError(f"{pname}: its scales change within a promotion of {every} products; "
+                         f"its blocks along the reduction axis must be multiples of {every}")
+    return x.elements, first
+
+
 class _UnitGemm:
     """A GEMM through a matrix unit (float32 output): ``a @ b`` by
-    :func:`fpformat.gemm_torch.unit_mm`."""
+    :func:`fpformat.gemm_torch.unit_mm`; with ``promotion``, of the inputs' factors
+    (:class:`_Factored`), the block scales applied at each promotion."""
 
-    def __init__(self, unit: str, in_format: str):
+    def __init__(self, unit: str, in_format: str, promotion: int | None = None):
         self.in_format = get_format(in_format)
         self.unit = get_unit(unit, self.in_format, "float32")
+        self.promotion = promotion
 
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return unit_mm(a, b, self.unit, self.in_format, "float32")
+    def __call__(self, a: torch.Tensor | _Factored, b: torch.Tensor | _Factored) -> torch.Tensor:
+        if self.promotion is None:
+            return unit_mm(a, b, self.unit, self.in_format, "float32")
+        ea, sa = _promoted_operand(a, 1, self.promotion, "a")
+        eb, sb = _promoted_operand(b, 0, self.promotion, "b")
+        like = _values(a)
+        y = unit_mm(ea, eb, self.unit, self.in_format, "float32", a_scale=sa, b_scale=sb,
+                    block_k=self.promotion)
+        return y.to(device=like.device, dtype=like.dtype)
 
 
 def _seed(base: int, layer: int, target: int, step: int) -> int:
@@ -511,6 +614,24 @@ class _Operand:
         seed = seed if self.spec.rounding == "sr" else None
         return quantize_values(t.contiguous(), self.fmt if axis == 1 else self.fmt_axis0,
                                rounding=self.spec.rounding, saturate=True, seed=seed)
+
+    def factors(self, t: torch.Tensor, axis: int, seed: int | None) -> _Factored:
+        """:meth:`__call__`'s copy with its element values and scales (:class:`_Factored`),
+        computed on the CPU (the promoting unit runs there)."""
+        seed = seed if self.spec.rounding == "sr" else None
+        fmt = self.fmt if axis == 1 else self.fmt_axis0
+        x = to_numpy(t.detach().cpu().contiguous())
+        if isinstance(fmt, BlockFormat):
+            enc = fmt.encode(x, rounding=self.spec.rounding, saturate=True, seed=seed)
+            elements, scales = fmt.factors(enc)
+            values = fmt.decode(enc)
+        else:
+            elements = values = np.asarray(fmt.quantize(x, rounding=self.spec.rounding,
+                                                        saturate=True, seed=seed), np.float64)
+            scales = None
+        return _Factored(torch.from_numpy(values).to(device=t.device, dtype=t.dtype),
+                         torch.from_numpy(elements),
+                         None if scales is None else torch.from_numpy(scales))
 
 
 def _down_columns(fmt):
@@ -656,7 +777,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     if acc is None:
         return a @ b
     if isinstance(acc, _UnitGemm):
-        return acc(a.contiguous(), b.contiguous())
+        return acc(a, b)
     return emulated_mm(a.contiguous(), b.contiguous(), acc)
 
 
@@ -682,7 +803,10 @@ class _QGemm(torch.autograd.Function):
                 y = y + bias.to(cdtype)
         xw = layer._backward_input("wgrad_x", x2, qx, rot.wgrad, seeds)
         wd = layer._backward_input("dgrad_w", weight, qw, rot.dgrad, seeds)
-        ctx.save_for_backward(xw, wd)
+        if isinstance(xw, _Factored) or isinstance(wd, _Factored):
+            ctx.factored = (xw, wd)                      # not tensors: held as they are
+        else:
+            ctx.save_for_backward(xw, wd)
         ctx.has_bias = bias is not None
         ctx.cdtype = cdtype
         ctx.seeds = seeds
@@ -693,7 +817,7 @@ class _QGemm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
-        xw, wd = ctx.saved_tensors
+        xw, wd = getattr(ctx, "factored", None) or ctx.saved_tensors
         layer, seeds, cd = ctx.layer, ctx.seeds, ctx.cdtype
         rot = ctx.rot
         gy = gy.contiguous()
@@ -744,7 +868,9 @@ class _QuantGemmMixin:
         if qcfg.accumulator is not None:
             self._acc = parse_accumulator(qcfg.accumulator)
         elif qcfg.matrix_unit is not None:
-            self._acc = _UnitGemm(qcfg.matrix_unit, qcfg.matrix_unit_format)
+            self._acc = _UnitGemm(qcfg.matrix_unit, qcfg.matrix_unit_format, qcfg.promotion)
+        #: the quantizers hand the GEMMs their copies' factors (:class:`_Factored`)
+        self._factored = qcfg.promotion is not None
         cache: dict[OperandSpec, _Operand] = {}
         ops = []
         self._delayed: dict[str, _DelayedScale] = {}
@@ -794,6 +920,8 @@ class _QuantGemmMixin:
         delayed = self._delayed.get(target)
         if delayed is not None:
             return delayed(op, t, getattr(seeds, target), record)
+        if self._factored:
+            return op.factors(t, axis, getattr(seeds, target))
         return op(t, axis, getattr(seeds, target))
 
     def _input_copy(self, target: str, t: torch.Tensor, rotation: Rotation | None, axis: int,
@@ -810,7 +938,7 @@ class _QuantGemmMixin:
             t, ("rotated", axis), rotation, lambda: rotate(t, rotation, axis))
         if op is None or op.spec.rounding == "sr" or target in self._delayed:
             return self._quant(target, rotated, axis, seeds, record)
-        return shared.get(t, (op.spec, axis), rotation,
+        return shared.get(t, (op.spec, axis, self._factored), rotation,
                           lambda: self._quant(target, rotated, axis, seeds, record))
 
     def _backward_input(self, target: str, t: torch.Tensor, source_copy: torch.Tensor | None,
@@ -823,7 +951,7 @@ class _QuantGemmMixin:
         if copy == "reuse":
             return source_copy
         if copy == "requantize":
-            return self._input_copy(target, source_copy, None, 0, seeds, True)
+            return self._input_copy(target, _values(source_copy), None, 0, seeds, True)
         source = COPY_SOURCES[target]
         if (op is not None and op is getattr(self._ops, source) and op.axis_free
                 and op.spec.rounding != "sr" and target not in self._delayed

@@ -12,6 +12,7 @@ random Hadamard transform; and the accumulator that sums the products.  Recipes 
     accumulator = "e8m13/rtz/chunk128"  # optional: explorer.accumulation's spec
     matrix_unit = "h100"                # optional, instead of accumulator
     matrix_unit_format = "float16"      # optional, with matrix_unit
+    promotion = 128                     # optional, with matrix_unit: products per promotion
     include_head = false                # optional: also quantize the classifier
 
     [wgrad]                             # a GEMM: fwd, dgrad or wgrad
@@ -39,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .qlinear import (
@@ -55,7 +56,7 @@ from .qlinear import (
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "recipes"
 TOP_KEYS = ("name", "summary", "reference", "accumulator", "matrix_unit", "matrix_unit_format",
-            "include_head")
+            "promotion", "include_head")
 OPERAND_KEYS = ("format", "block", "rounding", "scaling", "amax_history", "amax_reduce",
                 "margin", "copy")
 GEMM_KEYS = ("hadamard", "signs")
@@ -70,7 +71,7 @@ class Recipe:
     summary, reference: one line each: what it does, where it comes from.
     operands: the spec of every GEMM input (None: unquantized), by target.
     transforms: ``((gemm, block, signs), ...)``: random Hadamard transforms.
-    accumulator, matrix_unit, matrix_unit_format, include_head: as in
+    accumulator, matrix_unit, matrix_unit_format, promotion, include_head: as in
         :class:`~explorer.train.qlinear.QuantConfig`.
     text: the TOML it was read from (what ``fpx recipes NAME`` prints).
     """
@@ -83,6 +84,7 @@ class Recipe:
     accumulator: str | None = None
     matrix_unit: str | None = None
     matrix_unit_format: str = "float16"
+    promotion: int | None = None
     include_head: bool = False
     text: str = ""
 
@@ -97,7 +99,14 @@ class Recipe:
                            seed=seed, include_head=self.include_head,
                            accumulator=self.accumulator, matrix_unit=self.matrix_unit,
                            matrix_unit_format=self.matrix_unit_format,
-                           transforms=self.transforms, recipe=name, recipe_hash=digest)
+                           promotion=self.promotion, transforms=self.transforms, recipe=name,
+                           recipe_hash=digest)
+
+    def quantizers_only(self) -> Recipe:
+        """This recipe with torch's GEMMs instead of its accumulator or matrix unit (the same
+        quantized inputs, fast): what the speed bar and the quantizer tests run."""
+        return replace(self, accumulator=None, matrix_unit=None,
+                       matrix_unit_format="float16", promotion=None)
 
     @property
     def content_hash(self) -> str:
@@ -125,7 +134,9 @@ class Recipe:
         if self.accumulator:
             lines.append(f"  accumulator {self.accumulator}")
         if self.matrix_unit:
-            lines.append(f"  matrix unit {self.matrix_unit} ({self.matrix_unit_format} inputs)")
+            lines.append(f"  matrix unit {self.matrix_unit} ({self.matrix_unit_format} inputs)"
+                         + (f", promoted into float32 every {self.promotion} products with the "
+                            f"block scales" if self.promotion else ""))
         return "\n".join(lines)
 
 
@@ -217,7 +228,7 @@ def parse_recipe(text: str, origin: str = "<text>", default_name: str | None = N
                     transforms=tuple(transforms), accumulator=doc.get("accumulator"),
                     matrix_unit=doc.get("matrix_unit"),
                     matrix_unit_format=doc.get("matrix_unit_format", "float16"),
-                    include_head=include_head, text=text)
+                    promotion=doc.get("promotion"), include_head=include_head, text=text)
     try:
         recipe.quant_config()           # the combination checks of QuantConfig
     except (TypeError, ValueError) as e:
