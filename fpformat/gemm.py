@@ -444,12 +444,13 @@ def _mma_specialized(U, F, C, V):
     return mma_kernel
 
 
-@numba.njit(**JIT)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _promote_kernel(O, sa, sbt, blk, P, Fp, Cp, sub_p, Cs):
     """``O[i, j] = round_p(O[i, j] + round_p(sa[i, blk] * sbt[j, blk]) * P[i, j])`` for every
-    output element (:func:`fpformat.gemm_core.promote_sum`)."""
+    output element (:func:`fpformat.gemm_core.promote_sum`).  One thread: a promotion costs
+    little beside the block's products, and a serial kernel compiles in a fraction of the time."""
     M, N = O.shape
-    for i in prange(M):
+    for i in range(M):
         terms = np.empty(gemm_core.MIN_TERMS, dtype=np.float64)
         digits = np.empty(_NDIG, dtype=np.int64)
         for j in range(N):
@@ -482,8 +483,7 @@ def _scaled_mma(A, B, Cv, unit, fi, fo, a_scale, b_scale, block_k):
     for blk in range(nblk):
         k0 = blk * block_k
         P = mma(A[:, k0:k0 + block_k], B[k0:k0 + block_k], 0.0, unit, fi, fo)
-        with threads_for(M * N):
-            _promote_kernel(O, SA, SBt, blk, P, Fp, rne, sub_p, rne)
+        _promote_kernel(O, SA, SBt, blk, P, Fp, rne, sub_p, rne)
     return O.astype(np.float16 if fo.fits("float16") and fo.exp_bits <= 5 else np.float32)
 
 

@@ -163,7 +163,7 @@ def _promoted_reference(a, b, c, sa, sb, block_k, unit, fi, fo) -> float:
     return float(d)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(unit=st.sampled_from([get_unit("h100", "float8_e4m3fn"), get_unit("a100", "bfloat16"),
                              MatrixUnit(fma=4, extra_bits=3, sticky=True, rounding="rne")]),
        k=st.integers(1, 300), block_k=st.sampled_from([1, 16, 32, 128]),
