@@ -204,6 +204,28 @@ def _check_significands(info_a, info_b, what: str = "a and b") -> None:
                          f"overflow); scale the inputs")
 
 
+def _block_scales(a_scale, b_scale, block_k, M: int, K: int, N: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(SA, SBt)``: the block scales of ``a`` (M, ceil(K/block_k)) and of ``b`` transposed
+    (N, ceil(K/block_k)) as float64 arrays (ones where None), checked: ``block_k`` a positive
+    int, the shapes, and scale products exact in float64 (``ValueError`` naming the
+    parameter)."""
+    if isinstance(block_k, bool) or not isinstance(block_k, (int, np.integer)) or block_k < 1:
+        raise ValueError(f"block_k must be a positive int, got {block_k!r}")
+    nblk = -(-K // block_k)
+    SA = np.ones((M, nblk)) if a_scale is None else _as_2d(a_scale, "a_scale")
+    SBt = (np.ones((N, nblk)) if b_scale is None
+           else np.ascontiguousarray(_as_2d(b_scale, "b_scale").T))
+    if SA.shape != (M, nblk):
+        raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of {block_k}), "
+                         f"got {SA.shape}")
+    if SBt.shape != (N, nblk):
+        raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, "
+                         f"columns), got {SBt.T.shape}")
+    _check_products(SA, SBt, "a_scale and b_scale")
+    return SA, SBt
+
+
 def _element_and_scales(x: np.ndarray, fmt, rounding: str, pname: str
                         ) -> tuple[np.ndarray, np.ndarray | None, int | None]:
     """Quantize rows of ``x`` (blocks along the last axis, the k axis) into ``fmt``: an element
@@ -308,19 +330,7 @@ def matmul(a, b, acc_format: Any = "float32", acc_rounding: str = "rne", chunk: 
     if scaled:
         if block_k is None:
             raise ValueError("block_k is required with a_scale/b_scale")
-        if isinstance(block_k, bool) or not isinstance(block_k, (int, np.integer)) or block_k < 1:
-            raise ValueError(f"block_k must be a positive int, got {block_k!r}")
-        nblk = -(-K // block_k) if K else 0
-        SA = np.ones((M, nblk)) if a_scale is None else _as_2d(a_scale, "a_scale")
-        SBt = (np.ones((N, nblk)) if b_scale is None
-               else np.ascontiguousarray(_as_2d(b_scale, "b_scale").T))
-        if SA.shape != (M, nblk):
-            raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of "
-                             f"{block_k}), got {SA.shape}")
-        if SBt.shape != (N, nblk):
-            raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, "
-                             f"columns), got {SBt.T.shape}")
-        _check_products(SA, SBt, "a_scale and b_scale")
+        SA, SBt = _block_scales(a_scale, b_scale, block_k, M, K, N)
         if acc.chunk is not None and block_k % acc.chunk != 0:
             raise ValueError(f"chunk={acc.chunk} must divide block_k={block_k}: a promotion "
                              f"applies one block's scale")
@@ -462,21 +472,9 @@ def _promote_kernel(O, sa, sbt, blk, P, Fp, Cp, sub_p, Cs):
 def _scaled_mma(A, B, Cv, unit, fi, fo, a_scale, b_scale, block_k):
     """:func:`mma` with block scales (2-D float64 ``A``, ``B``, ``Cv`` checked by the caller):
     every ``block_k`` products through the unit from +0, promoted into ``fo``."""
-    if isinstance(block_k, bool) or not isinstance(block_k, (int, np.integer)) or block_k < 1:
-        raise ValueError(f"block_k must be a positive int (products per promotion), "
-                         f"got {block_k!r}")
     (M, K), N = A.shape, B.shape[1]
-    nblk = -(-K // block_k)
-    SA = np.ones((M, nblk)) if a_scale is None else _as_2d(a_scale, "a_scale")
-    SBt = np.ones((N, nblk)) if b_scale is None else \
-        np.ascontiguousarray(_as_2d(b_scale, "b_scale").T)
-    if SA.shape != (M, nblk):
-        raise ValueError(f"a_scale must have shape {(M, nblk)} (rows, k blocks of {block_k}), "
-                         f"got {SA.shape}")
-    if SBt.shape != (N, nblk):
-        raise ValueError(f"b_scale must have shape {(nblk, N)} (k blocks of {block_k}, "
-                         f"columns), got {SBt.T.shape}")
-    _check_products(SA, SBt, "a_scale and b_scale")
+    SA, SBt = _block_scales(a_scale, b_scale, block_k, M, K, N)
+    nblk = SA.shape[1]
     Fp, rne = fo.params, call_tuple(fo, "rne", False, None)   # promotions and scale products
     sub_p = float(2.0 ** (fo.emin - fo.man_bits))
     O = np.array(np.broadcast_to(Cv, (M, N)), dtype=np.float64)
