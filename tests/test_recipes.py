@@ -450,13 +450,17 @@ def test_factored_copies_are_the_quantizers_copies_bit_for_bit(spec, axis):
     (dict(matrix_unit="h100", promotion=32,
           overrides=(("fwd_w", OperandSpec("e4m3", "tensor", delayed=DelayedScaling())),)),
      "fwd_w: delayed scaling is not supported with promotion"),
+    (dict(matrix_unit="h100", promotion=16, fmt="nvfp4", block=None, targets="all"),
+     "fwd_x: nvfp4 has two-level scales"),
 ])
 def test_promotion_errors_name_the_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
         QuantConfig(**kwargs)
-    # Channel, tensor and unscaled inputs have one scale along the whole reduction axis.
+    # Channel, tensor and unscaled inputs have one scale along the whole reduction axis; MX
+    # blocks of 32 hold power-of-two scales.
     QuantConfig(fmt="e4m3", block="channel", targets="all", matrix_unit="h100", promotion=64)
     QuantConfig(fmt="e4m3", block=None, targets="all", matrix_unit="h100", promotion=64)
+    QuantConfig(fmt="mxfp4", block=None, targets="all", matrix_unit="h100", promotion=32)
 
 
 def test_a_reused_copy_needs_its_rows_to_span_a_promotion():

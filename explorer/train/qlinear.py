@@ -281,7 +281,7 @@ class QuantConfig:
         the quantized inputs' element values (``matrix_unit_format`` should hold them), not
         their dequantized values; their blocks along each GEMM's reduction axis must be
         multiples of ``promotion`` long (or the whole axis: channel and tensor scales, or
-        none), and none may use delayed scaling.
+        none), and none may use delayed scaling or NVFP4's two-level scales.
     transforms: ``((gemm, block, signs), ...)``: a random Hadamard transform of ``block`` (a
         power of two) elements applied along the reduction axis to both inputs of that GEMM
         (``"fwd"``, ``"dgrad"``, ``"wgrad"``) before they are quantized, so that the exact
@@ -371,6 +371,12 @@ class QuantConfig:
                                  f"per-tensor scale is not a block scale the promotion "
                                  f"applies); use current scaling")
             f = s.build()
+            if isinstance(f, BlockFormat) and f.scale_rule == "nvfp4":
+                raise ValueError(f"{t}: {s.label()} has two-level scales (E4M3 times a float32 "
+                                 f"tensor scale), which Blackwell's tensor cores apply inside "
+                                 f"the block product; promotion models Hopper's, which apply "
+                                 f"one float32 scale per block at each promotion. Use a matrix "
+                                 f"unit without promotion, or MX/float32 block scales")
             if not isinstance(f, BlockFormat) or f.block_size in ("channel", "tensor"):
                 continue
             # A block runs along its own GEMM's reduction axis (a tile's columns); a reused copy,
