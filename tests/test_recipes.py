@@ -386,7 +386,7 @@ def _encoded(spec: OperandSpec, t: torch.Tensor):
     """The element values and scales of ``t`` quantized by ``spec`` along its last axis."""
     f = spec.build()
     enc = f.encode(t.contiguous().numpy(), rounding=spec.rounding, saturate=True)
-    return f._element_values(enc.codes), np.asarray(enc.scales, np.float64)
+    return f.element.decode(enc.codes), np.asarray(enc.scales, np.float64)
 
 
 def test_deepseek_gemms_run_through_the_fp8_unit_with_the_block_scales_at_each_promotion():
