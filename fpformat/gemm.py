@@ -469,20 +469,22 @@ def _promote_kernel(O, sa, sbt, blk, P, Fp, Cp, sub_p, Cs):
                                             np.uint64(0), terms, digits)[0]
 
 
-def _scaled_mma(A, B, Cv, unit, fi, fo, a_scale, b_scale, block_k):
-    """:func:`mma` with block scales (2-D float64 ``A``, ``B``, ``Cv`` checked by the caller):
-    every ``block_k`` products through the unit from +0, promoted into ``fo``."""
+def _scaled_mma(A, B, Cv, unit, fi, fo, tuples, a_scale, b_scale, block_k):
+    """:func:`mma` with block scales (2-D float64 ``A``, ``B``, ``Cv`` checked by the caller;
+    ``tuples`` the unit's): every ``block_k`` products through the unit from +0, promoted into
+    ``fo``."""
     (M, K), N = A.shape, B.shape[1]
     SA, SBt = _block_scales(a_scale, b_scale, block_k, M, K, N)
-    nblk = SA.shape[1]
     Fp, rne = fo.params, call_tuple(fo, "rne", False, None)   # promotions and scale products
     sub_p = float(2.0 ** (fo.emin - fo.man_bits))
     O = np.array(np.broadcast_to(Cv, (M, N)), dtype=np.float64)
-    for blk in range(nblk):
-        k0 = blk * block_k
-        P = mma(A[:, k0:k0 + block_k], B[k0:k0 + block_k], 0.0, unit, fi, fo)
+    Bt = np.ascontiguousarray(B.T)
+    for blk in range(SA.shape[1]):
+        k = slice(blk * block_k, (blk + 1) * block_k)
+        P = _unit_gemm(np.ascontiguousarray(A[None, :, k]), np.ascontiguousarray(Bt[None, :, k]),
+                       0.0, unit, fi, tuples)[0]
         _promote_kernel(O, SA, SBt, blk, P, Fp, rne, sub_p, rne)
-    return O.astype(np.float16 if fo.fits("float16") and fo.exp_bits <= 5 else np.float32)
+    return O.astype(cuda_gemm._result_dtype(fo))
 
 
 def _decompose(x: np.ndarray, fmt: FloatFormat, keep_subnormals: bool):
@@ -568,21 +570,31 @@ def mma(a, b, c=0.0, unit: Any = "h100", in_format: Any = "float16",
         if batch or any(drop):
             raise ValueError(f"block scales need 2-D a and b, got shapes {np.shape(a)} and "
                              f"{np.shape(b)}")
-        return _scaled_mma(A, B, Cv, unit, fi, fo, a_scale, b_scale, block_k)
+        return _scaled_mma(A, B, Cv, unit, fi, fo, (U, F, C, V), a_scale, b_scale, block_k)
     A = np.broadcast_to(A, batch + (M, K)).reshape(math.prod(batch), M, K)   # -1 is ambiguous
     Bt = np.swapaxes(np.broadcast_to(B, batch + (K, N)), -1, -2).reshape(math.prod(batch), N, K)
-    sa, ea = _decompose(A, fi, unit.subnormal_inputs)
-    sb, eb = _decompose(Bt, fi, unit.subnormal_inputs)
-    out = np.empty((sa.shape[0], M, N), np.float64)
-    with threads_for(out.size * max(K, 1)):
-        cv = np.ascontiguousarray(Cv, np.float64).reshape(out.shape)
-        if want_specialized(("mma", U, F, C, V), out.size * max(K, 1)):
-            _mma_specialized(U, F, C, V)(sa, ea, sb, eb, cv, out)
-        else:
-            _mma_generic(sa, ea, sb, eb, cv, out, U, F, C, V)
-    out = out.reshape(shape)
+    cv = np.ascontiguousarray(Cv, np.float64).reshape(A.shape[0], M, N)
+    out = _unit_gemm(A, Bt, cv, unit, fi, (U, F, C, V)).reshape(shape)
     if drop[0]:
         out = out[..., 0, :]
     if drop[1]:
         out = out[..., 0]
-    return out.astype(np.float16 if fo.fits("float16") and fo.exp_bits <= 5 else np.float32)
+    return out.astype(cuda_gemm._result_dtype(fo))
+
+
+def _unit_gemm(A: np.ndarray, Bt: np.ndarray, Cv, unit, fi: FloatFormat, tuples) -> np.ndarray:
+    """The unit's GEMM of checked values: ``A`` (T, M, K), ``Bt`` (T, N, K) (B transposed),
+    from the addends ``Cv`` (broadcast to (T, M, N)); float64 (T, M, N) holding output-format
+    values.  ``tuples``: the unit's ``(U, F, C, V)``."""
+    U, F, C, V = tuples
+    (T, M, K), N = A.shape, Bt.shape[1]
+    sa, ea = _decompose(A, fi, unit.subnormal_inputs)
+    sb, eb = _decompose(Bt, fi, unit.subnormal_inputs)
+    out = np.empty((T, M, N), np.float64)
+    with threads_for(out.size * max(K, 1)):
+        cv = np.ascontiguousarray(np.broadcast_to(Cv, out.shape), np.float64)
+        if want_specialized(("mma", U, F, C, V), out.size * max(K, 1)):
+            _mma_specialized(U, F, C, V)(sa, ea, sb, eb, cv, out)
+        else:
+            _mma_generic(sa, ea, sb, eb, cv, out, U, F, C, V)
+    return out
