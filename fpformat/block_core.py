@@ -15,12 +15,14 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
 * elements: the core rounds ``y = x * 2**-e`` without that multiplication.  Read with exponent
   bias ``127 + e`` instead of 127, ``x``'s own bits hold ``y``; the core rounds them in that
   *scaled source layout* and builds its result there, and those bits, read back as an ordinary
-  float32, are the rounded ``y`` times ``2**e``: the fake-quantized value itself (codes alike:
-  the code of ``y``).  The special results (``V``) are given as bits of that layout, i.e. their
-  values times ``2**e``.  Everything is exact: the layout only renames exponents.  The core
-  needs the element format's smallest normal exponent at or above the layout's (``1 - 127 -
-  e``), true for every block unless its amax lies below about ``2**-120``;
-* such tiny blocks take the multiplying path: ``y = x * 2**-e`` in float32, exact unless
+  float32, are the rounded ``y`` times ``2**e``: the fake-quantized value itself.  (Codes
+  take the multiplying path below: the core encodes some 30 times faster from a layout fixed
+  at compilation than from this one, a runtime tuple.)  The special results (``V``) are given
+  as bits of that layout, i.e. their values times ``2**e``.  Everything is exact: the layout
+  only renames exponents.  The core needs the element format's smallest normal exponent at or
+  above the layout's (``1 - 127 - e``), true for every block unless its amax lies below about
+  ``2**-120``;
+* such tiny blocks (and codes) take the multiplying path: ``y = x * 2**-e`` in float32, exact unless
   ``|y| < 2**-126``.  Such a ``y`` lies far below half the element format's smallest subnormal
   (this kernel requires the element's quantum ``2**(emin - man_bits) >= 2**-22``), where every
   rounding mode decides on sign and "nonzero" alone (stochastic rounding never rounds up
@@ -29,15 +31,29 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
   ``P = decode(encode(y))`` in the float32 layout and ``P * X`` in float32, exact: ``P*X`` is a
   multiple of ``2**(emin - man_bits - 127) >= 2**-149`` and below ``2**128``.
 
-Full blocks go through the element loop two at a time: two independent chains per step let the
-processor overlap them (each waits for its block's scale).
+Values rounded to nearest even (``quantize`` with ``rne``: fake quantization in training) skip
+the core where the element format is a signed float with subnormals, ``±0`` and at least one
+mantissa bit (every OCP element format): the element step is float32 arithmetic in ``x``'s own
+units, no scaling needed.  Element ``x`` of a block with scale ``2**e`` has quantum ``q =
+2**(max(floor(log2|x|), emin) - M + e)``, a power of two read off ``x``'s exponent field
+(``max(field, floor) - M``, ``floor`` the field of ``2**(emin - M + e)`` plus ``M``); then
+``(|x| + 2**23 q) - 2**23 q`` is ``|x|`` rounded to nearest even on the multiples of ``q``
+(the sum lies in the binade whose float32 step is ``q``, and float32 addition rounds to
+nearest even; the subtraction is exact).  A result above the element max times ``2**e`` is the
+overflow result, else the sign goes back on (``-0`` included).  A block takes this path when
+``2**(emin - M + e)`` is a float32 normal and ``2**23`` times its largest quantum is finite
+(only blocks of amax below about ``2**-109`` or above about ``2**105`` take the core).  Short
+and branch free, the loop vectorises.  Along rows such blocks go one at a time, row by row.
+
+Otherwise full blocks of values go through the element loop two at a time: two independent
+chains per step let the processor overlap them (each waits for its block's scale).
 
 Blocks down the columns of a 2-D array (``k`` rows by one column: the transposed operands of a
 backward GEMM, quantized along the tokens) run columns side by side, a scale per vector lane.
-There every element takes the multiplying path: in the scaled layout the core's per-block
-constants would vary from lane to lane and cost more than the two multiplications (1.0 against
-1.7 ns per element with round-to-nearest on 2048x256 float32, one thread; the general kernel
-2.1).
+There elements round by additions with each lane's constants, as above, or take the
+multiplying path: in the scaled layout the core's per-block constants would vary from lane to
+lane and cost more than the two multiplications (1.0 against 1.7 ns per element with
+round-to-nearest on 2048x256 float32, one thread; the general kernel 2.1).
 
 Stochastic rounding draws element ``i``'s bits from its flat C-order index, as everywhere.
 Like :mod:`fpformat.kernels`, one source is compiled generic (tuples as arguments) and
@@ -67,6 +83,9 @@ from .rounding import call_tuple, value_tuple
 _ABS = np.int64(0x7FFFFFFF)
 _INF = np.int64(0x7F800000)
 _MIN_NORMAL = np.int64(0x00800000)
+_SIGN32 = np.uint32(0x80000000)
+_ABS32 = np.uint32(0x7FFFFFFF)
+_EXP32 = np.uint32(0x7F800000)
 _ONE = np.float32(1.0)            # the scaled layout's results need no multiplication
 
 
@@ -100,8 +119,14 @@ def _block_exponent(m, R):
         return _ocp_exponent(m, np.int64(R[0]))
     if m == 0:
         return np.int64(0)
-    # amax / max in float64 is a power of two only when the exact quotient is one (amax and
-    # max * 2**e lie on one 24-bit grid), so rounding it up gives the exact ceiling
+    if m >= _MIN_NORMAL:
+        # amax = 2**ea * 1.fa and max = 2**em * 1.fm, so ceil(log2(amax / max)) is ea - em,
+        # plus 1 when fa > fm: the bits' difference divided by 2**23, rounded up
+        top = np.int64(np.float32(R[1]).view(np.uint32))
+        e = (m - top + np.int64(0x7FFFFF)) >> 23
+        return min(max(e, np.int64(-127)), np.int64(127))
+    # a subnormal amax: amax / max in float64 is a power of two only when the exact quotient
+    # is one (amax and max * 2**e lie on one 24-bit grid), so rounding it up gives the ceiling
     q = np.float64(np.uint32(m).view(np.float32)) / R[1]
     qb = np.int64(np.float64(q).view(np.int64))
     e = ((qb >> 52) & 0x7FF) - 1023 + (1 if qb & 0xFFFFFFFFFFFFF else 0)
@@ -145,6 +170,51 @@ def _in_layout(e, F):
     the core needs the format's smallest normal exponent at or above the layout's
     (``1 - (127 + e)``).  Only blocks with a tiny amax (below about ``2**-120``) fall outside."""
     return F[core.F_EMIN] >= -126 - e
+
+
+@register_jitable
+def _by_additions(F, C, want_codes, int_codes):
+    """Whether the element step rounds by float32 additions (module docstring) instead of the
+    core: values only, round to nearest even, a signed format with subnormals, ``±0`` and at
+    least one mantissa bit (with none, "even" is not the even multiple of the quantum)."""
+    return (not want_codes and not int_codes and C[core.C_MODE] == core.RNE
+            and F[core.F_M] >= 1 and F[core.F_SUBNORMALS] == 1 and F[core.F_HASZERO] == 1
+            and F[core.F_NEGZERO] == 1 and F[core.F_SIGNBIT] != 0)
+
+
+@register_jitable
+def _addition_constants(e, m, F, V):
+    """The per-block constants of :func:`_nearest_by_addition` for scale exponent ``e`` and a
+    largest magnitude with float32 bits ``m``: ``(fits, floor, max_x, ovf_pos, ovf_neg)``.
+
+    ``floor`` is the exponent field of the smallest quantum, ``2**(emin - M + e)``, plus ``M``
+    (so ``max(exponent field, floor) - M`` is each element's quantum); ``max_x`` the largest
+    element value times ``2**e`` (float32); ``ovf_*`` the overflow results' bits times
+    ``2**e``.  ``fits``: the smallest quantum is a float32 normal and ``2**23`` times the
+    block's largest quantum is finite, which the addition needs."""
+    M = F[core.F_M]
+    sub_field = F[core.F_EMIN] - M + e + 127
+    fits = sub_field >= 1 and sub_field <= 231 and (m >> 23) <= 231 + M
+    X = _pow2_f32(e)
+    max_x = np.float32(np.uint32(V[core.V_MAXBITS]).view(np.float32) * X)
+    return (fits, np.uint32((sub_field + M) << 23) if fits else np.uint32(0), max_x,
+            np.uint32(_scaled_bits(V[core.V_OVF_POS], X)),
+            np.uint32(_scaled_bits(V[core.V_OVF_NEG], X)))
+
+
+@numba.njit(inline="always")
+def _nearest_by_addition(b, floor, M, max_x, ovf_pos, ovf_neg):
+    """Float32 bits ``b`` rounded to nearest even on the grid of a block (constants from
+    :func:`_addition_constants`, ``M`` the element's mantissa bits): ``|x|`` plus ``2**23``
+    quanta, less them again, rounds ``|x|`` to a multiple of its quantum in one float32
+    addition; above ``max_x`` the overflow result."""
+    a = b & _ABS32
+    quantum_field = max(a & _EXP32, floor) - np.uint32(M << 23)
+    big = np.uint32(quantum_field + np.uint32(23 << 23)).view(np.float32)
+    r = (np.uint32(a).view(np.float32) + big) - big
+    overflow = ovf_neg if b >= _SIGN32 else ovf_pos
+    rounded = np.uint32(np.float32(r).view(np.uint32) | (b & _SIGN32))
+    return overflow if r > max_x else rounded
 
 
 @numba.njit(inline="always")
@@ -199,7 +269,13 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
             _nonfinite_block_element(lo + np.uint64(j), C, codes, out, want_codes, want_out)
         return np.int64(255)
     e = _block_exponent(mm, R)
-    if _in_layout(e, F):
+    fits, floor, max_x, ovf_pos, ovf_neg = _addition_constants(e, mm, F, V)
+    if fits and _by_additions(F, C, want_codes, int_codes):
+        for j in range(n):
+            i = lo + np.uint64(j)
+            out[i] = np.uint32(_nearest_by_addition(xb[i], floor, F[core.F_M], max_x, ovf_pos,
+                                                    ovf_neg)).view(np.float32)
+    elif _in_layout(e, F) and not want_codes:
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
         for j in range(n):
             i = lo + np.uint64(j)
@@ -248,11 +324,22 @@ def _ocp_pair(x, xb, lo, n, t, F, C, V, R, key, codes, scales, out, want_codes,
 def _ocp_rows(x, xb, L, k, F, C, V, R, key, codes, scales, out, want_codes, want_out,
               int_codes):
     """All blocks of the flat C-order arrays holding ``(x.size // L, L)`` rows; ``scales`` is
-    the flat ``(rows, blocks per row)`` array.  Blocks go in pairs through :func:`_ocp_pair`
-    when ``k`` divides ``L``, otherwise (and where a pair declines) one at a time."""
+    the flat ``(rows, blocks per row)`` array.  Where the core rounds, blocks go in pairs
+    through :func:`_ocp_pair` when ``k`` divides ``L``, otherwise (and where a pair declines)
+    one at a time."""
     nb = (L + k - 1) // k
     total = (x.size // L) * nb
-    full = L % k == 0
+    if _by_additions(F, C, want_codes, int_codes):
+        # short chains that vectorise: one block at a time, no division per block
+        for r in prange(x.size // L):
+            for b in range(nb):
+                scales[r * nb + b] = _ocp_block(x, xb, np.uint64(r * L + b * k),
+                                                min(k, L - b * k), F, C, V, R, key, codes, out,
+                                                want_codes, want_out, int_codes)
+        return
+    # codes take the multiplying path (the core encodes from a source layout known when it is
+    # compiled some 30 times faster than from the scaled layout, a runtime tuple)
+    full = L % k == 0 and not want_codes
     for p in prange((total + 1) // 2):
         t0 = 2 * p
         if full and t0 + 1 < total and _ocp_pair(
@@ -268,15 +355,17 @@ def _ocp_rows(x, xb, L, k, F, C, V, R, key, codes, scales, out, want_codes, want
 
 @numba.njit(inline="always")
 def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales, srow, out,
-                        want_codes, want_out, int_codes, colmax, inv, power):
+                        want_codes, want_out, int_codes, colmax, inv, power, lane):
     """The blocks down columns ``[c0, c0 + w)`` of rows ``[r0, r1)`` of the flat C-order
     ``(rows, N)`` arrays: one block per column, its E8M0 code written to the flat ``scales`` at
     ``srow * N + column``.  ``colmax`` (uint32), ``inv`` and ``power`` (float32): scratch of
-    ``w`` entries.  Columns go side by side through each loop (a block's elements lie ``N``
-    apart), so the scale differs from lane to lane: every element takes the multiplying path
-    (``x * 2**-e``, rounded, times ``2**e``; module docstring), which needs no per-block
-    constants beyond the two powers of two (the scaled layout would, and per lane they cost
-    more than the two multiplications)."""
+    ``w`` entries, ``lane`` (uint32) of ``(4, w)``.  Columns go side by side through each loop
+    (a block's elements lie ``N`` apart), so the scale differs from lane to lane: elements
+    round by float32 additions with each lane's constants where :func:`_by_additions` allows
+    and every lane fits, else every element takes the multiplying path (``x * 2**-e``,
+    rounded, times ``2**e``; module docstring), which needs no per-block constants beyond the
+    two powers of two (the scaled layout would, and per lane they cost more than the two
+    multiplications)."""
     # 1. Each column's largest magnitude, as float32 bits (NaN/inf: the largest).
     colmax[:w] = 0
     for r in range(r0, r1):
@@ -284,8 +373,9 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
         for j in range(np.uint64(w)):
             colmax[j] = absmax_bits(colmax[j], xb[base + j])
     # 2. Each column's scale exponent (0 where the column holds a NaN or an infinity: step 4
-    # rewrites those columns).
+    # rewrites those columns) and its constants for the additions.
     nonfinite = 0
+    additions = _by_additions(F, C, want_codes, int_codes)
     for j in range(w):
         m = np.int64(colmax[j])
         e = _block_exponent(m, R) if m < _INF else np.int64(0)
@@ -293,13 +383,28 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
         power[j] = _pow2_f32(e)
         scales[np.uint64(srow * N + c0 + j)] = e + 127 if m < _INF else 255
         nonfinite += 0 if m < _INF else 1
-    # 3. Every element: x * 2**-e rounded by the core, times 2**e.
-    for r in range(r0, r1):
-        base = np.uint64(r * N + c0)
-        for j in range(np.uint64(w)):
-            i = base + j
-            _ocp_element(_quotient_bits(x, xb, i, inv[j], C), i, core.SRC_FLOAT32, F, C, V,
-                         power[j], key, codes, out, want_codes, want_out, int_codes)
+        fits, lane[0, j], max_x, lane[2, j], lane[3, j] = _addition_constants(
+            e, m if m < _INF else np.int64(0), F, V)
+        lane[1, j] = np.float32(max_x).view(np.uint32)
+        additions = additions and (fits or m >= _INF)
+    # 3. Every element: by additions, or x * 2**-e rounded by the core, times 2**e.
+    if additions:
+        M = F[core.F_M]
+        floor, max_bits, ovf_pos, ovf_neg = lane[0], lane[1], lane[2], lane[3]
+        for r in range(r0, r1):
+            base = np.uint64(r * N + c0)
+            for j in range(np.uint64(w)):
+                i = base + j
+                out[i] = np.uint32(_nearest_by_addition(
+                    xb[i], floor[j], M, np.uint32(max_bits[j]).view(np.float32), ovf_pos[j],
+                    ovf_neg[j])).view(np.float32)
+    else:
+        for r in range(r0, r1):
+            base = np.uint64(r * N + c0)
+            for j in range(np.uint64(w)):
+                i = base + j
+                _ocp_element(_quotient_bits(x, xb, i, inv[j], C), i, core.SRC_FLOAT32, F, C,
+                             V, power[j], key, codes, out, want_codes, want_out, int_codes)
     if nonfinite == 0:
         return
     # 4. Columns holding a NaN or an infinity: every element NaN, codes +0.
@@ -332,7 +437,8 @@ def _ocp_columns(x, xb, N, k, F, C, V, R, key, codes, scales, out, want_codes, w
         _ocp_column_segment(x, xb, tr * k, min(tr * k + k, rows), c0, min(width, N - c0), N,
                             F, C, V, R, key, codes, scales, tr, out, want_codes, want_out,
                             int_codes, np.empty(width, dtype=np.uint32),
-                            np.empty(width, dtype=np.float32), np.empty(width, dtype=np.float32))
+                            np.empty(width, dtype=np.float32), np.empty(width, dtype=np.float32),
+                            np.empty((4, width), dtype=np.uint32))
 
 
 @numba.njit(**JIT)

@@ -307,6 +307,38 @@ def test_fast_kernel_any_element_any_scale(element, k, rows, blocks, top, seed, 
     _assert_fast_equals_general(b, x, k, mode, sat, seed)
 
 
+@pytest.mark.parametrize("element", ["e2m1", "e2m3", "e3m2", "float8_e4m3fn", "e5m2"])
+@pytest.mark.parametrize("scale", ["e8m0", "ue8m0/amax"])
+@pytest.mark.parametrize("sat", [True, False])
+@pytest.mark.parametrize("down_columns", [False, True])
+def test_fast_kernel_additions_ties_and_overflow(element, scale, sat, down_columns):
+    """Values rounded to nearest even by float32 additions: every element value, every midpoint
+    between neighbours (the ties), a float32 step either side of each, and values past the
+    largest (overflow), both signs, in blocks scaled by 2**-120 to 2**100, along rows and down
+    columns, equal the general kernel's bit for bit."""
+    b = get_format(f"{element}/32/{scale}")
+    F, C, _, _ = block_core._tuples(b, "rne", sat, None)
+    assert block_core._by_additions(F, C, False, False)           # the path under test runs
+    pos = b.element.values()
+    pos = pos[pos >= 0]
+    mids = (pos[:-1] + pos[1:]) / 2
+    top = pos[-1] + (pos[-1] - pos[-2]) * np.array([0.5, 1.0, 1.5])
+    top = top[top < 2.0 ** (np.floor(np.log2(pos[-1])) + 1)]      # the OCP scale stays put
+    base = np.concatenate([pos, mids, top]).astype(np.float32)
+    base = np.concatenate([base, np.nextafter(base, np.float32(0)),
+                           np.nextafter(base, np.float32(np.inf))])
+    base = np.concatenate([base, -base])
+    n = -(-base.size // 62) * 62                                  # an even count of blocks
+    cells = np.resize(base, n).reshape(-1, 31)
+    # column 0 holds the block's largest magnitude: the element max, so the scale is 2**e
+    blocks = np.concatenate([np.full((cells.shape[0], 1), pos[-1], np.float32), cells], axis=1)
+    for e in (-120, -40, 0, 17, 100):
+        x = np.ascontiguousarray(blocks * np.float32(2.0 ** e)).reshape(-1, 64)
+        x = np.ascontiguousarray(x.T) if down_columns else x
+        assert block_core.ocp_f32_applies(b, x)
+        _assert_fast_equals_general(b, x, 32, "rne", sat, 0, down_columns=down_columns)
+
+
 def test_fast_kernel_tiny_quotients():
     """Float32 subnormals in blocks with a large amax: x / X underflows float32, yet directed
     rounding and stochastic rounding see the exact quotient's class (the general kernel divides
