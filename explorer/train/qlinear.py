@@ -36,6 +36,7 @@ model with nothing to quantize.  :func:`dequantize_model` reverses it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from dataclasses import dataclass, replace
@@ -597,9 +598,38 @@ def _seed(base: int, layer: int, target: int, step: int) -> int:
     return int.from_bytes(h, "little") >> 1
 
 
-def _seeds(base: int, layer: int, step: int) -> PerTarget:
+class _Seeds:
+    """The stochastic-rounding seed of every GEMM input of one layer at one optimizer step, read
+    as ``seeds.fwd_x`` (:data:`TARGETS`), each derived when first read: a hash costs a few
+    microseconds, and inputs that round to nearest never read theirs."""
+
+    __slots__ = ("_base", "_layer", "_step", "_derived")
+
+    def __init__(self, base: int, layer: int, step: int):
+        self._base, self._layer, self._step = base, layer, step
+        self._derived: dict[str, int] = {}
+
+    def __getattr__(self, target: str) -> int:
+        derived = self._derived.get(target)
+        if derived is None:
+            if target not in TARGETS:
+                raise AttributeError(f"no GEMM input {target!r}; the inputs are {TARGETS}")
+            derived = _seed(self._base, self._layer, TARGETS.index(target), self._step)
+            self._derived[target] = derived
+        return derived
+
+
+def _seeds(base: int, layer: int, step: int) -> _Seeds:
     """The stochastic-rounding seed of every GEMM input of one layer at one optimizer step."""
-    return PerTarget(*(_seed(base, layer, i, step) for i in range(len(TARGETS))))
+    return _Seeds(base, layer, step)
+
+
+def _no_autocast(device_type: str):
+    """``torch.autocast(device_type, enabled=False)`` where autocast is on, else a null context
+    (entering and leaving autocast costs some 20 microseconds, twice per layer and step)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class _Operand:
@@ -803,7 +833,7 @@ class _QGemm(torch.autograd.Function):
         rot = layer._rotations()
         qx = layer._input_copy("fwd_x", x2, rot.fwd, 1, seeds, True)
         qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
-        with torch.autocast(x2.device.type, enabled=False):
+        with _no_autocast(x2.device.type):
             y = _mm(qx.to(cdtype), qw.to(cdtype).t(), layer._acc)
             if bias is not None:
                 y = y + bias.to(cdtype)
@@ -827,7 +857,7 @@ class _QGemm(torch.autograd.Function):
         layer, seeds, cd = ctx.layer, ctx.seeds, ctx.cdtype
         rot = ctx.rot
         gy = gy.contiguous()
-        with torch.autocast(gy.device.type, enabled=False):
+        with _no_autocast(gy.device.type):
             gx = gw = gb = None
             gd = None
             wgrad_copies = ctx.needs_input_grad[1] and layer._copies.wgrad_dy != "own"
@@ -915,7 +945,7 @@ class _QuantGemmMixin:
         return (any(op is not None for op in self._ops) or self._acc is not None
                 or bool(self.qcfg.transforms))
 
-    def _quant(self, target: str, t: torch.Tensor, axis: int, seeds: PerTarget,
+    def _quant(self, target: str, t: torch.Tensor, axis: int, seeds: _Seeds,
                record: bool) -> torch.Tensor:
         """``t`` (2-D) quantized per ``target``'s spec with blocks along ``axis``; unchanged
         when the target is unquantized.  ``record``: a training call (delayed scaling pushes
@@ -931,7 +961,7 @@ class _QuantGemmMixin:
         return op(t, axis, getattr(seeds, target))
 
     def _input_copy(self, target: str, t: torch.Tensor, rotation: Rotation | None, axis: int,
-                    seeds: PerTarget, record: bool) -> torch.Tensor:
+                    seeds: _Seeds, record: bool) -> torch.Tensor:
         """``t`` rotated along ``axis`` and quantized per ``target``'s spec with blocks along
         ``axis``; for the activation's targets (:data:`SHARED_TARGETS`) the copies another
         layer already made of the same tensor are reused (:class:`_SharedInputs`), except a
@@ -948,7 +978,7 @@ class _QuantGemmMixin:
                           lambda: self._quant(target, rotated, axis, seeds, record))
 
     def _backward_input(self, target: str, t: torch.Tensor, source_copy: torch.Tensor | None,
-                        rotation: Rotation | None, seeds: PerTarget) -> torch.Tensor:
+                        rotation: Rotation | None, seeds: _Seeds) -> torch.Tensor:
         """The input ``target`` of a backward GEMM, which reduces along ``t``'s axis 0: from the
         high-precision ``t`` (rotated, quantized along axis 0), or from ``source_copy`` (the
         quantized input of :data:`COPY_SOURCES`' GEMM) per the spec's ``copy``."""
