@@ -34,16 +34,14 @@ reference — but stays in float32 bit patterns, so its element loop vectorises:
 Values rounded to nearest even (``quantize`` with ``rne``: fake quantization in training) skip
 the core where the element format is a signed float with subnormals, ``±0`` and at least one
 mantissa bit (every OCP element format): the element step is float32 arithmetic in ``x``'s own
-units, no scaling needed.  Element ``x`` of a block with scale ``2**e`` has quantum ``q =
-2**(max(floor(log2|x|), emin) - M + e)``, a power of two read off ``x``'s exponent field
-(``max(field, floor) - M``, ``floor`` the field of ``2**(emin - M + e)`` plus ``M``); then
-``(|x| + 2**23 q) - 2**23 q`` is ``|x|`` rounded to nearest even on the multiples of ``q``
-(the sum lies in the binade whose float32 step is ``q``, and float32 addition rounds to
-nearest even; the subtraction is exact).  A result above the element max times ``2**e`` is the
-overflow result, else the sign goes back on (``-0`` included).  A block takes this path when
-``2**(emin - M + e)`` is a float32 normal and ``2**23`` times its largest quantum is finite
-(only blocks of amax below about ``2**-109`` or above about ``2**105`` take the core).  Short
-and branch free, the loop vectorises.  Along rows such blocks go one at a time, row by row.
+units, no scaling needed (:func:`fpformat.block_kernels.nearest_by_addition`).  Element ``x``
+of a block with scale ``2**e`` has quantum ``q = 2**(max(floor(log2|x|), emin) - M + e)``, a
+power of two read off ``x``'s exponent field, and ``(|x| + 2**23 q) - 2**23 q`` is ``|x|``
+rounded to nearest even on the multiples of ``q``; above the element max times ``2**e`` the
+overflow result.  A block takes this path when ``2**(emin - M + e)`` is a float32 normal and
+``2**23`` times its largest quantum is finite (only blocks of amax below about ``2**-109`` or
+above about ``2**105`` take the core).  Short and branch free, the loop vectorises.  Along rows
+such blocks go one at a time, row by row.
 
 Otherwise full blocks of values go through the element loop two at a time: two independent
 chains per step let the processor overlap them (each waits for its block's scale).
@@ -76,15 +74,13 @@ from numba import prange
 from numba.core.extending import register_jitable
 
 from . import core, scales
-from .block_kernels import absmax_bits, int_code
+from .block_kernels import absmax_bits, int_code, nearest_by_addition, rounds_by_addition
 from .dispatch import JIT, prefer_specialized, seed_key, threads_for, want_specialized
 from .rounding import call_tuple, value_tuple
 
 _ABS = np.int64(0x7FFFFFFF)
 _INF = np.int64(0x7F800000)
 _MIN_NORMAL = np.int64(0x00800000)
-_SIGN32 = np.uint32(0x80000000)
-_ABS32 = np.uint32(0x7FFFFFFF)
 _EXP32 = np.uint32(0x7F800000)
 _ONE = np.float32(1.0)            # the scaled layout's results need no multiplication
 
@@ -175,16 +171,14 @@ def _in_layout(e, F):
 @register_jitable
 def _by_additions(F, C, want_codes, int_codes):
     """Whether the element step rounds by float32 additions (module docstring) instead of the
-    core: values only, round to nearest even, a signed format with subnormals, ``±0`` and at
-    least one mantissa bit (with none, "even" is not the even multiple of the quantum)."""
-    return (not want_codes and not int_codes and C[core.C_MODE] == core.RNE
-            and F[core.F_M] >= 1 and F[core.F_SUBNORMALS] == 1 and F[core.F_HASZERO] == 1
-            and F[core.F_NEGZERO] == 1 and F[core.F_SIGNBIT] != 0)
+    core: values only, and :func:`fpformat.block_kernels.rounds_by_addition`."""
+    return not want_codes and not int_codes and rounds_by_addition(F, C)
 
 
 @register_jitable
 def _addition_constants(e, m, F, V):
-    """The per-block constants of :func:`_nearest_by_addition` for scale exponent ``e`` and a
+    """The per-block constants of :func:`fpformat.block_kernels.nearest_by_addition` for scale
+    exponent ``e`` and a
     largest magnitude with float32 bits ``m``: ``(fits, floor, max_x, ovf_pos, ovf_neg)``.
 
     ``floor`` is the exponent field of the smallest quantum, ``2**(emin - M + e)``, plus ``M``
@@ -200,21 +194,6 @@ def _addition_constants(e, m, F, V):
     return (fits, np.uint32((sub_field + M) << 23) if fits else np.uint32(0), max_x,
             np.uint32(_scaled_bits(V[core.V_OVF_POS], X)),
             np.uint32(_scaled_bits(V[core.V_OVF_NEG], X)))
-
-
-@numba.njit(inline="always")
-def _nearest_by_addition(b, floor, M, max_x, ovf_pos, ovf_neg):
-    """Float32 bits ``b`` rounded to nearest even on the grid of a block (constants from
-    :func:`_addition_constants`, ``M`` the element's mantissa bits): ``|x|`` plus ``2**23``
-    quanta, less them again, rounds ``|x|`` to a multiple of its quantum in one float32
-    addition; above ``max_x`` the overflow result."""
-    a = b & _ABS32
-    quantum_field = max(a & _EXP32, floor) - np.uint32(M << 23)
-    big = np.uint32(quantum_field + np.uint32(23 << 23)).view(np.float32)
-    r = (np.uint32(a).view(np.float32) + big) - big
-    overflow = ovf_neg if b >= _SIGN32 else ovf_pos
-    rounded = np.uint32(np.float32(r).view(np.uint32) | (b & _SIGN32))
-    return overflow if r > max_x else rounded
 
 
 @numba.njit(inline="always")
@@ -273,8 +252,8 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
     if fits and _by_additions(F, C, want_codes, int_codes):
         for j in range(n):
             i = lo + np.uint64(j)
-            out[i] = np.uint32(_nearest_by_addition(xb[i], floor, F[core.F_M], max_x, ovf_pos,
-                                                    ovf_neg)).view(np.float32)
+            out[i] = np.uint32(nearest_by_addition(xb[i], floor, _EXP32, F[core.F_M], max_x,
+                                                   ovf_pos, ovf_neg)).view(np.float32)
     elif _in_layout(e, F) and not want_codes:
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
         for j in range(n):
@@ -395,9 +374,9 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
             base = np.uint64(r * N + c0)
             for j in range(np.uint64(w)):
                 i = base + j
-                out[i] = np.uint32(_nearest_by_addition(
-                    xb[i], floor[j], M, np.uint32(max_bits[j]).view(np.float32), ovf_pos[j],
-                    ovf_neg[j])).view(np.float32)
+                out[i] = np.uint32(nearest_by_addition(
+                    xb[i], floor[j], _EXP32, M, np.uint32(max_bits[j]).view(np.float32),
+                    ovf_pos[j], ovf_neg[j])).view(np.float32)
     else:
         for r in range(r0, r1):
             base = np.uint64(r * N + c0)

@@ -339,6 +339,43 @@ def test_fast_kernel_additions_ties_and_overflow(element, scale, sat, down_colum
         _assert_fast_equals_general(b, x, 32, "rne", sat, 0, down_columns=down_columns)
 
 
+@pytest.mark.parametrize("element", ["e2m1", "e3m2", "float8_e4m3fn", "e5m2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sat", [True, False])
+@pytest.mark.parametrize("tile_rows", [1, 4])
+def test_general_kernel_additions_ties_and_overflow(element, dtype, sat, tile_rows, monkeypatch):
+    """The general kernel's nearest-even values by float64 additions (amax scales, not powers of
+    two in general): blocks scaled so that ``x / s`` is every element value, midpoint (tie),
+    a float64 step either side and values past the max, both signs, equal the element format's
+    own rounding of ``x / s`` times ``s`` bit for bit, along rows and in 4-row tiles."""
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    b = get_format(f"{element}/32")
+    el = b.element
+    plan = block_kernels._plan(b, "rne", sat, None)
+    assert block_kernels.rounds_by_addition(el.params, plan.CE)   # the path under test runs
+    pos = el.values()
+    pos = pos[pos >= 0]
+    mids = (pos[:-1] + pos[1:]) / 2
+    past = pos[-1] + (pos[-1] - pos[-2]) * np.array([0.5, 1.0])    # amax: the scale moves
+    y = np.concatenate([pos, mids])
+    y = np.concatenate([y, np.nextafter(y, 0), np.nextafter(y, np.inf)])
+    y = np.concatenate([y, -y])
+    cells = np.resize(y, -(-y.size // 31) * 31).reshape(-1, 31)
+    blocks = np.concatenate([np.full((cells.shape[0], 1), pos[-1]), cells], axis=1)
+    blocks[-1, -2:] = past                           # blocks whose amax passes the max
+    blocks = np.resize(blocks, (-(-blocks.shape[0] // tile_rows) * tile_rows, 32))
+    for e in (-30, 0, 11):
+        x = (blocks * 2.0 ** e).astype(dtype)
+        _, scales, out = run_blocks(b, x.reshape(-1, 32), 32, None, "rne", sat, 0, None, True,
+                                    tile_rows)
+        s = np.repeat(np.repeat(scales.astype(np.float64).reshape(-1, 1), tile_rows, axis=0),
+                      32, axis=1)
+        y_exact = x.astype(np.float64) / s
+        want = (el.quantize(y_exact, saturate=sat) * s).astype(dtype)
+        assert np.array_equal(out.reshape(x.shape).view(f"u{x.itemsize}"),
+                              want.view(f"u{x.itemsize}")), (element, e)
+
+
 def test_fast_kernel_tiny_quotients():
     """Float32 subnormals in blocks with a large amax: x / X underflows float32, yet directed
     rounding and stochastic rounding see the exact quotient's class (the general kernel divides

@@ -13,6 +13,7 @@ import pytest
 
 import fpformat
 from fpformat import FloatFormat, get_format, kernels
+from fpformat.rounding import call_tuple
 
 FORMATS = ["float8_e4m3fn", "float8_e5m2", "e2m1", "e3m2_ftz", "float8_e8m0fnu", "ue4m3fn",
            "float8_e4m3fnuz", "e5m10b3", "e0m7", "bfloat16"]
@@ -225,13 +226,13 @@ def test_edited_core_is_recompiled_under_numba_cache_dir(tmp_path):
 
 # --- per-tensor scaled quantize (delayed scaling's fused pass) --------------------------------
 
-def _scaled_reference(fmt, x, scale, rounding, seed):
+def _scaled_reference(fmt, x, scale, rounding, seed, saturate=True):
     """The same computation op by op in numpy float32: fl32(x * s), fpformat's quantize,
     fl32(q * fl32(1 / s)); amax of |x| with NaN winning."""
     s = np.float32(scale)
     with np.errstate(over="ignore"):
         xs = (x * s).astype(np.float32)
-    q = fmt.quantize(xs, rounding=rounding, saturate=True, seed=seed)
+    q = fmt.quantize(xs, rounding=rounding, saturate=saturate, seed=seed)
     out = (q * (np.float32(1) / s)).astype(np.float32)
     mag = np.abs(x.astype(np.float64))
     amax = float("nan") if np.isnan(mag).any() else (float(mag.max()) if x.size else 0.0)
@@ -264,6 +265,33 @@ def test_quantize_scaled_equals_op_by_op(name, rounding, policy, monkeypatch):
         assert np.array_equal(got, want, equal_nan=True) and np.array_equal(
             got[~np.isnan(got)].view(np.uint32), want[~np.isnan(want)].view(np.uint32))
         assert (amax == want_amax) or (amax != amax and want_amax != want_amax)
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "e4m3", "e2m1"])
+@pytest.mark.parametrize("saturate", [True, False])
+def test_quantize_scaled_ties_and_overflow(name, saturate):
+    """Round to nearest even in the fused pass (by float32 additions) on every value of the
+    format, every midpoint between neighbours (the ties), a float32 step either side of each,
+    values past the max up to float32's largest binades, zeros, NaN and infinities, both signs:
+    equal to the op by op reference bit for bit, saturating or not."""
+    fmt = get_format(name)
+    F, C = fmt.params, call_tuple(fmt, "rne", saturate, None)
+    assert kernels._scaled_by_addition(F, C)                  # the path under test runs
+    pos = fmt.values()
+    pos = pos[pos >= 0]
+    mids = (pos[:-1] + pos[1:]) / 2
+    past = pos[-1] * np.array([1.03, 1.5, 2.0, 7.0, 2.0 ** 90])
+    x = np.concatenate([pos, mids, past]).astype(np.float32)
+    top = 2.0 ** np.arange(100, 128)                          # every binade up to float32's
+    x = np.concatenate([x, np.nextafter(x, np.float32(0)), np.nextafter(x, np.float32(np.inf)),
+                        top, [np.inf, np.nan, 1e-45, 3e38]]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    for scale in (1.0, 2.0 ** -3, 2.0 ** 7):                   # powers of two keep the ties
+        with np.errstate(over="ignore"):
+            y = x / np.float32(scale)
+        got, _ = kernels.quantize_scaled(fmt, y, scale, "rne", saturate)
+        want, _ = _scaled_reference(fmt, y, scale, "rne", None, saturate)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (name, scale)
 
 
 @pytest.mark.parametrize("bad, match", [
