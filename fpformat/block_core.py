@@ -81,7 +81,7 @@ from .rounding import call_tuple, value_tuple
 _ABS = np.int64(0x7FFFFFFF)
 _INF = np.int64(0x7F800000)
 _MIN_NORMAL = np.int64(0x00800000)
-_EXP32 = np.uint32(0x7F800000)
+_NO_CAP = np.uint32(0x7F800000)  # nearest_by_addition's cap: a block that fits needs none
 _ONE = np.float32(1.0)            # the scaled layout's results need no multiplication
 
 
@@ -178,8 +178,8 @@ def _by_additions(F, C, want_codes, int_codes):
 @register_jitable
 def _addition_constants(e, m, F, V):
     """The per-block constants of :func:`fpformat.block_kernels.nearest_by_addition` for scale
-    exponent ``e`` and a
-    largest magnitude with float32 bits ``m``: ``(fits, floor, max_x, ovf_pos, ovf_neg)``.
+    exponent ``e`` and a largest magnitude with float32 bits ``m``: ``(fits, floor, max_x,
+    ovf_pos, ovf_neg)``.
 
     ``floor`` is the exponent field of the smallest quantum, ``2**(emin - M + e)``, plus ``M``
     (so ``max(exponent field, floor) - M`` is each element's quantum); ``max_x`` the largest
@@ -252,7 +252,7 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
     if fits and _by_additions(F, C, want_codes, int_codes):
         for j in range(n):
             i = lo + np.uint64(j)
-            out[i] = np.uint32(nearest_by_addition(xb[i], floor, _EXP32, F[core.F_M], max_x,
+            out[i] = np.uint32(nearest_by_addition(xb[i], floor, _NO_CAP, F[core.F_M], max_x,
                                                    ovf_pos, ovf_neg)).view(np.float32)
     elif _in_layout(e, F) and not want_codes:
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
@@ -375,7 +375,7 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
             for j in range(np.uint64(w)):
                 i = base + j
                 out[i] = np.uint32(nearest_by_addition(
-                    xb[i], floor[j], _EXP32, M, np.uint32(max_bits[j]).view(np.float32),
+                    xb[i], floor[j], _NO_CAP, M, np.uint32(max_bits[j]).view(np.float32),
                     ovf_pos[j], ovf_neg[j])).view(np.float32)
     else:
         for r in range(r0, r1):
