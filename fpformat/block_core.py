@@ -362,10 +362,11 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
         power[j] = _pow2_f32(e)
         scales[np.uint64(srow * N + c0 + j)] = e + 127 if m < _INF else 255
         nonfinite += 0 if m < _INF else 1
-        fits, lane[0, j], max_x, lane[2, j], lane[3, j] = _addition_constants(
-            e, m if m < _INF else np.int64(0), F, V)
-        lane[1, j] = np.float32(max_x).view(np.uint32)
-        additions = additions and (fits or m >= _INF)
+        if additions:                        # the other modes, and codes, need no constants
+            fits, lane[0, j], max_x, lane[2, j], lane[3, j] = _addition_constants(
+                e, m if m < _INF else np.int64(0), F, V)
+            lane[1, j] = np.float32(max_x).view(np.uint32)
+            additions = fits or m >= _INF
     # 3. Every element: by additions, or x * 2**-e rounded by the core, times 2**e.
     if additions:
         M = F[core.F_M]
