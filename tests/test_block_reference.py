@@ -639,13 +639,16 @@ def test_nvfp4_ties_round_to_even():
 @settings(max_examples=40, deadline=None)
 @given(rows=st.integers(1, 40), cols=st.integers(1, 70), seed=st.integers(0, 2 ** 31),
        layout=st.sampled_from(sorted(NVFP4_LAYOUTS)),
-       tensor_amax=st.sampled_from([2688.0, 2688.0 * 2, 2688.0 * 4, 3000.0, 1.0e4]))
-def test_nvfp4_compare_path_any_data(rows, cols, seed, layout, tensor_amax):
+       tensor_amax=st.sampled_from([2688.0, 2688.0 * 2, 2688.0 * 4, 3000.0, 1.0e4]),
+       power=st.sampled_from([0, 0, -118, -135, 112]))
+def test_nvfp4_compare_path_any_data(rows, cols, seed, layout, tensor_amax, power):
     """Ties and their neighbours under tensor scales that make ``m * s`` a float32 (2688 *
     2**j) and ones that do not (then ``m * s`` rounded to float32 and its neighbours sit at
-    distances from the midpoint that the guard must not blur)."""
+    distances from the midpoint that the guard must not blur); the data scaled by
+    ``2**power`` moves the scales and ties down among float32's subnormals (some elements
+    become subnormal or 0 themselves) and up to its top binades."""
     name, k, tile_rows = NVFP4_LAYOUTS[layout]
-    x2 = _nvfp4_ties((rows, cols), seed, tensor_amax)
+    x2 = _nvfp4_ties((rows, cols), seed, tensor_amax) * np.float32(2.0 ** power)
     _assert_compare_equals_divide(get_format(name), x2, k, tile_rows, "never")
 
 

@@ -125,13 +125,16 @@ def test_fast_transform_is_the_butterflies(b, monkeypatch):
     """A :class:`Rotation` on a float32 CPU tensor down the columns: the fast transform's whole
     blocks equal the butterflies in numpy bit for bit (strips of 64 columns and a narrower last
     one), the tail rows what the matrix gives; the weights are the matrix's first column and
-    ``R = diag(weights) H`` exactly; along the rows the matrix runs, as for a plain tensor."""
+    ``R = diag(weights) H`` exactly.  Along the rows (blocks of 8 or more; 8 x 8 transposes,
+    strips of 64 rows and a ragged last one) the transposed tensor's fast transform comes out,
+    transposed, bit for bit; shorter blocks take the matrix."""
     monkeypatch.setattr(hadamard, "FAST_TRANSFORM_FROM", 2)      # every block size through it
+    monkeypatch.setattr(hadamard, "FAST_ROWS_FROM", 8)
     r = rotation(b, 11)
     assert torch.equal(r.matrix, torch.from_numpy(r.weights)[:, None] *
                        sylvester(b).to(torch.float32))
     g = np.random.default_rng(b)
-    for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65)):
+    for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65), (b, 77)):
         x = torch.from_numpy((g.standard_normal((rows, cols)) *
                               np.exp2(g.integers(-20, 20, (rows, cols)))).astype(np.float32))
         got = rotate(x, r, 0)
@@ -141,7 +144,12 @@ def test_fast_transform_is_the_butterflies(b, monkeypatch):
         assert torch.equal(got[full:], rotate(x, r.matrix, 0)[full:])
         dense = rotate(x.double(), hadamard_matrix(b, 11), 0)
         assert torch.allclose(got.double(), dense, rtol=1e-5, atol=1e-6 * float(x.abs().max()))
-        assert torch.equal(rotate(x.t(), r, 1), rotate(x.t(), r.matrix, 1))
+        rows_fast = rotate(x.t(), r, 1)
+        assert torch.equal(rows_fast[:, full:], rotate(x.t(), r.matrix, 1)[:, full:])
+        if b >= 8:
+            assert torch.equal(rows_fast[:, :full], got[:full].t())
+        else:
+            assert torch.equal(rows_fast, rotate(x.t(), r.matrix, 1))
 
 
 def test_transform_alone_keeps_the_layer_function():

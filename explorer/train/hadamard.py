@@ -15,10 +15,11 @@ GEMM; Tseng et al. 2025, "Training LLMs with MXFP4", on the backward GEMMs).
 that operand) block by block by ``R``; calling it on both operands of a GEMM along their
 reduction axes is the transform.  The rotation runs in the tensor's dtype (float32: a rounding
 error of order 1e-7 per element, as in the field's kernels).  Given a :class:`Rotation` (the
-float32 matrix and its weights, what :func:`rotation` builds), a float32 CPU tensor's blocks
-down the columns run as a fast Walsh–Hadamard transform instead of a GEMM: each element times
-its weight, then the ``log2 b`` butterfly stages of ``H`` (``b log2 b`` additions per block
-column instead of ``b**2`` multiply-adds; the sums are the same, added in another order).
+float32 matrix and its weights, what :func:`rotation` builds), a float32 CPU tensor's whole
+blocks run as a fast Walsh–Hadamard transform instead of a GEMM: each element times its weight,
+then the ``log2 b`` butterfly stages of ``H`` (``b log2 b`` additions per block instead of
+``b**2`` multiply-adds; the sums are the same, added in another order).  Along either axis the
+same additions in the same order: ``rotate(t, r, 1)`` is ``rotate(t.T, r, 0).T`` bit for bit.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ MAX_HADAMARD_BLOCK = 1 << 12
 #: columns, against the GEMM: 16 about even (0.5-0.9 ns per element each), 32 even to 0.7x, 64
 #: 0.6-0.7x, 128 0.4x.
 FAST_TRANSFORM_FROM = 32
+#: The same along the rows, where the transform transposes 8 x 8 elements at a time (at least
+#: 8).  One thread, 2048 x 64..512 float32 (Ice Lake), against the GEMM: 32 even to 2x slower,
+#: 64 0.5-0.8x, 128 0.2-0.6x.
+FAST_ROWS_FROM = 64
 
 
 def check_hadamard_block(block: object) -> int:
@@ -106,8 +111,9 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
     multiplied by the orthogonal ``r``: ``t @ R`` for ``axis=1`` (``t``'s rows), ``R^T @ t`` for
     ``axis=0`` (its columns); ``r`` None returns ``t``.  So ``rotate(a, r, 1) @ rotate(b, r, 0)
     == a @ b`` up to rounding.  ``r`` a :class:`Rotation`: its matrix, and on a float32 CPU
-    tensor with ``axis=0`` and blocks of :data:`FAST_TRANSFORM_FROM` or more the fast
-    Walsh–Hadamard transform for the whole blocks (module docstring).
+    tensor with blocks of :data:`FAST_TRANSFORM_FROM` or more down the columns
+    (:data:`FAST_ROWS_FROM` along the rows) the fast Walsh–Hadamard transform for the whole
+    blocks (module docstring).
 
     A length that is not a multiple of ``b`` keeps the transform orthogonal: the tail is cut
     into powers of two, largest first, each rotated by the leading ``n x n`` corner of ``r``
@@ -118,8 +124,8 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
     weights = None
     if isinstance(r, Rotation):
         r, weights = r
-        if not (axis == 0 and t.device.type == "cpu" and t.dtype == torch.float32
-                and r.shape[0] >= FAST_TRANSFORM_FROM):
+        if not (t.device.type == "cpu" and t.dtype == torch.float32
+                and r.shape[0] >= (FAST_TRANSFORM_FROM if axis == 0 else FAST_ROWS_FROM)):
             weights = None
     k = t.shape[axis]
     b = r.shape[0]
@@ -139,7 +145,8 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
     full = k - k % b
     parts = []
     if full and weights is not None:
-        parts.append(walsh_hadamard_down_columns(t[:full], weights))
+        parts.append(walsh_hadamard_down_columns(t[:full], weights) if axis == 0
+                     else walsh_hadamard_along_rows(t[:, :full], weights))
     elif full:
         parts.append(blocks(0, full, m))
     pos, n = full, b
@@ -199,6 +206,65 @@ def _fwht_down_columns(x, weights, out, cols, threads):
                 dst = np.uint64((g * b + j) * cols + c0)
                 for c in range(w):
                     out[dst + c] = tile[src + c]
+
+
+def walsh_hadamard_along_rows(t: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
+    """``t @ R`` block by block along the rows of the float32 CPU tensor ``t`` (columns a
+    multiple of ``b = weights.size``) by the fast transform: :func:`walsh_hadamard_down_columns`
+    of ``t``'s transpose, transposed back, bit for bit (a new tensor)."""
+    x = t.detach().contiguous().numpy()
+    out = np.empty_like(x)
+    with threads_for(x.size) as threads:
+        _fwht_along_rows(x.reshape(-1), weights, out.reshape(-1), np.int64(x.shape[1]),
+                         np.int64(threads))
+    return torch.from_numpy(out)
+
+
+@numba.njit(**JIT)
+def _fwht_along_rows(x, weights, out, cols, threads):
+    """``out = (weights * x) H_b`` for every block of ``b = weights.size`` columns (``b`` a
+    multiple of 8) of the flat C-order ``(rows, cols)`` float32 arrays: each block of up to
+    :data:`_STRIP` rows is transposed into a ``(b, rows)`` tile, so the butterflies run down
+    its columns as in :func:`_fwht_down_columns` (the same additions in the same order), and
+    transposed back; the transposes go 8 x 8 elements at a time (a run of 8 contiguous
+    elements each way)."""
+    b = weights.size
+    rows = x.size // cols
+    strips = (rows + _STRIP - 1) // _STRIP
+    blocks = cols // b
+    total = strips * blocks
+    runs = min(total, 4 * threads)
+    per_run = (total + runs - 1) // runs
+    for run in prange(runs):
+        tile = np.empty(b * _STRIP, dtype=np.float32)
+        for item in range(run * per_run, min((run + 1) * per_run, total)):
+            s = item // blocks
+            r0 = s * _STRIP
+            c0 = (item - s * blocks) * b
+            w = min(_STRIP, rows - r0)
+            eights = w - w % 8
+            for rb in range(0, eights, 8):         # 1. weights, into the transposed tile
+                for jb in range(0, b, 8):
+                    for r in range(8):
+                        src = np.uint64((r0 + rb + r) * cols + c0 + jb)
+                        for j in range(8):
+                            tile[np.uint64((jb + j) * w + rb + r)] = \
+                                x[src + np.uint64(j)] * weights[jb + j]
+            for r in range(eights, w):
+                src = np.uint64((r0 + r) * cols + c0)
+                for j in range(b):
+                    tile[np.uint64(j * w + r)] = x[src + np.uint64(j)] * weights[j]
+            _butterflies(tile, b, np.uint64(w))    # 2. H_b down the tile's columns
+            for rb in range(0, eights, 8):         # 3. transposed back
+                for jb in range(0, b, 8):
+                    for r in range(8):
+                        dst = np.uint64((r0 + rb + r) * cols + c0 + jb)
+                        for j in range(8):
+                            out[dst + np.uint64(j)] = tile[np.uint64((jb + j) * w + rb + r)]
+            for r in range(eights, w):
+                dst = np.uint64((r0 + r) * cols + c0)
+                for j in range(b):
+                    out[dst + np.uint64(j)] = tile[np.uint64(j * w + r)]
 
 
 @numba.njit(inline="always")
