@@ -173,7 +173,8 @@ def walsh_hadamard_down_columns(t: torch.Tensor, weights: np.ndarray) -> torch.T
     return torch.from_numpy(out)
 
 
-#: Columns per strip of :func:`_fwht_down_columns`: a (b x strip) tile stays in the L1 cache.
+#: Columns per strip of :func:`_fwht_down_columns` (rows per strip of :func:`_fwht_along_rows`):
+#: a (b x strip) tile stays in the L1 cache.
 _STRIP = 64
 
 
