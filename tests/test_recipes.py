@@ -320,6 +320,25 @@ def test_layers_reading_one_activation_share_its_copies_bit_for_bit(monkeypatch,
     assert saved == SHARED_SAVINGS[name], (own_calls, got_calls)
 
 
+@pytest.mark.parametrize("name", PRESETS)
+def test_only_stochastically_rounded_inputs_derive_a_seed(monkeypatch, name):
+    """A layer derives the seed of a GEMM input (a hash) only for an input that rounds
+    stochastically: once per layer and step, forward and backward sharing it."""
+    derived = []
+    seed_of = qlinear._seed
+
+    def counted(base, layer, target, step):
+        if layer >= 0:                                   # -1: a Hadamard rotation's signs
+            derived.append((layer, qlinear.TARGETS[target]))
+        return seed_of(base, layer, target, step)
+
+    monkeypatch.setattr(qlinear, "_seed", counted)
+    _three_readers_step(monkeypatch, name, shared=True)
+    qcfg = get_recipe(name).quantizers_only().quant_config(seed=11)
+    sr = {t for t in qlinear.TARGETS if (s := qcfg.spec(t)) is not None and s.rounding == "sr"}
+    assert sorted(derived) == sorted((layer, t) for layer in (0, 1, 2) for t in sr)
+
+
 def test_a_shared_copy_is_not_served_after_its_tensor_changed():
     """An in-place change between two readers advances the tensor's version: the second
     reader quantizes the new values; another tensor at another address is another source;

@@ -953,12 +953,14 @@ class _QuantGemmMixin:
         op = getattr(self._ops, target)
         if op is None:
             return t
+        # only stochastic rounding reads its seed (deriving one costs a hash)
+        seed = getattr(seeds, target) if op.spec.rounding == "sr" else None
         delayed = self._delayed.get(target)
         if delayed is not None:
-            return delayed(op, t, getattr(seeds, target), record)
+            return delayed(op, t, seed, record)
         if self._factored:
-            return op.factors(t, axis, getattr(seeds, target))
-        return op(t, axis, getattr(seeds, target))
+            return op.factors(t, axis, seed)
+        return op(t, axis, seed)
 
     def _input_copy(self, target: str, t: torch.Tensor, rotation: Rotation | None, axis: int,
                     seeds: _Seeds, record: bool) -> torch.Tensor:
