@@ -145,8 +145,7 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
     full = k - k % b
     parts = []
     if full and weights is not None:
-        parts.append(walsh_hadamard_down_columns(t[:full], weights) if axis == 0
-                     else walsh_hadamard_along_rows(t[:, :full], weights))
+        parts.append(walsh_hadamard(t[:full] if axis == 0 else t[:, :full], weights, axis))
     elif full:
         parts.append(blocks(0, full, m))
     pos, n = full, b
@@ -161,15 +160,17 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
     return parts[0] if len(parts) == 1 else torch.cat(parts, axis)
 
 
-def walsh_hadamard_down_columns(t: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
-    """``R^T @ t`` block by block down the columns of the float32 CPU tensor ``t`` (rows a
-    multiple of ``b = weights.size``) by the fast transform: each element times its row's
-    weight, then ``H_b``'s butterflies in float32 (a new tensor)."""
+def walsh_hadamard(t: torch.Tensor, weights: np.ndarray, axis: int) -> torch.Tensor:
+    """The float32 CPU tensor ``t`` rotated block by block by the fast transform, ``b =
+    weights.size`` dividing its length along ``axis``: ``R^T @ t`` down the columns (``axis``
+    0: each element times its row's weight, then ``H_b``'s butterflies in float32) or ``t @ R``
+    along the rows (1: the columns' transform of ``t``'s transpose, transposed back, bit for
+    bit); a new tensor."""
     x = t.detach().contiguous().numpy()
     out = np.empty_like(x)
+    kernel = _fwht_down_columns if axis == 0 else _fwht_along_rows
     with threads_for(x.size) as threads:
-        _fwht_down_columns(x.reshape(-1), weights, out.reshape(-1), np.int64(x.shape[1]),
-                           np.int64(threads))
+        kernel(x.reshape(-1), weights, out.reshape(-1), np.int64(x.shape[1]), np.int64(threads))
     return torch.from_numpy(out)
 
 
@@ -207,18 +208,6 @@ def _fwht_down_columns(x, weights, out, cols, threads):
                 dst = np.uint64((g * b + j) * cols + c0)
                 for c in range(w):
                     out[dst + c] = tile[src + c]
-
-
-def walsh_hadamard_along_rows(t: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
-    """``t @ R`` block by block along the rows of the float32 CPU tensor ``t`` (columns a
-    multiple of ``b = weights.size``) by the fast transform: :func:`walsh_hadamard_down_columns`
-    of ``t``'s transpose, transposed back, bit for bit (a new tensor)."""
-    x = t.detach().contiguous().numpy()
-    out = np.empty_like(x)
-    with threads_for(x.size) as threads:
-        _fwht_along_rows(x.reshape(-1), weights, out.reshape(-1), np.int64(x.shape[1]),
-                         np.int64(threads))
-    return torch.from_numpy(out)
 
 
 @numba.njit(**JIT)
