@@ -143,29 +143,35 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
         return (mat.t() @ part.reshape(n // c, c, part.shape[1])).reshape(part.shape)
 
     full = k - k % b
-    parts = []
+
+    def tail():
+        # (start, rotated part) past the whole blocks: powers of two, then a single element
+        pos, n = full, b
+        while pos < k:
+            while n > k - pos:
+                n //= 2
+            if n == 1:
+                yield pos, (t[:, pos:] if axis == 1 else t[pos:])
+                return
+            yield pos, blocks(pos, n, m[:n, :n] * math.sqrt(b / n))
+            pos += n
+
     if full and weights is not None:
-        parts.append(walsh_hadamard(t[:full] if axis == 0 else t[:, :full], weights, axis))
-    elif full:
-        parts.append(blocks(0, full, m))
-    pos, n = full, b
-    while pos < k:
-        while n > k - pos:
-            n //= 2
-        if n == 1:
-            parts.append(t[:, pos:] if axis == 1 else t[pos:])
-            break
-        parts.append(blocks(pos, n, m[:n, :n] * math.sqrt(b / n)))
-        pos += n
+        out = _walsh_hadamard_blocks(t, weights, axis)
+        for lo, part in tail():                  # into the places the fast transform left
+            out.narrow(axis, lo, part.shape[axis]).copy_(part)
+        return out
+    parts = ([blocks(0, full, m)] if full else []) + [part for _, part in tail()]
     return parts[0] if len(parts) == 1 else torch.cat(parts, axis)
 
 
-def walsh_hadamard(t: torch.Tensor, weights: np.ndarray, axis: int) -> torch.Tensor:
-    """The float32 CPU tensor ``t`` rotated block by block by the fast transform, ``b =
-    weights.size`` dividing its length along ``axis``: ``R^T @ t`` down the columns (``axis``
-    0: each element times its row's weight, then ``H_b``'s butterflies in float32) or ``t @ R``
-    along the rows (1: the columns' transform of ``t``'s transpose, transposed back, bit for
-    bit); a new tensor."""
+def _walsh_hadamard_blocks(t: torch.Tensor, weights: np.ndarray, axis: int) -> torch.Tensor:
+    """The whole blocks of ``b = weights.size`` along ``axis`` of the float32 CPU tensor ``t``
+    rotated by the fast transform: ``R^T @ t`` down the columns (``axis`` 0: each element times
+    its row's weight, then ``H_b``'s butterflies in float32) or ``t @ R`` along the rows (1: the
+    columns' transform of ``t``'s transpose, transposed back, bit for bit).  A new tensor of
+    ``t``'s shape whose elements past the last whole block are left unwritten, for the caller
+    to fill (no copy of a prefix in, none of the parts out)."""
     x = t.detach().contiguous().numpy()
     out = np.empty_like(x)
     kernel = _fwht_down_columns if axis == 0 else _fwht_along_rows
