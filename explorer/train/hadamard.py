@@ -42,8 +42,8 @@ MAX_HADAMARD_BLOCK = 1 << 12
 #: 0.6-0.7x, 128 0.4x.
 FAST_TRANSFORM_FROM = 32
 #: The same along the rows, where the transform transposes 8 x 8 elements at a time (at least
-#: 8).  One thread, 2048 x 64..512 float32 (Ice Lake), against the GEMM: 32 even to 2x slower,
-#: 64 0.5-0.8x, 128 0.2-0.6x.
+#: 8).  One thread, 2048 x 64..512 float32 (Ice Lake), against the GEMM: 32 even, 64
+#: 0.5-0.65x, 128 0.3-0.4x.
 FAST_ROWS_FROM = 64
 
 
