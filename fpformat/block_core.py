@@ -248,13 +248,15 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
             _nonfinite_block_element(lo + np.uint64(j), C, codes, out, want_codes, want_out)
         return np.int64(255)
     e = _block_exponent(mm, R)
-    fits, floor, max_x, ovf_pos, ovf_neg = _addition_constants(e, mm, F, V)
-    if fits and _by_additions(F, C, want_codes, int_codes):
-        for j in range(n):
-            i = lo + np.uint64(j)
-            out[i] = np.uint32(nearest_by_addition(xb[i], floor, _NO_CAP, F[core.F_M], max_x,
-                                                   ovf_pos, ovf_neg)).view(np.float32)
-    elif _in_layout(e, F) and not want_codes:
+    if _by_additions(F, C, want_codes, int_codes):     # the other modes need no constants
+        fits, floor, max_x, ovf_pos, ovf_neg = _addition_constants(e, mm, F, V)
+        if fits:
+            for j in range(n):
+                i = lo + np.uint64(j)
+                out[i] = np.uint32(nearest_by_addition(xb[i], floor, _NO_CAP, F[core.F_M],
+                                                       max_x, ovf_pos, ovf_neg)).view(np.float32)
+            return e + 127
+    if _in_layout(e, F) and not want_codes:
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
         for j in range(n):
             i = lo + np.uint64(j)
