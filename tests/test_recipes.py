@@ -196,7 +196,7 @@ def _q(spec: OperandSpec | None, t: torch.Tensor, axis: int, seed: int) -> torch
 def _reference(qcfg: QuantConfig, x, w, gy, layer_id: int, step: int):
     """The six GEMM inputs a recipe prescribes, written out plainly: ``[(a, b)]`` of the
     forward, input-gradient and weight-gradient GEMMs, each as ``a @ b``."""
-    seeds = qlinear._seeds(qcfg.seed, layer_id, step)
+    seeds = qlinear._Seeds(qcfg.seed, layer_id, step)
     rot = {}
     for g, b, signs in qcfg.transforms:
         rot[g] = qlinear._rotation(b, qcfg.seed, GEMMS.index(g), step if signs == "step" else -1)

@@ -619,11 +619,6 @@ class _Seeds:
         return derived
 
 
-def _seeds(base: int, layer: int, step: int) -> _Seeds:
-    """The stochastic-rounding seed of every GEMM input of one layer at one optimizer step."""
-    return _Seeds(base, layer, step)
-
-
 def _no_autocast(device_type: str):
     """``torch.autocast(device_type, enabled=False)`` where autocast is on, else a null context
     (entering and leaving autocast costs some 20 microseconds, twice per layer and step)."""
@@ -647,14 +642,12 @@ class _Operand:
         """Quantize 2-D ``t`` with blocks along ``axis`` (0 or 1), in place in ``t``'s layout
         (no transposed copy; stochastic rounding draws element ``i``'s bits from its flat index
         in ``t``); no autograd."""
-        seed = seed if self.spec.rounding == "sr" else None
         return quantize_values(t.contiguous(), self.fmt if axis == 1 else self.fmt_axis0,
                                rounding=self.spec.rounding, saturate=True, seed=seed)
 
     def factors(self, t: torch.Tensor, axis: int, seed: int | None) -> _Factored:
         """:meth:`__call__`'s copy with its element values and scales (:class:`_Factored`),
         computed on the CPU (the promoting unit runs there)."""
-        seed = seed if self.spec.rounding == "sr" else None
         fmt = self.fmt if axis == 1 else self.fmt_axis0
         x = to_numpy(t.detach().cpu().contiguous())
         if isinstance(fmt, BlockFormat):
@@ -699,7 +692,6 @@ class _DelayedScale:
         the scale for the next step."""
         if self.history.device != t.device:
             self.load(self.history.to(t.device), self.scale.to(t.device))
-        seed = seed if op.spec.rounding == "sr" else None
         if self.fused and t.device.type == "cpu" and t.dtype == torch.float32:
             y, amax = quantize_scaled_values(t, op.fmt, float(self.scale), op.spec.rounding,
                                              True, seed)
@@ -829,7 +821,7 @@ class _QGemm(torch.autograd.Function):
         cdtype = x2.dtype
         if torch.is_autocast_enabled(x2.device.type):
             cdtype = torch.get_autocast_dtype(x2.device.type)
-        seeds = _seeds(layer.qcfg.seed, layer.layer_id, layer.step)
+        seeds = _Seeds(layer.qcfg.seed, layer.layer_id, layer.step)
         rot = layer._rotations()
         qx = layer._input_copy("fwd_x", x2, rot.fwd, 1, seeds, True)
         qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
@@ -953,7 +945,8 @@ class _QuantGemmMixin:
         op = getattr(self._ops, target)
         if op is None:
             return t
-        # only stochastic rounding reads its seed (deriving one costs a hash)
+        # only stochastic rounding reads its seed (deriving one costs a hash; fpformat ignores
+        # a seed in the other modes)
         seed = getattr(seeds, target) if op.spec.rounding == "sr" else None
         delayed = self._delayed.get(target)
         if delayed is not None:
@@ -1010,7 +1003,7 @@ class _QuantGemmMixin:
     def _forward_only(self, x2: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
         """The forward GEMM alone (evaluation): same values as the training forward; records
         no amax."""
-        seeds = _seeds(self.qcfg.seed, self.layer_id, self.step)
+        seeds = _Seeds(self.qcfg.seed, self.layer_id, self.step)
         rot = self._rotations().fwd
         qx = self._input_copy("fwd_x", x2, rot, 1, seeds, False)
         qw = self._quant("fwd_w", rotate(weight, rot, 1), 1, seeds, False)
