@@ -5,10 +5,11 @@
 
 For 16M float32 elements (rows of 4096) prints np.copyto (the memory-bound limit), the element
 format float4_e2m1fn (FloatFormat.quantize, ``out=``), and for each block format
-``quantize(x, out=y)``, ``quantize(x)`` (allocates its result) and ``encode(x)`` (uint8 codes +
-scales).  Each figure is the median of ``--repeat`` runs, all operations interleaved in every
-round so that a noisy neighbour affects all alike.  Kernels are specialised (compiled with the
-format as constants) before timing, as they are in a training loop after the first 64M elements.
+``quantize(x, out=y)``, ``quantize(x)`` (allocates its result), ``quantize(x, rounding="sr",
+out=y)`` (stochastic rounding) and ``encode(x)`` (uint8 codes + scales).  Each figure is the
+median of ``--repeat`` runs, all operations interleaved in every round so that a noisy
+neighbour affects all alike.  Kernels are specialised (compiled with the format as constants)
+before timing, as they are in a training loop after the first 64M elements.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def run(n: int, repeat: int, formats: list[str]) -> dict[str, float]:
         b = get_format(name)
         fns[f"{name} quantize (out=)"] = lambda b=b: b.quantize(x, out=y)
         fns[f"{name} quantize (allocates)"] = lambda b=b: b.quantize(x)
+        fns[f"{name} quantize sr (out=)"] = lambda b=b: b.quantize(x, rounding="sr", seed=1,
+                                                                    out=y)
         fns[f"{name} encode"] = lambda b=b: b.encode(x)
     for fn in fns.values():                              # compile, fault in pages
         fn()
@@ -71,9 +74,9 @@ def main() -> None:
     base = t["np.copyto"]
     print(f"{args.n / 2**20:.0f}M float32 elements, numba threads: {numba.get_num_threads()}, "
           f"median of {args.repeat}")
-    print(f"{'operation':34s} {'ms':>9s} {'x copy tput':>11s}")
+    print(f"{'operation':38s} {'ms':>9s} {'x copy tput':>11s}")
     for k, v in t.items():
-        print(f"{k:34s} {v * 1e3:9.2f} {base / v:11.3f}")
+        print(f"{k:38s} {v * 1e3:9.2f} {base / v:11.3f}")
 
 
 if __name__ == "__main__":

@@ -318,7 +318,7 @@ def test_fast_kernel_additions_ties_and_overflow(element, scale, sat, down_colum
     columns, equal the general kernel's bit for bit."""
     b = get_format(f"{element}/32/{scale}")
     F, C, _, _ = block_core._tuples(b, "rne", sat, None)
-    assert block_core._by_additions(F, C, False, False)           # the path under test runs
+    assert block_core._by_arithmetic(F, C, False, False)          # the path under test runs
     pos = b.element.values()
     pos = pos[pos >= 0]
     mids = (pos[:-1] + pos[1:]) / 2
@@ -374,6 +374,111 @@ def test_general_kernel_additions_ties_and_overflow(element, dtype, sat, tile_ro
         want = (el.quantize(y_exact, saturate=sat) * s).astype(dtype)
         assert np.array_equal(out.reshape(x.shape).view(f"u{x.itemsize}"),
                               want.view(f"u{x.itemsize}")), (element, e)
+
+
+def _grid_points(el, past_max=(0.5, 1.0, 1.5)) -> np.ndarray:
+    """Magnitudes around ``el``'s grid: every value, the points a quarter, a half and three
+    quarters of the way to the next, values past the largest, a float64 step either side of
+    each, and both signs."""
+    pos = el.values()
+    pos = pos[pos >= 0]
+    gaps = np.diff(pos)
+    inner = np.concatenate([pos[:-1] + f * gaps for f in (0.25, 0.5, 0.75)])
+    y = np.concatenate([pos, inner, pos[-1] + (pos[-1] - pos[-2]) * np.array(past_max)])
+    y = np.concatenate([y, np.nextafter(y, 0), np.nextafter(y, np.inf)])
+    return np.concatenate([y, -y])
+
+
+SR_BITS = [None, 1, 3, 23, 24, 53, 63]
+
+
+@pytest.mark.parametrize("element", ["e2m1", "e2m3", "e3m2", "float8_e4m3fn", "e5m2", "e4m0"])
+@pytest.mark.parametrize("sr_bits", SR_BITS)
+@pytest.mark.parametrize("down_columns", [False, True])
+def test_fast_kernel_stochastic_by_scaling_equals_the_core(element, sr_bits, down_columns):
+    """Values rounded stochastically by float32 scaling to the quantum (the fast kernel's
+    quantize) equal the core's (its encode, decoded), bit for bit, for every random-bit
+    resolution: elements at, between (a quarter, half and three quarters of the way) and a
+    float32 step around every element value, past the largest and among the tiny, in blocks
+    scaled by 2**-120 to 2**100, along rows and down columns, with three seeds."""
+    b = get_format(f"{element}/32/e8m0")
+    F, C, _, _ = block_core._tuples(b, "sr", True, sr_bits)
+    assert block_core._by_arithmetic(F, C, False, False)          # the path under test runs
+    el = b.element
+    base = np.concatenate([_grid_points(el), [2.0 ** -30, -2.0 ** -60, 0.0, -0.0]])
+    base = base[np.abs(base) < 2.0 ** (np.floor(np.log2(el.max)) + 1)]  # the scale stays put
+    cells = np.resize(base.astype(np.float32), -(-base.size // 62) * 62).reshape(-1, 31)
+    blocks = np.concatenate([np.full((cells.shape[0], 1), el.max, np.float32), cells], axis=1)
+    for e in (-120, -40, 0, 17, 100):
+        x = np.ascontiguousarray(blocks * np.float32(2.0 ** e)).reshape(-1, 64)
+        x = np.ascontiguousarray(x.T) if down_columns else x
+        for seed in (0, 1, 2 ** 40 + 3):
+            _, _, got = block_core.run_ocp_f32(b, x, 32, "sr", True, seed, sr_bits, False, True,
+                                               down_columns=down_columns)
+            codes, scales, _ = block_core.run_ocp_f32(b, x, 32, "sr", True, seed, sr_bits, True,
+                                                      False, down_columns=down_columns)
+            X = np.exp2(scales.astype(np.float64) - 127)
+            X = np.repeat(X, 32, axis=0)[:x.shape[0]] if down_columns else \
+                np.repeat(X, 32, axis=1)[:, :x.shape[1]]
+            want = (el.decode(codes) * X).astype(np.float32)
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (e, seed)
+
+
+@pytest.mark.parametrize("element", ["e2m1", "e3m2", "float8_e4m3fn", "e5m2", "e4m0"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sr_bits", SR_BITS)
+@pytest.mark.parametrize("tile_rows", [1, 4])
+def test_general_kernel_stochastic_by_scaling_equals_the_core(element, dtype, sr_bits, tile_rows,
+                                                              monkeypatch):
+    """The general kernel's stochastically rounded values by float64 scaling to the quantum
+    (amax scales, not powers of two): blocks scaled so that ``x / s`` lies at, between and a
+    float64 step around every element value and past the largest equal the element format's
+    own stochastic rounding of ``x / s`` (the core, the same random bits: the flat index) times
+    ``s``, bit for bit, along rows and in 4-row tiles."""
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    b = get_format(f"{element}/32")
+    el = b.element
+    plan = block_kernels._plan(b, "sr", True, sr_bits)
+    assert block_kernels.rounds_stochastically(el.params, plan.CE)  # the path under test runs
+    y = _grid_points(el, past_max=(0.5, 1.0))
+    cells = np.resize(y, -(-y.size // 31) * 31).reshape(-1, 31)
+    blocks = np.concatenate([np.full((cells.shape[0], 1), el.max), cells], axis=1)
+    blocks = np.resize(blocks, (-(-blocks.shape[0] // tile_rows) * tile_rows, 32))
+    for e in (-30, 0, 11):
+        x = (blocks * 2.0 ** e).astype(dtype)
+        for seed in (5, 2 ** 63 + 1):
+            _, scales, out = run_blocks(b, x, 32, None, "sr", True, seed, sr_bits, True,
+                                        tile_rows)
+            s = np.repeat(np.repeat(scales.astype(np.float64).reshape(-1, 1), tile_rows,
+                                    axis=0), 32, axis=1)
+            y_exact = x.astype(np.float64) / s
+            want = (el.quantize(y_exact, rounding="sr", seed=seed, sr_bits=sr_bits) * s
+                    ).astype(dtype)
+            ub = f"u{x.itemsize}"
+            assert np.array_equal(out.view(ub), want.view(ub)), (element, e, seed)
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp6_e3m2", "mxfp8_e4m3", "nvfp4",
+                                  "float4_e2m1fn/16x16/ue4m3fn/nvfp4", "e4m3/1x128", "e4m0/32",
+                                  "e5m2/channel"])
+@pytest.mark.parametrize("sr_bits", [None, 8])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_stochastic_quantize_is_decode_encode(name, sr_bits, axis):
+    """quantize with stochastic rounding (arithmetic on the values where the kernels can) equals
+    decode(encode) (the core's codes) bit for bit on hard data: wide ranges, subnormals, zero,
+    NaN and infinite blocks, blocks that saturate; blocks along rows and down columns."""
+    b = get_format(name)
+    if axis == 0 and b.tile is None:
+        b = dataclasses.replace(b, axis=0)
+    x = hard_data((48, 80), seed=len(name), k=16)
+    if b.scale_rule == "nvfp4":                   # a NaN anywhere poisons NVFP4's tensor scale
+        x = np.where(np.isfinite(x), x, 1.5).astype(np.float32)
+    for seed in (3, 4):
+        got = b.quantize(x, rounding="sr", seed=seed, sr_bits=sr_bits)
+        want = b.decode(b.encode(x, rounding="sr", seed=seed, sr_bits=sr_bits)).astype(np.float32)
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(got)
+        assert np.array_equal(got.view(np.uint32)[ok], want.view(np.uint32)[ok]), seed
 
 
 def test_fast_kernel_tiny_quotients():
