@@ -376,16 +376,17 @@ def test_general_kernel_additions_ties_and_overflow(element, dtype, sat, tile_ro
                               want.view(f"u{x.itemsize}")), (element, e)
 
 
-def _grid_points(el, past_max=(0.5, 1.0, 1.5)) -> np.ndarray:
-    """Magnitudes around ``el``'s grid: every value, the points a quarter, a half and three
-    quarters of the way to the next, values past the largest, a float64 step either side of
-    each, and both signs."""
+def _grid_points(el, past_max=(0.5, 1.0, 1.5), dtype=np.float64) -> np.ndarray:
+    """Magnitudes around ``el``'s grid as ``dtype``: every value, the points a quarter, a half
+    and three quarters of the way to the next, values past the largest, a ``dtype`` step either
+    side of each, and both signs."""
     pos = el.values()
     pos = pos[pos >= 0]
     gaps = np.diff(pos)
     inner = np.concatenate([pos[:-1] + f * gaps for f in (0.25, 0.5, 0.75)])
     y = np.concatenate([pos, inner, pos[-1] + (pos[-1] - pos[-2]) * np.array(past_max)])
-    y = np.concatenate([y, np.nextafter(y, 0), np.nextafter(y, np.inf)])
+    y = y.astype(dtype)
+    y = np.concatenate([y, np.nextafter(y, dtype(0)), np.nextafter(y, dtype(np.inf))])
     return np.concatenate([y, -y])
 
 
@@ -405,9 +406,10 @@ def test_fast_kernel_stochastic_by_scaling_equals_the_core(element, sr_bits, dow
     F, C, _, _ = block_core._tuples(b, "sr", True, sr_bits)
     assert block_core._by_arithmetic(F, C, False, False)          # the path under test runs
     el = b.element
-    base = np.concatenate([_grid_points(el), [2.0 ** -30, -2.0 ** -60, 0.0, -0.0]])
+    tiny = np.array([2.0 ** -30, -2.0 ** -60, 0.0, -0.0], np.float32)
+    base = np.concatenate([_grid_points(el, dtype=np.float32), tiny])
     base = base[np.abs(base) < 2.0 ** (np.floor(np.log2(el.max)) + 1)]  # the scale stays put
-    cells = np.resize(base.astype(np.float32), -(-base.size // 62) * 62).reshape(-1, 31)
+    cells = np.resize(base, -(-base.size // 62) * 62).reshape(-1, 31)
     blocks = np.concatenate([np.full((cells.shape[0], 1), el.max, np.float32), cells], axis=1)
     for e in (-120, -40, 0, 17, 100):
         x = np.ascontiguousarray(blocks * np.float32(2.0 ** e)).reshape(-1, 64)
