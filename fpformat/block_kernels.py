@@ -166,6 +166,13 @@ def stochastic_up(fraction, u, bits):
 
 
 @numba.njit(inline="always")
+def _quantum_field(a, floor, cap, M):
+    """The float32 bits of the quantum ``2**(max(min(field, cap), floor) - M)`` of the
+    magnitude bits ``a`` on a float grid with ``M`` mantissa bits (fields shifted into place)."""
+    return max(min(a & _EXP32, cap), floor) - np.uint32(M << 23)
+
+
+@numba.njit(inline="always")
 def nearest_by_addition(b, floor, cap, M, max_x, ovf_pos, ovf_neg):
     """Finite float32 bits ``b`` rounded to nearest even on a float grid with ``M`` mantissa
     bits, in float32 operations that vectorise: the element's quantum is the power of two
@@ -177,7 +184,7 @@ def nearest_by_addition(b, floor, cap, M, max_x, ovf_pos, ovf_neg):
     overflow result's bits, else the sign goes back on (``-0`` included).  Needs ``floor - M``
     a normal field and ``cap - M + 23`` a finite one."""
     a = b & _ABS32
-    quantum_field = max(min(a & _EXP32, cap), floor) - np.uint32(M << 23)
+    quantum_field = _quantum_field(a, floor, cap, M)
     big = np.uint32(quantum_field + np.uint32(23 << 23)).view(np.float32)
     r = (np.uint32(a).view(np.float32) + big) - big
     overflow = ovf_neg if b >= _SIGN32 else ovf_pos
@@ -197,7 +204,7 @@ def stochastic_by_scaling(b, u, floor, cap, M, max_x, ovf_pos, ovf_neg, bits):
     Needs ``1 / q`` a float32 normal for every quantum: ``floor - M`` a normal field and
     ``min(field, cap) - M`` at most 253 for every element's field."""
     a = b & _ABS32
-    quantum_field = max(min(a & _EXP32, cap), floor) - np.uint32(M << 23)
+    quantum_field = _quantum_field(a, floor, cap, M)
     inverse = np.uint32(np.uint32(254 << 23) - quantum_field).view(np.float32)
     z = np.uint32(a).view(np.float32) * inverse
     n = np.floor(z)
@@ -223,15 +230,23 @@ def _fits64(F) -> bool:
 
 
 @numba.njit(inline="always")
+def _quantum_field64(a, F):
+    """The float64 bits of the quantum of the magnitude bits ``a`` on the format ``F``'s grid:
+    ``2**(e - M)`` for ``e`` its exponent, at least ``emin`` and capped a binade above the
+    largest (where every value overflows anyway)."""
+    floor = np.int64(F[core.F_EMIN] + 1023) << 52
+    cap = np.int64(F[core.F_EMAXFIELD] - F[core.F_BIAS] + 1024) << 52
+    return max(min(a & _EXP64, cap), floor) - (np.int64(F[core.F_M]) << 52)
+
+
+@numba.njit(inline="always")
 def nearest_by_addition64(y, F, V):
     """:func:`nearest_by_addition` for a finite float64 ``y`` and the format ``F`` (its value
     tuple ``V`` in the float64 layout), where :func:`rounds_by_addition`: the core's
     nearest-even result's float64 bits (int64), by ``(|y| + 2**52 q) - 2**52 q``."""
     b = np.int64(np.float64(y).view(np.int64))
     a = b & _ABS64
-    floor = np.int64(F[core.F_EMIN] + 1023) << 52
-    cap = np.int64(F[core.F_EMAXFIELD] - F[core.F_BIAS] + 1024) << 52
-    quantum_field = max(min(a & _EXP64, cap), floor) - (np.int64(F[core.F_M]) << 52)
+    quantum_field = _quantum_field64(a, F)
     big = np.int64(quantum_field + (np.int64(52) << 52)).view(np.float64)
     r = (np.int64(a).view(np.float64) + big) - big
     overflow = np.int64(V[core.V_OVF_NEG]) if b < 0 else np.int64(V[core.V_OVF_POS])
@@ -247,9 +262,7 @@ def stochastic_by_scaling64(y, u, F, V, bits):
     :func:`nearest_by_addition64` (values above the cap overflow whichever way they round)."""
     b = np.int64(np.float64(y).view(np.int64))
     a = b & _ABS64
-    floor = np.int64(F[core.F_EMIN] + 1023) << 52
-    cap = np.int64(F[core.F_EMAXFIELD] - F[core.F_BIAS] + 1024) << 52
-    quantum_field = max(min(a & _EXP64, cap), floor) - (np.int64(F[core.F_M]) << 52)
+    quantum_field = _quantum_field64(a, F)
     inverse = np.int64((np.int64(2046) << 52) - quantum_field).view(np.float64)
     z = np.int64(a).view(np.float64) * inverse
     n = np.floor(z)
