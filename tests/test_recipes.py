@@ -122,34 +122,40 @@ def _butterflies_reference(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("b", [2, 4, 8, 16, 32, 64, 128])
 def test_fast_transform_is_the_butterflies(b, monkeypatch):
-    """A :class:`Rotation` on a float32 CPU tensor down the columns: the fast transform's whole
-    blocks equal the butterflies in numpy bit for bit (strips of 64 columns and a narrower last
-    one), the tail rows what the matrix gives; the weights are the matrix's first column and
-    ``R = diag(weights) H`` exactly.  Along the rows (blocks of 8 or more; 8 x 8 transposes,
-    strips of 64 rows and a ragged last one) the transposed tensor's fast transform comes out,
-    transposed, bit for bit; shorter blocks take the matrix."""
-    monkeypatch.setattr(hadamard, "FAST_TRANSFORM_FROM", 2)      # every block size through it
+    """A :class:`Rotation` on a float32 CPU tensor down the columns: every piece (the whole
+    blocks, then the tail's powers of two) equals the butterflies in numpy bit for bit (strips
+    of 64 columns and a narrower last one), a tail piece's weights its matrix corner's first
+    column, so that ``corner = diag(weights) H`` exactly; a last single row stays as it is.
+    Along the rows (blocks of 8 or more; 8 x 8 transposes, strips of 64 rows and a ragged last
+    one) the pieces of 8 or more come out as the transposed tensor's fast transform, transposed,
+    bit for bit, shorter pieces (and every piece of a shorter block) as the matrix gives."""
     monkeypatch.setattr(hadamard, "FAST_ROWS_FROM", 8)
     r = rotation(b, 11)
-    assert torch.equal(r.matrix, torch.from_numpy(r.weights)[:, None] *
-                       sylvester(b).to(torch.float32))
     g = np.random.default_rng(b)
-    for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65), (b, 77)):
+    for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65), (b, 77),
+                       (3 * b - 1, 9)):                  # the tail: every power of two below b
         x = torch.from_numpy((g.standard_normal((rows, cols)) *
                               np.exp2(g.integers(-20, 20, (rows, cols)))).astype(np.float32))
         got = rotate(x, r, 0)
-        full = rows - rows % b
-        want = _butterflies_reference(x[:full].numpy(), r.weights)
-        assert np.array_equal(got[:full].numpy().view(np.uint32), want.view(np.uint32))
-        assert torch.equal(got[full:], rotate(x, r.matrix, 0)[full:])
+        rows_fast = rotate(x.t(), r, 1)
+        by_matrix = rotate(x.t(), r.matrix, 1)
+        for lo, n, c in hadamard._pieces(rows, b):
+            if c == 1:
+                assert torch.equal(got[lo:lo + n], x[lo:lo + n])
+                continue
+            corner = r.matrix if c == b else r.matrix[:c, :c] * math.sqrt(b / c)
+            weights = corner[:, 0].numpy()
+            assert torch.equal(corner, torch.from_numpy(weights)[:, None] *
+                               sylvester(c).to(torch.float32))
+            want = _butterflies_reference(x[lo:lo + n].numpy(), weights)
+            assert np.array_equal(got[lo:lo + n].numpy().view(np.uint32), want.view(np.uint32))
+            along = rows_fast[:, lo:lo + n]
+            if b >= 8 and c >= 8:
+                assert torch.equal(along, got[lo:lo + n].t())
+            else:
+                assert torch.equal(along, by_matrix[:, lo:lo + n])
         dense = rotate(x.double(), hadamard_matrix(b, 11), 0)
         assert torch.allclose(got.double(), dense, rtol=1e-5, atol=1e-6 * float(x.abs().max()))
-        rows_fast = rotate(x.t(), r, 1)
-        assert torch.equal(rows_fast[:, full:], rotate(x.t(), r.matrix, 1)[:, full:])
-        if b >= 8:
-            assert torch.equal(rows_fast[:, :full], got[:full].t())
-        else:
-            assert torch.equal(rows_fast, rotate(x.t(), r.matrix, 1))
 
 
 def test_transform_alone_keeps_the_layer_function():

@@ -15,11 +15,12 @@ GEMM; Tseng et al. 2025, "Training LLMs with MXFP4", on the backward GEMMs).
 that operand) block by block by ``R``; calling it on both operands of a GEMM along their
 reduction axes is the transform.  The rotation runs in the tensor's dtype (float32: a rounding
 error of order 1e-7 per element, as in the field's kernels).  Given a :class:`Rotation` (the
-float32 matrix and its weights, what :func:`rotation` builds), a float32 CPU tensor's whole
-blocks run as a fast Walsh–Hadamard transform instead of a GEMM: each element times its weight,
-then the ``log2 b`` butterfly stages of ``H`` (``b log2 b`` additions per block instead of
-``b**2`` multiply-adds; the sums are the same, added in another order).  Along either axis the
-same additions in the same order: ``rotate(t, r, 1)`` is ``rotate(t.T, r, 0).T`` bit for bit.
+float32 matrix and its weights, what :func:`rotation` builds), a float32 CPU tensor's blocks
+run as a fast Walsh–Hadamard transform instead of a GEMM: each element times its weight, then
+the ``log2 b`` butterfly stages of ``H`` (``b log2 b`` additions per block instead of ``b**2``
+multiply-adds; the sums are the same, added in another order, and the same on every machine).
+Along either axis the same additions in the same order: where both run the fast transform,
+``rotate(t, r, 1)`` is ``rotate(t.T, r, 0).T`` bit for bit.
 """
 
 from __future__ import annotations
@@ -37,13 +38,11 @@ from fpformat.dispatch import JIT, threads_for
 
 #: Largest Hadamard block (elements): the dense b x b matrix stays small.
 MAX_HADAMARD_BLOCK = 1 << 12
-#: Smallest block the fast transform runs for.  One thread, 2048 x 128..384 float32 down the
-#: columns, against the GEMM: 16 about even (0.5-0.9 ns per element each), 32 even to 0.7x, 64
-#: 0.6-0.7x, 128 0.4x.
-FAST_TRANSFORM_FROM = 32
-#: The same along the rows, where the transform transposes 8 x 8 elements at a time (at least
-#: 8).  One thread, 2048 x 64..512 float32 (Ice Lake), against the GEMM: 32 even, 64
-#: 0.5-0.65x, 128 0.3-0.4x.
+#: Smallest block the fast transform runs for along the rows, where it transposes 8 x 8
+#: elements at a time (down the columns it runs for every block: 2048 x 64..688 float32, one
+#: thread, Ice Lake, 0.27-0.38 ns per element for blocks of 2 to 64 against 0.41-0.97 for the
+#: GEMM).  Along the rows, 2048 x 64..512 against the GEMM: 16 slower (0.79 against 0.59 ns),
+#: 32 even, 64 0.5-0.65x, 128 0.3-0.4x.
 FAST_ROWS_FROM = 64
 
 
@@ -110,73 +109,103 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
     """``t`` (2-D) with every block of ``b = r.shape[0]`` elements along ``axis`` (0 or 1)
     multiplied by the orthogonal ``r``: ``t @ R`` for ``axis=1`` (``t``'s rows), ``R^T @ t`` for
     ``axis=0`` (its columns); ``r`` None returns ``t``.  So ``rotate(a, r, 1) @ rotate(b, r, 0)
-    == a @ b`` up to rounding.  ``r`` a :class:`Rotation`: its matrix, and on a float32 CPU
-    tensor with blocks of :data:`FAST_TRANSFORM_FROM` or more down the columns
-    (:data:`FAST_ROWS_FROM` along the rows) the fast Walsh–Hadamard transform for the whole
-    blocks (module docstring).
+    == a @ b`` up to rounding.
 
     A length that is not a multiple of ``b`` keeps the transform orthogonal: the tail is cut
     into powers of two, largest first, each rotated by the leading ``n x n`` corner of ``r``
     rescaled by ``sqrt(b / n)`` (the Sylvester ``H_n`` with the first ``n`` signs); a last single
-    element stays as it is."""
+    element stays as it is.
+
+    ``r`` a :class:`Rotation` on a float32 CPU tensor: the pieces run as the fast
+    Walsh-Hadamard transform (module docstring; a tail piece's weights are its corner's first
+    column) -- down the columns every piece, along the rows those of 8 or more elements when
+    ``b`` is at least :data:`FAST_ROWS_FROM`; the other pieces, and every other ``r``, tensor
+    or device, multiply by the matrix."""
     if r is None:
         return t
     weights = None
     if isinstance(r, Rotation):
         r, weights = r
         if not (t.device.type == "cpu" and t.dtype == torch.float32
-                and r.shape[0] >= (FAST_TRANSFORM_FROM if axis == 0 else FAST_ROWS_FROM)):
+                and (axis == 0 or r.shape[0] >= FAST_ROWS_FROM)):
             weights = None
     k = t.shape[axis]
     b = r.shape[0]
     m = r.to(device=t.device, dtype=t.dtype)
-
-    def blocks(lo: int, n: int, mat: torch.Tensor) -> torch.Tensor:
-        # elements [lo, lo + n) of the axis, each run of mat.shape[0] times mat; no transposes
-        c = mat.shape[0]
-        if axis == 1:
-            # one (rows * n / c, c) GEMM: a strided part is copied first (a batch of GEMMs of
-            # n / c rows each would cost 2-3x more)
-            part = t[:, lo:lo + n].contiguous()
-            return (part.reshape(-1, c) @ mat).reshape(part.shape)
-        part = t[lo:lo + n]
-        return (mat.t() @ part.reshape(n // c, c, part.shape[1])).reshape(part.shape)
-
-    full = k - k % b
-
-    def tail():
-        # (start, rotated part) past the whole blocks: powers of two, then a single element
-        pos, n = full, b
-        while pos < k:
-            while n > k - pos:
-                n //= 2
-            if n == 1:
-                yield pos, (t[:, pos:] if axis == 1 else t[pos:])
-                return
-            yield pos, blocks(pos, n, m[:n, :n] * math.sqrt(b / n))
-            pos += n
-
-    if full and weights is not None:
-        out = _walsh_hadamard_blocks(t, weights, axis)
-        for lo, part in tail():                  # into the places the fast transform left
-            out.narrow(axis, lo, part.shape[axis]).copy_(part)
-        return out
-    parts = ([blocks(0, full, m)] if full else []) + [part for _, part in tail()]
+    pieces = _pieces(k, b)
+    if weights is not None:
+        return _walsh_hadamard_pieces(t, m, weights, axis, pieces)
+    parts = [_matrix_piece(t, m, axis, lo, n, c) for lo, n, c in pieces]
     return parts[0] if len(parts) == 1 else torch.cat(parts, axis)
 
 
-def _walsh_hadamard_blocks(t: torch.Tensor, weights: np.ndarray, axis: int) -> torch.Tensor:
-    """The whole blocks of ``b = weights.size`` along ``axis`` of the float32 CPU tensor ``t``
-    rotated by the fast transform: ``R^T @ t`` down the columns (``axis`` 0: each element times
-    its row's weight, then ``H_b``'s butterflies in float32) or ``t @ R`` along the rows (1: the
-    columns' transform of ``t``'s transpose, transposed back, bit for bit).  A new tensor of
-    ``t``'s shape whose elements past the last whole block are left unwritten, for the caller
-    to fill (no copy of a prefix in, none of the parts out)."""
+def _pieces(k: int, b: int) -> list[tuple[int, int, int]]:
+    """``rotate``'s pieces of an axis of ``k`` elements, ``(start, length, block)``: the whole
+    blocks of ``b``, then the tail in powers of two, largest first (block 1: left as it is)."""
+    full = k - k % b
+    out = [(0, full, b)] if full else []
+    pos, n = full, b
+    while pos < k:
+        while n > k - pos:
+            n //= 2
+        out.append((pos, n, n))
+        pos += n
+    return out
+
+
+def _corner(m: torch.Tensor, c: int) -> torch.Tensor:
+    """The rotation of a tail piece of ``c`` elements: ``m``'s leading ``c x c`` corner times
+    ``sqrt(b / c)`` (``m`` itself for ``c = b``)."""
+    b = m.shape[0]
+    return m if c == b else m[:c, :c] * math.sqrt(b / c)
+
+
+def _matrix_piece(t: torch.Tensor, m: torch.Tensor, axis: int, lo: int, n: int,
+                  c: int) -> torch.Tensor:
+    """Elements ``[lo, lo + n)`` of ``t``'s ``axis``, each run of ``c`` multiplied by the
+    corner of ``m`` (``c = 1``: as they are), by GEMMs (no transposes)."""
+    if c == 1:
+        return t[:, lo:lo + n] if axis == 1 else t[lo:lo + n]
+    mat = _corner(m, c)
+    if axis == 1:
+        # one (rows * n / c, c) GEMM: a strided part is copied first (a batch of GEMMs of
+        # n / c rows each would cost 2-3x more)
+        part = t[:, lo:lo + n].contiguous()
+        return (part.reshape(-1, c) @ mat).reshape(part.shape)
+    part = t[lo:lo + n]
+    return (mat.t() @ part.reshape(n // c, c, part.shape[1])).reshape(part.shape)
+
+
+def _walsh_hadamard_pieces(t: torch.Tensor, m: torch.Tensor, weights: np.ndarray, axis: int,
+                           pieces: list[tuple[int, int, int]]) -> torch.Tensor:
+    """:func:`rotate` of the float32 CPU tensor ``t`` by the fast transform: ``R^T @ t`` down
+    the columns (``axis`` 0: each element times its row's weight, then ``H``'s butterflies in
+    float32) or ``t @ R`` along the rows (1: the columns' transform of ``t``'s transpose,
+    transposed back, bit for bit), piece by piece into one new tensor (no copies of parts in
+    or out); along the rows a piece of fewer than 8 elements multiplies by its matrix."""
     x = t.detach().contiguous().numpy()
     out = np.empty_like(x)
-    kernel = _fwht_down_columns if axis == 0 else _fwht_along_rows
+    rows, cols = x.shape
+    b = weights.size
+    xf, of = x.reshape(-1), out.reshape(-1)
     with threads_for(x.size) as threads:
-        kernel(x.reshape(-1), weights, out.reshape(-1), np.int64(x.shape[1]), np.int64(threads))
+        for lo, n, c in pieces:
+            if c == 1:
+                if axis == 0:
+                    out[lo:lo + n] = x[lo:lo + n]
+                else:
+                    out[:, lo:lo + n] = x[:, lo:lo + n]
+                continue
+            # the corner's first column: exactly its entries' magnitudes, with their signs
+            w = weights if c == b else weights[:c] * np.float32(math.sqrt(b / c))
+            if axis == 0:                   # rows [lo, lo + n) are a flat run of the arrays
+                span = slice(lo * cols, (lo + n) * cols)
+                _fwht_down_columns(xf[span], w, of[span], np.int64(cols), np.int64(threads))
+            elif c >= 8:
+                _fwht_along_rows(xf, w, of, np.int64(cols), np.int64(lo), np.int64(n),
+                                 np.int64(threads))
+            else:
+                out[:, lo:lo + n] = _matrix_piece(t.detach(), m, 1, lo, n, c).numpy()
     return torch.from_numpy(out)
 
 
@@ -217,9 +246,10 @@ def _fwht_down_columns(x, weights, out, cols, threads):
 
 
 @numba.njit(**JIT)
-def _fwht_along_rows(x, weights, out, cols, threads):
+def _fwht_along_rows(x, weights, out, cols, lo, span, threads):
     """``out = (weights * x) H_b`` for every block of ``b = weights.size`` columns (``b`` a
-    multiple of 8) of the flat C-order ``(rows, cols)`` float32 arrays: each block of up to
+    multiple of 8) in columns ``[lo, lo + span)`` (``span`` a multiple of ``b``) of the flat
+    C-order ``(rows, cols)`` float32 arrays: each block of up to
     :data:`_STRIP` rows is transposed into a ``(b, rows)`` tile, so the butterflies run down
     its columns as in :func:`_fwht_down_columns` (the same additions in the same order), and
     transposed back; the transposes go 8 x 8 elements at a time (a run of 8 contiguous
@@ -227,7 +257,7 @@ def _fwht_along_rows(x, weights, out, cols, threads):
     b = weights.size
     rows = x.size // cols
     strips = (rows + _STRIP - 1) // _STRIP
-    blocks = cols // b
+    blocks = span // b
     total = strips * blocks
     runs = min(total, 4 * threads)
     per_run = (total + runs - 1) // runs
@@ -236,7 +266,7 @@ def _fwht_along_rows(x, weights, out, cols, threads):
         for item in range(run * per_run, min((run + 1) * per_run, total)):
             s = item // blocks
             r0 = s * _STRIP
-            c0 = (item - s * blocks) * b
+            c0 = lo + (item - s * blocks) * b
             w = min(_STRIP, rows - r0)
             eights = w - w % 8
             for rb in range(0, eights, 8):         # 1. weights, into the transposed tile
