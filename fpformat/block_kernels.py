@@ -208,8 +208,8 @@ def stochastic_by_scaling(b, u, floor, cap, M, max_x, ovf_pos, ovf_neg, bits):
     inverse = np.uint32(np.uint32(254 << 23) - quantum_field).view(np.float32)
     z = np.uint32(a).view(np.float32) * inverse
     n = np.floor(z)
-    # a select, not the flag converted and added: a masked add (the conversion cost three
-    # more instructions per vector, 14% of the element's time)
+    # a select (a masked add), not the flag converted and added: three instructions fewer per
+    # vector, 0.84 against 0.97 ns per element in a loop of the float64 twin alone
     r = ((n + np.float32(1.0)) if stochastic_up(z - n, u, bits) else n) \
         * np.uint32(quantum_field).view(np.float32)
     overflow = ovf_neg if b >= _SIGN32 else ovf_pos

@@ -224,6 +224,16 @@ def test_fused_kernel_equals_numpy_path(name, mode, saturate):
     _assert_fused_equals_numpy(b, x, mode, saturate)
 
 
+def test_fused_kernel_keeps_scale_codes_wider_than_32_bits():
+    """The kernel writes scale codes as uint32 for formats of up to 32 bits (one compilation for
+    all of them) and as uint64 above: a 39-bit scale format's codes come out whole."""
+    b = get_format("e4m3/32/e8m30")
+    x = wide_data(5, 90, seed=17)
+    for mode in ("rne", "sr"):
+        _assert_fused_equals_numpy(b, x, mode, True)
+    assert b.encode(x).scales.dtype == np.uint64 and b.encode(x).scales.max() >= 2**32
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "mxint8", "nvfp4", "e4m3/channel", "e2m1/7",
                                   "e2m1/16/ue4m3fn/amax-nearest", "float8_e4m3fn/128"])
 @pytest.mark.parametrize("mode,saturate",
