@@ -719,11 +719,11 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     x1 = x2.reshape(-1)
     xb = x1.view(np.uint32 if x1.dtype == np.float32 else np.uint64)
     # The arrays a call does not fill are one-element stand-ins, and the scales are written as
-    # uint32 for any format of up to 32 bits: each distinct array type is another compilation
-    # of the kernel (about half a minute each), and these keep it to one per input width.
+    # uint64 whatever their format (float32 bits or codes, converted after): each distinct
+    # array type is another compilation of the kernel (about half a minute each), and these
+    # keep it to one per input width.
     codes = np.empty(1, dtype=np.uint8) if want_out else np.empty(x1.size, dtype=el.dtype)
-    wide_scales = sf is not None and sf.dtype.itemsize > 4
-    scales = np.empty((-(-rows // tile_rows), nb), dtype=np.uint64 if wide_scales else np.uint32)
+    scales = np.empty((-(-rows // tile_rows), nb), dtype=np.uint64)
     out = np.empty(x1.size if want_out else 1, dtype=x1.dtype)
     key = seed_key(seed, plan.CE[core.C_MODE])
     with threads_for(x2.size) as threads:
@@ -736,7 +736,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
         else:
             _block_generic(x1, xb, np.int64(L), plan.B, plan.FE, plan.CE, plan.VE, plan.FS,
                            plan.CS, plan.Q, key, codes, scales.reshape(-1), out, want_out, *args)
-    scales = scales.view(np.float32) if sf is None else scales.astype(sf.dtype)
+    scales = scales.astype(np.uint32).view(np.float32) if sf is None else scales.astype(sf.dtype)
     scales = scales.reshape(-(-shape[0] // tile_rows), -(-shape[1] // k))
     return (None if want_out else codes.reshape(shape)), scales, \
         (out.reshape(shape) if want_out else None)

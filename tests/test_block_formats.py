@@ -225,8 +225,8 @@ def test_fused_kernel_equals_numpy_path(name, mode, saturate):
 
 
 def test_fused_kernel_keeps_scale_codes_wider_than_32_bits():
-    """The kernel writes scale codes as uint32 for formats of up to 32 bits (one compilation for
-    all of them) and as uint64 above: a 39-bit scale format's codes come out whole."""
+    """The kernel writes every format's scale codes as uint64 (one compilation for all of
+    them): a 39-bit scale format's codes come out whole."""
     b = get_format("e4m3/32/e8m30")
     x = wide_data(5, 90, seed=17)
     for mode in ("rne", "sr"):
