@@ -253,7 +253,9 @@ def test_fast_kernel_amax_rule_rounded_up_equals_general_kernel(spec, mode, monk
         assert shape[1] < 2 * k or scales[1, 1] == 127 - 2
 
 
-@pytest.mark.parametrize("mode", ["rne", "sr", "rtp"])
+# rtp takes the core's path, which the element kernels' specialisations test too: behind -m slow
+# (two compilations of half a minute each in the default suite).
+@pytest.mark.parametrize("mode", ["rne", "sr", pytest.param("rtp", marks=pytest.mark.slow)])
 def test_fast_kernel_specialised_equals_generic(mode, monkeypatch):
     b = get_format("mxfp4")
     x2 = hard_data((8, 128), seed=8)
