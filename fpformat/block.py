@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -59,6 +59,20 @@ def _element(fmt) -> FloatFormat:
     if not isinstance(f, FloatFormat):
         raise TypeError(f"element must be an element format (FloatFormat or name), got {fmt!r}")
     return f
+
+
+class FusedGeometry(NamedTuple):
+    """How the fused kernels see an input (:meth:`BlockFormat.fused_geometry`)."""
+
+    #: the C-contiguous input viewed as ``(rows, L)``
+    shape: tuple[int, int]
+    #: elements per block along a row (1: blocks down the columns)
+    k: int
+    #: rows a block spans (1: a block within a row; a tile's height; the block length down
+    #: the columns)
+    tile_rows: int
+    #: blocks run down the columns (the float32 MX kernel's column mode)
+    down_columns: bool
 
 
 @hash_once
@@ -188,47 +202,52 @@ class BlockFormat:
         return self.scale_format == element_format("float8_e8m0fnu")
 
     # ----------------------------------------------------------------------------- operations
+    def fused_geometry(self, shape: tuple[int, ...]) -> FusedGeometry | None:
+        """How the fused numba pass sees a C-contiguous array of ``shape``
+        (:class:`FusedGeometry`): blocks along the last axis, down the columns of a 2-D array
+        (as ``(k, 1)`` tiles) or 2-D tiles over a 2-D array; None for other axes, tiles over
+        more dimensions and empty arrays (the numpy path handles those)."""
+        ndim = len(shape)
+        size = int(np.prod(shape)) if ndim else 1
+        if ndim == 0 or size == 0 or (self.tile is not None and ndim != 2):
+            return None
+        if self.tile is not None:
+            return FusedGeometry(tuple(shape), self.tile[1], self.tile[0], False)
+        if self.block_size != "tensor" and self.axis % ndim != ndim - 1:
+            if ndim != 2:
+                return None
+            rows = shape[0]
+            return FusedGeometry(tuple(shape), 1, rows if self.block_size == "channel"
+                                 else self.block_size, True)
+        if self.block_size == "tensor":
+            return FusedGeometry((1, size), size, 1, False)
+        L = shape[-1]
+        return FusedGeometry((size // L, L), L if self.block_size == "channel"
+                             else self.block_size, 1, False)
+
     def _fused(self, arr: np.ndarray, rounding, saturate, seed, sr_bits, want_out: bool,
                out: np.ndarray | None = None):
-        """The fused numba pass when blocks run along the last axis, down the columns of a 2-D
-        array (as ``(k, 1)`` tiles) or as 2-D tiles over a 2-D array (fpformat.block_core for
-        float32 MX data, fpformat.block_kernels otherwise); None for other axes and tiles over
-        more dimensions (the numpy path below handles those).  ``out``: a
+        """The fused numba pass where :meth:`fused_geometry` has one (fpformat.block_core for
+        float32 MX data, fpformat.block_kernels otherwise), else None.  ``out``: a
         C-contiguous float32 destination for the block_core kernel (ignored by the others)."""
-        if arr.ndim == 0 or arr.size == 0 or (self.tile is not None and arr.ndim != 2):
+        g = self.fused_geometry(arr.shape)
+        if g is None:
             return None
-        down_columns = False              # blocks along axis 0 of a 2-D array: (k, 1) tiles
-        if self.tile is None and self.block_size != "tensor" and \
-                self.axis % arr.ndim != arr.ndim - 1:
-            if arr.ndim != 2:
-                return None
-            down_columns = True
         x = np.ascontiguousarray(arr)
-        L = x.shape[-1]
-        tile_rows = 1
-        if self.tile is not None:
-            x2, (tile_rows, k) = x, self.tile
-        elif down_columns:
-            rows = x.shape[0]
-            x2, tile_rows, k = x, rows if self.block_size == "channel" else self.block_size, 1
-        elif self.block_size == "tensor":
-            x2, k = x.reshape(1, -1), x.size
-        else:
-            x2 = x.reshape(-1, L)
-            k = L if self.block_size == "channel" else self.block_size
+        x2 = x.reshape(g.shape)
         sshape, _ = self.layout(x.shape)
-        if block_core.ocp_f32_applies(self, x2):                        # float32 MX kernel
+        if block_core.ocp_f32_applies(self, x2.dtype):                  # float32 MX kernel
             dest = None if out is None else out.reshape(x2.shape)
             codes, scales, out = block_core.run_ocp_f32(
-                self, x2, tile_rows if down_columns else max(k, 1), rounding, saturate, seed,
-                sr_bits, not want_out, want_out, dest, down_columns)
+                self, x2, g.tile_rows if g.down_columns else g.k, rounding, saturate, seed,
+                sr_bits, not want_out, want_out, dest, g.down_columns)
             return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape),
                     None, None if out is None else out.reshape(x.shape))
         tscale = None
         if self.scale_rule == "nvfp4":
             tscale = block_kernels.tensor_scale(x)
-        codes, scales, out = run_blocks(self, x2, max(k, 1), tscale, rounding, saturate, seed,
-                                        sr_bits, want_out, tile_rows)
+        codes, scales, out = run_blocks(self, x2, g.k, tscale, rounding, saturate, seed,
+                                        sr_bits, want_out, g.tile_rows)
         return (None if codes is None else codes.reshape(x.shape), scales.reshape(sshape), tscale,
                 None if out is None else out.reshape(x.shape))
 

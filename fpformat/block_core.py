@@ -498,19 +498,19 @@ def _finite_inputs(C, V):
     return tuple(C), tuple(V)
 
 
-def ocp_f32_applies(fmt, x2: np.ndarray) -> bool:
-    """Whether this kernel computes ``fmt`` on the 2-D array ``x2`` (blocks along its last
-    axis): float32 data, E8M0 scales by the OCP rule or the amax rule rounded up, an element
-    format whose values (and their products with any E8M0 scale of a float32 block) are float32
-    values."""
+def ocp_f32_applies(fmt, dtype) -> bool:
+    """Whether this kernel computes ``fmt`` on 2-D arrays of ``dtype`` (blocks along their last
+    axis or down their columns): float32 data, E8M0 scales by the OCP rule or the amax rule
+    rounded up, an element format whose values (and their products with any E8M0 scale of a
+    float32 block) are float32 values."""
     el = fmt.element
     rule = fmt.scale_rule == "ocp" or (fmt.scale_rule == "amax" and fmt.scale_rounding == "up")
-    return (x2.dtype == np.float32 and rule and fmt.tile is None and fmt.scale_is_e8m0
+    return (dtype == np.float32 and rule and fmt.tile is None and fmt.scale_is_e8m0
             and el.man_bits <= 23 and el.emin >= -126 and el.emin - el.man_bits >= -22)
 
 
 @functools.lru_cache(maxsize=256)
-def _tuples(fmt, rounding: str, saturate: bool, sr_bits):
+def kernel_tuples(fmt, rounding: str, saturate: bool, sr_bits):
     """The kernel's constant tuples ``(F, C, V, R)`` for ``fmt`` with these options (computed
     once: a training step makes a hundred calls with the same few)."""
     el = fmt.element
@@ -527,10 +527,38 @@ def _key(F, C, R, want_codes: bool, want_out: bool, int_codes: bool, columns: bo
 def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
     """Have this kernel's next encode and quantize calls for ``fmt`` with these options run
     specialised (compiled then, or loaded from numba's cache), along rows and down columns."""
-    F, C, _, R = _tuples(fmt, rounding, saturate, sr_bits)
+    F, C, _, R = kernel_tuples(fmt, rounding, saturate, sr_bits)
     for want_codes, want_out in ((True, False), (False, True)):
         for columns in (False, True):
             prefer_specialized(_key(F, C, R, want_codes, want_out, fmt.int_codes, columns))
+
+
+def scale_shape(shape: tuple[int, int], k: int, down_columns: bool) -> tuple[int, int]:
+    """The E8M0 scale codes' shape for a ``shape`` input with blocks of ``k`` along its rows
+    (``(rows, ceil(L / k))``) or down its columns (``(ceil(rows / k), L)``)."""
+    rows, L = shape
+    return (-(-rows // k), L) if down_columns else (rows, -(-L // k))
+
+
+def launch_ocp_f32(fmt, tuples: tuple, x1: np.ndarray, L: int, k: int, key: np.uint64,
+                   codes: np.ndarray, scale_codes: np.ndarray, out: np.ndarray,
+                   want_codes: bool, want_out: bool, down_columns: bool) -> None:
+    """The kernel call of :func:`run_ocp_f32` on the flat float32 data ``x1`` seen as
+    ``(x1.size // L, L)``, with ``tuples`` from :func:`kernel_tuples`, specialised or generic as
+    :func:`fpformat.dispatch.want_specialized` says: ``codes`` and/or ``out`` and the flat
+    ``scale_codes`` filled in."""
+    F, C, V, R = tuples
+    ic = fmt.int_codes
+    generic, specialized = ((_columns_generic, _columns_specialized) if down_columns
+                            else (_ocp_generic, _ocp_specialized))
+    xb = x1.view(np.uint32)
+    with threads_for(x1.size):
+        if want_specialized(_key(F, C, R, want_codes, want_out, ic, down_columns), x1.size):
+            specialized(F, C, V, R, want_codes, want_out, ic)(
+                x1, xb, L, k, key, codes, scale_codes, out)
+        else:
+            generic(x1, xb, L, k, F, C, V, R, key, codes, scale_codes, out, want_codes,
+                    want_out, ic)
 
 
 def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed, sr_bits,
@@ -542,9 +570,9 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
     ceil(L / k))`` (down the columns: ``(ceil(rows / k), L)``); ``out`` (float32, ``x2``'s
     shape) may be given to write into."""
     el = fmt.element
-    F, C, V, R = _tuples(fmt, rounding, saturate, sr_bits)
+    tuples = kernel_tuples(fmt, rounding, saturate, sr_bits)
     rows, L = x2.shape
-    sshape = (-(-rows // k), L) if down_columns else (rows, -(-L // k))
+    sshape = scale_shape(x2.shape, k, down_columns)
     x1 = np.ascontiguousarray(x2).reshape(-1)
     codes = np.empty(x1.size if want_codes else 1, dtype=el.dtype)
     scale_codes = np.empty(sshape[0] * sshape[1], dtype=np.uint8)
@@ -552,17 +580,7 @@ def run_ocp_f32(fmt, x2: np.ndarray, k: int, rounding: str, saturate: bool, seed
         out = np.empty(x1.size, dtype=np.float32) if out is None else out.reshape(-1)
     else:
         out = np.empty(1, dtype=np.float32)
-    key = seed_key(seed, C[core.C_MODE])
-    xb = x1.view(np.uint32)
-    ic = fmt.int_codes
-    generic, specialized = ((_columns_generic, _columns_specialized) if down_columns
-                            else (_ocp_generic, _ocp_specialized))
-    with threads_for(x1.size):
-        if want_specialized(_key(F, C, R, want_codes, want_out, ic, down_columns), x1.size):
-            specialized(F, C, V, R, want_codes, want_out, ic)(
-                x1, xb, L, k, key, codes, scale_codes, out)
-        else:
-            generic(x1, xb, L, k, F, C, V, R, key, codes, scale_codes, out, want_codes,
-                    want_out, ic)
+    launch_ocp_f32(fmt, tuples, x1, L, k, seed_key(seed, tuples[1][core.C_MODE]), codes,
+                   scale_codes, out, want_codes, want_out, down_columns)
     return (codes.reshape(rows, L) if want_codes else None), scale_codes.reshape(sshape), \
         (out.reshape(rows, L) if want_out else None)

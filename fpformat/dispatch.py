@@ -26,6 +26,9 @@ from . import core
 
 #: Options of every CPU kernel: threads, numba's on-disk cache, no GIL, numpy float semantics.
 JIT = dict(parallel=True, cache=True, nogil=True, error_model="numpy")
+#: :data:`JIT` without threads, for the one-thread twin of a short loop (a call that enters a
+#: parallel region pays for it even on one thread).
+SERIAL_JIT = dict(cache=True, nogil=True, error_model="numpy")
 #: Elements per (kernel, format, call, source) before the specialised compilation is used.
 SPECIALIZE_AFTER = 1 << 26
 #: Elements under which a call runs on one thread.

@@ -181,7 +181,10 @@ def given_random_u64(random_bits, shape, rounding, seed, sr_bits) -> tuple[np.nd
     return np.ascontiguousarray(u, dtype=np.uint64), k
 
 
-def _run_quantize(S, F, C, V, bits, obits, key) -> None:
+def run_quantize(S, F, C, V, bits, obits, key) -> None:
+    """The element kernel's call: ``bits`` (source layout ``S``) rounded into the format ``F``
+    with the call ``C`` (its value tuple ``V``), their bits written to ``obits``; specialised or
+    generic as :func:`fpformat.dispatch.want_specialized` says."""
     with threads_for(bits.size):
         if want_specialized(("q", S, F, C), bits.size):
             _quantize_specialized(S, F, C, V)(bits, obits, key)
@@ -273,7 +276,7 @@ def quantize(fmt, x, rounding="rne", saturate=False, seed=None, sr_bits=None, ou
     key = seed_key(seed, C[core.C_MODE])
     F = fmt.params
     V = value_tuple(fmt, C, S)
-    _run_quantize(S, F, C, V, bits, obits, key)
+    run_quantize(S, F, C, V, bits, obits, key)
     return restore_dtype(out.reshape(arr.shape), kind, like=x)
 
 
@@ -431,5 +434,5 @@ def _quantize_into(fmt, x, out, rounding, saturate, seed, sr_bits):
     key = seed_key(seed, C[core.C_MODE])
     F = fmt.params
     V = value_tuple(fmt, C, S)
-    _run_quantize(S, F, C, V, bits, obits, key)
+    run_quantize(S, F, C, V, bits, obits, key)
     return out

@@ -225,7 +225,7 @@ def test_fast_kernel_equals_general_kernel(preset, mode, sat, monkeypatch):
     b = get_format(preset)
     for shape, k in (((6, 96), 32), ((5, 77), 32), ((4, 32), 32), ((3, 40), 40)):
         x2 = hard_data(shape, seed=7, element_max=b.element.max)
-        assert block_core.ocp_f32_applies(b, x2)
+        assert block_core.ocp_f32_applies(b, x2.dtype)
         _assert_fast_equals_general(b, x2, k, mode, sat, 11)
 
 
@@ -243,7 +243,7 @@ def test_fast_kernel_amax_rule_rounded_up_equals_general_kernel(spec, mode, monk
         x2[0, :k] = 0.0
         x2[1, :k] = np.float32(b.element.max) * np.float32(2.0 ** -3)    # amax on a boundary
         x2[1, k:2 * k] = np.nextafter(x2[1, 0], np.float32(np.inf))     # just above it
-        assert block_core.ocp_f32_applies(b, x2)
+        assert block_core.ocp_f32_applies(b, x2.dtype)
         codes, scales, _ = block_core.run_ocp_f32(b, x2, k, mode, True, 11, None, True, False)
         _, _, out = block_core.run_ocp_f32(b, x2, k, mode, True, 11, None, False, True)
         gc, gs, go = _general(b, x2, k, mode, True, 11, True)
@@ -305,7 +305,7 @@ def test_fast_kernel_any_element_any_scale(element, k, rows, blocks, top, seed, 
     spread = rng.integers(-30, 1, (rows, blocks, k))
     x = rng.standard_normal((rows, blocks, k)) * np.exp2(block_exp + spread)
     x = np.clip(x, -3e38, 3e38).astype(np.float32).reshape(rows, blocks * k)
-    assert block_core.ocp_f32_applies(b, x)
+    assert block_core.ocp_f32_applies(b, x.dtype)
     _assert_fast_equals_general(b, x, k, mode, sat, seed)
 
 
@@ -319,7 +319,7 @@ def test_fast_kernel_additions_ties_and_overflow(element, scale, sat, down_colum
     largest (overflow), both signs, in blocks scaled by 2**-120 to 2**100, along rows and down
     columns, equal the general kernel's bit for bit."""
     b = get_format(f"{element}/32/{scale}")
-    F, C, _, _ = block_core._tuples(b, "rne", sat, None)
+    F, C, _, _ = block_core.kernel_tuples(b, "rne", sat, None)
     assert block_core._by_arithmetic(F, C, False, False)          # the path under test runs
     pos = b.element.values()
     pos = pos[pos >= 0]
@@ -337,7 +337,7 @@ def test_fast_kernel_additions_ties_and_overflow(element, scale, sat, down_colum
     for e in (-120, -40, 0, 17, 100):
         x = np.ascontiguousarray(blocks * np.float32(2.0 ** e)).reshape(-1, 64)
         x = np.ascontiguousarray(x.T) if down_columns else x
-        assert block_core.ocp_f32_applies(b, x)
+        assert block_core.ocp_f32_applies(b, x.dtype)
         _assert_fast_equals_general(b, x, 32, "rne", sat, 0, down_columns=down_columns)
 
 
@@ -353,7 +353,7 @@ def test_general_kernel_additions_ties_and_overflow(element, dtype, sat, tile_ro
     monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
     b = get_format(f"{element}/32")
     el = b.element
-    plan = block_kernels._plan(b, "rne", sat, None)
+    plan = block_kernels.kernel_plan(b, "rne", sat, None)
     assert block_kernels.rounds_by_addition(el.params, plan.CE)   # the path under test runs
     pos = el.values()
     pos = pos[pos >= 0]
@@ -405,7 +405,7 @@ def test_fast_kernel_stochastic_by_scaling_equals_the_core(element, sr_bits, dow
     float32 step around every element value, past the largest and among the tiny, in blocks
     scaled by 2**-120 to 2**100, along rows and down columns, with three seeds."""
     b = get_format(f"{element}/32/e8m0")
-    F, C, _, _ = block_core._tuples(b, "sr", True, sr_bits)
+    F, C, _, _ = block_core.kernel_tuples(b, "sr", True, sr_bits)
     assert block_core._by_arithmetic(F, C, False, False)          # the path under test runs
     el = b.element
     tiny = np.array([2.0 ** -30, -2.0 ** -60, 0.0, -0.0], np.float32)
@@ -442,7 +442,7 @@ def test_general_kernel_stochastic_by_scaling_equals_the_core(element, dtype, sr
     monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
     b = get_format(f"{element}/32")
     el = b.element
-    plan = block_kernels._plan(b, "sr", True, sr_bits)
+    plan = block_kernels.kernel_plan(b, "sr", True, sr_bits)
     assert block_kernels.rounds_stochastically(el.params, plan.CE)  # the path under test runs
     y = _grid_points(el, past_max=(0.5, 1.0))
     cells = np.resize(y, -(-y.size // 31) * 31).reshape(-1, 31)
@@ -514,7 +514,7 @@ def test_fast_column_kernel_equals_general_kernel(preset, mode, sat, monkeypatch
     for shape, k in (((6, 96), 32), ((5, 77), 32), ((4, 32), 32), ((3, 40), 40),
                      ((9, 20), 32)):
         x2 = np.ascontiguousarray(hard_data(shape, seed=7, element_max=b.element.max).T)
-        assert block_core.ocp_f32_applies(b, x2)
+        assert block_core.ocp_f32_applies(b, x2.dtype)
         _assert_fast_equals_general(b, x2, k, mode, sat, 11, down_columns=True)
 
 
@@ -535,7 +535,7 @@ def test_fast_column_kernel_any_element_any_scale(element, k, cols, blocks, ragg
     column_exp = top - rng.integers(0, 40, (1, cols))
     x = rng.standard_normal((rows, cols)) * np.exp2(column_exp + rng.integers(-30, 1, (rows, cols)))
     x = np.clip(x, -3e38, 3e38).astype(np.float32)
-    assert block_core.ocp_f32_applies(b, x)
+    assert block_core.ocp_f32_applies(b, x.dtype)
     _assert_fast_equals_general(b, x, k, mode, sat, seed, down_columns=True)
 
 
@@ -636,7 +636,7 @@ def test_fast_kernel_scale_clamps_at_both_ends(preset):
         row[rng.integers(32)] = -amax if rng.integers(2) else amax
         rows.append(row)
     x = np.array(rows).astype(np.float32)
-    assert block_core.ocp_f32_applies(b, x)                   # the fast path is what runs
+    assert block_core.ocp_f32_applies(b, x.dtype)                   # the fast path is what runs
     _check(b.encode(x), ref.ref_mx(x, ref.PRESET_ELEMENT[preset]), b, x)
 
 

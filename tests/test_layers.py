@@ -145,7 +145,7 @@ FPFORMAT_LAYERS = (
      "fpformat.kernels"},
     {"fpformat.format", "fpformat.intformat"},
     {"fpformat.block"},
-    {"fpformat.presets"},
+    {"fpformat.presets", "fpformat.prepared"},
     {"fpformat.units", "fpformat.gemm", "fpformat.cuda_gemm"},
     {"fpformat.torch", "fpformat.gemm_torch", "fpformat.testing", "fpformat.vectors",
      "fpformat.describe"},

@@ -158,6 +158,24 @@ def test_fast_transform_is_the_butterflies(b, monkeypatch):
         assert torch.allclose(got.double(), dense, rtol=1e-5, atol=1e-6 * float(x.abs().max()))
 
 
+@pytest.mark.parametrize("b", [16, 64])
+def test_fast_transform_one_thread_twins(b):
+    """The one-thread compilations of both butterfly loops give the threaded ones' bits (a
+    tensor of a training step's size, with several strips per run)."""
+    w = rotation(b, 5).weights
+    x = np.random.default_rng(b).standard_normal((2048, 176)).astype(np.float32)
+    xf, cols = x.reshape(-1), np.int64(176)
+    outs = [np.empty_like(xf) for _ in range(4)]
+    hadamard._fwht_down_columns(xf, w, outs[0], cols, np.int64(2))
+    hadamard._fwht_down_columns_serial(xf, w, outs[1], cols, np.int64(1))
+    span = np.int64(176 - 176 % b)
+    hadamard._fwht_along_rows(xf, w, outs[2], cols, np.int64(0), span, np.int64(2))
+    hadamard._fwht_along_rows_serial(xf, w, outs[3], cols, np.int64(0), span, np.int64(1))
+    assert np.array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
+    cut = [o.reshape(2048, 176)[:, :span].view(np.uint32) for o in outs[2:]]
+    assert np.array_equal(cut[0], cut[1])
+
+
 def test_transform_alone_keeps_the_layer_function():
     """Hadamard transforms with nothing quantized: output and gradients as nn.Linear's (float32
     rounding only) -- so the rotation sits on both operands of each GEMM."""
@@ -294,9 +312,12 @@ def _three_readers_step(monkeypatch, name: str, shared: bool):
         return wrapper
 
     monkeypatch.setattr(qlinear, "SHARED_TARGETS", qlinear.SHARED_TARGETS if shared else ())
+    # float32 data: an operand's quantizer, or delayed scaling's (fused or not), never both
     for attr, kind in (("quantize_values", "quantize"), ("quantize_scaled_values", "quantize"),
                        ("rotate", "rotate")):
         monkeypatch.setattr(qlinear, attr, counted(getattr(qlinear, attr), kind))
+    monkeypatch.setattr(qlinear._Operand, "__call__",
+                        counted(qlinear._Operand.__call__, "quantize"))
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(160, 128, generator=g) * torch.logspace(-2, 2, 128)).requires_grad_(True)
     y = model(x)

@@ -25,6 +25,7 @@ Along either axis the same additions in the same order: where both run the fast 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import NamedTuple
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from numba import prange
 
-from fpformat.dispatch import JIT, threads_for
+from fpformat.dispatch import JIT, SERIAL_JIT, threads_for
 
 #: Largest Hadamard block (elements): the dense b x b matrix stays small.
 MAX_HADAMARD_BLOCK = 1 << 12
@@ -129,17 +130,16 @@ def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> tor
         if not (t.device.type == "cpu" and t.dtype == torch.float32
                 and (axis == 0 or r.shape[0] >= FAST_ROWS_FROM)):
             weights = None
-    k = t.shape[axis]
-    b = r.shape[0]
+    pieces = _pieces(t.shape[axis], r.shape[0])
+    if weights is not None:        # r is a Rotation's float32 CPU matrix, as t wants it
+        return _walsh_hadamard_pieces(t, r, weights, axis, pieces)
     m = r.to(device=t.device, dtype=t.dtype)
-    pieces = _pieces(k, b)
-    if weights is not None:
-        return _walsh_hadamard_pieces(t, m, weights, axis, pieces)
     parts = [_matrix_piece(t, m, axis, lo, n, c) for lo, n, c in pieces]
     return parts[0] if len(parts) == 1 else torch.cat(parts, axis)
 
 
-def _pieces(k: int, b: int) -> list[tuple[int, int, int]]:
+@functools.lru_cache(maxsize=256)
+def _pieces(k: int, b: int) -> tuple[tuple[int, int, int], ...]:
     """``rotate``'s pieces of an axis of ``k`` elements, ``(start, length, block)``: the whole
     blocks of ``b``, then the tail in powers of two, largest first (block 1: left as it is)."""
     full = k - k % b
@@ -150,7 +150,7 @@ def _pieces(k: int, b: int) -> list[tuple[int, int, int]]:
             n //= 2
         out.append((pos, n, n))
         pos += n
-    return out
+    return tuple(out)
 
 
 def _corner(m: torch.Tensor, c: int) -> torch.Tensor:
@@ -189,6 +189,8 @@ def _walsh_hadamard_pieces(t: torch.Tensor, m: torch.Tensor, weights: np.ndarray
     b = weights.size
     xf, of = x.reshape(-1), out.reshape(-1)
     with threads_for(x.size) as threads:
+        down_columns, along_rows = ((_fwht_down_columns, _fwht_along_rows) if threads > 1 else
+                                    (_fwht_down_columns_serial, _fwht_along_rows_serial))
         for lo, n, c in pieces:
             if c == 1:
                 if axis == 0:
@@ -200,10 +202,10 @@ def _walsh_hadamard_pieces(t: torch.Tensor, m: torch.Tensor, weights: np.ndarray
             w = weights if c == b else weights[:c] * np.float32(math.sqrt(b / c))
             if axis == 0:                   # rows [lo, lo + n) are a flat run of the arrays
                 span = slice(lo * cols, (lo + n) * cols)
-                _fwht_down_columns(xf[span], w, of[span], np.int64(cols), np.int64(threads))
+                down_columns(xf[span], w, of[span], np.int64(cols), np.int64(threads))
             elif c >= 8:
-                _fwht_along_rows(xf, w, of, np.int64(cols), np.int64(lo), np.int64(n),
-                                 np.int64(threads))
+                along_rows(xf, w, of, np.int64(cols), np.int64(lo), np.int64(n),
+                           np.int64(threads))
             else:
                 out[:, lo:lo + n] = _matrix_piece(t.detach(), m, 1, lo, n, c).numpy()
     return torch.from_numpy(out)
@@ -214,8 +216,7 @@ def _walsh_hadamard_pieces(t: torch.Tensor, m: torch.Tensor, weights: np.ndarray
 _STRIP = 64
 
 
-@numba.njit(**JIT)
-def _fwht_down_columns(x, weights, out, cols, threads):
+def _fwht_down_columns_source(x, weights, out, cols, threads):
     """``out = H_b (weights * x)`` for every block of ``b = weights.size`` rows of the flat
     C-order ``(rows, cols)`` float32 arrays, column by column: tiles of ``b`` rows by up to
     :data:`_STRIP` columns, in a few runs per thread (each allocates its tile once)."""
@@ -245,8 +246,7 @@ def _fwht_down_columns(x, weights, out, cols, threads):
                     out[dst + c] = tile[src + c]
 
 
-@numba.njit(**JIT)
-def _fwht_along_rows(x, weights, out, cols, lo, span, threads):
+def _fwht_along_rows_source(x, weights, out, cols, lo, span, threads):
     """``out = (weights * x) H_b`` for every block of ``b = weights.size`` columns (``b`` a
     multiple of 8) in columns ``[lo, lo + span)`` (``span`` a multiple of ``b``) of the flat
     C-order ``(rows, cols)`` float32 arrays: each block of up to
@@ -323,3 +323,11 @@ def _butterflies(tile, b, w):
                 a0, a1 = tile[p0 + c], tile[p1 + c]
                 tile[p0 + c] = a0 + a1
                 tile[p1 + c] = a0 - a1
+
+
+# Each loop compiled twice: with threads, and for calls on one thread without (entering a
+# parallel region costs a training step some 15 us a call, a fifth of a 2048 x 64 transform).
+_fwht_down_columns = numba.njit(**JIT)(_fwht_down_columns_source)
+_fwht_down_columns_serial = numba.njit(**SERIAL_JIT)(_fwht_down_columns_source)
+_fwht_along_rows = numba.njit(**JIT)(_fwht_along_rows_source)
+_fwht_along_rows_serial = numba.njit(**SERIAL_JIT)(_fwht_along_rows_source)

@@ -52,6 +52,7 @@ from explorer.train.hadamard import Rotation, check_hadamard_block, rotate, rota
 from fpformat import BlockFormat, FloatFormat, get_format
 from fpformat.gemm_torch import emulated_mm, unit_mm
 from fpformat.kernels import quantize_scaled_applies, specialize
+from fpformat.prepared import Quantizer
 from fpformat.rounding import MODES
 from fpformat.torch import quantize, quantize_scaled_values, quantize_values, to_numpy
 from fpformat.units import get_unit
@@ -637,11 +638,18 @@ class _Operand:
         # Same values whichever axis the blocks run along: reusable across GEMMs.
         self.axis_free = not self.blocked or spec.block == "tensor"
         self.fmt_axis0 = _down_columns(self.fmt)
+        #: float32 CPU tensors' path, by axis: fpformat's prepared quantizers (the per-call
+        #: Python of quantize_values, several times its quiet-machine cost inside a training
+        #: step, was a tenth of an L=2 d=64 NVFP4 step)
+        self.prepared = tuple(Quantizer(f, spec.rounding, saturate=True)
+                              for f in (self.fmt_axis0, self.fmt))
 
     def __call__(self, t: torch.Tensor, axis: int, seed: int | None) -> torch.Tensor:
         """Quantize 2-D ``t`` with blocks along ``axis`` (0 or 1), in place in ``t``'s layout
         (no transposed copy; stochastic rounding draws element ``i``'s bits from its flat index
         in ``t``); no autograd."""
+        if t.dtype == torch.float32 and t.device.type == "cpu":
+            return torch.from_numpy(self.prepared[axis](t.detach().contiguous().numpy(), seed))
         return quantize_values(t.contiguous(), self.fmt if axis == 1 else self.fmt_axis0,
                                rounding=self.spec.rounding, saturate=True, seed=seed)
 
@@ -800,6 +808,12 @@ class _SharedInputs:
 SHARED_TARGETS = ("fwd_x", "wgrad_x")
 
 
+def _as(t, dtype: torch.dtype):
+    """``t.to(dtype)``, skipped where ``t`` has it (a no-op ``to`` still costs a call through
+    torch's argument parser, a dozen a layer and step)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
     """``a @ b``, through the emulated accumulator or the matrix unit when one is configured."""
     if acc is None:
@@ -826,9 +840,9 @@ class _QGemm(torch.autograd.Function):
         qx = layer._input_copy("fwd_x", x2, rot.fwd, 1, seeds, True)
         qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
         with _no_autocast(x2.device.type):
-            y = _mm(qx.to(cdtype), qw.to(cdtype).t(), layer._acc)
+            y = _mm(_as(qx, cdtype), _as(qw, cdtype).t(), layer._acc)
             if bias is not None:
-                y = y + bias.to(cdtype)
+                y = y + _as(bias, cdtype)
         xw = layer._backward_input("wgrad_x", x2, qx, rot.wgrad, seeds)
         wd = layer._backward_input("dgrad_w", weight, qw, rot.dgrad, seeds)
         if isinstance(xw, _Factored) or isinstance(wd, _Factored):
@@ -856,12 +870,12 @@ class _QGemm(torch.autograd.Function):
             if ctx.needs_input_grad[0] or wgrad_copies:
                 gd = layer._quant("dgrad_dy", rotate(gy, rot.dgrad, 1), 1, seeds, True)
             if ctx.needs_input_grad[0]:
-                gx = _mm(gd.to(cd), wd.to(cd), layer._acc)
+                gx = _mm(_as(gd, cd), _as(wd, cd), layer._acc)
             if ctx.needs_input_grad[1]:
                 g = layer._backward_input("wgrad_dy", gy, gd, rot.wgrad, seeds)
-                gw = _mm(g.to(cd).t(), xw.to(cd), layer._acc).to(ctx.wdtype)
+                gw = _as(_mm(_as(g, cd).t(), _as(xw, cd), layer._acc), ctx.wdtype)
             if ctx.has_bias and ctx.needs_input_grad[2]:
-                gb = gy.sum(0).to(ctx.wdtype)
+                gb = _as(gy.sum(0), ctx.wdtype)
         return gx, gw, gb, None
 
 
@@ -918,6 +932,9 @@ class _QuantGemmMixin:
         """The Hadamard rotation (float32) of each transformed GEMM at the current step, else
         None: signs from the run's seed and the GEMM (and the step for ``signs="step"``), the
         same in every layer."""
+        held = getattr(self, "_rotations_held", None)
+        if held is not None and held[0] is self.qcfg and held[1] == self.step:
+            return held[2]
         out = []
         for g in GEMMS:
             spec = next((t for t in self.qcfg.transforms if t[0] == g), None)
@@ -927,7 +944,10 @@ class _QuantGemmMixin:
             _, block, signs = spec
             step = self.step if signs == "step" else -1
             out.append(_rotation(block, self.qcfg.seed, GEMMS.index(g), step))
-        return _PerGemm(*out)
+        rotations = _PerGemm(*out)
+        # the forward asks once a step and evaluation again: keep this step's
+        self._rotations_held = (self.qcfg, self.step, rotations)
+        return rotations
 
     @property
     def quantizes(self) -> bool:
