@@ -638,9 +638,8 @@ class _Operand:
         # Same values whichever axis the blocks run along: reusable across GEMMs.
         self.axis_free = not self.blocked or spec.block == "tensor"
         self.fmt_axis0 = _down_columns(self.fmt)
-        #: float32 CPU tensors' path, by axis: fpformat's prepared quantizers (the per-call
-        #: Python of quantize_values, several times its quiet-machine cost inside a training
-        #: step, was a tenth of an L=2 d=64 NVFP4 step)
+        #: float32 CPU tensors' path, by axis: fpformat's prepared quantizers (quantize_values'
+        #: per-call work cost 4-5 ms of a 65 ms te-nvfp4 step at L=2 d=64, docs/recipes.md)
         self.prepared = tuple(Quantizer(f, spec.rounding, saturate=True)
                               for f in (self.fmt_axis0, self.fmt))
 
