@@ -36,7 +36,8 @@ class Quantizer:
     block formats along the rows, down the columns and in 2-D tiles) take the prepared path;
     every other input (other dtypes, shapes, devices, integer formats) goes through
     ``fmt.quantize`` as it is.  ``ValueError`` for options ``fmt.quantize`` refuses, at
-    construction.  Not thread-safe while a new shape is being prepared (a dict insert)."""
+    construction.  Threads may share one: two preparing a new shape at once both prepare it,
+    and either's run serves."""
 
     def __init__(self, fmt, rounding: str = "rne", saturate: bool = False,
                  sr_bits: int | None = None):
