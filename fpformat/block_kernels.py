@@ -574,9 +574,7 @@ def _segments(x, xb, L, B, FE, CE, VE, FS, CS, Q, key, codes, scales, out, want_
     if tscale < 0.0 and xb.size > 0:
         # FIND_TENSOR_SCALE: NVFP4's tensor scale found here, in one pass before the blocks,
         # rather than by a call of its own (whose launch costs a one-thread call more)
-        m = np.zeros(1, dtype=xb.dtype)[0]       # 0 in the data's bit width
-        for i in range(np.uint64(xb.size)):
-            m = absmax_bits(m, xb[i])
+        m = _absmax_run(xb, np.uint64(0), np.uint64(xb.size), np.zeros(1, dtype=xb.dtype)[0])
         tscale = tensor_scale_of(np.int64(m), xb.itemsize == 8)
     Bt = _with_runtime(B, k, tscale)
     width = min(G * k, L)
@@ -616,16 +614,22 @@ def _block_specialized(B, FE, CE, VE, FS, CS, Q, want_out):
 _AMAX_CHUNK = 1 << 14
 
 
+@numba.njit(inline="always")
+def _absmax_run(xb, lo, hi, m):
+    """:func:`absmax_bits` of ``m`` and the bits ``xb[lo:hi]`` (uint64 bounds: no wraparound
+    checks; ``m`` a local accumulator in the data's width: the loop vectorises)."""
+    for i in range(lo, hi):
+        m = absmax_bits(m, xb[i])
+    return m
+
+
 def _tensor_scale_source(xb, part, wide):
     """:func:`tensor_scale_of` the largest magnitude among the bits ``xb``, found chunk by chunk
     (``part``: zeroed, one entry per chunk, each thread's share at a time)."""
     n = np.uint64(xb.size)
     for c in prange(part.size):
         lo = np.uint64(c) * np.uint64(_AMAX_CHUNK)
-        m = part[c]                              # a local accumulator: the loop vectorises
-        for i in range(lo, min(lo + np.uint64(_AMAX_CHUNK), n)):
-            m = absmax_bits(m, xb[i])
-        part[c] = m
+        part[c] = _absmax_run(xb, lo, min(lo + np.uint64(_AMAX_CHUNK), n), part[c])
     return tensor_scale_of(np.int64(part.max()), wide)
 
 
@@ -728,16 +732,18 @@ def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
     prefer_specialized(kernel_plan(fmt, rounding, saturate, sr_bits).key)
 
 
-def blocks_geometry(shape: tuple[int, int], k: int, tile_rows: int) -> tuple[int, int, int]:
-    """``(rows, L, k)`` as the kernel sees a C-contiguous ``shape`` array with blocks of ``k``
-    along its last axis spanning ``tile_rows`` rows: a block longer than a row is the row, and
-    rows whose length is a multiple of ``k`` run end to end as one long row (the same blocks,
-    whose segments run long however short the rows are)."""
+def blocks_geometry(shape: tuple[int, int], k: int,
+                    tile_rows: int) -> tuple[int, int, tuple[int, int]]:
+    """``(L, k, scale_grid)`` as the kernel sees a C-contiguous ``shape`` array with blocks of
+    ``k`` along its last axis spanning ``tile_rows`` rows: a block longer than a row is the row,
+    and rows whose length is a multiple of ``k`` run end to end as one long row of ``L`` (the
+    same blocks, whose segments run long however short the rows are); ``scale_grid`` the shape
+    of the scales the kernel writes, ``(ceil(rows / tile_rows), ceil(L / k))`` in its view."""
     rows, L = shape
     k = min(k, L)
     if tile_rows == 1 and L % k == 0:
         rows, L = 1, rows * L
-    return rows, L, k
+    return L, k, (-(-rows // tile_rows), -(-L // k))
 
 
 def launch_blocks(plan: KernelPlan, x1: np.ndarray, xb: np.ndarray, L: int, tile_rows: int,
@@ -785,7 +791,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     plan = kernel_plan(fmt, rounding, saturate, sr_bits, compare)
     el, sf = fmt.element, fmt.scale_format
     shape = x2.shape
-    rows, L, k = blocks_geometry(shape, k, tile_rows)
+    L, k, scale_grid = blocks_geometry(shape, k, tile_rows)
     x1 = x2.reshape(-1)
     xb = x1.view(np.uint32 if x1.dtype == np.float32 else np.uint64)
     # The arrays a call does not fill are one-element stand-ins, and the scales are written as
@@ -793,7 +799,7 @@ def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str,
     # array type is another compilation of the kernel (about half a minute each), and these
     # keep it to one per input width.
     codes = STAND_IN_CODES if want_out else np.empty(x1.size, dtype=el.dtype)
-    scales = np.empty((-(-rows // tile_rows), -(-L // k)), dtype=np.uint64)
+    scales = np.empty(scale_grid, dtype=np.uint64)
     out = np.empty(x1.size if want_out else 1, dtype=x1.dtype)
     key = seed_key(seed, plan.CE[core.C_MODE])
     with threads_for(x1.size) as threads:

@@ -113,8 +113,8 @@ class Quantizer:
                 return out
             return run
         plan = block_kernels.kernel_plan(fmt, rounding, saturate, sr_bits)
-        rows, L, k = block_kernels.blocks_geometry(g.shape, g.k, g.tile_rows)
-        nscales = -(-rows // g.tile_rows) * -(-L // k)
+        L, k, (grid_rows, grid_cols) = block_kernels.blocks_geometry(g.shape, g.k, g.tile_rows)
+        nscales = grid_rows * grid_cols
         mode, nvfp4 = plan.CE[core.C_MODE], fmt.scale_rule == "nvfp4"
         codes = block_kernels.STAND_IN_CODES
 
