@@ -120,25 +120,23 @@ def _butterflies_reference(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return y.reshape(rows, cols)
 
 
-@pytest.mark.parametrize("b", [2, 4, 8, 16, 32, 64, 128])
-def test_fast_transform_is_the_butterflies(b, monkeypatch):
+@pytest.mark.parametrize("b", [2, 4, 8, 16, 32, 64, 128, 256])
+def test_fast_transform_is_the_butterflies(b):
     """A :class:`Rotation` on a float32 CPU tensor down the columns: every piece (the whole
     blocks, then the tail's powers of two) equals the butterflies in numpy bit for bit (strips
     of 64 columns and a narrower last one), a tail piece's weights its matrix corner's first
-    column, so that ``corner = diag(weights) H`` exactly; a last single row stays as it is.
-    Along the rows (blocks of 8 or more; 8 x 8 transposes, strips of 64 rows and a ragged last
-    one) the pieces of 8 or more come out as the transposed tensor's fast transform, transposed,
-    bit for bit, shorter pieces (and every piece of a shorter block) as the matrix gives."""
-    monkeypatch.setattr(hadamard, "FAST_ROWS_FROM", 8)
+    column, so that ``corner = diag(weights) H`` exactly; a last single row stays as it is
+    (columns by vectors of 16 and through the tile for the rest).  Along the rows every piece
+    comes out as the transposed tensor's fast transform, transposed, bit for bit (vectors of
+    8 to 64, longer blocks 64 at a time then in place, pieces of 2 and 4 by butterflies)."""
     r = rotation(b, 11)
     g = np.random.default_rng(b)
     for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65), (b, 77),
-                       (3 * b - 1, 9)):                  # the tail: every power of two below b
+                       (3 * b - 1, 9), (2 * b + 1, 48)):  # the tail: every power of two below b
         x = torch.from_numpy((g.standard_normal((rows, cols)) *
                               np.exp2(g.integers(-20, 20, (rows, cols)))).astype(np.float32))
         got = rotate(x, r, 0)
         rows_fast = rotate(x.t(), r, 1)
-        by_matrix = rotate(x.t(), r.matrix, 1)
         for lo, n, c in hadamard._pieces(rows, b):
             if c == 1:
                 assert torch.equal(got[lo:lo + n], x[lo:lo + n])
@@ -149,11 +147,7 @@ def test_fast_transform_is_the_butterflies(b, monkeypatch):
                                sylvester(c).to(torch.float32))
             want = _butterflies_reference(x[lo:lo + n].numpy(), weights)
             assert np.array_equal(got[lo:lo + n].numpy().view(np.uint32), want.view(np.uint32))
-            along = rows_fast[:, lo:lo + n]
-            if b >= 8 and c >= 8:
-                assert torch.equal(along, got[lo:lo + n].t())
-            else:
-                assert torch.equal(along, by_matrix[:, lo:lo + n])
+            assert torch.equal(rows_fast[:, lo:lo + n], got[lo:lo + n].t())
         dense = rotate(x.double(), hadamard_matrix(b, 11), 0)
         assert torch.allclose(got.double(), dense, rtol=1e-5, atol=1e-6 * float(x.abs().max()))
 
@@ -164,16 +158,17 @@ def test_fast_transform_one_thread_twins(b):
     tensor of a training step's size, with several strips per run)."""
     w = rotation(b, 5).weights
     x = np.random.default_rng(b).standard_normal((2048, 176)).astype(np.float32)
-    xf, cols = x.reshape(-1), np.int64(176)
+    xf = x.reshape(-1)
     outs = [np.empty_like(xf) for _ in range(4)]
-    hadamard._fwht_down_columns(xf, w, outs[0], cols, np.int64(2))
-    hadamard._fwht_down_columns_serial(xf, w, outs[1], cols, np.int64(1))
-    span = np.int64(176 - 176 % b)
-    hadamard._fwht_along_rows(xf, w, outs[2], cols, np.int64(0), span, np.int64(2))
-    hadamard._fwht_along_rows_serial(xf, w, outs[3], cols, np.int64(0), span, np.int64(1))
+    columns, rows = hadamard._fast_plan(b, 2048, 176, 0), hadamard._fast_plan(b, 2048, 176, 1)
+    for out, kernel, plan, threads in (
+            (outs[0], hadamard._fwht_down_columns, columns, 2),
+            (outs[1], hadamard._fwht_down_columns_serial, columns, 1),
+            (outs[2], hadamard._fwht_along_rows, rows, 2),
+            (outs[3], hadamard._fwht_along_rows_serial, rows, 1)):
+        kernel(xf, w, plan.blocks, plan.factors, out, plan.cols, np.int64(threads))
     assert np.array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
-    cut = [o.reshape(2048, 176)[:, :span].view(np.uint32) for o in outs[2:]]
-    assert np.array_equal(cut[0], cut[1])
+    assert np.array_equal(outs[2].view(np.uint32), outs[3].view(np.uint32))
 
 
 def test_transform_alone_keeps_the_layer_function():

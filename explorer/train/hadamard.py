@@ -33,18 +33,14 @@ from typing import NamedTuple
 import numba
 import numpy as np
 import torch
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core.extending import intrinsic
 
 from fpformat.dispatch import JIT, SERIAL_JIT, threads_for
 
 #: Largest Hadamard block (elements): the dense b x b matrix stays small.
 MAX_HADAMARD_BLOCK = 1 << 12
-#: Smallest block the fast transform runs for along the rows, where it transposes 8 x 8
-#: elements at a time (down the columns it runs for every block: 2048 x 64..688 float32, one
-#: thread, Ice Lake, 0.27-0.38 ns per element for blocks of 2 to 64 against 0.41-0.97 for the
-#: GEMM).  Along the rows, 2048 x 64..512 against the GEMM: 16 slower (0.79 against 0.59 ns),
-#: 32 even, 64 0.5-0.65x, 128 0.3-0.4x.
-FAST_ROWS_FROM = 64
 
 
 def check_hadamard_block(block: object) -> int:
@@ -61,6 +57,13 @@ def sylvester(block: int) -> torch.Tensor:
     """The ``block x block`` Sylvester Hadamard matrix (float64 entries ±1): ``H_1 = [1]``,
     ``H_2n = [[H_n, H_n], [H_n, -H_n]]``."""
     check_hadamard_block(block)
+    return _sylvester(block).clone()
+
+
+@functools.lru_cache(maxsize=None)
+def _sylvester(block: int) -> torch.Tensor:
+    """:func:`sylvester`, built once per block size (a recipe whose signs change every step
+    builds a rotation every step); not to be written to."""
     h = torch.ones((1, 1), dtype=torch.float64)
     while h.shape[0] < block:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
@@ -84,7 +87,7 @@ def random_signs(block: int, seed: int) -> torch.Tensor:
 
 def hadamard_matrix(block: int, seed: int) -> torch.Tensor:
     """``R = diag(signs) H / sqrt(block)`` (float64, orthogonal); signs: :func:`random_signs`."""
-    return random_signs(block, seed)[:, None] * sylvester(block) / math.sqrt(block)
+    return random_signs(block, seed)[:, None] * _sylvester(block) / math.sqrt(block)
 
 
 class Rotation(NamedTuple):
@@ -109,33 +112,32 @@ def rotation(block: int, seed: int) -> Rotation:
 def rotate(t: torch.Tensor, r: torch.Tensor | Rotation | None, axis: int) -> torch.Tensor:
     """``t`` (2-D) with every block of ``b = r.shape[0]`` elements along ``axis`` (0 or 1)
     multiplied by the orthogonal ``r``: ``t @ R`` for ``axis=1`` (``t``'s rows), ``R^T @ t`` for
-    ``axis=0`` (its columns); ``r`` None returns ``t``.  So ``rotate(a, r, 1) @ rotate(b, r, 0)
-    == a @ b`` up to rounding.
+    ``axis=0`` (its columns), as a new tensor; ``r`` None returns ``t``.  So ``rotate(a, r, 1)
+    @ rotate(b, r, 0) == a @ b`` up to rounding.
 
     A length that is not a multiple of ``b`` keeps the transform orthogonal: the tail is cut
     into powers of two, largest first, each rotated by the leading ``n x n`` corner of ``r``
     rescaled by ``sqrt(b / n)`` (the Sylvester ``H_n`` with the first ``n`` signs); a last single
     element stays as it is.
 
-    ``r`` a :class:`Rotation` on a float32 CPU tensor: the pieces run as the fast
+    ``r`` a :class:`Rotation` on a float32 CPU tensor: every piece runs as the fast
     Walsh-Hadamard transform (module docstring; a tail piece's weights are its corner's first
-    column) -- down the columns every piece, along the rows those of 8 or more elements when
-    ``b`` is at least :data:`FAST_ROWS_FROM`; the other pieces, and every other ``r``, tensor
-    or device, multiply by the matrix."""
+    column); for every other ``r``, tensor or device the pieces multiply by the matrix."""
     if r is None:
         return t
-    weights = None
     if isinstance(r, Rotation):
         r, weights = r
-        if not (t.device.type == "cpu" and t.dtype == torch.float32
-                and (axis == 0 or r.shape[0] >= FAST_ROWS_FROM)):
-            weights = None
+        if t.device.type == "cpu" and t.dtype == torch.float32:
+            return _walsh_hadamard(t, weights, _fast_plan(r.shape[0], *t.shape, axis))
     pieces = _pieces(t.shape[axis], r.shape[0])
-    if weights is not None:        # r is a Rotation's float32 CPU matrix, as t wants it
-        return _walsh_hadamard_pieces(t, r, weights, axis, pieces)
+    if not pieces:                                # an empty axis
+        return t.clone()
     m = r.to(device=t.device, dtype=t.dtype)
     parts = [_matrix_piece(t, m, axis, lo, n, c) for lo, n, c in pieces]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, axis)
+    if len(parts) == 1:
+        # a single element along the axis comes back as a view of t: a new tensor instead
+        return parts[0].clone() if pieces[0][2] == 1 else parts[0]
+    return torch.cat(parts, axis)
 
 
 @functools.lru_cache(maxsize=256)
@@ -176,121 +178,301 @@ def _matrix_piece(t: torch.Tensor, m: torch.Tensor, axis: int, lo: int, n: int,
     return (mat.t() @ part.reshape(n // c, c, part.shape[1])).reshape(part.shape)
 
 
-def _walsh_hadamard_pieces(t: torch.Tensor, m: torch.Tensor, weights: np.ndarray, axis: int,
-                           pieces: list[tuple[int, int, int]]) -> torch.Tensor:
-    """:func:`rotate` of the float32 CPU tensor ``t`` by the fast transform: ``R^T @ t`` down
-    the columns (``axis`` 0: each element times its row's weight, then ``H``'s butterflies in
-    float32) or ``t @ R`` along the rows (1: the columns' transform of ``t``'s transpose,
-    transposed back, bit for bit), piece by piece into one new tensor (no copies of parts in
-    or out); along the rows a piece of fewer than 8 elements multiplies by its matrix."""
+class _FastPlan(NamedTuple):
+    """The fast transform of a ``(rows, cols)`` float32 tensor along one axis by a rotation of
+    block ``b``: its blocks, each a run of ``c`` rows (down the columns) or columns (along the
+    rows) from ``start``, rotated by the first ``c`` weights times ``sqrt(b / c)``."""
+
+    along_rows: bool
+    #: (blocks, 2) int64: each block's first row (column, along the rows) and its length c
+    blocks: np.ndarray
+    #: (blocks,) float32: ``sqrt(b / c)`` in float32 (1 for a whole block): the factor on the
+    #: weights of a tail piece's corner
+    factors: np.ndarray
+    #: the tensor's row length
+    cols: np.int64
+
+
+@functools.lru_cache(maxsize=256)
+def _fast_plan(b: int, rows: int, cols: int, axis: int) -> _FastPlan:
+    """:class:`_FastPlan` of a ``(rows, cols)`` tensor rotated along ``axis`` in blocks of
+    ``b`` (one per shape: a training step rotates a few shapes many times)."""
+    blocks, factors = [], []
+    for lo, n, c in _pieces(cols if axis == 1 else rows, b):
+        for start in range(lo, lo + n, c):
+            blocks.append((start, c))
+            factors.append(np.float32(1.0) if c == b else np.float32(math.sqrt(b / c)))
+    return _FastPlan(axis == 1, np.array(blocks, dtype=np.int64).reshape(-1, 2),
+                     np.array(factors, dtype=np.float32), np.int64(cols))
+
+
+def _walsh_hadamard(t: torch.Tensor, weights: np.ndarray, plan: _FastPlan) -> torch.Tensor:
+    """:func:`rotate` of the float32 CPU tensor ``t`` by the fast transform, every block of
+    ``plan`` in one kernel call into one new tensor: ``R^T @ t`` down the columns (each element
+    times its row's weight, then ``H``'s butterflies in float32) or ``t @ R`` along the rows
+    (the columns' transform of ``t``'s transpose, transposed back, bit for bit)."""
     x = t.detach().contiguous().numpy()
     out = np.empty_like(x)
-    rows, cols = x.shape
-    b = weights.size
-    xf, of = x.reshape(-1), out.reshape(-1)
+    if x.size == 0:
+        return torch.from_numpy(out)
     with threads_for(x.size) as threads:
-        down_columns, along_rows = ((_fwht_down_columns, _fwht_along_rows) if threads > 1 else
-                                    (_fwht_down_columns_serial, _fwht_along_rows_serial))
-        for lo, n, c in pieces:
-            if c == 1:
-                if axis == 0:
-                    out[lo:lo + n] = x[lo:lo + n]
-                else:
-                    out[:, lo:lo + n] = x[:, lo:lo + n]
-                continue
-            # the corner's first column: exactly its entries' magnitudes, with their signs
-            w = weights if c == b else weights[:c] * np.float32(math.sqrt(b / c))
-            if axis == 0:                   # rows [lo, lo + n) are a flat run of the arrays
-                span = slice(lo * cols, (lo + n) * cols)
-                down_columns(xf[span], w, of[span], np.int64(cols), np.int64(threads))
-            elif c >= 8:
-                along_rows(xf, w, of, np.int64(cols), np.int64(lo), np.int64(n),
-                           np.int64(threads))
-            else:
-                out[:, lo:lo + n] = _matrix_piece(t.detach(), m, 1, lo, n, c).numpy()
+        if plan.along_rows:
+            kernel = _fwht_along_rows if threads > 1 else _fwht_along_rows_serial
+        else:
+            kernel = _fwht_down_columns if threads > 1 else _fwht_down_columns_serial
+        kernel(x.reshape(-1), weights, plan.blocks, plan.factors, out.reshape(-1), plan.cols,
+               np.int64(threads))
     return torch.from_numpy(out)
 
 
-#: Columns per strip of :func:`_fwht_down_columns` (rows per strip of :func:`_fwht_along_rows`):
-#: a (b x strip) tile stays in the L1 cache.
+#: Columns per strip of :func:`_fwht_down_columns`: a (c x strip) tile stays in the L1 cache.
 _STRIP = 64
+#: Float32 lanes of the vectors the transforms work in (512 bits; narrower machines take two
+#: or four of their own per vector).
+_LANES = 16
+#: Largest block down the columns that the vector transform takes (``c`` vectors of
+#: :data:`_LANES` columns held at once; 2048 x 64..512 float32, one thread, AMD EPYC: blocks of
+#: 16 0.11-0.22 ns per element against 0.25-0.42 for the tile; blocks of 64 no faster).
+_COLUMN_VECTORS_UPTO = 16
 
 
-def _fwht_down_columns_source(x, weights, out, cols, threads):
-    """``out = H_b (weights * x)`` for every block of ``b = weights.size`` rows of the flat
-    C-order ``(rows, cols)`` float32 arrays, column by column: tiles of ``b`` rows by up to
-    :data:`_STRIP` columns, in a few runs per thread (each allocates its tile once)."""
-    b = weights.size
+def _float32_vector_type(t) -> bool:
+    """Whether numba type ``t`` is a 1-D float32 array (what the intrinsics below index)."""
+    return isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.float32
+
+
+def _f32_vector(width: int) -> ir.VectorType:
+    return ir.VectorType(ir.FloatType(), width)
+
+
+def _vector_at(builder, data, index, width: int):
+    """A pointer to ``width`` float32 from element ``index`` of the array data ``data``."""
+    return builder.bitcast(builder.gep(data, [index]), _f32_vector(width).as_pointer())
+
+
+def _row_transform(width: int, count: int):
+    """An intrinsic ``transform(src, s, weights, k, dst, d)``: ``dst[d:d+n] = H_n (src[s:s+n] *
+    weights[k:k+n])`` for ``n = width * count`` (float32 arrays, uint64 indices, no bounds
+    checks), held as ``count`` vectors of ``width`` lanes: the stages at distances ``1, 2, ...,
+    width / 2`` within each vector (each lane and its partner ``lane ^ h``: the low one ``u + v``,
+    the high one ``u - v``, as a select), then those at ``width, 2 width, ...`` across the
+    vectors.  The same additions in the same order as :func:`_butterflies`, element by
+    element."""
+    @intrinsic
+    def transform(typingctx, src, s, weights, k, dst, d):
+        if not all(_float32_vector_type(a) for a in (src, weights, dst)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            data = [context.make_array(sig.args[i])(context, builder, args[i]).data
+                    for i in (0, 2, 4)]
+            lane = ir.IntType(32)
+            step = [ir.Constant(ir.IntType(64), q * width) for q in range(count)]
+            vectors = []
+            for q in range(count):                  # 1. weights
+                x = builder.load(_vector_at(builder, data[0], builder.add(args[1], step[q]),
+                                            width), align=4)
+                w = builder.load(_vector_at(builder, data[1], builder.add(args[3], step[q]),
+                                            width), align=4)
+                vectors.append(builder.fmul(x, w))
+            h = 1
+            while h < width:                        # 2. H within each vector
+                partner = ir.Constant(ir.VectorType(lane, width), [i ^ h for i in range(width)])
+                low = ir.Constant(ir.VectorType(ir.IntType(1), width),
+                                  [i & h == 0 for i in range(width)])
+                for q in range(count):
+                    v = vectors[q]
+                    pv = builder.shuffle_vector(v, v, partner)
+                    vectors[q] = builder.select(low, builder.fadd(v, pv), builder.fsub(pv, v))
+                h *= 2
+            h = 1
+            while h < count:                        # 3. H across them
+                for q in range(count):
+                    if q & h == 0:
+                        u, v = vectors[q], vectors[q + h]
+                        vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
+                h *= 2
+            for q in range(count):
+                builder.store(vectors[q], _vector_at(builder, data[2],
+                                                     builder.add(args[5], step[q]), width),
+                              align=4)
+            return context.get_dummy_value()
+        return types.void(src, s, weights, k, dst, d), codegen
+    return transform
+
+
+def _column_transform(count: int):
+    """An intrinsic ``transform(src, s, weights, dst, stride)``: for the :data:`_LANES`
+    columns from flat index ``s`` of ``count`` rows ``stride`` apart (float32 arrays, uint64
+    indices, no bounds checks), ``dst = H_count (weights * src)``, row ``j`` times
+    ``weights[j]``, the rows held as vectors: the stages across them at distances ``1, 2,
+    ...``, the same additions in the same order as :func:`_butterflies`."""
+    @intrinsic
+    def transform(typingctx, src, s, weights, dst, stride):
+        if not all(_float32_vector_type(a) for a in (src, weights, dst)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            data = [context.make_array(sig.args[i])(context, builder, args[i]).data
+                    for i in (0, 2, 3)]
+            at = [builder.add(args[1], builder.mul(args[4], ir.Constant(ir.IntType(64), j)))
+                  for j in range(count)]
+            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES)
+            vectors = []
+            for j in range(count):                  # 1. weights
+                x = builder.load(_vector_at(builder, data[0], at[j], _LANES), align=4)
+                w = builder.load(builder.gep(data[1], [ir.Constant(ir.IntType(64), j)]))
+                w = builder.insert_element(ir.Constant(_f32_vector(_LANES), ir.Undefined), w,
+                                           ir.Constant(ir.IntType(32), 0))
+                vectors.append(builder.fmul(x, builder.shuffle_vector(w, w, broadcast)))
+            h = 1
+            while h < count:                        # 2. H
+                for q in range(count):
+                    if q & h == 0:
+                        u, v = vectors[q], vectors[q + h]
+                        vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
+                h *= 2
+            for j in range(count):
+                builder.store(vectors[j], _vector_at(builder, data[2], at[j], _LANES), align=4)
+            return context.get_dummy_value()
+        return types.void(src, s, weights, dst, stride), codegen
+    return transform
+
+
+_row_64, _row_32, _row_16, _row_8 = (_row_transform(_LANES, 4), _row_transform(_LANES, 2),
+                                     _row_transform(_LANES, 1), _row_transform(8, 1))
+_column_16, _column_8, _column_4, _column_2 = (_column_transform(16), _column_transform(8),
+                                               _column_transform(4), _column_transform(2))
+
+
+@numba.njit(inline="always")
+def _block_weights(weights, b, factor, into):
+    """``into[:b]``: the first ``b`` weights times ``factor`` (a tail piece's corner: the
+    float32 products, as numpy forms them), or the weights themselves for ``factor`` 1."""
+    for j in range(b):
+        into[j] = weights[j] if factor == np.float32(1.0) else np.float32(weights[j] * factor)
+
+
+@numba.njit(inline="always")
+def _columns_by_vectors(x, wb, out, r0, c0, w, b, cols):
+    """Rows ``[r0, r0 + b)`` (``b`` at most :data:`_COLUMN_VECTORS_UPTO`) of columns ``[c0, c0
+    + w)`` (``w`` a multiple of :data:`_LANES`) rotated down the columns by vectors."""
+    stride = np.uint64(cols)
+    for c in range(c0, c0 + w, _LANES):
+        at = np.uint64(r0 * cols + c)
+        if b == 16:
+            _column_16(x, at, wb, out, stride)
+        elif b == 8:
+            _column_8(x, at, wb, out, stride)
+        elif b == 4:
+            _column_4(x, at, wb, out, stride)
+        else:
+            _column_2(x, at, wb, out, stride)
+
+
+@numba.njit(inline="always")
+def _columns_by_tile(x, wb, out, r0, c0, w, b, cols, tile):
+    """Rows ``[r0, r0 + b)`` of columns ``[c0, c0 + w)`` rotated down the columns through the
+    ``(b, w)`` tile: weights in, :func:`_butterflies`, back to the rows."""
+    w = np.uint64(w)
+    for j in range(b):
+        wj = wb[j]
+        src = np.uint64((r0 + j) * cols + c0)
+        dst = np.uint64(j) * w
+        for c in range(w):
+            tile[dst + c] = x[src + c] * wj
+    _butterflies(tile, b, w)
+    for j in range(b):
+        src = np.uint64(j) * w
+        dst = np.uint64((r0 + j) * cols + c0)
+        for c in range(w):
+            out[dst + c] = tile[src + c]
+
+
+def _fwht_down_columns_source(x, weights, blocks, factors, out, cols, threads):
+    """``out = H_c (w * x)`` for every block of ``c`` rows in ``blocks`` (first row, ``c``;
+    ``w``: the first ``c`` weights times the block's factor; ``c = 1``: copied) of the flat
+    C-order ``(rows, cols)`` float32 arrays, :data:`_STRIP` columns at a time, in a few runs
+    per thread (each allocates its scratch once): a block of up to
+    :data:`_COLUMN_VECTORS_UPTO` rows by vectors of :data:`_LANES` columns, the rest (larger
+    blocks, the last columns) through a tile."""
     width = min(cols, _STRIP)
     strips = (cols + width - 1) // width
-    total = (x.size // cols // b) * strips
+    total = blocks.shape[0] * strips
     runs = min(total, 4 * threads)
     per_run = (total + runs - 1) // runs
     for run in prange(runs):
-        tile = np.empty(b * width, dtype=np.float32)
+        tile = np.empty(weights.size * width, dtype=np.float32)
+        wb = np.empty(weights.size, dtype=np.float32)
         for item in range(run * per_run, min((run + 1) * per_run, total)):
-            g = item // strips
-            c0 = (item - g * strips) * width
-            w = np.uint64(min(width, cols - c0))
-            for j in range(b):                     # 1. weights (R's signs and 1/sqrt(b))
-                wj = weights[j]
-                src = np.uint64((g * b + j) * cols + c0)
-                dst = np.uint64(j) * w
-                for c in range(w):
-                    tile[dst + c] = x[src + c] * wj
-            _butterflies(tile, b, w)               # 2. H_b
-            for j in range(b):                     # 3. back to the rows
-                src = np.uint64(j) * w
-                dst = np.uint64((g * b + j) * cols + c0)
-                for c in range(w):
-                    out[dst + c] = tile[src + c]
+            blk = item // strips
+            c0 = (item - blk * strips) * width
+            w = min(width, cols - c0)
+            r0, b = blocks[blk, 0], blocks[blk, 1]
+            if b == 1:                             # a last single row: as it is
+                src = np.uint64(r0 * cols + c0)
+                for c in range(np.uint64(w)):
+                    out[src + c] = x[src + c]
+                continue
+            _block_weights(weights, b, factors[blk], wb)
+            vectors = w - w % _LANES if b <= _COLUMN_VECTORS_UPTO else 0
+            if vectors:
+                _columns_by_vectors(x, wb, out, r0, c0, vectors, b, cols)
+            if vectors < w:
+                _columns_by_tile(x, wb, out, r0, c0 + vectors, w - vectors, b, cols, tile)
 
 
-def _fwht_along_rows_source(x, weights, out, cols, lo, span, threads):
-    """``out = (weights * x) H_b`` for every block of ``b = weights.size`` columns (``b`` a
-    multiple of 8) in columns ``[lo, lo + span)`` (``span`` a multiple of ``b``) of the flat
-    C-order ``(rows, cols)`` float32 arrays: each block of up to
-    :data:`_STRIP` rows is transposed into a ``(b, rows)`` tile, so the butterflies run down
-    its columns as in :func:`_fwht_down_columns` (the same additions in the same order), and
-    transposed back; the transposes go 8 x 8 elements at a time (a run of 8 contiguous
-    elements each way)."""
-    b = weights.size
+def _fwht_along_rows_source(x, weights, blocks, factors, out, cols, threads):
+    """``out = (w * x) H_c`` for every block of ``c`` columns in ``blocks`` (first column,
+    ``c``; weights as in :func:`_fwht_down_columns`) of the flat C-order ``(rows, cols)``
+    float32 arrays, row by row, in a few runs of rows per thread: a block of 8 to 64 columns
+    in vectors (:func:`_row_transform`), a longer one 64 at a time then its stages from 64 on
+    in place, one of 2 or 4 through :func:`_butterflies`, one of 1 copied."""
     rows = x.size // cols
-    strips = (rows + _STRIP - 1) // _STRIP
-    blocks = span // b
-    total = strips * blocks
-    runs = min(total, 4 * threads)
-    per_run = (total + runs - 1) // runs
+    nblocks = blocks.shape[0]
+    b = weights.size
+    runs = min(rows, 4 * threads)
+    per_run = (rows + runs - 1) // runs
     for run in prange(runs):
-        tile = np.empty(b * _STRIP, dtype=np.float32)
-        for item in range(run * per_run, min((run + 1) * per_run, total)):
-            s = item // blocks
-            r0 = s * _STRIP
-            c0 = lo + (item - s * blocks) * b
-            w = min(_STRIP, rows - r0)
-            eights = w - w % 8
-            for rb in range(0, eights, 8):         # 1. weights, into the transposed tile
-                for jb in range(0, b, 8):
-                    for r in range(8):
-                        src = np.uint64((r0 + rb + r) * cols + c0 + jb)
-                        for j in range(8):
-                            tile[np.uint64((jb + j) * w + rb + r)] = \
-                                x[src + np.uint64(j)] * weights[jb + j]
-            for r in range(eights, w):
-                src = np.uint64((r0 + r) * cols + c0)
-                for j in range(b):
-                    tile[np.uint64(j * w + r)] = x[src + np.uint64(j)] * weights[j]
-            _butterflies(tile, b, np.uint64(w))    # 2. H_b down the tile's columns
-            for rb in range(0, eights, 8):         # 3. transposed back
-                for jb in range(0, b, 8):
-                    for r in range(8):
-                        dst = np.uint64((r0 + rb + r) * cols + c0 + jb)
-                        for j in range(8):
-                            out[dst + np.uint64(j)] = tile[np.uint64((jb + j) * w + rb + r)]
-            for r in range(eights, w):
-                dst = np.uint64((r0 + r) * cols + c0)
-                for j in range(b):
-                    out[dst + np.uint64(j)] = tile[np.uint64(j * w + r)]
+        # each block's weights, a row of its own
+        wb = np.empty(nblocks * b, dtype=np.float32)
+        for blk in range(nblocks):
+            _block_weights(weights, blocks[blk, 1], factors[blk], wb[blk * b:])
+        tile = np.empty(4, dtype=np.float32)
+        for r in range(run * per_run, min((run + 1) * per_run, rows)):
+            for blk in range(nblocks):
+                c = blocks[blk, 1]
+                at = np.uint64(r * cols + blocks[blk, 0])
+                k = np.uint64(blk * b)
+                if c == 64:
+                    _row_64(x, at, wb, k, out, at)
+                elif c == 32:
+                    _row_32(x, at, wb, k, out, at)
+                elif c == 16:
+                    _row_16(x, at, wb, k, out, at)
+                elif c == 8:
+                    _row_8(x, at, wb, k, out, at)
+                elif c > 64:
+                    n = np.uint64(c)
+                    for q in range(np.uint64(0), n, np.uint64(64)):
+                        _row_64(x, at + q, wb, k + q, out, at + q)
+                    h = np.uint64(64)
+                    while h < n:                   # the stages from 64 on, in place
+                        for i0 in range(np.uint64(0), n, np.uint64(2) * h):
+                            p0 = at + i0
+                            for i in range(h):
+                                u, v = out[p0 + i], out[p0 + h + i]
+                                out[p0 + i] = u + v
+                                out[p0 + h + i] = u - v
+                        h *= np.uint64(2)
+                elif c > 1:
+                    for j in range(c):
+                        tile[j] = x[at + np.uint64(j)] * wb[k + np.uint64(j)]
+                    _butterflies(tile, c, np.uint64(1))
+                    for j in range(c):
+                        out[at + np.uint64(j)] = tile[j]
+                else:
+                    out[at] = x[at]
 
 
 @numba.njit(inline="always")
