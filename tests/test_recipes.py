@@ -126,13 +126,15 @@ def test_fast_transform_is_the_butterflies(b):
     blocks, then the tail's powers of two) equals the butterflies in numpy bit for bit (strips
     of 64 columns and a narrower last one), a tail piece's weights its matrix corner's first
     column, so that ``corner = diag(weights) H`` exactly; a last single row stays as it is
-    (columns by vectors of 16 and through the tile for the rest).  Along the rows every piece
-    comes out as the transposed tensor's fast transform, transposed, bit for bit (vectors of
-    8 to 64, longer blocks 64 at a time then in place, pieces of 2 and 4 by butterflies)."""
+    (columns by vectors of 16 and through the tile for the rest, rows of 512 through the tile
+    for blocks over 16).  Along the rows every piece comes out as the transposed tensor's fast
+    transform, transposed, bit for bit (vectors of 8 to 64, longer blocks 64 at a time then
+    in place, pieces of 2 and 4 by butterflies)."""
     r = rotation(b, 11)
     g = np.random.default_rng(b)
     for rows, cols in ((b, 1), (3 * b, 7), (2 * b, 130), (2 * b + 5, 65), (b, 77),
-                       (3 * b - 1, 9), (2 * b + 1, 48)):  # the tail: every power of two below b
+                       (3 * b - 1, 9), (2 * b + 1, 48),  # the tail: every power of two below b
+                       (b, 512)):                         # rows a multiple of 512 long
         x = torch.from_numpy((g.standard_normal((rows, cols)) *
                               np.exp2(g.integers(-20, 20, (rows, cols)))).astype(np.float32))
         got = rotate(x, r, 0)

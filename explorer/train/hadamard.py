@@ -230,10 +230,14 @@ _STRIP = 64
 #: Float32 lanes of the vectors the transforms work in (512 bits; narrower machines take two
 #: or four of their own per vector).
 _LANES = 16
-#: Largest block down the columns that the vector transform takes (``c`` vectors of
-#: :data:`_LANES` columns held at once; 2048 x 64..512 float32, one thread, AMD EPYC: blocks of
-#: 16 0.11-0.22 ns per element against 0.25-0.42 for the tile; blocks of 64 no faster).
-_COLUMN_VECTORS_UPTO = 16
+#: Largest block down the columns that the vector transform takes: up to :data:`_LANES` rows
+#: held as vectors of :data:`_LANES` columns at once, up to 64 in two passes (2048 x 64..768
+#: float32, one thread, AMD EPYC: blocks of 16 0.11-0.22 ns per element against 0.25-0.42 for
+#: the tile, of 32 and 64 0.17-0.42 against 0.29-0.48, and 0.65-1.0 against 0.85-1.2 where the
+#: rows are 704 or 768 long; where they are a multiple of 512 float32 long, 64 rows a
+#: multiple of 2 KB apart contend for a few cache sets and the tile is faster, there the
+#: longer blocks take the tile).
+_COLUMN_VECTORS_UPTO = 64
 
 
 def _float32_vector_type(t) -> bool:
@@ -339,10 +343,41 @@ def _column_transform(count: int):
     return transform
 
 
+def _column_stages(count: int):
+    """An intrinsic ``stages(a, s, stride)``: in place, for the :data:`_LANES` columns from flat
+    index ``s`` of ``count`` rows ``stride`` apart, the stages of ``H_count`` across the rows
+    (no weights): the later stages of a block of ``16 count`` rows whose runs of 16 rows have
+    had theirs (:func:`_column_transform`), each ``stride`` being 16 rows."""
+    @intrinsic
+    def stages(typingctx, a, s, stride):
+        if not _float32_vector_type(a):
+            return None
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            at = [_vector_at(builder, data, builder.add(
+                args[1], builder.mul(args[2], ir.Constant(ir.IntType(64), j))), _LANES)
+                for j in range(count)]
+            vectors = [builder.load(p, align=4) for p in at]
+            h = 1
+            while h < count:
+                for q in range(count):
+                    if q & h == 0:
+                        u, v = vectors[q], vectors[q + h]
+                        vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
+                h *= 2
+            for v, p in zip(vectors, at):
+                builder.store(v, p, align=4)
+            return context.get_dummy_value()
+        return types.void(a, s, stride), codegen
+    return stages
+
+
 _row_64, _row_32, _row_16, _row_8 = (_row_transform(_LANES, 4), _row_transform(_LANES, 2),
                                      _row_transform(_LANES, 1), _row_transform(8, 1))
 _column_16, _column_8, _column_4, _column_2 = (_column_transform(16), _column_transform(8),
                                                _column_transform(4), _column_transform(2))
+_column_stages_4, _column_stages_2 = _column_stages(4), _column_stages(2)
 
 
 @numba.njit(inline="always")
@@ -356,12 +391,23 @@ def _block_weights(weights, b, factor, into):
 @numba.njit(inline="always")
 def _columns_by_vectors(x, wb, out, r0, c0, w, b, cols):
     """Rows ``[r0, r0 + b)`` (``b`` at most :data:`_COLUMN_VECTORS_UPTO`) of columns ``[c0, c0
-    + w)`` (``w`` a multiple of :data:`_LANES`) rotated down the columns by vectors."""
+    + w)`` (``w`` a multiple of :data:`_LANES`) rotated down the columns by vectors: a block
+    of more than 16 rows as runs of 16 through the first four stages, then the rest across
+    the runs, in place."""
     stride = np.uint64(cols)
+    runs = max(b // _LANES, 1)
     for c in range(c0, c0 + w, _LANES):
         at = np.uint64(r0 * cols + c)
-        if b == 16:
-            _column_16(x, at, wb, out, stride)
+        if b >= _LANES:
+            for q in range(runs):
+                _column_16(x, at + np.uint64(q * _LANES) * stride, wb[q * _LANES:], out,
+                           stride)
+            for j in range(_LANES if runs > 1 else 0):
+                row = at + np.uint64(j) * stride
+                if runs == 4:
+                    _column_stages_4(out, row, np.uint64(_LANES) * stride)
+                else:
+                    _column_stages_2(out, row, np.uint64(_LANES) * stride)
         elif b == 8:
             _column_8(x, at, wb, out, stride)
         elif b == 4:
@@ -415,7 +461,8 @@ def _fwht_down_columns_source(x, weights, blocks, factors, out, cols, threads):
                     out[src + c] = x[src + c]
                 continue
             _block_weights(weights, b, factors[blk], wb)
-            vectors = w - w % _LANES if b <= _COLUMN_VECTORS_UPTO else 0
+            by_vectors = b <= _LANES or (b <= _COLUMN_VECTORS_UPTO and cols % 512 != 0)
+            vectors = w - w % _LANES if by_vectors else 0
             if vectors:
                 _columns_by_vectors(x, wb, out, r0, c0, vectors, b, cols)
             if vectors < w:
