@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 
 import numba
 import numpy as np
@@ -29,6 +30,22 @@ JIT = dict(parallel=True, cache=True, nogil=True, error_model="numpy")
 #: :data:`JIT` without threads, for the one-thread twin of a short loop (a call that enters a
 #: parallel region pays for it even on one thread).
 SERIAL_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def njit_as(py_func, suffix: str, options: dict):
+    """``numba.njit(**options)(py_func)`` under the name ``py_func``'s plus ``suffix``: for a
+    second compilation of one source (the one-thread twin of a threaded loop).  numba's
+    on-disk cache tells compilations apart by the function's name, code, closure and
+    signature, not by the options they were compiled with: two compilations of one function
+    would share its cache entries, and a later process would load whichever was saved last
+    for both."""
+    twin = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + suffix,
+                              py_func.__defaults__, py_func.__closure__)
+    twin.__qualname__ = py_func.__qualname__ + suffix
+    twin.__module__, twin.__doc__ = py_func.__module__, py_func.__doc__
+    return numba.njit(**options)(twin)
+
+
 #: Elements per (kernel, format, call, source) before the specialised compilation is used.
 SPECIALIZE_AFTER = 1 << 26
 #: Elements under which a call runs on one thread.
@@ -38,7 +55,8 @@ SERIAL_BELOW = 1 << 15
 class threads_for:
     """Context manager: run calls of fewer than ``SERIAL_BELOW`` elements on one thread (waking
     the pool costs more than the work, and much more on a busy machine).  ``with threads_for(n)
-    as threads``: the number of threads the call runs on."""
+    as threads``: the number of threads the call runs on; its ``saved``, once entered: numba's
+    thread count outside it (the run's: 1 where the whole run is on one thread)."""
 
     def __init__(self, n: int):
         self.serial = n < SERIAL_BELOW

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpformat import BlockFormat, block_kernels, get_format
+from fpformat import BlockFormat, block_core, block_kernels, core, get_format
+from fpformat.dispatch import seed_key
 from fpformat.prepared import Quantizer
 
 #: Element formats, block formats through the general kernel (NVFP4, float32 scales by row, by
@@ -117,3 +118,51 @@ def test_tensor_scale_serial_twin_equals_parallel():
         a = block_kernels._tensor_scale_bits(xb, part.copy(), False)
         b = block_kernels._tensor_scale_bits_serial(xb, part.copy(), False)
         assert np.array_equal(np.float64(a), np.float64(b), equal_nan=True)
+
+
+@pytest.mark.parametrize("mode", ["rne", "sr"])
+def test_mx_kernel_serial_twins_equal_threaded(mode):
+    """The one-thread compilations of the float32 MX kernel (along the rows and down the
+    columns), which runs on one thread take, give the threaded ones' values and scales, NaN and
+    infinities included."""
+    fmt = get_format("mxfp4")
+    F, C, V, R = block_core.kernel_tuples(fmt, mode, True, None)
+    x = _data(7, (2048, 176))
+    x[5, 3], x[700, 40], x[1999, 17] = np.nan, np.inf, -np.inf
+    x1 = x.reshape(-1)
+    key = seed_key(9, C[core.C_MODE])
+    codes = np.empty(1, dtype=np.uint8)
+    for down_columns, twins in (
+            (False, (block_core._ocp_generic, block_core._ocp_generic_serial)),
+            (True, (block_core._columns_generic, block_core._columns_generic_serial))):
+        rows, cols = block_core.scale_shape(x.shape, 32, down_columns)
+        got = []
+        for kernel in twins:
+            out, scales = np.empty_like(x1), np.empty(rows * cols, dtype=np.uint8)
+            kernel(x1, x1.view(np.uint32), 176, 32, F, C, V, R, key, codes, scales, out, False,
+                   True, False)
+            got.append((out.view(np.uint32), scales))
+        np.testing.assert_array_equal(got[0][0], got[1][0])
+        np.testing.assert_array_equal(got[0][1], got[1][1])
+
+
+def test_one_thread_twins_have_their_own_cache_entries():
+    """Every one-thread twin of a threaded loop is cached apart from it (numba's on-disk cache
+    keys a compilation by the function's name, code and signature, not its options: under one
+    name a later process would load whichever twin was saved last for both), and computes
+    the same function."""
+    from explorer.train import hadamard
+    from fpformat.dispatch import SERIAL_JIT, njit_as
+
+    pairs = [(hadamard._fwht_down_columns, hadamard._fwht_down_columns_serial),
+             (hadamard._fwht_along_rows, hadamard._fwht_along_rows_serial),
+             (block_kernels._tensor_scale_bits, block_kernels._tensor_scale_bits_serial),
+             (block_core._ocp_generic, block_core._ocp_generic_serial),
+             (block_core._columns_generic, block_core._columns_generic_serial)]
+    names = [d._cache._cache_file._index_name for pair in pairs for d in pair]
+    assert len(set(names)) == len(names)
+    twin = njit_as(block_kernels._absmax_run.py_func, "_probe", SERIAL_JIT)
+    assert twin.py_func.__qualname__ == "_absmax_run_probe"
+    xb = _data(4, (3, 50)).reshape(-1).view(np.uint32)
+    assert twin(xb, np.uint64(0), np.uint64(xb.size), np.uint32(0)) == \
+        np.max(xb & np.uint32(0x7FFFFFFF))

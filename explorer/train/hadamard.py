@@ -37,7 +37,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.core.extending import intrinsic
 
-from fpformat.dispatch import JIT, SERIAL_JIT, threads_for
+from fpformat.dispatch import JIT, SERIAL_JIT, njit_as, threads_for
 
 #: Largest Hadamard block (elements): the dense b x b matrix stays small.
 MAX_HADAMARD_BLOCK = 1 << 12
@@ -558,6 +558,6 @@ def _butterflies(tile, b, w):
 # parallel region cost about 15 us a call inside a training step, where a 16-point transform
 # of 2048 x 64 takes about 110).
 _fwht_down_columns = numba.njit(**JIT)(_fwht_down_columns_source)
-_fwht_down_columns_serial = numba.njit(**SERIAL_JIT)(_fwht_down_columns_source)
+_fwht_down_columns_serial = njit_as(_fwht_down_columns_source, "_serial", SERIAL_JIT)
 _fwht_along_rows = numba.njit(**JIT)(_fwht_along_rows_source)
-_fwht_along_rows_serial = numba.njit(**SERIAL_JIT)(_fwht_along_rows_source)
+_fwht_along_rows_serial = njit_as(_fwht_along_rows_source, "_serial", SERIAL_JIT)
