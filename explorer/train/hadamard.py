@@ -254,6 +254,19 @@ def _vector_at(builder, data, index, width: int):
     return builder.bitcast(builder.gep(data, [index]), _f32_vector(width).as_pointer())
 
 
+def _stages_across(builder, vectors: list) -> None:
+    """In place, the butterfly stages across ``vectors`` (LLVM IR values, a power of two of
+    them): at distances ``h = 1, 2, ...``, vector ``q`` (``q & h`` clear) and vector ``q + h``
+    become their sum and their difference."""
+    h = 1
+    while h < len(vectors):
+        for q in range(len(vectors)):
+            if q & h == 0:
+                u, v = vectors[q], vectors[q + h]
+                vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
+        h *= 2
+
+
 def _row_transform(width: int, count: int):
     """An intrinsic ``transform(src, s, weights, k, dst, d)``: ``dst[d:d+n] = H_n (src[s:s+n] *
     weights[k:k+n])`` for ``n = width * count`` (float32 arrays, uint64 indices, no bounds
@@ -289,13 +302,7 @@ def _row_transform(width: int, count: int):
                     pv = builder.shuffle_vector(v, v, partner)
                     vectors[q] = builder.select(low, builder.fadd(v, pv), builder.fsub(pv, v))
                 h *= 2
-            h = 1
-            while h < count:                        # 3. H across them
-                for q in range(count):
-                    if q & h == 0:
-                        u, v = vectors[q], vectors[q + h]
-                        vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
-                h *= 2
+            _stages_across(builder, vectors)        # 3. H across them
             for q in range(count):
                 builder.store(vectors[q], _vector_at(builder, data[2],
                                                      builder.add(args[5], step[q]), width),
@@ -329,13 +336,7 @@ def _column_transform(count: int):
                 w = builder.insert_element(ir.Constant(_f32_vector(_LANES), ir.Undefined), w,
                                            ir.Constant(ir.IntType(32), 0))
                 vectors.append(builder.fmul(x, builder.shuffle_vector(w, w, broadcast)))
-            h = 1
-            while h < count:                        # 2. H
-                for q in range(count):
-                    if q & h == 0:
-                        u, v = vectors[q], vectors[q + h]
-                        vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
-                h *= 2
+            _stages_across(builder, vectors)        # 2. H
             for j in range(count):
                 builder.store(vectors[j], _vector_at(builder, data[2], at[j], _LANES), align=4)
             return context.get_dummy_value()
@@ -359,13 +360,7 @@ def _column_stages(count: int):
                 args[1], builder.mul(args[2], ir.Constant(ir.IntType(64), j))), _LANES)
                 for j in range(count)]
             vectors = [builder.load(p, align=4) for p in at]
-            h = 1
-            while h < count:
-                for q in range(count):
-                    if q & h == 0:
-                        u, v = vectors[q], vectors[q + h]
-                        vectors[q], vectors[q + h] = builder.fadd(u, v), builder.fsub(u, v)
-                h *= 2
+            _stages_across(builder, vectors)
             for v, p in zip(vectors, at):
                 builder.store(v, p, align=4)
             return context.get_dummy_value()
