@@ -570,9 +570,12 @@ def launch_ocp_f32(fmt, tuples: tuple, x1: np.ndarray, L: int, k: int, key: np.u
     F, C, V, R = tuples
     ic = fmt.int_codes
     xb = x1.view(np.uint32)
-    threads = threads_for(x1.size)
-    with threads:
-        serial = threads.saved == 1              # a run on one thread: the one-thread twins
+    scope = threads_for(x1.size)
+    with scope:
+        # A run on one thread takes the one-thread twins; the small calls of a threaded run
+        # (one thread each, too) keep the threaded compilation, whose specialised kernels
+        # that run has compiled already (each twin costs another 5-20 s to compile).
+        serial = scope.saved == 1
         if down_columns:
             generic = _columns_generic_serial if serial else _columns_generic
             specialized = _columns_specialized
