@@ -220,12 +220,13 @@ def _arithmetic_constants(e, m, F, V):
 
 
 @numba.njit(inline="always")
-def _arithmetic_element(b, i, C, key, floor, M, max_x, ovf_pos, ovf_neg):
-    """Element ``i`` (float32 bits ``b``) of a block that rounds by arithmetic (constants from
-    :func:`_arithmetic_constants`): its value, to nearest even by additions or stochastically
-    by scaling, as the call's mode says."""
+def _arithmetic_element(b, z, C, floor, M, max_x, ovf_pos, ovf_neg):
+    """An element (float32 bits ``b``; ``z`` its random stream's counter,
+    :func:`fpformat.core.sr_counter`, which the caller's loop advances by an addition) of a
+    block that rounds by arithmetic (constants from :func:`_arithmetic_constants`): its value,
+    to nearest even by additions or stochastically by scaling, as the call's mode says."""
     if C[core.C_MODE] == core.SR:
-        v = stochastic_by_scaling(b, core.sr_random(key, i), floor, _NO_CAP, M, max_x, ovf_pos,
+        v = stochastic_by_scaling(b, core.sr_from_counter(z), floor, _NO_CAP, M, max_x, ovf_pos,
                                   ovf_neg, C[core.C_SR_BITS])
     else:
         v = nearest_by_addition(b, floor, _NO_CAP, M, max_x, ovf_pos, ovf_neg)
@@ -287,10 +288,12 @@ def _ocp_block(x, xb, lo, n, F, C, V, R, key, codes, out, want_codes, want_out,
     if _by_arithmetic(F, C, want_codes, int_codes):     # the other modes need no constants
         fits, floor, max_x, ovf_pos, ovf_neg = _arithmetic_constants(e, mm, F, V)
         if fits:
+            z = core.sr_counter(key, lo)
             for j in range(n):
                 i = lo + np.uint64(j)
-                out[i] = _arithmetic_element(xb[i], i, C, key, floor, F[core.F_M], max_x, ovf_pos,
+                out[i] = _arithmetic_element(xb[i], z, C, floor, F[core.F_M], max_x, ovf_pos,
                                              ovf_neg)
+                z += core.SR_STEP
             return e + 127
     if _in_layout(e, F) and not want_codes:
         S, Vs = _scaled_layout(e), _scaled_values(e, V)
@@ -411,11 +414,13 @@ def _ocp_column_segment(x, xb, r0, r1, c0, w, N, F, C, V, R, key, codes, scales,
         floor, max_bits, ovf_pos, ovf_neg = lane[0], lane[1], lane[2], lane[3]
         for r in range(r0, r1):
             base = np.uint64(r * N + c0)
+            z = core.sr_counter(key, base)
             for j in range(np.uint64(w)):
                 i = base + j
-                out[i] = _arithmetic_element(xb[i], i, C, key, floor[j], M,
+                out[i] = _arithmetic_element(xb[i], z, C, floor[j], M,
                                              np.uint32(max_bits[j]).view(np.float32),
                                              ovf_pos[j], ovf_neg[j])
+                z += core.SR_STEP
     else:
         for r in range(r0, r1):
             base = np.uint64(r * N + c0)

@@ -7,14 +7,16 @@ holds elements ``[b*k, min((b+1)*k, L))``, or, for 2-D tiles of ``R`` rows, thos
 loops are free of early exits so that they vectorise: (1) each block's largest magnitude, as an
 integer max over the bits (a block along a row straight from the data, a tile by way of each
 column's largest over the tile's rows); (2) each block's scale by the format's rule, rounded
-into the scale format through the scalar core (:func:`fpformat.core.encode_bits`); (3) block
+into the scale format through the scalar core (:func:`fpformat.core.encode_bits`), or to
+nearest even with saturation by a float64 addition (:func:`nearest_scale`); (3) block
 by block, every element ``x / scale`` rounded into the element format by the core, written as
 a code or, for quantize, as ``decode(code) * scale`` (the block's scale read once, outside the
 loop over its elements; per column for blocks down the columns; round-to-nearest into a 4-bit
 float from float32 data compares instead, see :func:`nearest_table`, other values rounded to
 nearest even into a float format take float64 additions, :func:`nearest_by_addition64`: 1.4-1.7x
 faster side by side on E4M3 blocks of 128, 128x128 tiles and columns, and stochastically
-rounded values float64 scaling to the quantum, :func:`stochastic_by_scaling64`); (4) blocks
+rounded values float64 scaling to the quantum, :func:`stochastic_by_scaling64`, the random
+stream's counter advanced by an addition per element, :func:`fpformat.core.sr_counter`); (4) blocks
 whose scale is NaN, zero or infinite, rewritten.  Rows whose length is a multiple of ``k`` run
 end to end as one long row (the same blocks).
 :mod:`fpformat.block` holds the semantics and the plain-numpy path (tiles, other axes) that the
@@ -105,11 +107,45 @@ def _rule_scale(amax, B, FS, CS):
     if B[B_F32] == 1.0:
         s32 = np.float32(s)
         return np.float64(s32), np.int64(s32.view(np.uint32))
-    code = core.encode_bits(_f64bits(s), core.SRC_FLOAT64, FS, CS, np.uint64(0))
-    val = core.decode_code(code, FS, B[B_SSUB])
+    if scales_by_addition(FS, CS):
+        code, val = nearest_scale(s, FS, B[B_SSUB])
+    else:
+        code = core.encode_bits(_f64bits(s), core.SRC_FLOAT64, FS, CS, np.uint64(0))
+        val = core.decode_code(code, FS, B[B_SSUB])
     if rule == RULE_NVFP4:
         val = val * B[B_TSCALE]
     return val, code
+
+
+@register_jitable
+def scales_by_addition(FS, CS) -> bool:
+    """Whether :func:`nearest_scale` rounds block scales into the scale format ``FS`` for the
+    call ``CS``: to nearest even, saturating (a positive overflow gives the largest code), on a
+    grid with zero, subnormals and at least one mantissa bit (code 0 being +0, "even" the even
+    multiple of the quantum) whose quanta and largest value :func:`_fits64`."""
+    return (CS[core.C_MODE] == core.RNE and CS[core.C_OVF_POS] == FS[core.F_MAXMAG]
+            and CS[core.C_ZERO_POS] == 0 and FS[core.F_M] >= 1 and FS[core.F_SUBNORMALS] == 1
+            and FS[core.F_HASZERO] == 1 and FS[core.F_PARITY] == 0 and _fits64(FS))
+
+
+@numba.njit(inline="always")
+def nearest_scale(s, FS, sub_unit):
+    """(code, value) of the finite ``s >= 0`` rounded into the scale format ``FS`` where
+    :func:`scales_by_addition`, as ``core.encode_bits`` and ``core.decode_code`` give them, in
+    a few float64 and integer operations instead of the core's general path (a loop over
+    blocks of 16 spent more time on its scales than on its elements' absolute maxima): the
+    value by :func:`nearest_by_addition64`'s addition, capped at the largest value, and the
+    code read off its float64 bits (``sub_unit = 2**(emin - M)``: the subnormal quantum)."""
+    M = FS[core.F_M]
+    quantum_field = _quantum_field64(_f64bits(s), FS)
+    big = np.int64(quantum_field + (np.int64(52) << 52)).view(np.float64)
+    largest = core.decode_code(np.int64(FS[core.F_MAXMAG]), FS, sub_unit)
+    r = min((s + big) - big, largest)
+    bits = _f64bits(r)
+    exponent = (bits >> 52) - 1023                     # -1023 for r = 0
+    normal = ((exponent + FS[core.F_BIAS]) << M) | ((bits >> (52 - M)) & ((np.int64(1) << M) - 1))
+    subnormal = np.int64(r / sub_unit)                 # exact: a multiple of the quantum
+    return (normal if exponent >= FS[core.F_EMIN] else subnormal), r
 
 
 @numba.njit(inline="always")
@@ -160,6 +196,23 @@ def rounds_stochastically(F, C) -> bool:
             and F[core.F_HASZERO] == 1 and F[core.F_NEGZERO] == 1 and F[core.F_SIGNBIT] != 0)
 
 
+@intrinsic
+def _frozen_uint64(typingctx, v):
+    """``uint64(v)`` for a float ``v``, frozen (LLVM's ``freeze``): where ``v`` is NaN or out of
+    range the conversion's result is poison, which freezing turns into some fixed number, so
+    that code computing a result it then discards stays defined without a test per element."""
+    if not isinstance(v, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        converted = builder.fptoui(args[0], ir.IntType(64))
+        frozen = ir.instructions.Instruction(builder.block, ir.IntType(64), "freeze",
+                                             [converted])
+        builder._insert(frozen)
+        return frozen
+    return types.uint64(v), codegen
+
+
 @numba.njit(inline="always")
 def stochastic_up(fraction, u, bits):
     """Stochastic rounding's decision, as the core takes it: the dropped part ``fraction``
@@ -167,10 +220,10 @@ def stochastic_up(fraction, u, bits):
     floor(fraction * 2**bits)`` (the core's dropped bits, shifted to ``bits``; the product is
     exact, a power-of-two scaling), and up when the top ``bits`` bits of the random ``u`` lie
     below it: ``P(up) = t / 2**bits``.  A NaN ``fraction`` (from a NaN or an infinity, in a
-    block rewritten afterwards) reads as 0, never converted."""
+    block rewritten afterwards) gives some decision, never used (:func:`_frozen_uint64`; a
+    test for NaN instead cost 7% of a stochastically rounded NVFP4 call)."""
     scale = np.int64((np.int64(bits) + 1023) << 52).view(np.float64)     # 2**bits, no pow
-    t = np.uint64(fraction * scale if fraction == fraction else 0.0)
-    return (u >> np.uint64(64 - bits)) < t
+    return (u >> np.uint64(64 - bits)) < _frozen_uint64(fraction * scale)
 
 
 @numba.njit(inline="always")
@@ -259,9 +312,7 @@ def nearest_by_addition64(y, F, V):
     quantum_field = _quantum_field64(a, F)
     big = np.int64(quantum_field + (np.int64(52) << 52)).view(np.float64)
     r = (np.int64(a).view(np.float64) + big) - big
-    overflow = np.int64(V[core.V_OVF_NEG]) if b < 0 else np.int64(V[core.V_OVF_POS])
-    rounded = np.int64(np.float64(r).view(np.int64)) | (b & _SIGN64)
-    return overflow if r > np.int64(V[core.V_MAXBITS]).view(np.float64) else rounded
+    return _overflowed64(r, b, V)
 
 
 @numba.njit(inline="always")
@@ -278,9 +329,22 @@ def stochastic_by_scaling64(y, u, F, V, bits):
     n = np.floor(z)
     r = ((n + 1.0) if stochastic_up(z - n, u, bits) else n) \
         * np.int64(quantum_field).view(np.float64)            # a select, as in the float32 one
+    return _overflowed64(r, b, V)
+
+
+@numba.njit(inline="always")
+def _overflowed64(r, b, V):
+    """The float64 bits of the rounded magnitude ``r`` with the sign of the bits ``b`` put
+    back, or the overflow result past the largest value: saturating (``V``'s overflow results
+    are ``±max``), the smaller of ``r`` and the largest value (one instruction, where the
+    test and the select by sign cost 3% of a stochastically rounded NVFP4 call)."""
+    largest = np.int64(V[core.V_MAXBITS])
+    if V[core.V_OVF_POS] == largest and V[core.V_OVF_NEG] == largest | _SIGN64:
+        return np.int64(np.float64(min(r, largest.view(np.float64))).view(np.int64)) \
+            | (b & _SIGN64)
     overflow = np.int64(V[core.V_OVF_NEG]) if b < 0 else np.int64(V[core.V_OVF_POS])
     rounded = np.int64(np.float64(r).view(np.int64)) | (b & _SIGN64)
-    return overflow if r > np.int64(V[core.V_MAXBITS]).view(np.float64) else rounded
+    return overflow if r > largest.view(np.float64) else rounded
 
 
 #: NVFP4's per-tensor scale is ``amax / (448 * 6)`` (:func:`fpformat.scales.tensor_scale`).
@@ -399,27 +463,32 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, codes, s
     # the loops vectorise).  A block's scale is read once, outside the loop over its elements
     # (1.0 where it is NaN, zero or infinite: step 4 writes those blocks); blocks down the
     # columns (k = 1) take theirs per column instead.
-    for r in range(r0, r1):
-        base = np.uint64(r * L + c0)
-        if compare:
-            _compare_row(x, xb, base, np.int64(w), np.int64(k), np.uint64(nfull),
-                         np.int64(nblocks), divisor, inverse, Q, FE[core.F_SIGNBIT], codes, out,
-                         want_out)
-            continue
-        if k == 1:
-            for j in range(np.uint64(w)):
-                _element_at(x, base + j, divisor[j], key, FE, CE, VE, ints, codes, out,
-                            want_out)
-            continue
-        for t in range(nfull):
-            s = divisor[t]
-            first = base + t * ku
-            for j in range(ku):
-                _element_at(x, first + j, s, key, FE, CE, VE, ints, codes, out, want_out)
-        if nfull < nblocks:
-            s = divisor[nfull]
-            for i in range(base + nfull * ku, base + np.uint64(w)):
-                _element_at(x, i, s, key, FE, CE, VE, ints, codes, out, want_out)
+    if compare:
+        _compare_rows(x, xb, np.uint64(r0 * L + c0), np.int64(r1 - r0), np.uint64(L),
+                      np.int64(w), np.int64(k), np.uint64(nfull), np.int64(nblocks), divisor,
+                      inverse, Q, FE[core.F_SIGNBIT], codes, out, want_out)
+    else:
+        for r in range(r0, r1):
+            base = np.uint64(r * L + c0)
+            if k == 1:
+                z = core.sr_counter(key, base)
+                for j in range(np.uint64(w)):
+                    _element_at(x, base + j, divisor[j], z, FE, CE, VE, ints, codes, out, want_out)
+                    z += core.SR_STEP
+                continue
+            for t in range(nfull):
+                s = divisor[t]
+                first = base + t * ku
+                z = core.sr_counter(key, first)
+                for j in range(ku):
+                    _element_at(x, first + j, s, z, FE, CE, VE, ints, codes, out, want_out)
+                    z += core.SR_STEP
+            if nfull < nblocks:
+                s = divisor[nfull]
+                z = core.sr_counter(key, base + nfull * ku)
+                for i in range(base + nfull * ku, base + np.uint64(w)):
+                    _element_at(x, i, s, z, FE, CE, VE, ints, codes, out, want_out)
+                    z += core.SR_STEP
     if unusable == 0:
         return
     # 4. Blocks whose scale is NaN (a NaN or inf inside), zero or infinite: every element is
@@ -438,26 +507,30 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, codes, s
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _compare_row(x, xb, base, w, k, nfull, nblocks, divisor, inverse, Q, signbit, codes, out,
-                 want_out):
-    """Step 3 of :func:`block_segment` for one row of the segment by the compare table ``Q``.
-    A function of its own, compiled once for every format (the table is an argument): inlined,
-    it would double the block kernel's compilation time."""
+def _compare_rows(x, xb, base, rows, L, w, k, nfull, nblocks, divisor, inverse, Q, signbit,
+                  codes, out, want_out):
+    """Step 3 of :func:`block_segment` by the compare table ``Q``, for the segment's ``rows``
+    rows (``L`` apart, the first from flat index ``base``).  A function of its own, compiled
+    once for every format (the table is an argument): inlined, it would double the block
+    kernel's compilation time; called once a segment, not once a row (a row of a segment down
+    the columns is as short as the data's rows, and a call per row cost as much as the row)."""
     ku = np.uint64(k)
-    if k == 1:
-        for j in range(np.uint64(w)):
-            _nearest_at(x, xb, base + j, divisor[j], inverse[j], Q, signbit, codes, out,
-                        want_out)
-        return
-    for t in range(nfull):
-        s, inv = divisor[t], inverse[t]
-        first = base + t * ku
-        for j in range(ku):
-            _nearest_at(x, xb, first + j, s, inv, Q, signbit, codes, out, want_out)
-    if nfull < nblocks:
-        s, inv = divisor[nfull], inverse[nfull]
-        for i in range(base + nfull * ku, base + np.uint64(w)):
-            _nearest_at(x, xb, i, s, inv, Q, signbit, codes, out, want_out)
+    for r in range(rows):
+        row = base + np.uint64(r) * L
+        if k == 1:
+            for j in range(np.uint64(w)):
+                _nearest_at(x, xb, row + j, divisor[j], inverse[j], Q, signbit, codes, out,
+                            want_out)
+            continue
+        for t in range(nfull):
+            s, inv = divisor[t], inverse[t]
+            first = row + t * ku
+            for j in range(ku):
+                _nearest_at(x, xb, first + j, s, inv, Q, signbit, codes, out, want_out)
+        if nfull < nblocks:
+            s, inv = divisor[nfull], inverse[nfull]
+            for i in range(row + nfull * ku, row + np.uint64(w)):
+                _nearest_at(x, xb, i, s, inv, Q, signbit, codes, out, want_out)
 
 
 @numba.njit(inline="always")
@@ -541,11 +614,14 @@ def _nearest_at(x, xb, i, s, inv, Q, signbit, codes, out, want_out):
 
 
 @numba.njit(inline="always")
-def _element_at(x, i, s, key, FE, CE, VE, ints, codes, out, want_out):
-    """Element ``i`` of the flat ``x`` divided by the block scale ``s`` and rounded."""
+def _element_at(x, i, s, z, FE, CE, VE, ints, codes, out, want_out):
+    """Element ``i`` of the flat ``x`` divided by the block scale ``s`` and rounded; ``z``:
+    its random stream's counter (:func:`fpformat.core.sr_counter`), which the caller's loop
+    advances by ``SR_STEP`` an element (an addition, where the counter computed from ``i``
+    cost a 64-bit multiplication an element: 7% of a stochastically rounded NVFP4 call)."""
     # The mode is read from CE here, not handed down as a flag: a flag computed outside the
     # prange loop reaches its body as a runtime value, and its branch stayed in the loop.
-    u = core.sr_random(key, i) if CE[core.C_MODE] == core.SR else np.uint64(0)
+    u = core.sr_from_counter(z) if CE[core.C_MODE] == core.SR else np.uint64(0)
     _element(np.float64(x[i]) / s, s, i, FE, CE, VE, u, ints, codes, out, want_out)
 
 

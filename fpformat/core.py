@@ -101,11 +101,29 @@ def sr_key(seed):
     return _mix64(np.uint64(seed) + _GOLDEN)
 
 
+#: What :func:`sr_counter` advances by from one element to the next.
+SR_STEP = _GOLDEN
+
+
+@register_jitable
+def sr_counter(key, i):
+    """The splitmix64 counter of element ``i`` of the stream ``key``, ``key + (i + 1) *
+    SR_STEP`` (uint64, wrapping): :func:`sr_from_counter` turns it into the element's random
+    bits, and a loop over elements may add ``SR_STEP`` instead of multiplying again."""
+    return key + (np.uint64(i) + np.uint64(1)) * SR_STEP
+
+
+@register_jitable
+def sr_from_counter(z):
+    """The 64 random bits of the element whose counter is ``z`` (:func:`sr_counter`)."""
+    return _mix64(z)
+
+
 @register_jitable
 def sr_random(key, i):
     """The 64 random bits for element ``i`` of the stream ``key``: counter-based (splitmix64),
     a pure function of (key, i), so results depend on neither threads, chunks nor device."""
-    return _mix64(key + (np.uint64(i) + np.uint64(1)) * _GOLDEN)
+    return sr_from_counter(sr_counter(key, i))
 
 
 @register_jitable

@@ -127,9 +127,8 @@ def sr_random_u64(seed: int, index) -> np.ndarray | np.uint64:
     with np.errstate(over="ignore"):
         if np.ndim(index) == 0:
             return core.sr_random(key, np.uint64(index))
-        idx = np.asarray(index, dtype=np.uint64)
         # core.sr_random on arrays: the same uint64 arithmetic, wrapping, element by element
-        return core._mix64(key + (idx + np.uint64(1)) * core._GOLDEN)
+        return core.sr_from_counter(core.sr_counter(key, np.asarray(index, dtype=np.uint64)))
 
 
 def random_bits_width(random_bits, shape, rounding, seed, sr_bits) -> tuple[np.ndarray, int]:

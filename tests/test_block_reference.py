@@ -9,6 +9,7 @@ import sys
 from unittest import mock
 
 import ml_dtypes
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,9 +22,11 @@ from fpformat import (  # noqa: E402
     BlockFormat,
     block_core,  # noqa: E402
     block_kernels,
+    core,
     get_format,
 )
 from fpformat.block_kernels import run_blocks  # noqa: E402
+from fpformat.rounding import call_tuple  # noqa: E402
 
 E8M0 = "float8_e8m0fnu"
 EXP_RANGE = {"float16": (-24, 14), "bfloat16": (-133, 126), "float32": (-149, 126),
@@ -775,3 +778,55 @@ def test_nearest_table_applies(name, dtype, rounding, applies):
     table = block_kernels.nearest_table(get_format(name), dtype, rounding)
     assert (table[0] == 1.0) == applies
     assert len(table) == len(block_kernels.NO_TABLE)
+
+
+@numba.njit
+def _scales_both_ways(s, FS, CS, sub_unit):
+    """(code, value bits) of each ``s`` by :func:`block_kernels.nearest_scale` and by the core's
+    general path, side by side."""
+    out = np.empty((s.size, 4), dtype=np.int64)
+    for i in range(s.size):
+        code, value = block_kernels.nearest_scale(s[i], FS, sub_unit)
+        want = core.encode_bits(np.float64(s[i]).view(np.int64), core.SRC_FLOAT64, FS, CS,
+                                np.uint64(0))
+        out[i, 0], out[i, 1] = code, np.float64(value).view(np.int64)
+        out[i, 2] = want
+        out[i, 3] = np.float64(core.decode_code(want, FS, sub_unit)).view(np.int64)
+    return out
+
+
+@pytest.mark.parametrize("name", ["ue4m3fn", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+                                  "e4m3", "e2m3", "float6_e3m2fn", "e3m4", "float16",
+                                  "bfloat16"])
+def test_nearest_scale_equals_core(name):
+    """The block scales' shortcut (nearest even by a float64 addition, the code read off the
+    value's bits, saturating) gives the core's code and value for every scale value, midpoint,
+    their float64 neighbours, values past the largest, and random magnitudes across float64's
+    range."""
+    sf = get_format(name)
+    FS, CS = sf.params, call_tuple(sf, "rne", True, None)
+    assert block_kernels.scales_by_addition(FS, CS)
+    v = sf.values()
+    v = v[v >= 0]
+    mids = (v[1:] + v[:-1]) / 2
+    rng = np.random.default_rng(0)
+    s = np.concatenate([v, mids, v[-1] * np.array([1.0625, 1.5, 2.0, 1e30])])
+    s = np.concatenate([s, np.nextafter(s, 0), np.nextafter(s, np.inf),
+                        rng.uniform(0, v[-1] * 1.5, 20000),
+                        np.exp(rng.uniform(-700, 700, 20000)), [0.0, 5e-324, 1e308]])
+    got = _scales_both_ways(np.abs(s), FS, CS, 2.0 ** (sf.emin - sf.man_bits))
+    assert np.array_equal(got[:, :2], got[:, 2:])
+
+
+@pytest.mark.parametrize("name, rounding, saturate, applies", [
+    ("ue4m3fn", "rne", True, True),
+    ("ue4m3fn", "rtp", True, False),                # amax scales rounded up: the core
+    ("float8_e4m3fn", "rne", False, False),         # overflow to NaN, not saturating
+    ("float8_e8m0fnu", "rne", True, False),         # no zero, no subnormals
+    ("e2m0", "rne", True, False),                   # no mantissa bit: "even" is the code's
+    ("p3109_k8p1", "rne", True, False),             # parity of the code, not the quantum's
+])
+def test_scales_by_addition_applies(name, rounding, saturate, applies):
+    sf = get_format(name)
+    CS = call_tuple(sf, rounding, saturate, None)
+    assert block_kernels.scales_by_addition(sf.params, CS) == applies

@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fpformat
-from fpformat import FloatFormat, get_format, kernels
+from fpformat import FloatFormat, core, get_format, kernels
+from fpformat.dispatch import seed_key
 from fpformat.rounding import call_tuple
 
 FORMATS = ["float8_e4m3fn", "float8_e5m2", "e2m1", "e3m2_ftz", "float8_e8m0fnu", "ue4m3fn",
@@ -301,3 +305,36 @@ def test_quantize_scaled_refuses(bad, match):
     args = dict(fmt="float8_e4m3fn", x=np.ones(4, np.float32), scale=2.0) | bad
     with pytest.raises(ValueError, match=match):
         kernels.quantize_scaled(get_format(args["fmt"]), args["x"], args["scale"])
+
+
+@numba.njit
+def _stream_by_counter(key, first, n):
+    """Elements ``first .. first + n - 1`` of stream ``key``, the counter advanced by addition
+    (as the block kernels' element loops do)."""
+    out = np.empty(n, dtype=np.uint64)
+    z = core.sr_counter(key, first)
+    for j in range(n):
+        out[j] = core.sr_from_counter(z)
+        z += core.SR_STEP
+    return out
+
+
+@numba.njit
+def _stream_by_index(key, first, n):
+    out = np.empty(n, dtype=np.uint64)
+    for j in range(n):
+        out[j] = core.sr_random(key, first + np.uint64(j))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(-2 ** 63, 2 ** 63 - 1), first=st.integers(0, 2 ** 64 - 70),
+       n=st.integers(0, 64))
+def test_sr_counter_steps_equal_sr_random(seed, first, n):
+    """A loop that advances the counter by ``SR_STEP`` draws element ``i``'s bits as
+    ``sr_random(key, i)`` does, wrapping at 2**64 included."""
+    key = seed_key(seed, core.SR)
+    a = _stream_by_counter(key, np.uint64(first), n)
+    assert np.array_equal(a, _stream_by_index(key, np.uint64(first), n))
+    want = kernels.sr_random_u64(seed, np.arange(first, first + n, dtype=np.uint64))
+    assert np.array_equal(a, want)
