@@ -134,13 +134,11 @@ def nearest_scale(s, FS, sub_unit):
     :func:`scales_by_addition`, as ``core.encode_bits`` and ``core.decode_code`` give them, in
     a few float64 and integer operations instead of the core's general path (a loop over
     blocks of 16 spent more time on its scales than on its elements' absolute maxima): the
-    value by :func:`nearest_by_addition64`'s addition, capped at the largest value, and the
+    value by :func:`_nearest_magnitude64`'s addition, capped at the largest value, and the
     code read off its float64 bits (``sub_unit = 2**(emin - M)``: the subnormal quantum)."""
     M = FS[core.F_M]
-    quantum_field = _quantum_field64(_f64bits(s), FS)
-    big = np.int64(quantum_field + (np.int64(52) << 52)).view(np.float64)
     largest = core.decode_code(np.int64(FS[core.F_MAXMAG]), FS, sub_unit)
-    r = min((s + big) - big, largest)
+    r = min(_nearest_magnitude64(_f64bits(s), FS), largest)
     bits = _f64bits(r)
     exponent = (bits >> 52) - 1023                     # -1023 for r = 0
     normal = ((exponent + FS[core.F_BIAS]) << M) | ((bits >> (52 - M)) & ((np.int64(1) << M) - 1))
@@ -308,11 +306,15 @@ def nearest_by_addition64(y, F, V):
     tuple ``V`` in the float64 layout), where :func:`rounds_by_addition`: the core's
     nearest-even result's float64 bits (int64), by ``(|y| + 2**52 q) - 2**52 q``."""
     b = np.int64(np.float64(y).view(np.int64))
-    a = b & _ABS64
-    quantum_field = _quantum_field64(a, F)
-    big = np.int64(quantum_field + (np.int64(52) << 52)).view(np.float64)
-    r = (np.int64(a).view(np.float64) + big) - big
-    return _overflowed64(r, b, V)
+    return _overflowed64(_nearest_magnitude64(b & _ABS64, F), b, V)
+
+
+@numba.njit(inline="always")
+def _nearest_magnitude64(a, F):
+    """The float64 magnitude with bits ``a`` rounded to nearest even on the format ``F``'s
+    grid (no overflow handling), by ``(|y| + 2**52 q) - 2**52 q`` for its quantum ``q``."""
+    big = np.int64(_quantum_field64(a, F) + (np.int64(52) << 52)).view(np.float64)
+    return (np.int64(a).view(np.float64) + big) - big
 
 
 @numba.njit(inline="always")

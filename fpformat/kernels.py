@@ -128,7 +128,7 @@ def sr_random_u64(seed: int, index) -> np.ndarray | np.uint64:
         if np.ndim(index) == 0:
             return core.sr_random(key, np.uint64(index))
         # core.sr_random on arrays: the same uint64 arithmetic, wrapping, element by element
-        return core.sr_from_counter(core.sr_counter(key, np.asarray(index, dtype=np.uint64)))
+        return core.sr_random(key, np.asarray(index, dtype=np.uint64))
 
 
 def random_bits_width(random_bits, shape, rounding, seed, sr_bits) -> tuple[np.ndarray, int]:

@@ -332,7 +332,8 @@ def _stream_by_index(key, first, n):
        n=st.integers(0, 64))
 def test_sr_counter_steps_equal_sr_random(seed, first, n):
     """A loop that advances the counter by ``SR_STEP`` draws element ``i``'s bits as
-    ``sr_random(key, i)`` does, wrapping at 2**64 included."""
+    ``sr_random(key, i)`` does (the counter's uint64 arithmetic wraps), and as
+    ``sr_random_u64`` draws them on arrays."""
     key = seed_key(seed, core.SR)
     a = _stream_by_counter(key, np.uint64(first), n)
     assert np.array_equal(a, _stream_by_index(key, np.uint64(first), n))
