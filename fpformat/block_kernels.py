@@ -35,12 +35,14 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
+from numba.core import cgutils
 from numba.core.extending import intrinsic, register_jitable
 
 from . import core
 from .dispatch import (
     JIT,
     SERIAL_JIT,
+    HashedKey,
     njit_as,
     prefer_specialized,
     seed_key,
@@ -169,6 +171,38 @@ def absmax_bits(typingctx, m, b):
         a = builder.and_(b, ir.Constant(ir.IntType(width), (1 << (width - 1)) - 1))
         return builder.select(builder.icmp_unsigned(">", a, m), a, m)
     return m(m, b), codegen
+
+
+def _absmax_run_of(n: int):
+    """An intrinsic ``absmax(xb, i)``: the largest of ``xb[i:i+n] & ~sign`` (uint32 or uint64
+    bits, uint64 ``i``, no bounds checks), :func:`absmax_bits` over a block of ``n``, as one
+    vector of ``n`` lanes reduced across them (NVFP4 along the rows, side by side in one process,
+    one thread, AMD EPYC: 2048 x 64 162 -> 155 us with stochastic rounding, 132 -> 125 to
+    nearest; 2048 x 176 435 -> 417 and 468 -> 415)."""
+    @intrinsic
+    def absmax(typingctx, xb, i):
+        if not (isinstance(xb, types.Array) and xb.ndim == 1
+                and xb.dtype in (types.uint32, types.uint64) and isinstance(i, types.Integer)):
+            return None
+        width = xb.dtype.bitwidth
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            vector = ir.VectorType(ir.IntType(width), n)
+            at = builder.bitcast(builder.gep(data, [args[1]]), vector.as_pointer())
+            bits = builder.and_(builder.load(at, align=width // 8),
+                                ir.Constant(vector, [(1 << (width - 1)) - 1] * n))
+            reduce = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.IntType(width), [vector]),
+                f"llvm.vector.reduce.umax.v{n}i{width}")
+            return builder.call(reduce, [bits])
+        return xb.dtype(xb, i), codegen
+    return absmax
+
+
+#: Blocks of 16 and 32 along a row (NVFP4, MX): :func:`_absmax_run_of`.
+absmax_16 = _absmax_run_of(16)
+absmax_32 = _absmax_run_of(32)
 
 
 _SIGN32 = np.uint32(0x80000000)
@@ -410,7 +444,8 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, codes, s
     r1 = min(r0 + R, x.size // L)
     wide = xb.itemsize == 8
     # 1. Each block's largest magnitude, as bits (NaN/inf: the largest): a block per row
-    # straight from the data, a tile by way of its columns' largest over the tile's rows.
+    # straight from the data (one of 16 or 32 as one vector, :func:`_absmax_run_of`), a tile
+    # by way of its columns' largest over the tile's rows.
     colmax, block_bits, block_scale, divisor, inverse = scratch
     compare = Q[0] == 1.0 and not wide
     nblocks = b1 - b0
@@ -419,12 +454,19 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, codes, s
     if R == 1 and k > 1:
         base = np.uint64(r0 * L + c0)
         colmax[0] = 0
-        for t in range(nfull):
-            m = colmax[0]                    # 0 in the data's bit width
-            first = base + t * ku
-            for j in range(ku):
-                m = absmax_bits(m, xb[first + j])
-            block_bits[t] = np.int64(m)
+        if k == 16:
+            for t in range(nfull):
+                block_bits[t] = np.int64(absmax_16(xb, base + t * ku))
+        elif k == 32:
+            for t in range(nfull):
+                block_bits[t] = np.int64(absmax_32(xb, base + t * ku))
+        else:
+            for t in range(nfull):
+                m = colmax[0]                # 0 in the data's bit width
+                first = base + t * ku
+                for j in range(ku):
+                    m = absmax_bits(m, xb[first + j])
+                block_bits[t] = np.int64(m)
         if nfull < nblocks:
             m = colmax[0]
             for i in range(base + nfull * ku, base + np.uint64(w)):
@@ -809,7 +851,7 @@ def kernel_plan(fmt, rounding: str, saturate: bool, sr_bits, compare: bool = Tru
     Bk = _constant_part(B)
     VE = value_tuple(fmt.element, CE, core.SRC_FLOAT64)
     Q = nearest_table(fmt, np.float32, rounding) if compare else NO_TABLE
-    return KernelPlan(Bk, FE, CE, VE, FS, CS, Q, ("blk", Bk, FE, CE, FS, CS, Q))
+    return KernelPlan(Bk, FE, CE, VE, FS, CS, Q, HashedKey(("blk", Bk, FE, CE, FS, CS, Q)))
 
 
 def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:

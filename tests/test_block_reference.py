@@ -830,3 +830,37 @@ def test_scales_by_addition_applies(name, rounding, saturate, applies):
     sf = get_format(name)
     CS = call_tuple(sf, rounding, saturate, None)
     assert block_kernels.scales_by_addition(sf.params, CS) == applies
+
+
+@numba.njit(cache=True)
+def _absmax_runs(xb, n, out):
+    """Every run of ``n`` in ``xb`` through :func:`block_kernels.absmax_16` / ``absmax_32``
+    (runs from every offset, so unaligned loads are covered too)."""
+    for i in range(out.size):
+        if n == 16:
+            out[i] = np.uint64(block_kernels.absmax_16(xb, np.uint64(i)))
+        else:
+            out[i] = np.uint64(block_kernels.absmax_32(xb, np.uint64(i)))
+
+
+@pytest.mark.parametrize("dtype, bits", [(np.float32, np.uint32), (np.float64, np.uint64)])
+@pytest.mark.parametrize("n", [16, 32])
+def test_absmax_runs_equal_loop(dtype, bits, n):
+    """The block maxima taken as one vector reduction equal the largest ``bits & ~sign`` of the
+    run, read off the bits in numpy: NaNs (either sign, any payload), infinities, -0,
+    subnormals and the largest finite values among random magnitudes."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(4000) * np.exp2(rng.uniform(-30, 30, 4000))).astype(dtype)
+    info = np.finfo(dtype)
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, info.max, -info.max,
+                         info.smallest_subnormal, -info.smallest_subnormal], dtype=dtype)
+    x[rng.choice(x.size, 60, replace=False)] = np.resize(specials, 60)
+    xb = x.view(bits).copy()
+    xb[::97] |= bits(1) << bits(np.iinfo(bits).bits - 1)         # flip signs, NaN payloads
+    xb[5] = np.array(0x7FC01234, np.uint32).astype(bits) if bits is np.uint32 else \
+        np.uint64(0xFFF0000000000001)                            # a signalling-style NaN
+    got = np.empty(xb.size - n + 1, dtype=np.uint64)
+    _absmax_runs(xb, n, got)
+    mags = xb & bits(np.iinfo(bits).max >> 1)
+    want = np.lib.stride_tricks.sliding_window_view(mags, n).max(axis=1).astype(np.uint64)
+    assert np.array_equal(got, want)

@@ -339,3 +339,24 @@ def test_sr_counter_steps_equal_sr_random(seed, first, n):
     assert np.array_equal(a, _stream_by_index(key, np.uint64(first), n))
     want = kernels.sr_random_u64(seed, np.arange(first, first + n, dtype=np.uint64))
     assert np.array_equal(a, want)
+
+
+def test_hashed_key_is_its_tuple(monkeypatch):
+    """A :class:`fpformat.dispatch.HashedKey` is equal to, and hashed like, the plain tuple of
+    its items, so that either finds the other's specialisation decision."""
+    from fpformat import dispatch
+    items = ("test-key", (1, 2, 3), (0.5, float("inf")), True)
+    key = dispatch.HashedKey(items)
+    assert key == items and hash(key) == hash(items) and {key: 1}[items] == 1
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "auto")
+    monkeypatch.setattr(dispatch, "_seen", {})
+    monkeypatch.setattr(dispatch, "_ready", set())
+    assert not dispatch.want_specialized(items, 10)
+    assert not dispatch.want_specialized(key, dispatch.SPECIALIZE_AFTER - 11)
+    assert dispatch.want_specialized(items, 1)             # the count reached the threshold
+    assert dispatch.want_specialized(key, 1)
+    other = ("test-key", (1, 2, 4), (0.5, float("inf")), True)
+    dispatch.prefer_specialized(dispatch.HashedKey(other))
+    assert dispatch.want_specialized(other, 1)
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    assert not dispatch.want_specialized(key, 1)
