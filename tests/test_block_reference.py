@@ -832,7 +832,7 @@ def test_scales_by_addition_applies(name, rounding, saturate, applies):
     assert block_kernels.scales_by_addition(sf.params, CS) == applies
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _absmax_runs(xb, n, out):
     """Every run of ``n`` in ``xb`` through :func:`block_kernels.absmax_16` / ``absmax_32``
     (runs from every offset, so unaligned loads are covered too)."""
@@ -856,9 +856,9 @@ def test_absmax_runs_equal_loop(dtype, bits, n):
                          info.smallest_subnormal, -info.smallest_subnormal], dtype=dtype)
     x[rng.choice(x.size, 60, replace=False)] = np.resize(specials, 60)
     xb = x.view(bits).copy()
-    xb[::97] |= bits(1) << bits(np.iinfo(bits).bits - 1)         # flip signs, NaN payloads
+    xb[::97] |= bits(1) << bits(np.iinfo(bits).bits - 1)         # sign bits set
     xb[5] = np.array(0x7FC01234, np.uint32).astype(bits) if bits is np.uint32 else \
-        np.uint64(0xFFF0000000000001)                            # a signalling-style NaN
+        np.uint64(0xFFF0000000000001)                            # NaNs with payloads
     got = np.empty(xb.size - n + 1, dtype=np.uint64)
     _absmax_runs(xb, n, got)
     mags = xb & bits(np.iinfo(bits).max >> 1)
