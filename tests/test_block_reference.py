@@ -728,7 +728,10 @@ def test_nvfp4_compare_path_equals_dividing_path(layout, policy, shape):
         _assert_compare_equals_divide(b, _nvfp4_ties(shape, seed), k, rows, policy)
     x2 = hard_data(shape, seed=3, element_max=6.0, k=16)     # NaN/inf: the tensor is NaN
     _assert_compare_equals_divide(b, x2, k, rows, policy)
-    _assert_compare_equals_divide(b, _nvfp4_ties(shape, 5), k, rows, policy, sat=False)
+    # Without saturation on the generic compilation only: the table is the same either way,
+    # and the specialised kernels of a non-saturating call (which training never makes) cost
+    # the default suite about a minute of compilation.
+    _assert_compare_equals_divide(b, _nvfp4_ties(shape, 5), k, rows, "never", sat=False)
     x2 = _nvfp4_ties(shape, 4)
     x2[:, : min(16, shape[1])] *= np.float32(2.0 ** -30)     # block scales round to 0
     _assert_compare_equals_divide(b, x2, k, rows, policy)
