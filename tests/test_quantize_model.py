@@ -130,8 +130,9 @@ class RefGemmFn(torch.autograd.Function):
     def forward(ctx, x2, w, b, specs):
         ctx.save_for_backward(x2, w)
         ctx.specs, ctx.has_bias = specs, b is not None
-        y = ref_quantize(x2, specs["fwd_x"], 1) @ ref_quantize(w, specs["fwd_w"], 1).t()
-        return y if b is None else y + b
+        # nn.Linear's GEMM (the bias added inside it, as torch's addmm adds it)
+        return torch.nn.functional.linear(ref_quantize(x2, specs["fwd_x"], 1),
+                                          ref_quantize(w, specs["fwd_w"], 1), b)
 
     @staticmethod
     def backward(ctx, gy):
@@ -296,6 +297,25 @@ def test_one_gemm_module_equals_the_hand_reference(n_in, n_out, tokens, conv, bi
     torch.testing.assert_close(x.grad, xr.grad, rtol=0, atol=0)
     for g, p in zip(grads, mod.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(256, 512, 64), (128, 700, 48)])
+def test_training_forward_is_the_evaluation_forward(shape):
+    """With autograd and without, a quantized layer computes nn.Linear's GEMM of its quantized
+    inputs, bit for bit.  With a bias and 512 or more inputs, torch's matmul followed by a
+    separate bias addition rounds differently from nn.Linear's (addmm adds the bias inside
+    the GEMM), so a training forward of that form would evaluate to other numbers."""
+    tokens, n_in, n_out = shape
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(n_in, n_out))
+    quantize_model(net, QuantConfig(fmt="e4m3", block=32))
+    x = torch.randn(tokens, n_in, requires_grad=True)
+    y = net(x)
+    with torch.no_grad():
+        assert torch.equal(net(x), y)
+    q = net[0]
+    qw = ref_quantize(q.weight, OperandSpec("e4m3", 32), 1)
+    assert torch.equal(y, torch.nn.functional.linear(x, qw, q.bias))
 
 
 def test_gpt2_conv1d_unquantized_is_the_modules_own_computation():

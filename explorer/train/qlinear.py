@@ -839,9 +839,13 @@ class _QGemm(torch.autograd.Function):
         qx = layer._input_copy("fwd_x", x2, rot.fwd, 1, seeds, True)
         qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
         with _no_autocast(x2.device.type):
-            y = _mm(_as(qx, cdtype), _as(qw, cdtype).t(), layer._acc)
-            if bias is not None:
-                y = y + _as(bias, cdtype)
+            if layer._acc is None:      # nn.Linear's GEMM, as the evaluation forward computes it
+                y = torch.nn.functional.linear(_as(qx, cdtype), _as(qw, cdtype),
+                                               None if bias is None else _as(bias, cdtype))
+            else:
+                y = _mm(_as(qx, cdtype), _as(qw, cdtype).t(), layer._acc)
+                if bias is not None:
+                    y.add_(_as(bias, cdtype))     # y is the GEMM's new tensor: no second one
         xw = layer._backward_input("wgrad_x", x2, qx, rot.wgrad, seeds)
         wd = layer._backward_input("dgrad_w", weight, qw, rot.dgrad, seeds)
         if isinstance(xw, _Factored) or isinstance(wd, _Factored):
