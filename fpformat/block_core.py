@@ -90,6 +90,7 @@ from .dispatch import (
     JIT,
     SERIAL_JIT,
     HashedKey,
+    IdentityCache,
     njit_as,
     prefer_specialized,
     seed_key,
@@ -551,21 +552,10 @@ def _key(F, C, R, want_codes: bool, want_out: bool, int_codes: bool, columns: bo
                       int_codes))
 
 
-#: (id of a :func:`kernel_tuples` result, want_codes, want_out, int_codes, columns) -> (those
-#: tuples, held so that the id stays theirs; their :func:`_key`)
-_KEY_OF: dict[tuple, tuple[tuple, tuple]] = {}
-
-
-def _key_of(tuples: tuple, want_codes: bool, want_out: bool, int_codes: bool,
-            columns: bool) -> tuple:
-    """:func:`_key` of the kernel tuples ``tuples``, made once per tuples (found by identity:
-    building and hashing the key per call cost 1.7 us of an 8 us call on 32 x 32)."""
-    entry = _KEY_OF.get((id(tuples), want_codes, want_out, int_codes, columns))
-    if entry is None or entry[0] is not tuples:
-        F, C, _, R = tuples
-        entry = (tuples, _key(F, C, R, want_codes, want_out, int_codes, columns))
-        _KEY_OF[(id(tuples), want_codes, want_out, int_codes, columns)] = entry
-    return entry[1]
+#: ``_key_of.get(tuples, (want_codes, want_out, int_codes, columns))``: :func:`_key` of a
+#: :func:`kernel_tuples` result, made once per tuples (building and hashing the key per call
+#: cost 1.7 us of an 8 us call on 32 x 32)
+_key_of = IdentityCache(lambda tuples, *flags: _key(tuples[0], tuples[1], tuples[3], *flags))
 
 
 def specialize(fmt, rounding: str, saturate: bool, sr_bits) -> None:
@@ -606,7 +596,8 @@ def launch_ocp_f32(fmt, tuples: tuple, x1: np.ndarray, L: int, k: int, key: np.u
         else:
             generic = _ocp_generic_serial if serial else _ocp_generic
             specialized = _ocp_specialized
-        if want_specialized(_key_of(tuples, want_codes, want_out, ic, down_columns), x1.size):
+        if want_specialized(_key_of.get(tuples, (want_codes, want_out, ic, down_columns)),
+                            x1.size):
             specialized(F, C, V, R, want_codes, want_out, ic, serial)(
                 x1, xb, L, k, key, codes, scale_codes, out)
         else:

@@ -29,7 +29,7 @@ Like :mod:`fpformat.kernels`, each loop is compiled generic (tuples as arguments
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -43,6 +43,7 @@ from .dispatch import (
     JIT,
     SERIAL_JIT,
     HashedKey,
+    IdentityCache,
     njit_as,
     prefer_specialized,
     seed_key,
@@ -462,16 +463,11 @@ def block_segment(x, xb, tr, g, G, R, L, B, FE, CE, VE, FS, CS, Q, key, codes, s
                 block_bits[t] = np.int64(absmax_32(xb, base + t * ku))
         else:
             for t in range(nfull):
-                m = colmax[0]                # 0 in the data's bit width
                 first = base + t * ku
-                for j in range(ku):
-                    m = absmax_bits(m, xb[first + j])
-                block_bits[t] = np.int64(m)
-        if nfull < nblocks:
-            m = colmax[0]
-            for i in range(base + nfull * ku, base + np.uint64(w)):
-                m = absmax_bits(m, xb[i])
-            block_bits[nfull] = np.int64(m)
+                block_bits[t] = np.int64(_absmax_run(xb, first, first + ku, colmax[0]))
+        if nfull < nblocks:              # colmax[0]: 0 in the data's bit width
+            block_bits[nfull] = np.int64(_absmax_run(xb, base + nfull * ku, base + np.uint64(w),
+                                                     colmax[0]))
     else:
         colmax[:w] = 0
         for r in range(r0, r1):
@@ -885,27 +881,18 @@ def launch_blocks(plan: KernelPlan, x1: np.ndarray, xb: np.ndarray, L: int, tile
     other rules, or :data:`FIND_TENSOR_SCALE`."""
     tscale = 1.0 if tscale is None else float(tscale)
     if want_specialized(plan.key, x1.size):
-        _specialized_of(plan, want_out)(x1, xb, L, key, codes, scales, out, tile_rows, k,
-                                        tscale, threads)
+        _specialized_of.get(plan, (want_out,))(x1, xb, L, key, codes, scales, out, tile_rows,
+                                               k, tscale, threads)
     else:
         _block_generic(x1, xb, L, plan.B, plan.FE, plan.CE, plan.VE, plan.FS, plan.CS, plan.Q,
                        key, codes, scales, out, want_out, tile_rows, k, tscale, threads)
 
 
-#: (id of a plan, want_out) -> (the plan, held so that its id stays its own; its specialised
-#: kernel)
-_SPECIALIZED_OF: dict[tuple[int, bool], tuple[KernelPlan, Any]] = {}
-
-
-def _specialized_of(plan: KernelPlan, want_out: bool):
-    """:func:`_block_specialized` of ``plan``, found by the plan's identity (the plans are
-    cached, and hashing their tuples for the cache's key cost a microsecond a call)."""
-    entry = _SPECIALIZED_OF.get((id(plan), want_out))
-    if entry is None or entry[0] is not plan:
-        entry = (plan, _block_specialized(plan.B, plan.FE, plan.CE, plan.VE, plan.FS, plan.CS,
-                                          plan.Q, want_out))
-        _SPECIALIZED_OF[(id(plan), want_out)] = entry
-    return entry[1]
+#: ``_specialized_of.get(plan, (want_out,))``: :func:`_block_specialized` of a plan (the plans are
+#: cached; found by the plan's identity, not its tuples' hash)
+_specialized_of = IdentityCache(
+    lambda plan, want_out: _block_specialized(plan.B, plan.FE, plan.CE, plan.VE, plan.FS,
+                                              plan.CS, plan.Q, want_out))
 
 
 def run_blocks(fmt, x2: np.ndarray, k: int, tscale: float | None, rounding: str, saturate: bool,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import types
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -85,6 +86,26 @@ class HashedKey(tuple):
 
     def __hash__(self) -> int:
         return self._hash
+
+
+class IdentityCache:
+    """Values made from an object once, found again by the object's identity and a few flags
+    rather than by its hash (the objects here are kernels' constant tuples, some 70 numbers,
+    whose hashing cost a microsecond or two of a call of a few microseconds).  Each entry holds
+    its object, so that the object's id stays its own while the entry lives."""
+
+    def __init__(self, make: Callable[..., Any]):
+        #: ``make(obj, *flags)``: the value for ``obj`` and ``flags``
+        self.make = make
+        self._entries: dict[tuple, tuple[Any, Any]] = {}
+
+    def get(self, obj: Any, flags: tuple) -> Any:
+        """``make(obj, *flags)``, made on the first request for this object and flags."""
+        key = (id(obj), flags)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not obj:
+            entry = self._entries[key] = (obj, self.make(obj, *flags))
+        return entry[1]
 
 
 _seen: dict[tuple, int] = {}        # elements processed per specialisation key, this process

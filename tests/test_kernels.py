@@ -360,3 +360,20 @@ def test_hashed_key_is_its_tuple(monkeypatch):
     assert dispatch.want_specialized(other, 1)
     monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
     assert not dispatch.want_specialized(key, 1)
+
+
+def test_identity_cache_makes_once_per_object_and_flags():
+    """:class:`fpformat.dispatch.IdentityCache` makes a value once per object and flags, tells
+    equal but distinct objects apart, and remakes the value where an entry's id belongs to
+    another object (an id is reused once its object is gone)."""
+    from fpformat.dispatch import IdentityCache
+    made = []
+    cache = IdentityCache(lambda obj, *flags: made.append((obj, flags)) or (len(made), flags))
+    a, b = (1, 2, 3), tuple([1, 2, 3])
+    assert a == b and a is not b
+    assert cache.get(a, (True,)) == (1, (True,)) and cache.get(a, (True,)) == (1, (True,))
+    assert cache.get(a, (False,)) == (2, (False,))
+    assert cache.get(b, (True,)) == (3, (True,))
+    assert len(made) == 3 and cache.get(a, (True,)) == (1, (True,))
+    cache._entries[(id(a), ("reused",))] = (object(), "stale")    # another object held that id
+    assert cache.get(a, ("reused",)) == (4, ("reused",))
