@@ -292,6 +292,38 @@ def test_fast_kernel_pairs_of_blocks(policy, mode, monkeypatch):
         assert (scales.reshape(-1)[[1, -1]] == 255).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mode", ["rne", "sr"])
+@pytest.mark.parametrize("shape", [(40, 1024), (300, 200)])
+def test_fast_kernel_segments_of_blocks(shape, mode, threads, monkeypatch):
+    """Values rounded by arithmetic go through the kernel by segments of a row's blocks,
+    several segments to a work item: rows that 32 divides as one long row (40 x 1024: 1280
+    blocks, 20 segments, 3 work items), others row by row (300 x 200: seven blocks a row, the
+    last of 8 elements).  NaN, infinite, zero, tiny and overflowing blocks on the segments'
+    and work items' edges, on one thread (the serial compilation) and on two."""
+    monkeypatch.setenv("FPFORMAT_SPECIALIZE", "never")
+    b = get_format("mxfp4")
+    seg, per = block_core.ROW_SEGMENT_BLOCKS, block_core.SEGMENTS_PER_RUN
+    x2 = hard_data(shape, seed=21, element_max=b.element.max)
+    flat = x2.reshape(-1)
+    overflowing = np.linspace(-3e38, 3e38, 32, dtype=np.float32)
+    for t, v in ((seg - 1, np.nan), (seg, -np.inf), (seg * per - 1, 0.0),
+                 (seg * per, 1e-41), (seg * per + 1, overflowing)):
+        if shape[1] % 32 == 0:                        # block t of the long row
+            flat[t * 32:(t + 1) * 32] = v
+        else:                                         # the first block of row t
+            x2[t % shape[0], :32] = v
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        _, scales, out = block_core.run_ocp_f32(b, x2, 32, mode, True, 13, None, False, True)
+    finally:
+        numba.set_num_threads(saved)
+    _, general_scales, general_out = _general(b, x2, 32, mode, True, 13, True)
+    assert np.array_equal(scales, general_scales)
+    assert np.array_equal(out.view(np.uint32), general_out.view(np.uint32))
+
+
 @settings(max_examples=60, deadline=None)
 @given(element=st.sampled_from(["e2m1", "e3m2", "e2m3", "e4m3", "e5m2", "e1m2", "e3m3", "e4m0"]),
        k=st.sampled_from([8, 16, 32]), rows=st.integers(1, 3), blocks=st.integers(1, 5),
