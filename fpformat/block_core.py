@@ -347,6 +347,11 @@ def _ocp_pair(x, xb, lo, n, t, F, C, V, R, key, codes, scales, out, want_codes,
     return True
 
 
+#: :func:`_ocp_block` compiled once on its own and called, not inlined, where a kernel needs it
+#: rarely (inlined, its core paths would be compiled into every kernel again: 5-6 s each).
+_ocp_block_apart = njit_as(_ocp_block.py_func, "_apart", SERIAL_JIT)
+
+
 #: Blocks per segment of :func:`_ocp_row_segment` (its scratch stays in the L1 cache), and
 #: segments per parallel work item (each allocates its scratch once).
 ROW_SEGMENT_BLOCKS = 64
@@ -362,7 +367,7 @@ def _ocp_row_segment(x, xb, base, w, k, first, F, C, V, R, key, codes, scales, o
     loops vectorise: (1) each block's largest magnitude; (2) each block's scale code and
     constants (:func:`_arithmetic_constants`), side by side; (3) every element with its
     block's constants; (4) the blocks the arithmetic does not serve (a NaN or an infinity
-    inside, or a scale out of its range) again, one at a time (:func:`_ocp_block`).
+    inside, or a scale out of its range) again, one at a time (:func:`_ocp_block`, called).
     ``blockmax`` (int64) and ``lane`` (uint32, ``(4, n)``): scratch of at least the segment's
     blocks.  (Block by block instead, MXFP4 on 2048 x 64 float32 took 2.0 ns an element
     stochastically and 1.7 to nearest, one thread, Intel Xeon; this way 1.0 and 0.5.)"""
@@ -409,8 +414,8 @@ def _ocp_row_segment(x, xb, base, w, k, first, F, C, V, R, key, codes, scales, o
         if m < _INF and _arithmetic_constants(_block_exponent(m, R), m, F, V)[0]:
             continue
         lo = base + np.uint64(t) * ku
-        scales[first + t] = _ocp_block(x, xb, lo, min(k, np.int64(base + wu - lo)), F, C, V, R,
-                                       key, codes, out, False, True, False)
+        scales[first + t] = _ocp_block_apart(x, xb, lo, min(k, np.int64(base + wu - lo)), F, C,
+                                             V, R, key, codes, out, False, True, False)
 
 
 @numba.njit(inline="always")
