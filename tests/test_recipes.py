@@ -246,9 +246,9 @@ def _captured(monkeypatch, qcfg: QuantConfig, x, w, gy, layer_id: int, step: int
     seen = []
     real = qlinear._mm
 
-    def record(a, b, acc):
+    def record(a, b, acc, bias=None):
         seen.append((a.clone(), b.clone()))
-        return real(a, b, acc)
+        return real(a, b, acc, bias)
 
     monkeypatch.setattr(qlinear, "_mm", record)
     lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
@@ -559,7 +559,8 @@ def test_delayed_scaling_equals_the_float32_reference(monkeypatch, d, fmt):
     xs = [(g.standard_normal((12, 16)) * m).astype(np.float32) for m in mags]
     seen = []
     real = qlinear._mm
-    monkeypatch.setattr(qlinear, "_mm", lambda a, b, acc: seen.append(a.clone()) or real(a, b, acc))
+    monkeypatch.setattr(qlinear, "_mm", lambda a, b, acc, bias=None: seen.append(a.clone())
+                        or real(a, b, acc, bias))
     for step, x in enumerate(xs):
         layer.step = step
         layer(torch.from_numpy(x).requires_grad_(True)).sum().backward()

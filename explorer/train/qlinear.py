@@ -813,13 +813,17 @@ def _as(t, dtype: torch.dtype):
     return t if t.dtype == dtype else t.to(dtype)
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor, acc) -> torch.Tensor:
-    """``a @ b``, through the emulated accumulator or the matrix unit when one is configured."""
+def _mm(a: torch.Tensor, b: torch.Tensor, acc, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` plus ``bias`` (a row added to every row; None: nothing), through the emulated
+    accumulator or the matrix unit when one is configured, the bias added to their result.
+    Without either, the bias is added inside the GEMM (``addmm``), as ``nn.Linear`` and so the
+    evaluation forward's ``F.linear`` add it: with 512 or more products per output the sum
+    rounds differently from ``a @ b + bias``."""
     if acc is None:
-        return a @ b
-    if isinstance(acc, _UnitGemm):
-        return acc(a, b)
-    return emulated_mm(a.contiguous(), b.contiguous(), acc)
+        return a @ b if bias is None else torch.addmm(bias, a, b)
+    y = acc(a, b) if isinstance(acc, _UnitGemm) else emulated_mm(a.contiguous(), b.contiguous(),
+                                                                  acc)
+    return y if bias is None else y.add_(bias)      # y is the GEMM's new tensor
 
 
 class _QGemm(torch.autograd.Function):
@@ -839,13 +843,8 @@ class _QGemm(torch.autograd.Function):
         qx = layer._input_copy("fwd_x", x2, rot.fwd, 1, seeds, True)
         qw = layer._quant("fwd_w", rotate(weight, rot.fwd, 1), 1, seeds, True)
         with _no_autocast(x2.device.type):
-            if layer._acc is None:      # nn.Linear's GEMM, as the evaluation forward computes it
-                y = torch.nn.functional.linear(_as(qx, cdtype), _as(qw, cdtype),
-                                               None if bias is None else _as(bias, cdtype))
-            else:
-                y = _mm(_as(qx, cdtype), _as(qw, cdtype).t(), layer._acc)
-                if bias is not None:
-                    y.add_(_as(bias, cdtype))     # y is the GEMM's new tensor: no second one
+            y = _mm(_as(qx, cdtype), _as(qw, cdtype).t(), layer._acc,
+                    None if bias is None else _as(bias, cdtype))
         xw = layer._backward_input("wgrad_x", x2, qx, rot.wgrad, seeds)
         wd = layer._backward_input("dgrad_w", weight, qw, rot.dgrad, seeds)
         if isinstance(xw, _Factored) or isinstance(wd, _Factored):
