@@ -386,7 +386,8 @@ def _ocp_row_segment(x, xb, base, w, k, first, F, C, V, R, key, codes, scales, o
     if nfull < nblocks:
         blockmax[nfull] = np.int64(_absmax_run(xb, base + nfull * ku, base + wu, np.uint32(0)))
     # 2. Each block's scale code and its constants (those of a zero block where it holds a
-    # NaN or an infinity: step 4 rewrites it).
+    # NaN or an infinity: step 4 rewrites it).  A block step 3 does not serve keeps _INF as
+    # its maximum, step 4's mark.
     unserved = 0
     for t in range(nblocks):
         m = blockmax[t]
@@ -396,7 +397,9 @@ def _ocp_row_segment(x, xb, base, w, k, first, F, C, V, R, key, codes, scales, o
             e, m if finite else np.int64(0), F, V)
         lane[1, t] = np.float32(max_x).view(np.uint32)
         scales[first + t] = e + 127
-        unserved += 0 if finite and fits else 1
+        served = finite and fits
+        blockmax[t] = m if served else _INF
+        unserved += 0 if served else 1
     # 3. Every element, by arithmetic with its block's constants.
     for t in range(nblocks):
         floor, max_x = lane[0, t], np.uint32(lane[1, t]).view(np.float32)
@@ -410,8 +413,7 @@ def _ocp_row_segment(x, xb, base, w, k, first, F, C, V, R, key, codes, scales, o
         return
     # 4. The blocks step 3 did not serve, through the one-block path.
     for t in range(nblocks):
-        m = blockmax[t]
-        if m < _INF and _arithmetic_constants(_block_exponent(m, R), m, F, V)[0]:
+        if blockmax[t] < _INF:
             continue
         lo = base + np.uint64(t) * ku
         scales[first + t] = _ocp_block_apart(x, xb, lo, min(k, np.int64(base + wu - lo)), F, C,
