@@ -1029,10 +1029,8 @@ class _QuantGemmMixin:
         rot = self._rotations().fwd
         qx = self._input_copy("fwd_x", x2, rot, 1, seeds, False)
         qw = self._quant("fwd_w", rotate(weight, rot, 1), 1, seeds, False)
-        if self._acc is None:
-            return torch.nn.functional.linear(qx, qw.to(qx.dtype), bias)
-        y = _mm(qx, qw.to(qx.dtype).t(), self._acc)
-        return y if bias is None else y + bias.to(y.dtype)
+        return _mm(qx, qw.to(qx.dtype).t(), self._acc,
+                   None if bias is None else _as(bias, qx.dtype))
 
     def _specs_repr(self) -> str:
         specs = [f"{t}={op.spec.label()}/{op.spec.rounding}"
